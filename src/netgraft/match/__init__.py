@@ -1,0 +1,140 @@
+"""Match the layers of two architectures: blocks first, then layers inside matched blocks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..trace import Architecture, Layer, group_blocks
+from .dp import align
+from .scores import DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score
+
+DEFAULT_METHOD = "graft"
+
+
+@dataclass
+class Matching:
+    """Which source layer initialises each target layer."""
+
+    method: str
+    source: Architecture = field(repr=False)
+    target: Architecture = field(repr=False)
+    #: target layer index → (source layer index or None)
+    pairs: dict[int, int | None]
+    #: target layer index → score of its pair (0 when unmatched)
+    scores: dict[int, float]
+    #: DP value of aligning the source onto the target, S(source → target)
+    value: float
+
+    def source_of(self, target_name: str) -> str | None:
+        idx = self.pairs[self.target[target_name].index]
+        return None if idx is None else self.source.layers[idx].name
+
+    def named_pairs(self) -> list[tuple[str, str | None]]:
+        """(target layer, source layer or None) for every target layer, in execution order."""
+        return [(self.target.layers[t].name,
+                 None if s is None else self.source.layers[s].name)
+                for t, s in sorted(self.pairs.items())]
+
+    @property
+    def matched(self) -> int:
+        return sum(s is not None for s in self.pairs.values())
+
+
+# ---------------------------------------------------------------------------- methods
+# A method turns an Architecture into a list of items (layer indices, non-layer markers, or
+# lists of those = blocks) and scores two layers. Items that are not layers score 0.
+@dataclass(frozen=True)
+class Method:
+    name: str
+    items: Callable[[Architecture], list]
+    score: Callable[[Layer, Layer], float]
+
+
+def _dpiat_items(arch: Architecture) -> list:
+    """DPIAT's blocks standardization over module registration order (no tracing)."""
+    if arch.model is None:
+        raise ValueError("method='dpiat' needs the Architecture's model (trace() keeps it)")
+    index = {layer.name: layer.index for layer in arch.layers}
+    names = {m: n for n, m in arch.model.named_modules()}
+    items = group_blocks(
+        arch.model, lambda m: list(m.children()),
+        lambda m: isinstance(m, DPIAT_CLASSES), lambda m: isinstance(m, DPIAT_DIMENSIONAL))
+
+    def convert(item: Any) -> Any:
+        if isinstance(item, list):
+            return [convert(x) for x in item]
+        name = names[item]
+        # DPIAT treats every leaf module as an item; only its own layer classes score > 0
+        return index[name] if isinstance(item, DPIAT_CLASSES) and name in index else f"~{name}"
+
+    return [convert(x) for x in items]
+
+
+def _graft_items(arch: Architecture) -> list:
+    return [b.layers if len(b.layers) > 1 else b.layers[0] for b in arch.blocks]
+
+
+METHODS: dict[str, Method] = {
+    "dpiat": Method("dpiat", _dpiat_items, dpiat_score),
+    "graft": Method("graft", _graft_items, graft_score),
+}
+
+
+def get_method(method: str) -> Method:
+    try:
+        return METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}") from None
+
+
+class _Aligner:
+    def __init__(self, source: Architecture, target: Architecture, method: Method):
+        self.source, self.target, self.method = source, target, method
+        self.cache: dict[tuple[int, int], tuple[float, list]] = {}
+
+    def item_score(self, s: Any, t: Any) -> float:
+        if isinstance(s, list) and isinstance(t, list):
+            return self.lists(s, t)[0]
+        if isinstance(s, int) and isinstance(t, int):
+            return self.method.score(self.source.layers[s], self.target.layers[t])
+        return 0.0
+
+    def lists(self, src: list, tgt: list) -> tuple[float, list]:
+        key = (id(src), id(tgt))
+        if key not in self.cache:
+            scores = [[self.item_score(s, t) for s in src] for t in tgt]
+            value, pairs = align(scores, len(src))
+            self.cache[key] = (value, [(None if j is None else src[j], None if i is None else tgt[i],
+                                        0.0 if i is None or j is None else scores[i][j])
+                                       for j, i in pairs])
+        return self.cache[key]
+
+    def layer_pairs(self, src: list, tgt: list, out: dict[int, tuple[int, float]]) -> None:
+        for s, t, score in self.lists(src, tgt)[1]:
+            if s is None or t is None:
+                continue
+            if isinstance(s, list) and isinstance(t, list):
+                self.layer_pairs(s, t, out)
+            elif isinstance(s, int) and isinstance(t, int):
+                out[t] = (s, score)
+
+
+def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
+    """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks)."""
+    m = get_method(method)
+    aligner = _Aligner(source, target, m)
+    src_items, tgt_items = m.items(source), m.items(target)
+    value, _ = aligner.lists(src_items, tgt_items)
+    found: dict[int, tuple[int, float]] = {}
+    aligner.layer_pairs(src_items, tgt_items, found)
+    pairs = {layer.index: found[layer.index][0] if layer.index in found else None
+             for layer in target.layers}
+    scores = {t: found[t][1] if t in found else 0.0 for t in pairs}
+    return Matching(method=method, source=source, target=target, pairs=pairs, scores=scores,
+                    value=value)
+
+
+def dp_value(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> float:
+    """S(source → target): the value of the top-level alignment."""
+    m = get_method(method)
+    return _Aligner(source, target, m).lists(m.items(source), m.items(target))[0]

@@ -1,0 +1,89 @@
+"""Layer-pair scores: how well a source layer can initialise a target layer, in [0, 1]."""
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from ..trace import Layer
+
+# DPIAT's layer classes, in the order its package checks them (section 1 of DPIAT.md)
+DPIAT_CLASSES: tuple[type, ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Linear,
+)
+DPIAT_DIMENSIONAL: tuple[type, ...] = DPIAT_CLASSES[:6] + (nn.Linear,)
+
+
+def ratio(a: float, b: float) -> float:
+    return min(a / b, b / a) if a > 0 and b > 0 else 0.0
+
+
+def dpiat_score(source: Layer, target: Layer) -> float:
+    """Same class → product over the weight's dimensions of min(a/b, b/a); otherwise 0."""
+    for cls in DPIAT_CLASSES:
+        if isinstance(source.module, cls) and isinstance(target.module, cls):
+            a, b = source.shapes.get("weight"), target.shapes.get("weight")
+            if a is None or b is None:
+                return 0.0
+            return math.prod(ratio(x, y) for x, y in zip(a, b))
+    return 0.0
+
+
+# Which kinds can initialise which, and how much of the structure carries over.
+_COMPATIBLE: dict[frozenset, float] = {
+    frozenset({"conv"}): 1.0,
+    frozenset({"conv_transpose"}): 1.0,
+    frozenset({"linear"}): 1.0,
+    frozenset({"conv", "linear"}): 0.5,  # a pointwise conv is a linear map over channels
+    frozenset({"batchnorm"}): 1.0,
+    frozenset({"layernorm"}): 1.0,
+    frozenset({"groupnorm"}): 1.0,
+    frozenset({"instancenorm"}): 1.0,
+    frozenset({"norm"}): 1.0,
+    frozenset({"batchnorm", "groupnorm"}): 0.5,
+    frozenset({"batchnorm", "layernorm"}): 0.5,
+    frozenset({"layernorm", "groupnorm"}): 0.5,
+    frozenset({"layernorm", "norm"}): 0.5,
+    frozenset({"embedding"}): 1.0,
+    frozenset({"attention"}): 1.0,
+    frozenset({"param"}): 1.0,
+}
+
+
+def _structure(layer: Layer) -> tuple[float, ...]:
+    """The sizes that matter for transfer: (fan-out, fan-in per group, kernel area)."""
+    if layer.kind in ("conv", "conv_transpose", "linear"):
+        w = layer.shapes["weight"]
+        if layer.kind == "conv_transpose":
+            fan_out, fan_in = w[1] * layer.groups, w[0] // max(layer.groups, 1)
+        else:
+            fan_out, fan_in = w[0], w[1]
+        return (fan_out, fan_in, math.prod(w[2:]) if len(w) > 2 else 1)
+    w = layer.weight_shape
+    return tuple(w) if w else tuple(next(iter(layer.shapes.values()), ()))
+
+
+def graft_score(source: Layer, target: Layer) -> float:
+    """Score for the default method: compatible kinds (conv ~ linear, any norm ~ any norm),
+    shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise."""
+    compat = _COMPATIBLE.get(frozenset({source.kind, target.kind}), 0.0)
+    if not compat:
+        return 0.0
+    if source.kind == "param":
+        if set(source.shapes) != set(target.shapes):
+            return 0.0
+        return compat * math.prod(
+            math.prod(ratio(x, y) for x, y in zip(source.shapes[k], target.shapes[k]))
+            if len(source.shapes[k]) == len(target.shapes[k]) else 0.0
+            for k in source.shapes)
+    a, b = _structure(source), _structure(target)
+    if len(a) != len(b) and not {source.kind, target.kind} <= {"conv", "linear"}:
+        return 0.0
+    if len(a) == 3 and len(b) == 3:
+        score = ratio(a[0], b[0]) * ratio(a[1], b[1]) * math.sqrt(ratio(a[2], b[2]))
+    else:
+        score = math.prod(ratio(x, y) for x, y in zip(a, b))
+    if source.depthwise != target.depthwise:
+        score *= 0.25
+    return compat * score

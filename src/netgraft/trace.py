@@ -1,0 +1,480 @@
+"""Model → Architecture: the parametric layers of a network in execution order, and its blocks.
+
+A *layer* is a module that directly owns tensors (parameters, or the running statistics of a
+batch norm): a conv, a linear, a norm, an embedding, an attention's packed projection, or a
+module holding loose parameters such as a class token or a layer-scale vector. Layers are
+ordered by when the forward pass first reaches them (forward pre-hooks on an example input),
+so the order follows the data flow rather than the order in which modules were registered.
+
+Blocks come from the module tree (a residual block, an MBConv, a transformer block ...),
+grouped the same way DPIAT groups them but over parametric layers only, and ordered by
+execution as well.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ModelForwardError, UnsupportedModelError
+
+# Layer kinds, most specific class first. Data, not if-chains: add a row to support a kind.
+_KINDS: list[tuple[type, str]] = [
+    (nn.modules.conv._ConvTransposeNd, "conv_transpose"),
+    (nn.modules.conv._ConvNd, "conv"),
+    (nn.Linear, "linear"),
+    (nn.modules.batchnorm._BatchNorm, "batchnorm"),
+    (nn.modules.instancenorm._InstanceNorm, "instancenorm"),
+    (nn.GroupNorm, "groupnorm"),
+    (nn.LayerNorm, "layernorm"),
+    (nn.Embedding, "embedding"),
+    (nn.EmbeddingBag, "embedding"),
+    (nn.MultiheadAttention, "attention"),
+]
+if hasattr(nn, "RMSNorm"):
+    _KINDS.append((nn.RMSNorm, "layernorm"))
+
+NORM_KINDS = frozenset({"batchnorm", "instancenorm", "groupnorm", "layernorm"})
+#: kinds that carry a fan-in/fan-out weight matrix (count as "real" layers for blocks)
+DIMENSIONAL_KINDS = frozenset({"conv", "conv_transpose", "linear", "embedding", "attention"})
+
+
+def layer_kind(module: nn.Module) -> str:
+    for cls, kind in _KINDS:
+        if isinstance(module, cls):
+            return kind
+    # timm and others define their own norms (RmsNorm, LayerNorm2d ...): recognise them by name
+    name = type(module).__name__.lower()
+    if "norm" in name and hasattr(module, "weight"):
+        return "layernorm" if ("layer" in name or "rms" in name) else "groupnorm" if "group" in name else "norm"
+    return "param"
+
+
+def own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and persistent buffers a module owns directly (not through children)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, p in module.named_parameters(recurse=False):
+        if p is not None:
+            tensors[name] = p
+    non_persistent = getattr(module, "_non_persistent_buffers_set", set())
+    for name, b in module.named_buffers(recurse=False):
+        if b is not None and name not in non_persistent and b.is_floating_point():
+            tensors[name] = b
+    return tensors
+
+
+@dataclass
+class Layer:
+    """One parametric layer of a traced model."""
+
+    name: str
+    kind: str
+    type: str
+    shapes: dict[str, tuple[int, ...]]
+    param_names: tuple[str, ...]
+    index: int = -1  # position in execution order
+    executed: bool = True
+    groups: int = 1
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    in_dim: int | None = None
+    out_dim: int | None = None
+    block: int = -1
+    role: str = ""  # "input" (reads the model input) / "output" (produces the model output)
+    module: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def numel(self) -> int:
+        """Number of parameter elements (buffers excluded)."""
+        return sum(math.prod(self.shapes[n]) for n in self.param_names)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...] | None:
+        if "weight" in self.shapes:
+            return self.shapes["weight"]
+        if "in_proj_weight" in self.shapes:
+            return self.shapes["in_proj_weight"]
+        return None
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "type": self.type, "index": self.index,
+            "block": self.block, "executed": self.executed, "role": self.role,
+            "groups": self.groups, "kernel": list(self.kernel), "stride": list(self.stride),
+            "in_dim": self.in_dim, "out_dim": self.out_dim, "numel": self.numel,
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+        }
+
+
+@dataclass
+class Block:
+    """A run of consecutive layers that form one unit of the network (or a single layer)."""
+
+    name: str
+    layers: list[int]  # positions in Architecture.layers
+
+    @property
+    def single(self) -> bool:
+        return len(self.layers) == 1
+
+
+@dataclass
+class Architecture:
+    """The traced structure of a model: layers in execution order, grouped into blocks."""
+
+    name: str
+    layers: list[Layer]
+    blocks: list[Block]
+    input_shape: tuple[int, ...] | None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def numel(self) -> int:
+        return sum(layer.numel for layer in self.layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "numel": self.numel,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "blocks": [{"name": b.name, "layers": b.layers} for b in self.blocks],
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {len(self.layers)} layers in {len(self.blocks)} blocks, "
+                 f"{self.numel:,} parameters"]
+        for b, block in enumerate(self.blocks):
+            lines.append(f"  [{b}] {block.name or '(top)'}")
+            for i in block.layers:
+                layer = self.layers[i]
+                shape = "x".join(map(str, layer.weight_shape or ()))
+                lines.append(f"      {layer.index:4d} {layer.kind:<14} {layer.name:<40} {shape}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- blocks
+def group_blocks(root: Any, children: Callable[[Any], Sequence[Any]],
+                 is_leaf: Callable[[Any], bool], is_dimensional: Callable[[Any], bool]) -> list:
+    """DPIAT's block standardization over an abstract tree.
+
+    Returns a top-level list whose items are leaves or flat lists of leaves (blocks). A subtree
+    is merged into its parent when it is itself a list of blocks or holds fewer than two
+    dimensional layers; below the top, a node with more single layers than blocks becomes one
+    flat block; a one-element list is replaced by its element. Shared by the faithful DPIAT
+    method (tree = module registration, leaves = DPIAT's layer classes) and the default method
+    (leaves = parametric layers only).
+    """
+
+    def walk(node: Any, level: int) -> tuple[int, int, Any]:
+        if is_leaf(node):
+            return 0, int(is_dimensional(node)), node
+        kids = children(node)
+        if not kids:
+            return 0, 0, node
+        next_level = level if len(kids) == 1 else level + 1
+        items: list = []
+        n_dim = blocks = singles = 0
+        for kid in kids:
+            kid_depth, kid_dim, kid_items = walk(kid, next_level)
+            n_dim += kid_dim
+            spread = kid_depth > 1 or (isinstance(kid_items, list) and kid_dim < 2)
+            for item in (kid_items if spread else [kid_items]):
+                if isinstance(item, list):
+                    blocks += 1
+                else:
+                    singles += 1
+                items.append(item)
+        depth = 2
+        if singles > blocks and level > 0:
+            items = [x for item in items for x in (item if isinstance(item, list) else [item])]
+            depth = 1
+        if len(items) == 1:
+            return 1, n_dim, items[0]
+        if not items:
+            return 0, n_dim, node
+        return depth, n_dim, items
+
+    _, _, items = walk(root, 0)
+    return items if isinstance(items, list) else [items]
+
+
+# ----------------------------------------------------------------------------- tracing
+def default_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """A small example input shape for `model`: timm's config when present, else its first layer."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        c, h, w = cfg["input_size"][-3:]
+        c = getattr(model, "in_chans", None) or _first_layer_channels(model) or c
+        if not cfg.get("fixed_input_size", False):
+            patch = _patch_size(model)
+            side = max(64, 2 * patch) if patch else 64
+            h, w = min(h, side), min(w, side)
+        return (1, c, h, w)
+    for module in model.modules():
+        if isinstance(module, nn.Conv1d):
+            return (1, module.in_channels, 64)
+        if isinstance(module, nn.Conv2d):
+            return (1, module.in_channels, 64, 64)
+        if isinstance(module, nn.Conv3d):
+            return (1, module.in_channels, 16, 32, 32)
+        if isinstance(module, nn.Linear):
+            return (1, module.in_features)
+    raise UnsupportedModelError(
+        f"cannot guess an example input for {type(model).__name__}: pass example_input=")
+
+
+def _first_layer_channels(model: nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module.in_channels
+    return None
+
+
+def _patch_size(model: nn.Module) -> int | None:
+    pe = getattr(model, "patch_embed", None)
+    ps = getattr(pe, "patch_size", None)
+    if ps is None:
+        return None
+    return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    if isinstance(obj, dict):
+        for item in obj.values():
+            t = _first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+def _run(model: nn.Module, example: Any) -> Any:
+    if isinstance(example, dict):
+        return model(**example)
+    if isinstance(example, (tuple, list)):
+        return model(*example)
+    return model(example)
+
+
+def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], str | None, str | None]:
+    """Names of modules in the order the forward pass first reaches them, plus which module
+    reads the model input and which one produces the output."""
+    order: dict[str, int] = {}
+    outputs: dict[str, int] = {}
+    input_reader: list[str] = []
+    inp = _first_tensor(example)
+    inp_ptr = inp.data_ptr() if inp is not None else None
+    handles = []
+
+    def pre_hook(name):
+        def hook(module, args):
+            if name not in order:
+                order[name] = len(order)
+            first = _first_tensor(args)
+            if inp_ptr is not None and first is not None and first.data_ptr() == inp_ptr \
+                    and layer_kind(module) in DIMENSIONAL_KINDS and not input_reader:
+                input_reader.append(name)
+        return hook
+
+    def post_hook(name):
+        def hook(module, args, out):
+            t = _first_tensor(out)
+            if t is not None:
+                outputs[name] = t.data_ptr()
+        return hook
+
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(pre_hook(name)))
+        if own_tensors(module):
+            handles.append(module.register_forward_hook(post_hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = _run(model, example)
+    except Exception as exc:  # any failure inside the user's forward
+        shape = tuple(inp.shape) if inp is not None else None
+        raise ModelForwardError(
+            f"{type(model).__name__} failed on the example input of shape {shape}: "
+            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with "
+            f"example_input= (CLI: --input-size C,H,W).") from exc
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out_t = _first_tensor(out)
+    producer = None
+    if out_t is not None:
+        ptr = out_t.data_ptr()
+        for name, p in outputs.items():  # the last module whose output is the model output
+            if p == ptr:
+                producer = name
+    return order, (input_reader[0] if input_reader else None), producer
+
+
+def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> Layer:
+    kind = layer_kind(module)
+    params = tuple(n for n, _ in module.named_parameters(recurse=False))
+    layer = Layer(name=name, kind=kind, type=type(module).__name__,
+                  shapes={k: tuple(v.shape) for k, v in tensors.items()},
+                  param_names=tuple(p for p in params if p in tensors), module=module)
+    if kind in ("conv", "conv_transpose"):
+        layer.groups = module.groups
+        layer.kernel = tuple(module.kernel_size)
+        layer.stride = tuple(module.stride)
+        layer.in_dim, layer.out_dim = module.in_channels, module.out_channels
+    elif kind == "linear":
+        layer.in_dim, layer.out_dim = module.in_features, module.out_features
+    elif kind == "embedding":
+        layer.in_dim, layer.out_dim = module.num_embeddings, module.embedding_dim
+    elif kind == "attention":
+        layer.in_dim = layer.out_dim = module.embed_dim
+    elif "weight" in layer.shapes and layer.shapes["weight"]:
+        layer.in_dim = layer.out_dim = layer.shapes["weight"][0]
+    return layer
+
+
+def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None) -> Architecture:
+    """Trace `model` into its parametric layers (in execution order) and blocks.
+
+    `example_input` is a tensor (or a tuple/dict of arguments) the model accepts; when omitted
+    it is inferred from timm's config or from the first layer.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"trace() expects a torch.nn.Module, got {type(model).__name__}")
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if isinstance(p, nn.parameter.UninitializedParameter):
+                raise UnsupportedModelError(
+                    "lazy module with uninitialised parameters: run one forward pass first",
+                    layer=f"{mod_name}.{p_name}".strip("."))
+    if example_input is None:
+        shape = default_input_shape(model)
+        example_input = torch.randn(*shape, device=_device_of(model))
+    inp = _first_tensor(example_input)
+    order, input_layer, output_layer = _execution_order(model, example_input)
+
+    modules = dict(model.named_modules())
+    layers: list[Layer] = []
+    for mod_name, module in modules.items():
+        tensors = own_tensors(module)
+        if tensors:
+            layers.append(_describe(mod_name, module, tensors))
+    if not layers:
+        raise UnsupportedModelError(f"{type(model).__name__} has no parameters to transfer")
+
+    # Modules the forward never calls directly (e.g. MultiheadAttention's out_proj) sit right
+    # after their nearest executed ancestor; truly unused ones go last in registration order.
+    def position(layer_name: str) -> float:
+        probe = layer_name
+        while probe not in order:
+            if not probe:
+                return math.inf
+            probe = probe.rpartition(".")[0]
+        return order[probe] + (0.0 if probe == layer_name else 0.5)
+
+    registration = {layer.name: i for i, layer in enumerate(layers)}
+    layers.sort(key=lambda l: (position(l.name), registration[l.name]))
+    for i, layer in enumerate(layers):
+        layer.index = i
+        layer.executed = layer.name in order
+        if layer.name == input_layer:
+            layer.role = "input"
+        elif layer.name == output_layer:
+            layer.role = "output"
+
+    blocks = _blocks(model, layers)
+    cfg = getattr(model, "pretrained_cfg", None)
+    arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
+    return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
+                        input_shape=tuple(inp.shape) if inp is not None else None, model=model)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class _Own:
+    """Tree node standing for the tensors a non-leaf module owns directly."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
+    by_name = {layer.name: layer for layer in layers}
+    names = {m: n for n, m in model.named_modules()}
+    has_layer: dict[str, bool] = {}
+    for layer_name in by_name:  # mark every ancestor of a layer
+        probe = layer_name
+        while True:
+            has_layer[probe] = True
+            if not probe:
+                break
+            probe = probe.rpartition(".")[0]
+
+    def children(node: Any) -> list:
+        if isinstance(node, _Own):
+            return []
+        name = names[node]
+        kids: list = [_Own(name)] if name in by_name else []
+        kids += [c for c in node.children() if has_layer.get(names[c], False)]
+        return kids
+
+    def is_leaf(node: Any) -> bool:
+        if isinstance(node, _Own):
+            return True
+        name = names[node]
+        return name in by_name and not any(has_layer.get(names[c], False) for c in node.children())
+
+    def layer_of(node: Any) -> Layer:
+        return by_name[node.name if isinstance(node, _Own) else names[node]]
+
+    items = group_blocks(model, children, is_leaf,
+                         lambda node: layer_of(node).kind in DIMENSIONAL_KINDS)
+    blocks = []
+    for item in items:
+        members = sorted(layer_of(x).index for x in (item if isinstance(item, list) else [item]))
+        blocks.append(Block(name=_common_prefix([layers[i].name for i in members]), layers=members))
+    blocks.sort(key=lambda b: b.layers[0])
+    for b, block in enumerate(blocks):
+        for i in block.layers:
+            layers[i].block = b
+    return blocks
+
+
+def _common_prefix(names: Iterable[str]) -> str:
+    parts = [n.split(".") for n in names]
+    prefix = []
+    for group in zip(*parts):
+        if len(set(group)) != 1:
+            break
+        prefix.append(group[0])
+    return ".".join(prefix)
