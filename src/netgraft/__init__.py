@@ -1,6 +1,20 @@
-"""netgraft: graft trained parameters from one network onto a network of another architecture."""
+"""netgraft: graft trained parameters from one network onto a network of another architecture.
+
+    >>> import netgraft, timm
+    >>> report = netgraft.transfer(trained_resnet, timm.create_model("efficientnet_b0"))
+    >>> print(report)
+"""
 from .errors import (CheckpointError, ModelForwardError, ModelSpecError, NetgraftError,
                      UnsupportedModelError)
+from .match import DEFAULT_METHOD, METHODS, Matching, match
+from .similarity import similarity
 from .trace import Architecture, Block, Layer, trace
+from .transfer import LayerRecord, TransferReport, transfer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Architecture", "Block", "CheckpointError", "DEFAULT_METHOD", "Layer", "LayerRecord",
+    "METHODS", "Matching", "ModelForwardError", "ModelSpecError", "NetgraftError",
+    "TransferReport", "UnsupportedModelError", "match", "similarity", "trace", "transfer",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import warnings
 import zlib
@@ -156,7 +157,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
     if got_magic != magic:
         raise ValueError(f"corrupt IDX file {path}: magic number {got_magic}, expected {magic}")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)  # Python ints: a corrupt header cannot overflow
     if len(raw) - header != expected:
         raise ValueError(
             f"corrupt IDX file {path}: header says {dims} ({expected} bytes of data) "
@@ -168,7 +169,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _fashion_arrays(root: str, split: str, stamp: tuple) -> tuple[np.ndarray, np.ndarray]:
     # Cached per (root, split): decoding 47 MB of gzip is the slow part of a load.
-    # `stamp` (file sizes/mtimes) is only part of the key, so a replaced file
+    # `stamp` (file sizes/mtimes) is part of the key so that a replaced file
     # is re-read. The arrays are read-only views of the decoded bytes.
     images_name, labels_name = _FASHION_FILES[split]
     images = _read_idx(Path(root) / images_name, _IDX_IMAGES_MAGIC, 3)

@@ -308,11 +308,14 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
 
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
-        if own_tensors(module):
+        if own_tensors(module) and layer_kind(module) in DIMENSIONAL_KINDS:
             handles.append(module.register_forward_hook(post_hook(name)))
     was_training = model.training
+    threads = torch.get_num_threads()
     model.eval()
     try:
+        # one small forward pass: a single thread avoids OpenMP start-up and oversubscription
+        torch.set_num_threads(1)
         with torch.no_grad():
             out = _run(model, example)
     except Exception as exc:  # any failure inside the user's forward
@@ -322,6 +325,7 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
             f"{type(exc).__name__}: {exc}. Pass an input the model accepts with "
             f"example_input= (CLI: --input-size C,H,W).") from exc
     finally:
+        torch.set_num_threads(threads)
         for h in handles:
             h.remove()
         model.train(was_training)

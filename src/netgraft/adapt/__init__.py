@@ -1,0 +1,174 @@
+"""Per-tensor shape transforms: how a source tensor becomes a target tensor of another shape.
+
+Two families:
+
+* ``clip`` — DPIAT's transform, kept exactly: per dimension, a larger source is centre-cropped,
+  a smaller one copied into the centre of the target (the rest keeps its init).
+* ``graft`` — the default: every dimension has a *role* and each role has its rule —
+  channels (``out``) are replicated or evenly selected, summed-over channels (``in``) are
+  additionally rescaled so activations keep their scale, kernel taps (``k``) are centre-cropped
+  or zero-padded (a 3×3 kernel inside a 5×5 computes the same thing), the packed
+  query/key/value projection (``qkv``) is resized one third at a time, the input channels of
+  the first layer (``mix``) are mixed so that any number of input channels maps onto any other,
+  and token grids of position embeddings are resampled.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..trace import Layer
+from .mapping import centre_slices, channel_index, fan_in_scale, mixing_matrix
+
+
+@dataclass
+class TensorRecord:
+    """What happened to one target tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    source_shape: tuple[int, ...] | None
+    action: str  # "copied" | "adapted" | "init"
+    how: str = ""
+    filled: int = 0  # elements whose value came from the source
+    numel: int = 0
+    parameter: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape),
+                "source_shape": list(self.source_shape) if self.source_shape else None,
+                "action": self.action, "how": self.how, "filled": self.filled,
+                "numel": self.numel, "parameter": self.parameter}
+
+
+def init_record(layer: Layer, name: str, reason: str) -> TensorRecord:
+    shape = layer.shapes[name]
+    return TensorRecord(name=name, shape=shape, source_shape=None, action="init", how=reason,
+                        numel=math.prod(shape), parameter=name in layer.param_names)
+
+
+# ----------------------------------------------------------------------------- clip (DPIAT)
+def clip(source: torch.Tensor, target: torch.Tensor) -> int:
+    """DPIAT's clip transfer, in place into `target`; returns how many elements were written."""
+    src_idx, tgt_idx = [], []
+    for a, b in zip(source.shape, target.shape):
+        s, t = centre_slices(a, b)
+        src_idx.append(s)
+        tgt_idx.append(t)
+    region = source[tuple(src_idx)]
+    target[tuple(tgt_idx)] = region.to(target.dtype)
+    return region.numel()
+
+
+# ----------------------------------------------------------------------------- graft
+def _is_qkv(layer: Layer) -> bool:
+    return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("qkv", "in_proj", "c_attn")
+
+
+def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
+    """The role of each dimension of tensor `name` of `layer`."""
+    kind = layer.kind
+    if kind == "attention" and name.startswith("in_proj"):
+        return ("qkv", "in")[:ndim]
+    if _is_qkv(layer):
+        return ("qkv", "in")[:ndim]
+    if name == "weight" and kind in ("conv", "linear"):
+        return ("out", "in")[:ndim] + ("k",) * max(ndim - 2, 0)
+    if name == "weight" and kind == "conv_transpose":
+        return ("in", "out") + ("k",) * (ndim - 2)
+    return ("out",) * ndim
+
+
+@dataclass
+class _Plan:
+    notes: list[str] = field(default_factory=list)
+    fraction: float = 1.0  # share of target elements that came from the source
+
+
+def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
+                mix: bool) -> torch.Tensor:
+    s = x.shape[dim]
+    if s == size:
+        return x
+    if role == "k":
+        src, tgt = centre_slices(s, size)
+        if s > size:
+            plan.notes.append(f"kernel {s}→{size} centre crop")
+            return x.narrow(dim, src.start, size)
+        shape = list(x.shape)
+        shape[dim] = size
+        out = x.new_zeros(shape)
+        out.narrow(dim, tgt.start, s).copy_(x)
+        plan.notes.append(f"kernel {s}→{size} zero-padded")
+        plan.fraction *= s / size
+        return out
+    if role == "in" and mix:
+        m = mixing_matrix(s, size).to(x.dtype)
+        plan.notes.append(f"input channels {s}→{size} mixed")
+        return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
+    if role == "qkv" and s % 3 == 0 and size % 3 == 0:
+        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False) for p in x.chunk(3, dim)]
+        plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
+        return torch.cat(parts, dim)
+    index = channel_index(s, size)
+    out = x.index_select(dim, index.to(x.device))
+    verb = "replicated" if size > s else "selected"
+    if role == "in":
+        scale = fan_in_scale(s, size, index).to(x.dtype).to(x.device)
+        view = [1] * x.ndim
+        view[dim] = size
+        out = out * scale.view(view)
+        verb += ", rescaled"
+    plan.notes.append(f"{role} {s}→{size} {verb}")
+    return out
+
+
+def _match_ndim(x: torch.Tensor, ndim: int, plan: _Plan) -> torch.Tensor:
+    """A linear's weight seen as a 1×1 conv, or a conv's centre tap seen as a linear."""
+    if x.ndim < ndim:
+        plan.notes.append("linear→conv 1×1")
+        return x.reshape(tuple(x.shape) + (1,) * (ndim - x.ndim))
+    while x.ndim > ndim:
+        plan.notes.append("conv centre tap")
+        x = x.select(-1, x.shape[-1] // 2)
+    return x
+
+
+def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
+    """Position embeddings (1, prefix + H·W, D): keep the prefix tokens, resample the grid."""
+    def split(n: int) -> tuple[int, int] | None:
+        for prefix in range(0, 9):
+            side = math.isqrt(n - prefix) if n - prefix > 0 else 0
+            if side * side == n - prefix and side > 0:
+                return prefix, side
+        return None
+
+    a, b = split(x.shape[1]), split(tokens)
+    if a is None or b is None or a[0] != b[0]:
+        return _resize_dim(x, 1, tokens, "out", plan, False)
+    prefix, side = a[0], a[1]
+    grid = x[:, prefix:].reshape(x.shape[0], side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=(b[1], b[1]), mode="bicubic", align_corners=False,
+                         antialias=b[1] < side).to(x.dtype)
+    grid = grid.permute(0, 2, 3, 1).reshape(x.shape[0], b[1] * b[1], -1)
+    plan.notes.append(f"position grid {side}×{side}→{b[1]}×{b[1]} resampled")
+    return torch.cat([x[:, :prefix], grid], dim=1)
+
+
+def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
+          mix_input: bool = False, tokens: bool = False) -> tuple[torch.Tensor, _Plan]:
+    """Resize `source` to `shape`, dimension by dimension, by the rule of each role."""
+    plan = _Plan()
+    x = source.detach()
+    if not x.is_floating_point():
+        x = x.float()
+    x = _match_ndim(x, len(shape), plan)
+    if tokens and x.ndim == 3 and x.shape[1] != shape[1]:
+        x = _resample_tokens(x, shape[1], plan)
+    for dim, (size, role) in enumerate(zip(shape, dim_roles)):
+        x = _resize_dim(x, dim, size, role, plan, mix_input)
+    return x, plan

@@ -1,0 +1,65 @@
+"""Index maps between a source dimension of size S and a target dimension of size T.
+
+Every dimension of every tensor is resized by the same rule, so two connected layers that
+agree on a channel count in both networks also agree on which channels they keep or repeat:
+the output channels a layer selects are exactly the input channels the next layer reads, and
+the branches of a residual sum select the same channels. That consistency is what makes a
+wider target compute the same function as its source (Net2Net) and a narrower one keep
+coherent units (weight selection), without per-model graph surgery.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def channel_index(source: int, target: int) -> torch.Tensor:
+    """Which source index fills each target index.
+
+    Growing tiles the source (0, 1, .., S-1, 0, 1, ..): Net2Net's replication of units.
+    Shrinking keeps evenly spaced indices: weight selection's uniform selection.
+    """
+    t = torch.arange(target)
+    if target >= source:
+        return t % source
+    return (t * source) // target
+
+
+def fan_in_scale(source: int, target: int, index: torch.Tensor) -> torch.Tensor:
+    """Per-target-index factor for a summed-over (fan-in) dimension.
+
+    Growing: each replica of an input unit gets 1/(number of replicas), so the sum over inputs
+    is unchanged when the previous layer replicated its outputs the same way. Shrinking: the
+    kept inputs are scaled by sqrt(S/T) so the output keeps its variance.
+    """
+    if target >= source:
+        counts = torch.bincount(index, minlength=source).to(torch.float64)
+        return 1.0 / counts[index]
+    return torch.full((target,), math.sqrt(source / target), dtype=torch.float64)
+
+
+def mixing_matrix(source: int, target: int) -> torch.Tensor:
+    """A (T, S) matrix that maps S input channels onto T, preserving activation scale.
+
+    Target channel t takes each source channel s in proportion to how much of s's share of the
+    unit interval overlaps t's share. Every column sums to 1, so an input whose channels are
+    all equal (a gray image seen as RGB, or an RGB image seen as 13 bands) produces the same
+    pre-activation as in the source. RGB → 1 sums the three kernels (as timm's
+    adapt_input_conv does); 3 → 6 halves and repeats them; any pair of counts works.
+    """
+    # integer interval ends in units of 1/(S·T), so the overlaps are exact
+    edges_t = torch.arange(target + 1) * source
+    edges_s = torch.arange(source + 1) * target
+    lo = torch.maximum(edges_t[:-1, None], edges_s[None, :-1])
+    hi = torch.minimum(edges_t[1:, None], edges_s[None, 1:])
+    return (hi - lo).clamp(min=0).to(torch.float64) / target
+
+
+def centre_slices(source: int, target: int) -> tuple[slice, slice]:
+    """(source slice, target slice) that align the centres of two sizes (DPIAT's clip)."""
+    if source >= target:
+        start = (source - target) // 2
+        return slice(start, start + target), slice(0, target)
+    start = (target - source) // 2
+    return slice(0, source), slice(start, start + source)

@@ -1,0 +1,226 @@
+"""The ``netgraft`` command: transfer, similarity, inspect, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from .errors import NetgraftError
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=False, highlight=False)
+
+
+@contextmanager
+def _steps(enabled: bool, total: int) -> Iterator:
+    """A rich progress bar advanced once per named step (silent when disabled)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not enabled:
+        yield lambda description: None
+        return
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=True, console=_console()) as progress:
+        task = progress.add_task("starting", total=total)
+        first = [True]
+
+        def advance(description: str) -> None:
+            if not first[0]:
+                progress.advance(task)
+            first[0] = False
+            progress.update(task, description=description)
+
+        yield advance
+        progress.update(task, completed=total)
+
+
+def _input_shape(text: str | None, in_chans: int | None = None):
+    if not text:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        raise NetgraftError(f"--input-size {text!r}: expected C,H,W (e.g. 3,224,224)") from None
+    return torch.randn(1, *dims)
+
+
+def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None, role: str):
+    from .checkpoint import load_state_dict, load_weights
+    from .models import create_model, head_shape
+
+    kwargs = {}
+    if weights:
+        # build the model the way the weights were trained unless told otherwise
+        kwargs = head_shape(spec, load_state_dict(weights))
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    model = create_model(spec, **kwargs)
+    if weights:
+        load_weights(model, weights, what=f"{role} '{spec}'")
+    return model
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from .checkpoint import save_json, save_state_dict
+    from .trace import default_input_shape
+    from .transfer import transfer
+
+    console = _console()
+    out = Path(args.out)
+    if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+        raise NetgraftError(f"--out {out}: use a .safetensors (recommended) or .pt file name")
+    if not args.source_weights:
+        console.print("[yellow]warning:[/] no --source-weights given: grafting from a randomly "
+                      "initialised source (useful only to try the command)")
+    with _steps(not args.quiet, 5) as step:
+        step(f"building source {args.source}")
+        source = _build(args.source, args.source_weights, args.source_num_classes,
+                        args.source_in_chans, "source")
+        step(f"building target {args.target}")
+        target = _build(args.target, args.target_weights, args.num_classes, args.in_chans, "target")
+        step("tracing, matching, grafting")
+        example = _input_shape(args.input_size)
+        report = transfer(source, target, method=args.method, head=args.head,
+                          example_input=example, source_input=_input_shape(args.source_input_size))
+        step("checking the grafted model")
+        target.eval()
+        probe = example if example is not None else torch.randn(*default_input_shape(target))
+        with torch.no_grad():
+            y = target(probe)
+        if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
+            raise NetgraftError("the grafted target produces NaN/inf on a random input; nothing "
+                                "was written. Please report this with the two model names.")
+        step(f"writing {out.name}")
+        save_state_dict(target.state_dict(), out, metadata={
+            "netgraft_source": args.source, "netgraft_target": args.target,
+            "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"})
+        if args.report:
+            save_json(report.to_dict(), args.report)
+    if args.quiet:
+        console.print(report.summary())
+    else:
+        _print_report(console, report, args.all)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def _print_report(console, report, show_all: bool) -> None:
+    from rich.table import Table
+
+    table = Table(title=report.summary(), title_justify="left", show_lines=False)
+    for col in ("target layer", "kind", "source layer", "score", "action", "detail"):
+        table.add_column(col, overflow="fold")
+    colours = {"copied": "green", "adapted": "cyan", "init": "yellow"}
+    rows = report.rows()
+    shown = rows if show_all or len(rows) <= 60 else rows[:25] + [("…",) * 6] + rows[-25:]
+    for r in shown:
+        colour = colours.get(r[4])
+        table.add_row(*r[:4], f"[{colour}]{r[4]}[/]" if colour else r[4], r[5])
+    console.print(table)
+    if len(shown) < len(rows):
+        console.print(f"({len(rows) - len(shown) + 1} rows hidden; --all shows every layer)")
+
+
+def cmd_similarity(args: argparse.Namespace) -> int:
+    from .models import create_model
+    from .similarity import similarity
+    from .trace import trace
+
+    a, b = (trace(create_model(s), name=s) for s in (args.a, args.b))
+    methods = [args.method] if args.method else ["graft", "dpiat"]
+    for method in methods:
+        print(f"similarity({args.a}, {args.b}) [{method}] = {similarity(a, b, method):.4f}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .models import create_model
+    from .trace import trace
+
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
+    arch = trace(model, _input_shape(args.input_size), name=args.model)
+    if args.json:
+        print(json.dumps(arch.to_dict(), indent=1))
+    else:
+        print(arch)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    run_demo(steps=args.steps, source_steps=args.source_steps, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .match import DEFAULT_METHOD, METHODS
+
+    parser = argparse.ArgumentParser(
+        prog="netgraft", description="Graft trained weights onto a network of another architecture.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transfer", help="initialise a target model from a trained source model")
+    p.add_argument("--source", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--source-weights", help=".safetensors or torch checkpoint of the source")
+    p.add_argument("--source-num-classes", type=int, help="default: read from the weights")
+    p.add_argument("--source-in-chans", type=int, help="default: read from the weights")
+    p.add_argument("--source-input-size", help="C,H,W example input of the source (default: inferred)")
+    p.add_argument("--target", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--target-weights", help="start the target from these weights instead of its init")
+    p.add_argument("--num-classes", type=int, help="classes of the target")
+    p.add_argument("--in-chans", type=int, help="input channels of the target")
+    p.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
+    p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
+    p.add_argument("--head", default="auto", choices=("auto", "transfer", "reset"),
+                   help="classifier head: copied only when class counts agree (auto)")
+    p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
+    p.add_argument("--report", help="also write the full report as JSON here")
+    p.add_argument("--all", action="store_true", help="print every layer of the report")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one-line summary")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("similarity", help="architecture similarity of two models (no data needed)")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--method", choices=sorted(METHODS), help="default: show every method")
+    p.set_defaults(func=cmd_similarity)
+
+    p = sub.add_parser("inspect", help="show the traced layers and blocks of a model")
+    p.add_argument("model")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--in-chans", type=int)
+    p.add_argument("--input-size", help="C,H,W example input (default: inferred)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", help="train a source on Fashion-MNIST, graft it, compare with random init")
+    p.add_argument("--steps", type=int, default=60, help="training steps of the target (default 60)")
+    p.add_argument("--source-steps", type=int, default=600, help="training steps of the source")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NetgraftError as exc:
+        print(f"netgraft {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

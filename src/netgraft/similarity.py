@@ -1,0 +1,41 @@
+"""Architecture similarity from the architectures alone (no data, no training).
+
+DPIAT's definition (section 4 of the paper): with S(A→B) the value of the top-level matching
+of A onto B, sim(A, B) = sqrt(S(A→B)·S(B→A) / (S(A→A)·S(B→B))) — symmetric, in [0, 1], and
+1 for identical architectures. The method chooses the matching it is computed from.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
+
+from .match import DEFAULT_METHOD, dp_value
+from .trace import Architecture, trace
+
+
+def similarity_from_values(ab: float, ba: float, aa: float, bb: float) -> float:
+    if ab <= 0 or ba <= 0 or aa <= 0 or bb <= 0:
+        return 0.0
+    return min(1.0, math.sqrt(ab * ba / (aa * bb)))
+
+
+def as_architecture(model: Any) -> Architecture:
+    """An Architecture from an Architecture, a module, or a timm model name."""
+    if isinstance(model, Architecture):
+        return model
+    if isinstance(model, str):
+        from .models import create_model
+        return trace(create_model(model), name=model)
+    if isinstance(model, nn.Module):
+        return trace(model)
+    raise TypeError(f"expected an Architecture, a torch.nn.Module or a model name, "
+                    f"got {type(model).__name__}")
+
+
+def similarity(a: Any, b: Any, method: str = DEFAULT_METHOD) -> float:
+    """How alike two architectures are, in [0, 1] (1 = identical)."""
+    a, b = as_architecture(a), as_architecture(b)
+    return similarity_from_values(dp_value(a, b, method), dp_value(b, a, method),
+                                  dp_value(a, a, method), dp_value(b, b, method))

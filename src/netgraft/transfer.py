@@ -1,0 +1,260 @@
+"""Orchestration: trace both models, match them, adapt and write each tensor, report.
+
+``transfer(source, target)`` is all most users ever call. It writes into ``target`` in place
+and returns a TransferReport that says, for every target tensor, whether it was copied,
+adapted (and how) or left at its init (and why): nothing is skipped silently.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import adapt
+from .adapt import TensorRecord, init_record
+from .errors import NetgraftError, UnsupportedModelError
+from .match import DEFAULT_METHOD, Matching, dp_value, match
+from .trace import Architecture, Layer, own_tensors, trace
+
+HEAD_POLICIES = ("auto", "transfer", "reset")
+
+
+@dataclass
+class LayerRecord:
+    """One target layer, the source layer it came from (or None) and its tensors' fate."""
+
+    target: str
+    source: str | None
+    kind: str
+    score: float
+    tensors: list[TensorRecord]
+    note: str = ""
+
+    @property
+    def action(self) -> str:
+        actions = {t.action for t in self.tensors}
+        if actions == {"copied"}:
+            return "copied"
+        if actions == {"init"}:
+            return "init"
+        return "adapted"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "source": self.source, "kind": self.kind,
+                "score": round(self.score, 6), "action": self.action, "note": self.note,
+                "tensors": [t.to_dict() for t in self.tensors]}
+
+
+@dataclass
+class TransferReport:
+    """The outcome of one transfer."""
+
+    method: str
+    source: str
+    target: str
+    pairs: list[LayerRecord]
+    coverage: float  # fraction of target parameter elements filled from the source
+    similarity: float
+    seconds: float
+    matching: Matching | None = field(default=None, repr=False)
+
+    @property
+    def matched(self) -> int:
+        return sum(p.source is not None and p.action != "init" for p in self.pairs)
+
+    def counts(self) -> dict[str, int]:
+        out = {"copied": 0, "adapted": 0, "init": 0}
+        for p in self.pairs:
+            for t in p.tensors:
+                out[t.action] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "source": self.source, "target": self.target,
+                "coverage": self.coverage, "similarity": self.similarity,
+                "seconds": self.seconds, "matched_layers": self.matched,
+                "target_layers": len(self.pairs), "tensors": self.counts(),
+                "pairs": [p.to_dict() for p in self.pairs]}
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        """(target layer, kind, source layer, score, action, detail) per target layer."""
+        rows = []
+        for p in self.pairs:
+            detail = p.note or "; ".join(sorted({t.how for t in p.tensors if t.how}))
+            rows.append((p.target or "<root>", p.kind, p.source if p.source is not None else "-",
+                         f"{p.score:.2f}", p.action, detail))
+        return rows
+
+    def summary(self) -> str:
+        c = self.counts()
+        return (f"{self.source} → {self.target} [{self.method}]: {self.matched}/{len(self.pairs)} "
+                f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
+                f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
+                f"{c['init']}, {self.seconds:.2f} s")
+
+    def __str__(self) -> str:
+        header = ("target layer", "kind", "source layer", "score", "action", "detail")
+        rows = [header] + self.rows()
+        widths = [min(max(len(r[i]) for r in rows), 48) for i in range(5)]
+        lines = [self.summary(), ""]
+        for r in rows:
+            lines.append("  ".join(c[:48].ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+        return "\n".join(lines)
+
+
+def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
+                 tgt_t: dict[str, torch.Tensor]) -> list[TensorRecord]:
+    records = []
+    for name, target in tgt_t.items():
+        shape = tuple(target.shape)
+        source = src_t.get(name)
+        if source is None:
+            records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            continue
+        if tuple(source.shape) == shape:
+            value, how, fraction = source.detach(), "", 1.0
+        else:
+            dim_roles = adapt.roles(tgt, name, target.ndim)
+            if src.groups != tgt.groups:  # a grouped fan-in is not a sum over the same inputs
+                dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
+            value, plan = adapt.graft(
+                source, shape, dim_roles,
+                mix_input=tgt.role == "input" and tgt.kind == "conv",
+                tokens=tgt.kind == "param" and "pos" in name)
+            how, fraction = "; ".join(plan.notes), plan.fraction
+        _write(target, value, src, tgt, name)
+        numel = target.numel()
+        records.append(TensorRecord(
+            name=name, shape=shape, source_shape=tuple(source.shape),
+            action="copied" if not how else "adapted", how=how,
+            filled=round(numel * fraction), numel=numel, parameter=name in tgt.param_names))
+    return records
+
+
+def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
+                tgt_t: dict[str, torch.Tensor]) -> list[TensorRecord]:
+    """DPIAT: weight and bias only, centre crop / centre copy; nothing else is touched."""
+    records = []
+    for name, target in tgt_t.items():
+        source = src_t.get(name)
+        if name not in ("weight", "bias"):
+            records.append(init_record(tgt, name, "dpiat transfers weight and bias only"))
+            continue
+        if source is None:
+            records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            continue
+        _check_finite(source, src, name)
+        filled = adapt.clip(source.detach(), target.data)
+        same = tuple(source.shape) == tuple(target.shape)
+        records.append(TensorRecord(
+            name=name, shape=tuple(target.shape), source_shape=tuple(source.shape),
+            action="copied" if same else "adapted", how="" if same else "centre clip",
+            filled=filled, numel=target.numel(), parameter=name in tgt.param_names))
+    return records
+
+
+def _check_finite(value: torch.Tensor, src: Layer, name: str) -> None:
+    if not torch.isfinite(value).all():
+        raise NetgraftError(
+            f"source tensor '{_qual(src.name, name)}' contains NaN or inf: the source weights are "
+            f"broken; retrain or reload them before grafting")
+
+
+def _write(target: torch.Tensor, value: torch.Tensor, src: Layer, tgt: Layer, name: str) -> None:
+    _check_finite(value, src, name)
+    with torch.no_grad():
+        target.copy_(value.to(device=target.device, dtype=target.dtype))
+
+
+def _qual(layer: str, tensor: str) -> str:
+    return f"{layer}.{tensor}" if layer else tensor
+
+
+_LAYER_TRANSFERS: dict[str, Callable] = {"dpiat": _clip_layer}
+
+
+def _head_reason(src: Layer, tgt: Layer, head: str) -> str | None:
+    """Why the classifier head is left at init, or None to transfer it.
+
+    A head maps features to classes. With another number of classes, class k of the source is
+    not class k of the target, so copying rows would plant wrong, confident logits: by default
+    the head is left at its init. With the same number of classes it is copied (fine-tuning on
+    the same label set). ``head="transfer"`` forces the copy, ``head="reset"`` forbids it.
+    """
+    if tgt.role != "output" or head == "transfer":
+        return None
+    if head == "reset":
+        return "classifier head reset (head='reset')"
+    if src.out_dim != tgt.out_dim:
+        return f"classifier head: {src.out_dim} → {tgt.out_dim} outputs, classes differ"
+    return None
+
+
+def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
+             source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
+             source_arch: Architecture | None = None,
+             target_arch: Architecture | None = None) -> TransferReport:
+    """Initialise `target` in place from the trained `source` and report what happened.
+
+    `example_input` is an input `target` accepts (inferred for timm models), `source_input`
+    one for `source`. `method` is ``"graft"`` (default) or ``"dpiat"`` (the paper, exactly).
+    `head` is ``"auto"`` (copy the classifier only when the class counts agree), ``"transfer"``
+    or ``"reset"``.
+    """
+    if head not in HEAD_POLICIES:
+        raise ValueError(f"head={head!r}: choose one of {HEAD_POLICIES}")
+    for role, model in (("source", source), ("target", target)):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
+    if source is target:
+        raise ValueError("source and target are the same module object")
+    start = time.perf_counter()
+    src_arch = source_arch or trace(source, source_input)
+    tgt_arch = target_arch or trace(target, example_input)
+    matching = match(src_arch, tgt_arch, method)
+    layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
+
+    records: list[LayerRecord] = []
+    for tgt in tgt_arch.layers:
+        s = matching.pairs[tgt.index]
+        tgt_t = _tensors(tgt)
+        if s is None:
+            records.append(LayerRecord(tgt.name, None, tgt.kind, 0.0,
+                                       [init_record(tgt, n, "no source layer matched") for n in tgt_t],
+                                       note="no source layer matched"))
+            continue
+        src = src_arch.layers[s]
+        reason = _head_reason(src, tgt, head) if method != "dpiat" else None
+        if reason:
+            records.append(LayerRecord(tgt.name, src.name, tgt.kind, matching.scores[tgt.index],
+                                       [init_record(tgt, n, reason) for n in tgt_t], note=reason))
+            continue
+        try:
+            tensors = layer_transfer(src, tgt, _tensors(src), tgt_t)
+        except NetgraftError:
+            raise
+        except Exception as exc:  # a shape we do not know how to adapt: say which layers
+            raise UnsupportedModelError(
+                f"cannot adapt from source layer '{src.name}' ({src.type}, "
+                f"{src.weight_shape}) : {type(exc).__name__}: {exc}", layer=tgt.name) from exc
+        records.append(LayerRecord(tgt.name, src.name, tgt.kind, matching.scores[tgt.index], tensors))
+
+    total = sum(t.numel for r in records for t in r.tensors if t.parameter)
+    filled = sum(t.filled for r in records for t in r.tensors if t.parameter)
+    sim = _similarity_from(matching, src_arch, tgt_arch, method)
+    return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
+                          pairs=records, coverage=filled / total if total else 0.0,
+                          similarity=sim, seconds=time.perf_counter() - start, matching=matching)
+
+
+def _tensors(layer: Layer) -> dict[str, torch.Tensor]:
+    return own_tensors(layer.module)
+
+
+def _similarity_from(matching: Matching, a: Architecture, b: Architecture, method: str) -> float:
+    from .similarity import similarity_from_values
+    return similarity_from_values(matching.value, dp_value(b, a, method), dp_value(a, a, method),
+                                  dp_value(b, b, method))

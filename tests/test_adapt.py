@@ -1,0 +1,90 @@
+import torch
+import torch.nn.functional as F
+
+from netgraft import adapt
+from netgraft.adapt.mapping import channel_index, fan_in_scale, mixing_matrix
+
+
+def test_channel_index_replicates_when_growing_and_spreads_when_shrinking():
+    assert channel_index(3, 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert channel_index(8, 4).tolist() == [0, 2, 4, 6]
+    assert channel_index(5, 5).tolist() == [0, 1, 2, 3, 4]
+    idx = channel_index(3, 7)
+    assert fan_in_scale(3, 7, idx).tolist() == [1 / 3, 1 / 2, 1 / 2, 1 / 3, 1 / 2, 1 / 2, 1 / 3]
+
+
+def test_mixing_matrix_keeps_activation_scale_for_any_channel_counts():
+    for s, t in [(3, 1), (1, 3), (3, 13), (13, 3), (4, 6), (3, 3), (7, 2)]:
+        m = mixing_matrix(s, t)
+        assert m.shape == (t, s)
+        assert torch.allclose(m.sum(0), torch.ones(s, dtype=m.dtype))  # every source channel fully used
+        assert (m >= 0).all()
+    assert mixing_matrix(3, 1).tolist() == [[1.0, 1.0, 1.0]]  # RGB → gray sums the kernels
+    assert torch.allclose(mixing_matrix(3, 6), torch.eye(3, dtype=torch.float64).repeat_interleave(2, 0) / 2)
+
+
+def test_input_conv_rgb_to_any_band_count_gives_the_same_response_on_gray_input():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 1, 9, 9)
+    for bands in (1, 2, 4, 13):
+        w, plan = adapt.graft(conv.weight, (8, bands, 3, 3), ("out", "in", "k", "k"), mix_input=True)
+        y_src = F.conv2d(x.expand(-1, 3, -1, -1), conv.weight, padding=1)
+        y_tgt = F.conv2d(x.expand(-1, bands, -1, -1), w, padding=1)
+        assert torch.allclose(y_src, y_tgt, atol=1e-5), bands
+        assert "mixed" in plan.notes[0]
+
+
+def test_clip_is_dpiat_centre_crop_and_centre_copy():
+    src = torch.arange(5.0)
+    dst = torch.full((3,), -1.0)
+    assert adapt.clip(src, dst) == 3 and dst.tolist() == [1.0, 2.0, 3.0]
+    dst = torch.full((7,), -1.0)
+    adapt.clip(torch.tensor([1.0, 2.0]), dst)
+    assert dst.tolist() == [-1, -1, 1, 2, -1, -1, -1]  # centred, rest untouched
+    k = torch.ones(1, 1, 3, 3)
+    big = torch.zeros(1, 1, 5, 5)
+    adapt.clip(k, big)
+    assert big[0, 0, 1:4, 1:4].eq(1).all() and big.sum() == 9
+
+
+def test_larger_kernel_is_zero_padded_and_computes_the_same():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    w, plan = adapt.graft(conv.weight, (4, 4, 5, 5), ("out", "in", "k", "k"))
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(F.conv2d(x, conv.weight, padding=1), F.conv2d(x, w, padding=2), atol=1e-5)
+    assert abs(plan.fraction - 9 / 25) < 1e-9
+
+
+def test_wider_mlp_replicates_units_and_preserves_the_function():
+    a1, a2 = torch.nn.Linear(5, 6), torch.nn.Linear(6, 3)
+    w1, _ = adapt.graft(a1.weight, (10, 5), ("out", "in"))
+    b1, _ = adapt.graft(a1.bias, (10,), ("out",))
+    w2, plan = adapt.graft(a2.weight, (3, 10), ("out", "in"))
+    x = torch.randn(4, 5)
+    y_src = a2(torch.relu(a1(x)))
+    y_tgt = F.linear(torch.relu(F.linear(x, w1, b1)), w2, a2.bias)
+    assert torch.allclose(y_src, y_tgt, atol=1e-5)
+    assert "replicated, rescaled" in plan.notes[0]
+
+
+def test_packed_qkv_is_resized_per_projection():
+    w = torch.cat([torch.full((4, 4), float(i)) for i in range(3)])  # q=0, k=1, v=2
+    out, _ = adapt.graft(w, (6, 2), ("qkv", "in"))
+    assert out[:2].eq(0).all() and out[2:4].eq(1 * 2 ** 0.5).all() and out[4:].eq(2 * 2 ** 0.5).all()
+
+
+def test_position_embedding_grid_is_resampled_keeping_the_class_token():
+    pos = torch.randn(1, 1 + 14 * 14, 8)
+    out, plan = adapt.graft(pos, (1, 1 + 4 * 4, 8), ("out", "out", "out"), tokens=True)
+    assert out.shape == (1, 17, 8)
+    assert torch.equal(out[:, 0], pos[:, 0])
+    assert "14×14→4×4" in plan.notes[0]
+
+
+def test_linear_and_pointwise_conv_exchange_weights():
+    lin = torch.randn(6, 4)
+    w, plan = adapt.graft(lin, (6, 4, 1, 1), ("out", "in", "k", "k"))
+    assert torch.equal(w[:, :, 0, 0], lin)
+    conv = torch.randn(6, 4, 3, 3)
+    w, plan = adapt.graft(conv, (6, 4), ("out", "in"))
+    assert torch.equal(w, conv[:, :, 1, 1])

@@ -1,0 +1,84 @@
+import pytest
+import timm
+import torch
+from torch import nn
+
+import netgraft
+from netgraft.errors import ModelForwardError, UnsupportedModelError
+
+
+def test_resnet18_layers_in_execution_order():
+    arch = netgraft.trace(timm.create_model("resnet18"))
+    names = [layer.name for layer in arch.layers]
+    assert len(arch.layers) == 41  # 20 convs + 20 batch norms + fc
+    assert names[0] == "conv1" and names[-1] == "fc"
+    # the downsample branch runs after conv2/bn2 of the first block of stage 2
+    assert names.index("layer2.0.bn2") < names.index("layer2.0.downsample.0")
+    assert arch["conv1"].role == "input" and arch["fc"].role == "output"
+    conv = arch["layer1.0.conv1"]
+    assert (conv.kind, conv.kernel, conv.stride, conv.in_dim, conv.out_dim) == ("conv", (3, 3), (1, 1), 64, 64)
+    assert arch["bn1"].kind == "batchnorm" and arch["bn1"].shapes["running_var"] == (64,)
+    assert arch.numel == sum(p.numel() for p in timm.create_model("resnet18").parameters())
+    # 8 residual blocks of 4 or 6 layers, plus stem and head singles
+    multi = [b for b in arch.blocks if not b.single]
+    assert len(multi) == 8 and {len(b.layers) for b in multi} == {4, 6}
+
+
+def test_registration_order_differs_from_execution_order():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(8, 2)  # registered first, runs last
+            self.body = nn.Linear(4, 8)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    arch = netgraft.trace(Net(), torch.randn(1, 4))
+    assert [l.name for l in arch.layers] == ["body", "head"]
+    assert arch["head"].role == "output" and arch["body"].role == "input"
+
+
+def test_depthwise_and_loose_parameters_and_attention():
+    arch = netgraft.trace(timm.create_model("convnext_atto"))
+    dw = arch["stages.0.blocks.0.conv_dw"]
+    assert dw.depthwise and dw.groups == 40 and dw.kernel == (7, 7)
+    assert arch["stages.0.blocks.0"].kind == "param"  # the layer-scale gamma lives on the block
+    assert arch["stages.0.blocks.0"].shapes == {"gamma": (40,)}
+
+    mha = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    arch = netgraft.trace(mha, torch.randn(2, 5, 16))
+    names = [l.name for l in arch.layers]
+    # out_proj is never called as a module; it still sits right after its attention
+    assert names.index("self_attn") + 1 == names.index("self_attn.out_proj")
+    assert arch["self_attn"].kind == "attention" and arch["self_attn"].shapes["in_proj_weight"] == (48, 16)
+
+
+def test_vit_tokens_and_input_size_from_timm_config():
+    arch = netgraft.trace(timm.create_model("vit_tiny_patch16_224"))
+    assert arch.input_shape == (1, 3, 224, 224)  # fixed input size comes from the config
+    assert arch.layers[0].shapes == {"cls_token": (1, 1, 192), "pos_embed": (1, 197, 192)}
+    assert arch["patch_embed.proj"].role == "input"
+    assert arch["head"].role == "output"
+
+
+def test_forward_failure_is_explained():
+    model = nn.Sequential(nn.Linear(10, 3))
+    with pytest.raises(ModelForwardError, match=r"shape \(1, 7\).*example_input="):
+        netgraft.trace(model, torch.randn(1, 7))
+
+
+def test_lazy_and_empty_models_are_unsupported():
+    with pytest.raises(UnsupportedModelError, match="lazy module") as info:
+        netgraft.trace(nn.Sequential(nn.LazyLinear(4)), torch.randn(1, 3))
+    assert info.value.layer == "0.weight"
+    with pytest.raises(UnsupportedModelError, match="no parameters"):
+        netgraft.trace(nn.Sequential(nn.ReLU()), torch.randn(1, 3))
+
+
+def test_architecture_to_dict_is_json_ready():
+    import json
+    arch = netgraft.trace(timm.create_model("resnet18"))
+    data = json.loads(json.dumps(arch.to_dict()))
+    assert len(data["layers"]) == 41 and data["layers"][0]["name"] == "conv1"
+    assert "conv1" in str(arch)

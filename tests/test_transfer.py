@@ -1,0 +1,127 @@
+import json
+import math
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import netgraft
+from netgraft.errors import NetgraftError
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_identical_architecture_is_an_exact_copy_including_norm_statistics():
+    src = timm.create_model("resnet18", num_classes=10)
+    with torch.no_grad():  # give the batch norms non-trivial statistics
+        for m in src.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    dst = timm.create_model("resnet18", num_classes=10)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 64, 64)
+    src.eval(), dst.eval()
+    assert torch.allclose(src(x), dst(x), atol=1e-6)
+    assert report.coverage == 1.0 and report.similarity == pytest.approx(1.0)
+    assert report.counts()["init"] == 0 and report.counts()["adapted"] == 0
+
+
+def test_report_accounts_for_every_target_tensor():
+    src = timm.create_model("resnet50")
+    dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    before = _state(dst)
+    report = netgraft.transfer(src, dst)
+    tensors = {k for k, v in dst.state_dict().items() if v.is_floating_point()}
+    reported = {f"{p.target}.{t.name}".lstrip(".") for p in report.pairs for t in p.tensors}
+    assert reported == tensors  # nothing skipped silently
+    assert [p.target for p in report.pairs] == [l.name for l in netgraft.trace(dst).layers]
+    assert 0.0 < report.coverage < 1.0 and 0.0 < report.similarity < 1.0 and report.seconds > 0
+    after = dst.state_dict()
+    for p in report.pairs:
+        for t in p.tensors:
+            key = f"{p.target}.{t.name}"
+            if t.action == "init":  # left exactly as initialised
+                assert torch.equal(before[key], after[key]), key
+            elif after[key].ndim > 1:  # (norm vectors start at 1/0 on both sides)
+                assert not torch.equal(before[key], after[key]), key
+    stem = next(p for p in report.pairs if p.target == "conv_stem")
+    assert stem.source == "conv1" and "input channels 3→1 mixed" in stem.tensors[0].how
+    head = next(p for p in report.pairs if p.target == "classifier")
+    assert head.action == "init" and "1000 → 10" in head.note
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["coverage"] == report.coverage and len(data["pairs"]) == len(report.pairs)
+    text = str(report)
+    assert "coverage" in text and "conv_stem" in text and "classifier" in text
+    out = dst(torch.randn(2, 1, 64, 64))
+    assert torch.isfinite(out).all()
+
+
+def test_coverage_counts_parameter_elements_filled_from_the_source():
+    src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    dst = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 5))
+    report = netgraft.transfer(src, dst, example_input=torch.randn(1, 4),
+                               source_input=torch.randn(1, 4))
+    # first layer filled (64 + 16), head left at init (5 classes vs 3): 85 elements
+    assert report.coverage == pytest.approx(80 / (80 + 85))
+
+
+def test_head_policy():
+    src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    for head, expect in (("auto", "init"), ("transfer", "adapted"), ("reset", "init")):
+        dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5))
+        report = netgraft.transfer(src, dst, example_input=torch.randn(1, 4), head=head)
+        assert report.pairs[-1].action == expect, head
+    same = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    report = netgraft.transfer(src, same, example_input=torch.randn(1, 4))
+    assert report.pairs[-1].action == "copied"  # same classes: copy the head
+    with pytest.raises(ValueError, match="head="):
+        netgraft.transfer(src, same, head="keep")
+
+
+def test_dpiat_touches_only_weights_and_biases_of_its_layer_classes():
+    src = timm.create_model("vit_tiny_patch16_224")
+    dst = timm.create_model("vit_small_patch16_224")
+    before = _state(dst)
+    report = netgraft.transfer(src, dst, method="dpiat")
+    after = dst.state_dict()
+    assert torch.equal(before["blocks.0.norm1.weight"], after["blocks.0.norm1.weight"])
+    assert torch.equal(before["pos_embed"], after["pos_embed"])
+    assert not torch.equal(before["blocks.0.attn.qkv.weight"], after["blocks.0.attn.qkv.weight"])
+    graft = netgraft.transfer(src, timm.create_model("vit_small_patch16_224"))
+    assert graft.coverage > report.coverage
+
+
+def test_nan_in_source_is_refused_with_the_tensor_name():
+    src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        src[0].weight[0, 0] = math.nan
+    dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(NetgraftError, match=r"'0\.weight' contains NaN"):
+        netgraft.transfer(src, dst, example_input=torch.randn(1, 4))
+
+
+def test_bad_arguments():
+    m = nn.Linear(3, 3)
+    with pytest.raises(TypeError, match="source must be a torch.nn.Module"):
+        netgraft.transfer("resnet18", m)
+    with pytest.raises(ValueError, match="same module"):
+        netgraft.transfer(m, m)
+    with pytest.raises(ValueError, match="unknown method"):
+        netgraft.transfer(nn.Linear(3, 3), m, method="magic", example_input=torch.randn(1, 3))
+
+
+def test_one_dimensional_models_for_time_series():
+    def net(width, kernel):
+        return nn.Sequential(nn.Conv1d(1, width, kernel, padding=kernel // 2), nn.BatchNorm1d(width),
+                             nn.ReLU(), nn.Conv1d(width, width, kernel, padding=kernel // 2),
+                             nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, 4))
+    src, dst = net(8, 3), net(16, 5)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(1, 1, 40),
+                               source_input=torch.randn(1, 1, 40))
+    assert report.coverage > 0.3
+    assert report.pairs[0].source == "0" and "kernel 3→5 zero-padded" in report.pairs[0].tensors[0].how
+    assert torch.isfinite(dst(torch.randn(2, 1, 40))).all()
