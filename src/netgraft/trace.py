@@ -13,8 +13,9 @@ execution as well.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -216,6 +217,18 @@ def group_blocks(root: Any, children: Callable[[Any], Sequence[Any]],
 
 
 # ----------------------------------------------------------------------------- tracing
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """Run small tensor work on one thread: tracing one input and copying tensors are too
+    small to gain from OpenMP, and on a busy machine its spinning threads cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def default_input_shape(model: nn.Module) -> tuple[int, ...]:
     """A small example input shape for `model`: timm's config when present, else its first layer."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
@@ -311,12 +324,9 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
         if own_tensors(module) and layer_kind(module) in DIMENSIONAL_KINDS:
             handles.append(module.register_forward_hook(post_hook(name)))
     was_training = model.training
-    threads = torch.get_num_threads()
     model.eval()
     try:
-        # one small forward pass: a single thread avoids OpenMP start-up and oversubscription
-        torch.set_num_threads(1)
-        with torch.no_grad():
+        with torch.no_grad(), single_thread():
             out = _run(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
@@ -325,7 +335,6 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
             f"{type(exc).__name__}: {exc}. Pass an input the model accepts with "
             f"example_input= (CLI: --input-size C,H,W).") from exc
     finally:
-        torch.set_num_threads(threads)
         for h in handles:
             h.remove()
         model.train(was_training)

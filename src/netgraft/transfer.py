@@ -17,7 +17,7 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .errors import NetgraftError, UnsupportedModelError
 from .match import DEFAULT_METHOD, Matching, dp_value, match
-from .trace import Architecture, Layer, own_tensors, trace
+from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 
@@ -211,6 +211,14 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
     if source is target:
         raise ValueError("source and target are the same module object")
+    with single_thread():
+        return _transfer(source, target, example_input, source_input, method, head,
+                         source_arch, target_arch)
+
+
+def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
+              method: str, head: str, source_arch: Architecture | None,
+              target_arch: Architecture | None) -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or trace(source, source_input)
     tgt_arch = target_arch or trace(target, example_input)

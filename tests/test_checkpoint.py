@@ -1,0 +1,65 @@
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from netgraft.checkpoint import load_state_dict, load_weights, save_state_dict
+from netgraft.errors import CheckpointError
+
+
+def test_round_trip_safetensors_and_torch(tmp_path):
+    model = timm.create_model("resnet18", num_classes=10)
+    for name in ("w.safetensors", "w.pt"):
+        path = save_state_dict(model.state_dict(), tmp_path / name)
+        fresh = timm.create_model("resnet18", num_classes=10)
+        load_weights(fresh, path)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pt", "w.safetensors"]  # no temp files left
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_state_dict(tmp_path / "nope.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_state_dict(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_state_dict(junk)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="Only tensors are loaded"):
+        load_state_dict(path)
+
+
+def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "ckpt.pt")
+    assert set(load_state_dict(tmp_path / "ckpt.pt")) == {"weight", "bias"}
+
+
+def test_wrong_architecture_is_explained(tmp_path):
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}, str(path))
+    with pytest.raises(CheckpointError, match=r"does not fit .*shape mismatches.*fc.weight.*--num-classes"):
+        load_weights(timm.create_model("resnet18", num_classes=10), path)
+    with pytest.raises(CheckpointError, match="missing from the file"):
+        load_weights(timm.create_model("resnet34"), path)
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path):
+    with pytest.raises(Exception):
+        save_state_dict({"x": "not a tensor"}, tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CheckpointError, match="output folder does not exist"):
+        save_state_dict({"x": torch.ones(1)}, tmp_path / "nope" / "out.safetensors")

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from netgraft.cli import main
+
+
+
+
+def _save(model, path):
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def test_transfer_end_to_end(tmp_path, capsys):
+    src = timm.create_model("resnet18", num_classes=7)
+    _save(src, tmp_path / "src.safetensors")
+    out = tmp_path / "dst.safetensors"
+    code = main(["transfer", "--source", "resnet18", "--source-weights", str(tmp_path / "src.safetensors"),
+                 "--target", "efficientnet_b0", "--num-classes", "10", "--in-chans", "1",
+                 "--out", str(out), "--report", str(tmp_path / "r.json")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "coverage" in text and "conv_stem" in text and f"wrote {out}" in text
+    state = load_file(str(out))
+    assert state["conv_stem.weight"].shape == (32, 1, 3, 3)
+    target = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    target.load_state_dict(state)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["source"] == "resnet18" and 0 < report["coverage"] < 1
+    # the grafted stem sums the three RGB kernels of the source's conv1 (centre 3x3 of its 7x7)
+    expected = src.conv1.weight.sum(1, keepdim=True)[::2, :, 2:5, 2:5]  # 64 → 32: every other unit
+    assert torch.allclose(state["conv_stem.weight"], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda p: None, "weights file not found"),
+    (lambda p: p.write_bytes(b"\x00" * 20), "not a readable safetensors file"),
+    (lambda p: _save(timm.create_model("resnet34"), p), "does not fit the source 'resnet18'"),
+])
+def test_bad_source_weights_give_a_clear_error_and_no_output(tmp_path, capsys, make_bad, message):
+    weights = tmp_path / "src.safetensors"
+    make_bad(weights)
+    out = tmp_path / "dst.safetensors"
+    code = main(["transfer", "--source", "resnet18", "--source-weights", str(weights),
+                 "--target", "resnet34", "--out", str(out), "-q"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name != "src.safetensors"] == []
+
+
+def test_unknown_model_and_failing_forward(tmp_path, capsys):
+    code = main(["transfer", "--source", "resnet1", "--target", "resnet18", "--out", str(tmp_path / "o.safetensors")])
+    assert code == 2 and "Did you mean" in capsys.readouterr().err
+    code = main(["transfer", "--source", "resnet18", "--target", "resnet18", "--input-size", "5,64,64",
+                 "--out", str(tmp_path / "o.safetensors"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "failed on the example input" in err and "--input-size" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_custom_factory_model(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_models.py").write_text(
+        "import torch.nn as nn\n"
+        "def mlp(num_classes=10):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, num_classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "o.safetensors"
+    code = main(["transfer", "--source", "my_models:mlp", "--target", "my_models:mlp", "--num-classes", "5",
+                 "--input-size", "1,28,28", "--source-input-size", "1,28,28", "--out", str(out), "-q"])
+    assert code == 0 and load_file(str(out))["3.weight"].shape == (5, 64)
+    code = main(["inspect", "my_models:nope"])
+    assert code == 2 and "has no callable 'nope'" in capsys.readouterr().err
+
+
+def test_similarity_and_inspect(capsys):
+    assert main(["similarity", "resnet18", "resnet18", "--method", "graft"]) == 0
+    assert "= 1.0000" in capsys.readouterr().out
+    assert main(["inspect", "resnet18", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["layers"]) == 41
