@@ -135,6 +135,7 @@ class Architecture:
     blocks: list[Block]
     input_shape: tuple[int, ...] | None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    example_input: Any = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -423,7 +424,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     cfg = getattr(model, "pretrained_cfg", None)
     arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
-                        input_shape=tuple(inp.shape) if inp is not None else None, model=model)
+                        input_shape=tuple(inp.shape) if inp is not None else None, model=model,
+                        example_input=example_input)
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -15,7 +15,9 @@ from torch import nn
 
 from . import adapt
 from .adapt import TensorRecord, init_record
+from .calibrate import recalibrate_norms
 from .errors import NetgraftError, UnsupportedModelError
+from .growth import identity_blocks
 from .match import DEFAULT_METHOD, Matching, dp_value, match
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
@@ -60,6 +62,7 @@ class TransferReport:
     similarity: float
     seconds: float
     matching: Matching | None = field(default=None, repr=False)
+    calibrated: int = 0  # batch norms whose statistics were re-estimated on calibration data
 
     @property
     def matched(self) -> int:
@@ -76,6 +79,7 @@ class TransferReport:
         return {"method": self.method, "source": self.source, "target": self.target,
                 "coverage": self.coverage, "similarity": self.similarity,
                 "seconds": self.seconds, "matched_layers": self.matched,
+                "calibrated_norms": self.calibrated,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -195,6 +199,7 @@ def _head_reason(src: Layer, tgt: Layer, head: str) -> str | None:
 
 def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
+             identity_blocks: bool = True, calibration_data: Any = None,
              source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
     """Initialise `target` in place from the trained `source` and report what happened.
@@ -202,7 +207,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `example_input` is an input `target` accepts (inferred for timm models), `source_input`
     one for `source`. `method` is ``"graft"`` (default) or ``"dpiat"`` (the paper, exactly).
     `head` is ``"auto"`` (copy the classifier only when the class counts agree), ``"transfer"``
-    or ``"reset"``.
+    or ``"reset"``. With `identity_blocks` (graft only), residual blocks that repeat a source
+    block or have no source start as the identity, so a deeper target computes what its source
+    computed. `calibration_data` (a tensor of inputs, or an iterable of batches; graft only)
+    re-estimates batch-norm statistics after the graft.
     """
     if head not in HEAD_POLICIES:
         raise ValueError(f"head={head!r}: choose one of {HEAD_POLICIES}")
@@ -212,13 +220,18 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     if source is target:
         raise ValueError("source and target are the same module object")
     with single_thread():
-        return _transfer(source, target, example_input, source_input, method, head,
-                         source_arch, target_arch)
+        report = _transfer(source, target, example_input, source_input, method, head,
+                           source_arch, target_arch, identity_blocks and method != "dpiat")
+    if calibration_data is not None and method != "dpiat":
+        start = time.perf_counter()
+        report.calibrated = recalibrate_norms(target, calibration_data)
+        report.seconds += time.perf_counter() - start
+    return report
 
 
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
-              target_arch: Architecture | None) -> TransferReport:
+              target_arch: Architecture | None, grow: bool) -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or trace(source, source_input)
     tgt_arch = target_arch or trace(target, example_input)
@@ -250,12 +263,49 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
                 f"{src.weight_shape}) : {type(exc).__name__}: {exc}", layer=tgt.name) from exc
         records.append(LayerRecord(tgt.name, src.name, tgt.kind, matching.scores[tgt.index], tensors))
 
+    if grow:
+        _identity_blocks(target, src_arch, tgt_arch, matching, records)
     total = sum(t.numel for r in records for t in r.tensors if t.parameter)
     filled = sum(t.filled for r in records for t in r.tensors if t.parameter)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=filled / total if total else 0.0,
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching)
+
+
+def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matching) -> list[int]:
+    """Target blocks with no source block of their own: unmatched, or repeating a source block
+    an earlier target block already took."""
+    taken: set[int] = set()
+    extra = []
+    for b, block in enumerate(tgt_arch.blocks):
+        if block.single:
+            continue
+        sources = [src_arch.layers[s].block for i in block.layers
+                   if (s := matching.pairs[i]) is not None]
+        main = max(set(sources), key=sources.count) if sources else None
+        if main is None or main in taken:
+            extra.append(b)
+        else:
+            taken.add(main)
+    return extra
+
+
+def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Architecture,
+                     matching: Matching, records: list[LayerRecord]) -> None:
+    extra = _extra_blocks(src_arch, tgt_arch, matching)
+    if not extra:
+        return
+    zeroed = identity_blocks(target, tgt_arch, extra, tgt_arch.example_input)
+    by_name = {r.target: r for r in records}
+    for names in zeroed.values():
+        for name in names:
+            record = by_name[name]
+            record.note = "zeroed: residual block with no source of its own starts as the identity"
+            layer = tgt_arch[name]
+            for t in record.tensors:
+                if t.name in layer.param_names:
+                    t.action, t.how, t.filled = "init", record.note, 0
 
 
 def _tensors(layer: Layer) -> dict[str, torch.Tensor]:

@@ -1,0 +1,123 @@
+"""Identity blocks: residual blocks the source has no counterpart for start as the identity.
+
+When a target is deeper than its source, the matching fills every block it can (one source block
+may initialise a run of target blocks), but a block that *repeats* a source block, or that no
+source block matched, changes what the network computes. Net2Net's deeper operator and the
+zero-init-residual practice agree on the fix: make the residual branch output zero, so the block
+passes its input through, and let training grow it from there.
+
+Which layers end a residual branch depends on the block (``bn3`` of a bottleneck, ``fc2`` and
+the attention ``proj`` of a transformer block, the layer scale of a ConvNeXt block). Rather than
+guess from names, the block is probed: its input is recorded on the example input, then its
+layers are zeroed one at a time from the last executed backwards, keeping a zeroing only when it
+brings the block's output closer to its input, until the block is the identity. A block that
+cannot be made the identity (it is not residual) is left untouched.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .trace import Architecture, Layer, _run, own_tensors
+
+_TOLERANCE = 1e-6
+
+
+def _capture_inputs(model: nn.Module, blocks: dict[str, nn.Module], example: Any) -> dict[str, tuple]:
+    captured: dict[str, tuple] = {}
+    handles = []
+    for name, module in blocks.items():
+        def hook(mod, args, kwargs, name=name):
+            if name not in captured:
+                captured[name] = (args, kwargs)
+        handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _run(model, example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return captured
+
+
+def _distance(module: nn.Module, args: tuple, kwargs: dict) -> float:
+    out = module(*args, **kwargs)
+    x = args[0]
+    if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor) or out.shape != x.shape:
+        return float("inf")
+    return float((out - x).norm() / (x.norm() + 1e-12))
+
+
+def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: dict) -> list[str]:
+    """Zero as few of `layers` (last first) as it takes for `module` to return its input.
+
+    Returns the names of the zeroed layers ([] when the block cannot be made the identity, in
+    which case nothing is changed)."""
+    was_training = module.training
+    module.eval()
+    zeroed: list[tuple[Layer, dict[str, torch.Tensor]]] = []
+    try:
+        with torch.no_grad():
+            best = _distance(module, args, kwargs)
+            if best == float("inf"):
+                return []
+            for layer in reversed(layers):
+                if best < _TOLERANCE:
+                    break
+                tensors = {k: v for k, v in own_tensors(layer.module).items()
+                           if k in layer.param_names}
+                if not tensors:
+                    continue
+                saved = {k: v.clone() for k, v in tensors.items()}
+                for v in tensors.values():
+                    v.zero_()
+                d = _distance(module, args, kwargs)
+                if d < best - 1e-9:
+                    best = d
+                    zeroed.append((layer, saved))
+                else:
+                    for k, v in tensors.items():
+                        v.copy_(saved[k])
+            if best >= _TOLERANCE * 10:
+                for layer, saved in zeroed:
+                    for k, v in own_tensors(layer.module).items():
+                        if k in saved:
+                            v.copy_(saved[k])
+                return []
+    finally:
+        module.train(was_training)
+    return [layer.name for layer, _ in zeroed]
+
+
+def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
+                    example: Any) -> dict[int, list[str]]:
+    """Make the given blocks of `arch` identities where they are residual.
+
+    Returns {block id: zeroed layer names} for the blocks that became identities."""
+    modules: dict[str, nn.Module] = {}
+    for b in block_ids:
+        name = arch.blocks[b].name
+        if not name:
+            continue
+        try:
+            modules[name] = model.get_submodule(name)
+        except AttributeError:
+            continue
+    if not modules:
+        return {}
+    inputs = _capture_inputs(model, modules, example)
+    done: dict[int, list[str]] = {}
+    for b in block_ids:
+        name = arch.blocks[b].name
+        if name not in inputs:
+            continue
+        layers = [arch.layers[i] for i in arch.blocks[b].layers]
+        zeroed = make_identity(modules[name], layers, *inputs[name])
+        if zeroed:
+            done[b] = zeroed
+    return done

@@ -1,0 +1,87 @@
+"""A target that contains its source starts with the source's function (Net2Net-style)."""
+import pytest
+import timm
+import torch
+from torch import nn
+
+import netgraft
+from netgraft.calibrate import recalibrate_norms
+
+
+def _trained_looking(model):
+    """Random but non-trivial norm statistics and affines, so that a wrong channel map shows."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("source, target, growth", [
+    ("resnet18", "resnet34", "deeper"),
+    ("resnet18d", "resnet34d", "deeper"),
+    ("efficientnet_b0", "efficientnet_b1", "deeper"),
+    ("efficientnet_b0", "efficientnet_b3", "deeper and wider"),
+    ("mobilenetv3_large_075", "mobilenetv3_large_100", "wider"),
+    ("regnetz_b16", "regnetz_c16", "wider"),
+])
+def test_containing_target_computes_the_source_function(source, target, growth):
+    src = _trained_looking(timm.create_model(source, num_classes=10))
+    dst = timm.create_model(target, num_classes=10)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 64, 64)
+    dst.eval()
+    with torch.no_grad():
+        diff = (src(x) - dst(x)).abs().max().item()
+    assert diff < 1e-4, growth
+    assert report.coverage > 0.9
+
+
+def test_larger_kernels_and_wider_layers_preserve_the_function():
+    def net(width, kernel):
+        return nn.Sequential(
+            nn.Conv2d(3, width, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, kernel, padding=kernel // 2, groups=width, bias=False),
+            nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 2 * width, 1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 5))
+
+    src, dst = _trained_looking(net(8, 3)), net(24, 5).eval()
+    example = torch.randn(1, 3, 16, 16)
+    report = netgraft.transfer(src, dst, example_input=example, source_input=example)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert (src(x) - dst(x)).abs().max() < 1e-4
+    how = " ".join(t.how for p in report.pairs for t in p.tensors)
+    assert "kernel 3→5 zero-padded" in how and "in 16→48 replicated, rescaled" in how
+
+
+def test_deeper_blocks_start_as_identities_and_the_report_says_so():
+    src, dst = _trained_looking(timm.create_model("resnet18")), timm.create_model("resnet34")
+    report = netgraft.transfer(src, dst)
+    notes = {p.target: p.note for p in report.pairs}
+    # stage 1: target blocks 0 and 1 both come from source block 0; block 1 is the repeat
+    assert "identity" in notes["layer1.1.bn2"]
+    assert dst.layer1[2].bn2.weight.abs().sum() > 0 and dst.layer1[1].bn2.weight.abs().sum() == 0
+    record = next(p for p in report.pairs if p.target == "layer1.1.bn2")
+    assert {t.action for t in record.tensors if t.parameter} == {"init"}
+    kept = timm.create_model("resnet34")
+    netgraft.transfer(src, kept, identity_blocks=False)
+    assert kept.layer1[1].bn2.weight.abs().sum() > 0
+
+
+def test_calibration_data_re_estimates_batch_norm_statistics():
+    src, dst = timm.create_model("resnet18", num_classes=10), timm.create_model("resnet26", num_classes=10)
+    data = torch.randn(64, 3, 32, 32) * 3 + 1
+    report = netgraft.transfer(src, dst, calibration_data=data)
+    assert report.calibrated == sum(isinstance(m, nn.BatchNorm2d) for m in dst.modules())
+    # the stem norm now holds the statistics of its actual input
+    with torch.no_grad():
+        z = dst.conv1(data)
+    assert torch.allclose(dst.bn1.running_mean, z.mean((0, 2, 3)), atol=1e-4)
+    assert torch.allclose(dst.bn1.running_var, z.var((0, 2, 3)), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="no batches"):
+        recalibrate_norms(dst, [])
