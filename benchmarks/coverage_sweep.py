@@ -23,6 +23,9 @@ from pathlib import Path
 
 import timm
 import torch
+import warnings
+
+warnings.filterwarnings("ignore", category=UserWarning, module="timm")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -74,13 +77,18 @@ def sweep_pairs(models: int | None = None) -> list[Pair]:
 
 def _build(name: str, in_chans: int) -> tuple[torch.nn.Module, torch.Tensor]:
     c, h, w = SWEEP_INPUT[name]
-    try:
-        model = timm.create_model(name, pretrained=False, num_classes=10, in_chans=in_chans,
-                                  **SWEEP_MODELS[name])
-    except Exception:  # a few models hard-code 3 input channels
-        model, in_chans = timm.create_model(name, pretrained=False, num_classes=10,
-                                            **SWEEP_MODELS[name]), c
-    return model.eval(), torch.randn(2, in_chans, h, w)
+    if in_chans != c:
+        try:  # a few timm models accept in_chans but only work with 3 channels
+            model = timm.create_model(name, pretrained=False, num_classes=10, in_chans=in_chans,
+                                      **SWEEP_MODELS[name]).eval()
+            x = torch.randn(2, in_chans, h, w)
+            with torch.no_grad():
+                model(x)
+            return model, x
+        except Exception:
+            pass
+    model = timm.create_model(name, pretrained=False, num_classes=10, **SWEEP_MODELS[name])
+    return model.eval(), torch.randn(2, c, h, w)
 
 
 def _has_conv(model: torch.nn.Module) -> bool:
