@@ -293,11 +293,12 @@ def _run(model: nn.Module, example: Any) -> Any:
     return model(example)
 
 
-def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], str | None, str | None]:
+def _execution_order(model: nn.Module, example: Any,
+                     hint: str) -> tuple[dict[str, int], str | None, str | None]:
     """Names of modules in the order the forward pass first reaches them, plus which module
     reads the model input and which one produces the output."""
     order: dict[str, int] = {}
-    outputs: dict[str, int] = {}
+    outputs: dict[str, torch.Tensor] = {}  # references, so that no pointer is reused meanwhile
     input_reader: list[str] = []
     inp = _first_tensor(example)
     inp_ptr = inp.data_ptr() if inp is not None else None
@@ -317,7 +318,7 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
         def hook(module, args, out):
             t = _first_tensor(out)
             if t is not None:
-                outputs[name] = t.data_ptr()
+                outputs[name] = t
         return hook
 
     for name, module in model.named_modules():
@@ -333,8 +334,7 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
         shape = tuple(inp.shape) if inp is not None else None
         raise ModelForwardError(
             f"{type(model).__name__} failed on the example input of shape {shape}: "
-            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with "
-            f"example_input= (CLI: --input-size C,H,W).") from exc
+            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with {hint}.") from exc
     finally:
         for h in handles:
             h.remove()
@@ -343,9 +343,16 @@ def _execution_order(model: nn.Module, example: Any) -> tuple[dict[str, int], st
     producer = None
     if out_t is not None:
         ptr = out_t.data_ptr()
-        for name, p in outputs.items():  # the last module whose output is the model output
-            if p == ptr:
+        for name, t in outputs.items():  # the last module whose output is the model output
+            if t.data_ptr() == ptr:
                 producer = name
+        if producer is None and out_t.ndim:
+            # the output is computed from the head (averaged, scaled ...): take the last layer
+            # that produced as many features as the model outputs
+            width = out_t.shape[-1] if out_t.ndim <= 2 else out_t.shape[1]
+            for name, t in outputs.items():
+                if t.ndim and (t.shape[-1] if t.ndim <= 2 else t.shape[1]) == width:
+                    producer = name
     return order, (input_reader[0] if input_reader else None), producer
 
 
@@ -371,7 +378,8 @@ def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) ->
     return layer
 
 
-def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None) -> Architecture:
+def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,
+          input_hint: str = "example_input= (CLI: --input-size C,H,W)") -> Architecture:
     """Trace `model` into its parametric layers (in execution order) and blocks.
 
     `example_input` is a tensor (or a tuple/dict of arguments) the model accepts; when omitted
@@ -387,9 +395,11 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                     layer=f"{mod_name}.{p_name}".strip("."))
     if example_input is None:
         shape = default_input_shape(model)
-        example_input = torch.randn(*shape, device=_device_of(model))
+        param = next((p for p in model.parameters() if p.is_floating_point()), None)
+        example_input = torch.randn(*shape, device=param.device if param is not None else "cpu",
+                                    dtype=param.dtype if param is not None else torch.float32)
     inp = _first_tensor(example_input)
-    order, input_layer, output_layer = _execution_order(model, example_input)
+    order, input_layer, output_layer = _execution_order(model, example_input, input_hint)
 
     modules = dict(model.named_modules())
     layers: list[Layer] = []
@@ -426,12 +436,6 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 class _Own:

@@ -6,6 +6,7 @@ adapted (and how) or left at its init (and why): nothing is skipped silently.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -18,7 +19,7 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, UnsupportedModelError
 from .growth import identity_blocks
-from .match import DEFAULT_METHOD, Matching, dp_value, match
+from .match import DEFAULT_METHOD, Matching, dp_value, get_method, match
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -127,9 +128,13 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             value, plan = adapt.graft(
                 source, shape, dim_roles,
                 mix_input=tgt.role == "input" and tgt.kind == "conv",
-                tokens=tgt.kind == "param" and "pos" in name)
+                tokens=tgt.kind == "param" and "pos" in name, base=target)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
+        padding = getattr(tgt.module, "padding_idx", None)
+        if tgt.kind == "embedding" and name == "weight" and padding is not None:
+            with torch.no_grad():
+                target[padding].zero_()  # the padding row must stay zero
         numel = target.numel()
         records.append(TensorRecord(
             name=name, shape=shape, source_shape=tuple(source.shape),
@@ -168,9 +173,10 @@ def _check_finite(value: torch.Tensor, src: Layer, name: str) -> None:
 
 
 def _write(target: torch.Tensor, value: torch.Tensor, src: Layer, tgt: Layer, name: str) -> None:
-    _check_finite(value, src, name)
+    value = value.to(device=target.device, dtype=target.dtype)
+    _check_finite(value, src, name)  # after the cast: fp32 → fp16 can overflow
     with torch.no_grad():
-        target.copy_(value.to(device=target.device, dtype=target.dtype))
+        target.copy_(value)
 
 
 def _qual(layer: str, tensor: str) -> str:
@@ -219,13 +225,27 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
     if source is target:
         raise ValueError("source and target are the same module object")
-    with single_thread():
-        report = _transfer(source, target, example_input, source_input, method, head,
-                           source_arch, target_arch, identity_blocks and method != "dpiat")
-    if calibration_data is not None and method != "dpiat":
-        start = time.perf_counter()
-        report.calibrated = recalibrate_norms(target, calibration_data)
-        report.seconds += time.perf_counter() - start
+    get_method(method)
+    shared = {id(p) for p in source.parameters()} & {id(p) for p in target.parameters()}
+    if shared:
+        raise ValueError(f"source and target share {len(shared)} parameter tensors (a module used "
+                         f"in both); grafting would overwrite the source: deep-copy it first")
+    for role, arch, model in (("source", source_arch, source), ("target", target_arch, target)):
+        if arch is not None and arch.model is not model:
+            raise ValueError(f"{role}_arch was traced from another model than {role}")
+    # all or nothing: a failure half-way must not leave a half-grafted target behind
+    backup = {k: v.detach().clone() for k, v in target.state_dict().items()}
+    try:
+        with single_thread():
+            report = _transfer(source, target, example_input, source_input, method, head,
+                               source_arch, target_arch, identity_blocks and method != "dpiat")
+        if calibration_data is not None and method != "dpiat":
+            start = time.perf_counter()
+            report.calibrated = recalibrate_norms(target, calibration_data)
+            report.seconds += time.perf_counter() - start
+    except BaseException:
+        target.load_state_dict(backup)
+        raise
     return report
 
 
@@ -233,35 +253,25 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
               method: str, head: str, source_arch: Architecture | None,
               target_arch: Architecture | None, grow: bool) -> TransferReport:
     start = time.perf_counter()
-    src_arch = source_arch or trace(source, source_input)
+    src_arch = source_arch or trace(source, source_input,
+                                    input_hint="source_input= (CLI: --source-input-size C,H,W)")
     tgt_arch = target_arch or trace(target, example_input)
     matching = match(src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
 
     records: list[LayerRecord] = []
+    owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)
     for tgt in tgt_arch.layers:
-        s = matching.pairs[tgt.index]
-        tgt_t = _tensors(tgt)
-        if s is None:
-            records.append(LayerRecord(tgt.name, None, tgt.kind, 0.0,
-                                       [init_record(tgt, n, "no source layer matched") for n in tgt_t],
-                                       note="no source layer matched"))
-            continue
-        src = src_arch.layers[s]
-        reason = _head_reason(src, tgt, head) if method != "dpiat" else None
-        if reason:
-            records.append(LayerRecord(tgt.name, src.name, tgt.kind, matching.scores[tgt.index],
-                                       [init_record(tgt, n, reason) for n in tgt_t], note=reason))
-            continue
-        try:
-            tensors = layer_transfer(src, tgt, _tensors(src), tgt_t)
-        except NetgraftError:
-            raise
-        except Exception as exc:  # a shape we do not know how to adapt: say which layers
-            raise UnsupportedModelError(
-                f"cannot adapt from source layer '{src.name}' ({src.type}, "
-                f"{src.weight_shape}) : {type(exc).__name__}: {exc}", layer=tgt.name) from exc
-        records.append(LayerRecord(tgt.name, src.name, tgt.kind, matching.scores[tgt.index], tensors))
+        tensors = own_tensors(tgt.module)
+        tied = [TensorRecord(n, tuple(t.shape), None, "init",
+                             f"tied to {owners[id(t)]}; written there", numel=t.numel(),
+                             parameter=False) for n, t in tensors.items() if id(t) in owners]
+        tied_names = {r.name for r in tied}
+        owners.update({id(t): _qual(tgt.name, n) for n, t in tensors.items() if id(t) not in owners})
+        record = _layer_record(tgt, src_arch, matching, head, layer_transfer,
+                               {n: t for n, t in tensors.items() if n not in tied_names})
+        record.tensors += tied
+        records.append(record)
 
     if grow:
         _identity_blocks(target, src_arch, tgt_arch, matching, records)
@@ -271,6 +281,30 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=filled / total if total else 0.0,
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching)
+
+
+def _layer_record(tgt: Layer, src_arch: Architecture, matching: Matching, head: str,
+                  layer_transfer: Callable, tgt_t: dict[str, torch.Tensor]) -> LayerRecord:
+    s = matching.pairs[tgt.index]
+    if s is None:
+        reason = "no source layer matched"
+        return LayerRecord(tgt.name, None, tgt.kind, 0.0,
+                           [init_record(tgt, n, reason) for n in tgt_t], note=reason)
+    src = src_arch.layers[s]
+    score = matching.scores[tgt.index]
+    reason = _head_reason(src, tgt, head) if matching.method != "dpiat" else None
+    if reason:
+        return LayerRecord(tgt.name, src.name, tgt.kind, score,
+                           [init_record(tgt, n, reason) for n in tgt_t], note=reason)
+    try:
+        tensors = layer_transfer(src, tgt, own_tensors(src.module), tgt_t)
+    except NetgraftError:
+        raise
+    except Exception as exc:  # a shape we do not know how to adapt: say which layers
+        raise UnsupportedModelError(
+            f"cannot adapt from source layer '{src.name}' ({src.type}, {src.weight_shape}): "
+            f"{type(exc).__name__}: {exc}", layer=tgt.name) from exc
+    return LayerRecord(tgt.name, src.name, tgt.kind, score, tensors)
 
 
 def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matching) -> list[int]:
@@ -306,10 +340,6 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
             for t in record.tensors:
                 if t.name in layer.param_names:
                     t.action, t.how, t.filled = "init", record.note, 0
-
-
-def _tensors(layer: Layer) -> dict[str, torch.Tensor]:
-    return own_tensors(layer.module)
 
 
 def _similarity_from(matching: Matching, a: Architecture, b: Architecture, method: str) -> float:

@@ -60,7 +60,7 @@ def clip(source: torch.Tensor, target: torch.Tensor) -> int:
         src_idx.append(s)
         tgt_idx.append(t)
     region = source[tuple(src_idx)]
-    target[tuple(tgt_idx)] = region.to(target.dtype)
+    target[tuple(tgt_idx)] = region.to(device=target.device, dtype=target.dtype)
     return region.numel()
 
 
@@ -72,10 +72,10 @@ def _is_qkv(layer: Layer) -> bool:
 def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
     """The role of each dimension of tensor `name` of `layer`."""
     kind = layer.kind
-    if kind == "attention" and name.startswith("in_proj"):
+    if (kind == "attention" and name.startswith("in_proj")) or _is_qkv(layer):
         return ("qkv", "in")[:ndim]
-    if _is_qkv(layer):
-        return ("qkv", "in")[:ndim]
+    if kind == "embedding" and name == "weight":
+        return ("rows", "out")
     if name == "weight" and kind in ("conv", "linear"):
         return ("out", "in")[:ndim] + ("k",) * max(ndim - 2, 0)
     if name == "weight" and kind == "conv_transpose":
@@ -107,7 +107,7 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         plan.fraction *= s / size
         return out
     if role == "in" and mix:
-        m = mixing_matrix(s, size).to(x.dtype)
+        m = mixing_matrix(s, size).to(device=x.device, dtype=x.dtype)
         plan.notes.append(f"input channels {s}→{size} mixed")
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
     if role == "qkv" and s % 3 == 0 and size % 3 == 0:
@@ -160,15 +160,32 @@ def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
 
 
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
-          mix_input: bool = False, tokens: bool = False) -> tuple[torch.Tensor, _Plan]:
-    """Resize `source` to `shape`, dimension by dimension, by the rule of each role."""
+          mix_input: bool = False, tokens: bool = False,
+          base: torch.Tensor | None = None) -> tuple[torch.Tensor, _Plan]:
+    """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
+
+    A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
+    first min(S, T) rows are copied and, when the target has more, the others keep the values
+    of `base` (the target's current tensor)."""
     plan = _Plan()
     x = source.detach()
-    if not x.is_floating_point():
-        x = x.float()
     x = _match_ndim(x, len(shape), plan)
     if tokens and x.ndim == 3 and x.shape[1] != shape[1]:
         x = _resample_tokens(x, shape[1], plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
-        x = _resize_dim(x, dim, size, role, plan, mix_input)
+        if role != "rows":
+            x = _resize_dim(x, dim, size, role, plan, mix_input)
+    for dim, (size, role) in enumerate(zip(shape, dim_roles)):
+        s = x.shape[dim]
+        if role == "rows" and s != size:
+            plan.notes.append(f"rows {s}→{size}: first {min(s, size)} copied")
+            if s > size:
+                x = x.narrow(dim, 0, size)
+            else:
+                if base is None:
+                    raise ValueError("growing an embedding table needs base=")
+                grown = base.detach().to(x.dtype).clone()
+                grown.narrow(dim, 0, s).copy_(x)
+                plan.fraction *= s / size
+                x = grown
     return x, plan
