@@ -83,5 +83,9 @@ def test_calibration_data_re_estimates_batch_norm_statistics():
         z = dst.conv1(data)
     assert torch.allclose(dst.bn1.running_mean, z.mean((0, 2, 3)), atol=1e-4)
     assert torch.allclose(dst.bn1.running_var, z.var((0, 2, 3)), rtol=1e-3, atol=1e-4)
-    with pytest.raises(ValueError, match="no batches"):
+    stats = dst.bn1.running_mean.clone()
+    with pytest.raises(netgraft.NetgraftError, match="no batch"):
         recalibrate_norms(dst, [])
+    with pytest.raises(netgraft.NetgraftError, match=r"calibration batch 0 of shape \(4, 5\)"):
+        recalibrate_norms(dst, torch.randn(4, 5))
+    assert torch.equal(dst.bn1.running_mean, stats)  # a failed calibration changes nothing

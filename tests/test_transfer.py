@@ -125,3 +125,68 @@ def test_one_dimensional_models_for_time_series():
     assert report.coverage > 0.3
     assert report.pairs[0].source == "0" and "kernel 3→5 zero-padded" in report.pairs[0].tensors[0].how
     assert torch.isfinite(dst(torch.randn(2, 1, 40))).all()
+
+
+def test_failure_half_way_leaves_the_target_untouched():
+    src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        src[4].weight[0, 0] = math.inf  # the last layer is broken: earlier ones were fine
+    dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    before = _state(dst)
+    with pytest.raises(NetgraftError, match=r"'4\.weight'"):
+        netgraft.transfer(src, dst, example_input=torch.randn(1, 4))
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+def test_shared_modules_and_foreign_architectures_are_refused():
+    backbone = nn.Linear(4, 8)
+    src = nn.Sequential(backbone, nn.Linear(8, 3))
+    dst = nn.Sequential(backbone, nn.Linear(8, 5))
+    with pytest.raises(ValueError, match="share 2 parameter tensors"):
+        netgraft.transfer(src, dst, example_input=torch.randn(1, 4))
+    other = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match="target_arch was traced from another model"):
+        netgraft.transfer(src, nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3)),
+                          target_arch=netgraft.trace(other, torch.randn(1, 4)))
+
+
+class _LM(nn.Module):
+    def __init__(self, vocab, dim):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied
+
+    def forward(self, tokens):
+        return self.head(torch.tanh(self.mix(self.embed(tokens))))
+
+
+def test_embeddings_keep_token_identity_and_tied_weights_are_written_once():
+    src, dst = _LM(50, 16), _LM(80, 16)
+    tokens = torch.randint(0, 50, (2, 7))
+    report = netgraft.transfer(src, dst, example_input=torch.randint(0, 80, (2, 7)),
+                               source_input=tokens, head="transfer")
+    assert torch.equal(dst.embed.weight[1:50], src.embed.weight[1:50])  # token k stays token k
+    assert dst.embed.weight[0].abs().sum() == 0  # padding row stays zero
+    head = next(p for p in report.pairs if p.target == "head")
+    assert head.tensors[-1].how == "tied to embed.weight; written there"
+    assert "rows 50→80: first 50 copied" in next(p for p in report.pairs if p.target == "embed").tensors[0].how
+
+
+def test_head_found_when_the_output_is_computed_from_it():
+    class Distilled(nn.Module):
+        def __init__(self, classes):
+            super().__init__()
+            self.body = nn.Linear(6, 8)
+            self.head = nn.Linear(8, classes)
+            self.head_dist = nn.Linear(8, classes)
+
+        def forward(self, x):
+            f = torch.relu(self.body(x))
+            return (self.head(f) + self.head_dist(f)) / 2
+
+    arch = netgraft.trace(Distilled(10), torch.randn(1, 6))
+    assert arch["head_dist"].role == "output"
+    report = netgraft.transfer(Distilled(1000), Distilled(10), example_input=torch.randn(1, 6))
+    assert all(p.action == "init" for p in report.pairs if p.target.startswith("head"))

@@ -1092,6 +1092,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def _busy_warning(threads: int) -> str | None:
+    """A warning when other processes already keep the CPUs busy and torch uses > 1 thread:
+    its thread pool then waits on descheduled threads, and steps were seen to take 10-100x
+    longer than on an idle machine (1 thread degrades gracefully)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cpus = os.cpu_count() or 1
+    if threads > 1 and load >= max(1.0, 0.5 * cpus):
+        return (f"warning: load average {load:.1f} on {cpus} CPUs before starting: with "
+                f"{threads} torch threads on a busy machine, steps can be many times slower "
+                f"(timings and the time budget no longer hold); --threads 1 degrades gracefully")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
@@ -1116,6 +1132,9 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
                       f"({torch.get_num_threads()} threads, {device}):")
         estimate(cfg, device, cache, console.print)
         return 0
+    busy = _busy_warning(torch.get_num_threads())
+    if busy:
+        console.print(f"[yellow]{busy}[/]")
     stem = "transfer_quality" + ("_quick" if args.quick else "") + (
         f"_{cfg.dataset}" if cfg.dataset != Config.dataset else "")
     out_dir = Path(args.out)

@@ -12,6 +12,8 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from .errors import NetgraftError
+
 
 def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
     if isinstance(data, torch.Tensor):
@@ -33,9 +35,13 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return 0
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
     was_training = model.training
     momenta = [m.momentum for m in norms]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms]
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -47,12 +53,26 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
             for i, x in enumerate(_batches(data, batch_size)):
                 if max_batches is not None and i >= max_batches:
                     break
-                model(x.to(device))
+                if len(x) < 2:  # batch statistics of one sample are undefined
+                    continue
+                try:
+                    model(x.to(device=device, dtype=dtype))
+                except Exception as exc:
+                    raise NetgraftError(
+                        f"calibration batch {i} of shape {tuple(x.shape)} failed in the model: "
+                        f"{type(exc).__name__}: {exc}. calibration_data must hold inputs the "
+                        f"target accepts") from exc
                 seen += 1
+        if not seen:
+            raise NetgraftError("calibration_data yielded no batch of 2 or more inputs")
+    except BaseException:
+        for m, (mean, var, count) in zip(norms, saved):  # leave the statistics as they were
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.num_batches_tracked.copy_(count)
+        raise
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.train(was_training)
-    if not seen:
-        raise ValueError("calibration_data yielded no batches")
     return len(norms)

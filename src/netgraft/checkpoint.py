@@ -58,9 +58,14 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                           f"model.state_dict() instead")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, *, what: str = "model") -> None:
-    """Load `path` into `model`, or explain exactly how the file and the architecture differ."""
-    state = load_state_dict(path)
+def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str = "model",
+                 source: str | os.PathLike | None = None) -> None:
+    """Load `path` (or an already loaded state dict, read from `source`) into `model`, or
+    explain exactly how the file and the architecture differ."""
+    if isinstance(path, dict):
+        state, path = path, source or "the state dict"
+    else:
+        state = load_state_dict(path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -90,6 +95,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -41,13 +41,15 @@ def _steps(enabled: bool, total: int) -> Iterator:
         progress.update(task, completed=total)
 
 
-def _input_shape(text: str | None, in_chans: int | None = None):
+def _input_shape(text: str | None):
     if not text:
         return None
     try:
         dims = tuple(int(x) for x in text.replace("x", ",").split(","))
     except ValueError:
-        raise NetgraftError(f"--input-size {text!r}: expected C,H,W (e.g. 3,224,224)") from None
+        dims = ()
+    if not dims or min(dims) <= 0:
+        raise NetgraftError(f"input size {text!r}: expected positive C,H,W (e.g. 3,224,224)")
     return torch.randn(1, *dims)
 
 
@@ -55,29 +57,28 @@ def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: in
     from .checkpoint import load_state_dict, load_weights
     from .models import create_model, head_shape
 
-    kwargs = {}
-    if weights:
-        # build the model the way the weights were trained unless told otherwise
-        kwargs = head_shape(spec, load_state_dict(weights))
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if in_chans is not None:
-        kwargs["in_chans"] = in_chans
+    state = load_state_dict(weights) if weights else None
+    # build the model the way the weights were trained unless told otherwise
+    kwargs = head_shape(spec, state) if state is not None else {}
+    kwargs.update({k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                   if v is not None})
     model = create_model(spec, **kwargs)
-    if weights:
-        load_weights(model, weights, what=f"{role} '{spec}'")
+    if state is not None:
+        load_weights(model, state, what=f"{role} '{spec}'", source=weights)
     return model
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     from .checkpoint import save_json, save_state_dict
-    from .trace import default_input_shape
     from .transfer import transfer
 
     console = _console()
     out = Path(args.out)
     if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
         raise NetgraftError(f"--out {out}: use a .safetensors (recommended) or .pt file name")
+    for path in (out, Path(args.report) if args.report else None):
+        if path is not None and not path.parent.is_dir():
+            raise NetgraftError(f"output folder does not exist: {path.parent}")
     if not args.source_weights:
         console.print("[yellow]warning:[/] no --source-weights given: grafting from a randomly "
                       "initialised source (useful only to try the command)")
@@ -93,18 +94,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                           example_input=example, source_input=_input_shape(args.source_input_size))
         step("checking the grafted model")
         target.eval()
-        probe = example if example is not None else torch.randn(*default_input_shape(target))
+        probe = report.matching.target.example_input
         with torch.no_grad():
             y = target(probe)
         if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
             raise NetgraftError("the grafted target produces NaN/inf on a random input; nothing "
                                 "was written. Please report this with the two model names.")
         step(f"writing {out.name}")
+        if args.report:
+            save_json(report.to_dict(), args.report)
         save_state_dict(target.state_dict(), out, metadata={
             "netgraft_source": args.source, "netgraft_target": args.target,
             "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"})
-        if args.report:
-            save_json(report.to_dict(), args.report)
     if args.quiet:
         console.print(report.summary())
     else:
@@ -163,6 +164,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .match import DEFAULT_METHOD, METHODS
+    from .transfer import HEAD_POLICIES
 
     parser = argparse.ArgumentParser(
         prog="netgraft", description="Graft trained weights onto a network of another architecture.")
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-chans", type=int, help="input channels of the target")
     p.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
-    p.add_argument("--head", default="auto", choices=("auto", "transfer", "reset"),
+    p.add_argument("--head", default="auto", choices=HEAD_POLICIES,
                    help="classifier head: copied only when class counts agree (auto)")
     p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
     p.add_argument("--report", help="also write the full report as JSON here")

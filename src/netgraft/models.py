@@ -57,7 +57,10 @@ def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     if unknown:
         raise ModelSpecError(f"factory '{spec}' does not accept {', '.join(unknown)}; drop the "
                              f"option or add the argument to the factory")
-    model = factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:
+        raise ModelSpecError(f"factory '{spec}' raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"factory '{spec}' returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -294,7 +294,7 @@ def _run(model: nn.Module, example: Any) -> Any:
 
 
 def _execution_order(model: nn.Module, example: Any,
-                     hint: str) -> tuple[dict[str, int], str | None, str | None]:
+                     hint: str) -> tuple[dict[str, int], str | None, list[str]]:
     """Names of modules in the order the forward pass first reaches them, plus which module
     reads the model input and which one produces the output."""
     order: dict[str, int] = {}
@@ -340,20 +340,20 @@ def _execution_order(model: nn.Module, example: Any,
             h.remove()
         model.train(was_training)
     out_t = _first_tensor(out)
-    producer = None
+    producers: list[str] = []
     if out_t is not None:
         ptr = out_t.data_ptr()
-        for name, t in outputs.items():  # the last module whose output is the model output
-            if t.data_ptr() == ptr:
-                producer = name
-        if producer is None and out_t.ndim:
-            # the output is computed from the head (averaged, scaled ...): take the last layer
-            # that produced as many features as the model outputs
-            width = out_t.shape[-1] if out_t.ndim <= 2 else out_t.shape[1]
-            for name, t in outputs.items():
-                if t.ndim and (t.shape[-1] if t.ndim <= 2 else t.shape[1]) == width:
-                    producer = name
-    return order, (input_reader[0] if input_reader else None), producer
+        producers = [name for name, t in outputs.items() if t.data_ptr() == ptr][-1:]
+        if not producers and out_t.ndim:
+            # the output is computed from the head(s) (averaged, scaled ...): take the last
+            # layers that produce as many features as the model outputs
+            def width(t: torch.Tensor) -> int:
+                return t.shape[-1] if t.ndim <= 2 else t.shape[1]
+            for name, t in reversed(outputs.items()):
+                if not t.ndim or width(t) != width(out_t):
+                    break
+                producers.append(name)
+    return order, (input_reader[0] if input_reader else None), producers
 
 
 def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> Layer:
@@ -399,7 +399,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         example_input = torch.randn(*shape, device=param.device if param is not None else "cpu",
                                     dtype=param.dtype if param is not None else torch.float32)
     inp = _first_tensor(example_input)
-    order, input_layer, output_layer = _execution_order(model, example_input, input_hint)
+    order, input_layer, output_layers = _execution_order(model, example_input, input_hint)
 
     modules = dict(model.named_modules())
     layers: list[Layer] = []
@@ -427,7 +427,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         layer.executed = layer.name in order
         if layer.name == input_layer:
             layer.role = "input"
-        elif layer.name == output_layer:
+        elif layer.name in output_layers:
             layer.role = "output"
 
     blocks = _blocks(model, layers)
