@@ -36,9 +36,10 @@ Protocol (every number is also written to the JSON):
 * **Metrics** (per pair on the mean-over-seeds curve, then averaged over pairs, separately for
   same-family and cross-family pairs): accuracy ratio init/random and gain in points at
   0, 50, 100 steps, 1 and 3 epochs; **speedup** = steps random init needs to first reach its own
-  3-epoch accuracy ÷ steps the init needs to reach it (crossings linearly interpolated between
-  evaluation steps); "never" (shown ``<1``, null in the JSON) when an init does not reach it
-  within 3 epochs, "at step 0" (shown ``∞``) when it starts above it. Speedups are summarised
+  3-epoch accuracy ÷ steps the init needs to reach it (the first evaluated step at or above
+  it, so at the resolution of the evaluation grid); "never" (shown ``<1``, null in the JSON)
+  when an init does not reach it within 3 epochs, "at step 0" (shown ``∞``, null in the JSON)
+  when it starts at or above it. Speedups are summarised
   by their geometric mean over the pairs where they are finite and by their median over all
   pairs (never = 0, at step 0 = ∞). Step-0 accuracy relative to the source's accuracy (same
   test images) for every pair, averaged over the same-family growth (deeper/wider) pairs.
@@ -46,13 +47,17 @@ Protocol (every number is also written to the JSON):
   also printed) and one ``.png`` per regime (accuracy vs steps, one subplot per pair) in
   ``--out`` (default ``benchmarks/results/``).
 
-Modes: the default (full) mode runs all 12 pairs × 2 seeds × both regimes; sized from
-measured step times to take about an hour on 2 CPU cores (``--estimate`` prints the
-arithmetic for this machine without training). ``--quick`` runs 3 pairs, 1 seed, the main
-regime only on 2,000 training images: a few minutes including the training of its 2 sources.
+Modes: the default (full) mode runs all 12 pairs × 2 seeds × both regimes. Sized from measured
+step times on an idle 2-core CPU (2 threads): sources 8 min, main regime 30 min, low-data
+regime 12 min, about 51 min in all (65 min if iatransfer and dpiat did not share runs; about
+75 min with 1 thread). ``--estimate`` measures this machine and prints the arithmetic without
+training. ``--quick`` runs 3 pairs, 1 seed, the main regime only on 2,000 training images:
+about 4 min with 2 threads on an idle machine, including the training of its 2 sources.
 
-Timing: ``torch.set_num_threads(2)`` (``--threads``); on a machine where other processes
-compete for the cores, torch's 2-thread pool can be several times slower than 1 thread.
+Timing: ``torch.set_num_threads(2)`` (``--threads``), a GPU when one is available. When other
+processes keep the cores busy, torch's 2-thread pool waits on descheduled threads and steps
+were measured 10-100× slower; 1 thread degrades gracefully (``--threads 1``), and a warning is
+printed when the load average is already high at the start.
 """
 from __future__ import annotations
 
@@ -75,8 +80,9 @@ from torch import nn
 
 __all__ = [
     "BUDGETS", "Config", "INITS", "PAIRS", "Pair", "QUICK_PAIRS", "RELATIONS", "ZOO",
-    "add_arguments", "budget_steps", "compute_metrics", "eval_points", "main", "mean_curve",
-    "run", "speedup", "steps_to_reach", "summarize", "to_markdown", "write_outputs",
+    "add_arguments", "budget_steps", "compute_metrics", "eval_points", "find_pairs", "main",
+    "mean_curve", "recompute", "run", "speedup", "steps_to_reach", "summarize", "to_markdown",
+    "write_outputs",
 ]
 
 RELATIONS = ("deeper", "wider", "narrower", "shallower", "cross-family")
@@ -297,19 +303,16 @@ def value_at(curve: Curve, step: int | None) -> float | None:
     return None
 
 
-def steps_to_reach(curve: Curve, threshold: float, tol: float = 1e-9) -> float | None:
-    """First step where `curve` reaches `threshold`, linearly interpolated between evaluated
-    steps; 0 if it starts there; None if it never does."""
-    prev = None
+def steps_to_reach(curve: Curve, threshold: float, tol: float = 1e-9) -> int | None:
+    """First evaluated step at which `curve` reaches `threshold` (0 if it starts there), or
+    None if it never does.
+
+    Not interpolated between evaluations: a curve that starts just below the threshold and
+    crosses it early would get a near-zero step count and an absurd speedup; at the resolution
+    of the evaluation grid both curves are measured alike."""
     for s, a in curve:
         if a >= threshold - tol:
-            if prev is None:
-                return float(s)
-            ps, pa = prev
-            if a - pa <= tol:
-                return float(s)
-            return ps + (threshold - pa) / (a - pa) * (s - ps)
-        prev = (s, a)
+            return int(s)
     return None
 
 
@@ -589,8 +592,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                              + " | ".join(cells) + f" | {gain} | {src} | {sp} |")
     lines += ["", "Ratios in the mean rows are means of the per-pair ratios; accuracies are means "
                   "of the per-pair accuracies. Speedup: steps random init needs to reach its own "
-                  f"{epochs}-epoch accuracy ÷ steps the init needs (interpolated between "
-                  "evaluation steps); `<1 (never)` = not reached within the run, `∞ (step 0)` = "
+                  f"{epochs}-epoch accuracy ÷ steps the init needs (first evaluated step at "
+                  "or above it); `<1 (never)` = not reached within the run, `∞ (step 0)` = "
                   "already above it before training. `@0 ÷ source`: step-0 accuracy relative to "
                   "the source network's accuracy on the same test images. Growth = deeper and "
                   "wider same-family pairs."]
@@ -974,6 +977,8 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                                                    "diverged": prior.get("diverged"),
                                                    "shared_with": prior.get("shared_with") or twin})
                             advance(desc)
+                            log(f"[{done}/{n_runs}] {pair.label} {init:<10} seed {seed} {regime:<8} "
+                                f"bit-identical to {twin}: shares its run")
                             continue
                         m = copy.deepcopy(model).to(device)
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
@@ -1048,6 +1053,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--estimate", action="store_true",
                         help="measure step times and print the predicted wall time; train nothing")
+    parser.add_argument("--recompute", metavar="JSON",
+                        help="recompute metrics, tables and plots from the runs of an earlier "
+                             "result JSON, next to it (no training)")
     # hidden: a small dataset/resolution for tests and smoke runs
     parser.add_argument("--dataset", default=d.dataset, choices=("fashion-mnist", "digits"),
                         help=argparse.SUPPRESS)
@@ -1056,6 +1064,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--source-batch-size", type=int, default=d.source_batch_size,
                         help=argparse.SUPPRESS)
     return parser
+
+
+def recompute(result: dict[str, Any]) -> dict[str, Any]:
+    """Metrics recomputed from the raw runs of an earlier result (e.g. after a metric changed)."""
+    c = result["config"]
+    cfg = Config(dataset=c["dataset"], image_size=c["image_size"], in_chans=c["in_chans"],
+                 regimes={k: v["train_images"] for k, v in c["regimes"].items()},
+                 test_size=c["test_size"], epochs=c["epochs"], batch_size=c["batch_size"],
+                 lr=c["lr"], optimizer=c["optimizer"], seeds=tuple(c["seeds"]),
+                 pairs=tuple(Pair(p["source"], p["target"], p["relation"], p.get("note", ""))
+                             for p in c["pairs"]),
+                 inits=tuple(c["inits"]))
+    inits = [i for i in cfg.inits if i not in result.get("skipped_inits", {})]
+    source_acc = {k: v["accuracy"] for k, v in result["sources"].items() if "accuracy" in v}
+    out = dict(result)
+    out["metrics"] = compute_metrics(result["runs"], cfg.pairs, inits, cfg.regimes, cfg, source_acc)
+    out["recomputed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -1109,6 +1135,12 @@ def _busy_warning(threads: int) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.recompute:
+        path = Path(args.recompute)
+        result = recompute(json.loads(path.read_text()))
+        paths = write_outputs(result, path.parent, path.stem, plots=not args.no_plot)
+        sys.stdout.write(to_markdown(result) + "\nwrote " + ", ".join(map(str, paths.values())) + "\n")
+        return 0
     try:
         cfg = config_from_args(args)
     except ValueError as exc:

@@ -30,8 +30,8 @@ def _capture_inputs(model: nn.Module, blocks: dict[str, nn.Module], example: Any
     handles = []
     for name, module in blocks.items():
         def hook(mod, args, kwargs, name=name):
-            if name not in captured:
-                captured[name] = (args, kwargs)
+            if name not in captured:  # a copy: the model may mutate or extend its inputs later
+                captured[name] = _copy((args, kwargs))
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     was_training = model.training
     model.eval()
@@ -43,6 +43,16 @@ def _capture_inputs(model: nn.Module, blocks: dict[str, nn.Module], example: Any
             h.remove()
         model.train(was_training)
     return captured
+
+
+def _copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copy(x) for x in obj) if not hasattr(obj, "_fields") else obj
+    if isinstance(obj, dict):
+        return {k: _copy(v) for k, v in obj.items()}
+    return obj
 
 
 def _distance(module: nn.Module, args: tuple, kwargs: dict) -> float:
@@ -58,9 +68,18 @@ def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: d
 
     Returns the names of the zeroed layers ([] when the block cannot be made the identity, in
     which case nothing is changed)."""
+    params = {layer.name: {k: v for k, v in own_tensors(layer.module).items()
+                           if k in layer.param_names} for layer in layers}
+    snapshot = {name: {k: v.clone() for k, v in t.items()} for name, t in params.items()}
+
+    def restore(names) -> None:
+        for name in names:
+            for k, v in params[name].items():
+                v.copy_(snapshot[name][k])
+
     was_training = module.training
     module.eval()
-    zeroed: list[tuple[Layer, dict[str, torch.Tensor]]] = []
+    zeroed: list[str] = []
     try:
         with torch.no_grad():
             best = _distance(module, args, kwargs)
@@ -69,29 +88,26 @@ def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: d
             for layer in reversed(layers):
                 if best < _TOLERANCE:
                     break
-                tensors = {k: v for k, v in own_tensors(layer.module).items()
-                           if k in layer.param_names}
-                if not tensors:
+                if not params[layer.name]:
                     continue
-                saved = {k: v.clone() for k, v in tensors.items()}
-                for v in tensors.values():
+                for v in params[layer.name].values():
                     v.zero_()
                 d = _distance(module, args, kwargs)
                 if d < best - 1e-9:
                     best = d
-                    zeroed.append((layer, saved))
+                    zeroed.append(layer.name)
                 else:
-                    for k, v in tensors.items():
-                        v.copy_(saved[k])
-            if best >= _TOLERANCE * 10:
-                for layer, saved in zeroed:
-                    for k, v in own_tensors(layer.module).items():
-                        if k in saved:
-                            v.copy_(saved[k])
+                    restore([layer.name])
+            if best >= _TOLERANCE * 10:  # not a residual block: leave it as it was
+                restore(zeroed)
                 return []
+    except BaseException:
+        with torch.no_grad():
+            restore(params)
+        raise
     finally:
         module.train(was_training)
-    return [layer.name for layer, _ in zeroed]
+    return zeroed
 
 
 def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
@@ -117,7 +133,10 @@ def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
         if name not in inputs:
             continue
         layers = [arch.layers[i] for i in arch.blocks[b].layers]
-        zeroed = make_identity(modules[name], layers, *inputs[name])
+        try:
+            zeroed = make_identity(modules[name], layers, *inputs[name])
+        except Exception:  # a block that cannot be re-run on its own input is left as grafted
+            zeroed = []
         if zeroed:
             done[b] = zeroed
     return done
