@@ -9,6 +9,16 @@ from netgraft.data import load_digits
 from netgraft.training import TrainResult, evaluate, train
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # These models are tiny; with 2 cores shared with other processes, torch's
+    # 2-thread pool spends most of its time waiting (observed 10x slowdowns).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_digits("train"), load_digits("test")

@@ -196,11 +196,25 @@ def _init_iatransfer(source: nn.Module, target: nn.Module) -> dict:
     return {"coverage": _changed_fraction(before, target), "transfer_seconds": seconds}
 
 
+#: unlabeled images for "graft+calib" (the runner puts 512 images of the smallest training
+#: subset here, so the low-data regime uses nothing it does not have; labels are never used)
+CALIBRATION: dict[str, torch.Tensor] = {}
+
+
+def _init_graft_calibrated(source: nn.Module, target: nn.Module) -> dict:
+    from .transfer import transfer
+
+    report = transfer(source, target, calibration_data=CALIBRATION["x"])
+    return {"coverage": report.coverage, "transfer_seconds": report.seconds,
+            "similarity": report.similarity}
+
+
 INITS: dict[str, InitFn] = {
     "random": _init_random,
     "iatransfer": _init_iatransfer,
     "dpiat": _netgraft("dpiat"),
     "graft": _netgraft("graft"),
+    "graft+calib": _init_graft_calibrated,
 }
 
 
@@ -891,6 +905,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
     test = test_full.subset(min(cfg.test_size, len(test_full)), seed=0)
     regimes = {name: min(n, len(train_full)) for name, n in cfg.regimes.items()}
     train_sets = {name: train_full.subset(n, seed=0) for name, n in regimes.items()}
+    CALIBRATION["x"] = min(train_sets.values(), key=len).x[:512]
     eval_at = {name: eval_points(cfg.steps_per_epoch(n), cfg.epochs, cfg.fixed_eval_steps,
                                  cfg.evals_per_epoch) for name, n in regimes.items()}
     cfg = replace(cfg, regimes=regimes, test_size=len(test))

@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
+    from . import bench
+    p = sub.add_parser("bench", help="transfer-quality benchmark: graft vs random init on Fashion-MNIST")
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.run)
+
     p = sub.add_parser("demo", help="train a source on Fashion-MNIST, graft it, compare with random init")
     p.add_argument("--steps", type=int, default=60, help="training steps of the target (default 60)")
     p.add_argument("--source-steps", type=int, default=600, help="training steps of the source")
