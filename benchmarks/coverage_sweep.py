@@ -153,8 +153,9 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N pairs")
     parser.add_argument("--models", type=int, help="a sample of N models covering every family")
     parser.add_argument("--json", default="benchmarks/results/coverage_sweep.json")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     pairs = sweep_pairs(args.models)[: args.limit]
     outcomes = []
     start = time.perf_counter()
