@@ -374,6 +374,8 @@ def compute_metrics(runs: Sequence[dict], pairs: Sequence[Pair], inits: Sequence
                     regimes: dict[str, int], config: Config,
                     source_accuracy: dict[str, float]) -> dict[str, Any]:
     """Per-regime, per-pair metrics from the run records, and their summaries."""
+    done = {r["pair"] for r in runs}
+    pairs = [p for p in pairs if p.key in done]  # a partial run summarises what it finished
     chance = 1.0 / 10
     out: dict[str, Any] = {}
     for regime, n_train in regimes.items():
