@@ -32,3 +32,33 @@ def test_similarity_accepts_modules_and_names():
     assert s == pytest.approx(1.0)
     with pytest.raises(TypeError, match="expected an Architecture"):
         netgraft.similarity(3, "resnet18")
+
+
+def test_named_scores_include_the_papers_definition(archs):
+    from netgraft.similarity import SCORES, score_pair
+
+    assert {"paper", "graft", "coverage"} <= set(SCORES)
+    a, b = archs["resnet18"], archs["resnet34"]
+    assert score_pair(a, b, "paper") == pytest.approx(netgraft.similarity(a, b, "dpiat"))
+    assert score_pair(a, a, "coverage") == pytest.approx(1.0)
+    # every resnet34 layer has a same-shape resnet18 layer (repeated blocks reuse them)
+    assert score_pair(a, b, "coverage") == pytest.approx(1.0)
+    assert score_pair(archs["efficientnet_b0"], b, "coverage") < 0.2
+    assert score_pair(a, b, "coverage") > score_pair(archs["vit_tiny_patch16_224"], b, "coverage")
+    with pytest.raises(ValueError, match="unknown similarity score"):
+        score_pair(a, b, "nope")
+
+
+def test_validation_statistics_on_a_known_ranking():
+    from benchmarks.similarity_validation import evaluate_scores
+
+    rows = []
+    for t, gains in {"T1": (0.3, 0.2, 0.1), "T2": (0.05, 0.25, 0.0)}.items():
+        for s, g in zip(("A", "B", "C"), gains):
+            rows.append({"source": s, "target": t, "s": g * 2 + 1, "r": -g,
+                         "gain_step_50": g, "gain_epoch_1": g})
+    table = evaluate_scores(rows, ["s", "r"])
+    assert table["s"]["step_50"]["spearman"] == pytest.approx(1.0)
+    assert table["s"]["step_50"]["top1"] == 1.0 and table["s"]["step_50"]["targets"] == 2
+    assert table["r"]["epoch_1"]["spearman"] == pytest.approx(-1.0)
+    assert table["r"]["epoch_1"]["top1"] == 0.0

@@ -39,3 +39,35 @@ def similarity(a: Any, b: Any, method: str = DEFAULT_METHOD) -> float:
     a, b = as_architecture(a), as_architecture(b)
     return similarity_from_values(dp_value(a, b, method), dp_value(b, a, method),
                                   dp_value(a, a, method), dp_value(b, b, method))
+
+
+def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) -> float:
+    """Share of the target's parameters that a graft would fill, each matched layer counted
+    by its match score (1 = same shape and kind): in [0, 1], asymmetric (source → target)."""
+    from .match import match
+
+    a, b = as_architecture(source), as_architecture(target)
+    m = match(a, b, method)
+    total = sum(layer.numel for layer in b.layers)
+    if not total:
+        return 0.0
+    return sum(layer.numel * m.scores[layer.index] for layer in b.layers) / total
+
+
+#: every data-free score of a (source, target) pair, by name. "paper" is DPIAT's definition
+#: (its matching and formula); the rest are netgraft's candidates, validated in
+#: benchmarks/similarity_validation.py.
+SCORES: dict[str, Any] = {
+    "paper": lambda a, b: similarity(a, b, "dpiat"),
+    "graft": lambda a, b: similarity(a, b, "graft"),
+    "coverage": lambda a, b: weighted_coverage(a, b, "graft"),
+}
+
+
+def score_pair(source: Any, target: Any, score: str = "graft") -> float:
+    """One named score of how much `source` should help `target` (see `SCORES`)."""
+    try:
+        fn = SCORES[score]
+    except KeyError:
+        raise ValueError(f"unknown similarity score {score!r}; choose one of {sorted(SCORES)}") from None
+    return float(fn(as_architecture(source), as_architecture(target)))

@@ -1,0 +1,176 @@
+"""Does architecture similarity predict how much grafting helps?
+
+Reads a transfer-quality result (several sources per target, inits ``random`` and ``graft``),
+computes every similarity score for each (source, target) pair from the architectures alone,
+and reports how well each score predicts the accuracy gain of grafting over random init:
+Spearman's ρ over all pairs, and the per-target top-1 hit rate (is the best-scored source the
+one that helped most?).
+
+    python benchmarks/similarity_validation.py benchmarks/results/similarity_pairs.json
+
+The result JSON is produced by the transfer-quality benchmark, e.g.::
+
+    python benchmarks/transfer_quality.py --pairs "$(cat benchmarks/similarity_pairs.txt)" \
+        --inits random,graft --seeds 2 --train-size 6000 --low-data-size 0 --epochs 1 \
+        --out /tmp/sim && cp /tmp/sim/transfer_quality.json benchmarks/results/similarity_pairs.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from netgraft.similarity import SCORES, score_pair  # noqa: E402
+
+#: the sources and targets of the validation grid (5 × 5 = 25 pairs)
+SOURCES = ("resnet18", "efficientnet_b0", "mobilenetv3_large_100", "regnetx_004", "convnext_atto")
+TARGETS = ("resnet34", "efficientnet_b1", "mobilenetv3_large_075", "regnetx_002", "convnext_femto")
+BUDGETS = ("step_50", "epoch_1")
+
+
+def pair_specs(sources: Sequence[str] = SOURCES, targets: Sequence[str] = TARGETS) -> list[str]:
+    """``source:target[:cross-family]`` specs for the transfer-quality benchmark's --pairs."""
+    from netgraft.bench import PAIRS
+
+    known = {p.key for p in PAIRS}
+    return [f"{s}:{t}" if f"{s}:{t}" in known else f"{s}:{t}:cross-family"
+            for t in targets for s in sources]
+
+
+def gains(result: dict[str, Any], init: str = "graft", regime: str = "main") -> list[dict[str, Any]]:
+    """Per pair: accuracy of ``init`` minus random init's at each budget (seed means)."""
+    rows = []
+    for p in result["metrics"][regime]["pairs"]:
+        inits = p["inits"]
+        if init not in inits or "random" not in inits:
+            continue
+        acc, rnd = inits[init]["accuracy"], inits["random"]["accuracy"]
+        row = {"source": p["source"], "target": p["target"], "relation": p["relation"]}
+        for b in BUDGETS:
+            if acc.get(b) is not None and rnd.get(b) is not None:
+                row[f"gain_{b}"] = acc[b] - rnd[b]
+                row[f"acc_{b}"] = acc[b]
+                row[f"random_{b}"] = rnd[b]
+        rows.append(row)
+    return rows
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def top1_hit_rate(rows: Sequence[dict], score: str, gain: str) -> tuple[float, int]:
+    """Fraction of targets whose highest-scored source is also the one with the largest gain."""
+    by_target: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_target[r["target"]].append(r)
+    hits = 0
+    for group in by_target.values():
+        best_score = max(group, key=lambda r: r[score])
+        best_gain = max(group, key=lambda r: r[gain])
+        hits += best_score is best_gain
+    return (hits / len(by_target) if by_target else float("nan")), len(by_target)
+
+
+def evaluate_scores(rows: list[dict], scores: Sequence[str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for s in scores:
+        out[s] = {}
+        for b in BUDGETS:
+            g = f"gain_{b}"
+            use = [r for r in rows if g in r]
+            rate, n = top1_hit_rate(use, s, g)
+            out[s][b] = {"spearman": spearman([r[s] for r in use], [r[g] for r in use]),
+                         "top1": rate, "targets": n, "pairs": len(use)}
+    return out
+
+
+def _architecture(name: str, cfg: dict[str, Any], cache: dict):
+    if name not in cache:
+        from netgraft.models import create_model
+        from netgraft.trace import trace
+
+        model = create_model(name, num_classes=10, in_chans=cfg["in_chans"])
+        x = torch.randn(1, cfg["in_chans"], cfg["image_size"], cfg["image_size"])
+        cache[name] = trace(model, x, name=name)
+    return cache[name]
+
+
+def score_rows(rows: list[dict], cfg: dict[str, Any], scores: Sequence[str],
+               log: Callable[[str], None] = lambda s: None) -> None:
+    archs: dict[str, Any] = {}
+    for r in rows:
+        a, b = _architecture(r["source"], cfg, archs), _architecture(r["target"], cfg, archs)
+        for s in scores:
+            r[s] = score_pair(a, b, s)
+        log(f"  {r['source']:>22} → {r['target']:<22} " +
+            " ".join(f"{s}={r[s]:.3f}" for s in scores))
+
+
+def to_markdown(rows: list[dict], table: dict[str, dict], scores: Sequence[str]) -> str:
+    lines = ["| score | ρ gain@50 steps | top-1 @50 | ρ gain@epoch 1 | top-1 @epoch 1 |",
+             "|---|---|---|---|---|"]
+    for s in scores:
+        a, b = table[s]["step_50"], table[s]["epoch_1"]
+        lines.append(f"| {s} | {a['spearman']:+.2f} | {a['top1']:.0%} ({a['targets']} targets) | "
+                     f"{b['spearman']:+.2f} | {b['top1']:.0%} |")
+    lines += ["", "| source → target | " + " | ".join(scores) + " | gain@50 | gain@epoch 1 |",
+              "|---|" + "---|" * (len(scores) + 2)]
+    for r in sorted(rows, key=lambda r: (r["target"], -r.get("gain_step_50", 0))):
+        lines.append(f"| {r['source']} → {r['target']} | " +
+                     " | ".join(f"{r[s]:.3f}" for s in scores) +
+                     f" | {100 * r.get('gain_step_50', float('nan')):+.1f} | "
+                     f"{100 * r.get('gain_epoch_1', float('nan')):+.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("result", nargs="?", default=str(ROOT / "benchmarks/results/similarity_pairs.json"),
+                        help="transfer-quality JSON with several sources per target")
+    parser.add_argument("--init", default="graft", help="whose gain to predict (default graft)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/similarity_validation.json"))
+    parser.add_argument("--pairs", action="store_true",
+                        help="print the --pairs argument for the transfer-quality run and exit")
+    args = parser.parse_args(argv)
+    if args.pairs:
+        print(",".join(pair_specs()))
+        return 0
+    torch.set_num_threads(1)
+    result = json.loads(Path(args.result).read_text())
+    rows = gains(result, args.init)
+    if not rows:
+        print(f"{args.result}: no pair has both 'random' and '{args.init}' runs", file=sys.stderr)
+        return 2
+    scores = tuple(SCORES)
+    print(f"{len(rows)} pairs, {len({r['target'] for r in rows})} targets; scores: {', '.join(scores)}")
+    score_rows(rows, result["config"], scores, print)
+    table = evaluate_scores(rows, scores)
+    md = to_markdown(rows, table, scores)
+    print("\n" + md)
+    out = Path(args.out)
+    payload = {"benchmark": "similarity_validation", "date": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "source_result": str(args.result), "init": args.init,
+        "summary": table, "pairs": rows}
+    from netgraft.checkpoint import atomic_write
+    atomic_write(out, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
+    atomic_write(out.with_suffix(".md"), lambda p: Path(p).write_text(md + "\n"))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
