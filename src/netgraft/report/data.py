@@ -1,0 +1,260 @@
+"""Read the Optuna studies written by `netgraft.nas` into plain rows (see the NAS data contract).
+
+Everything the page shows is computed here, without plotting, so it can be tested on its own:
+the trials of each study (`TrialRow`), its Pareto front (`pareto_front`) and its best-so-far
+curves (`best_so_far`).
+"""
+from __future__ import annotations
+
+import math
+import sqlite3
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import NetgraftError
+
+#: objective name -> direction when a study does not say (the contract's defaults)
+DEFAULT_DIRECTIONS = {"accuracy": "maximize", "params": "minimize", "flops": "minimize",
+                      "latency_ms": "minimize"}
+#: the front used when a study optimises a single objective
+FALLBACK_OBJECTIVES = ("accuracy", "params")
+
+
+class ReportError(NetgraftError):
+    """The storage or the studies asked for cannot be reported on."""
+
+
+@dataclass
+class TrialRow:
+    """One trial of one study, with the contract's user attributes pulled out."""
+
+    study: str
+    number: int
+    state: str                      # COMPLETE, FAIL, RUNNING, PRUNED, WAITING
+    values: dict[str, float]        # objective name -> value (complete trials)
+    arch: str = ""
+    accuracy: float | None = None
+    params: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    warm: bool = False
+    parent: str | None = None
+    parent_trial: int | None = None
+    parent_arch: str | None = None
+    similarity: float | None = None
+    coverage: float | None = None
+    accuracy_at_0: float | None = None
+    train_seconds: float | None = None
+    steps: int | None = None
+    fail_reason: str | None = None
+    start: datetime | None = None
+    complete: datetime | None = None
+    pareto: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Complete with an accuracy: a point on the plots."""
+        return self.state == "COMPLETE" and self.accuracy is not None
+
+    def get(self, name: str) -> float | None:
+        """Objective / metric value by contract name (accuracy, params, flops, latency_ms)."""
+        v = getattr(self, name, None) if name in DEFAULT_DIRECTIONS else None
+        return self.values.get(name) if v is None else v
+
+
+@dataclass
+class StudyData:
+    name: str
+    attrs: dict[str, Any]
+    objectives: list[str]
+    directions: list[str]           # "maximize" / "minimize", one per objective
+    trials: list[TrialRow] = field(default_factory=list)
+
+    @property
+    def warm(self) -> bool | None:
+        w = self.attrs.get("warm")
+        return None if w is None else bool(w)
+
+    @property
+    def finished(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.finished]
+
+    @property
+    def failed(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.state == "FAIL"]
+
+    @property
+    def front_objectives(self) -> tuple[list[str], list[str]]:
+        """(names, directions) the Pareto front is computed on."""
+        if len(self.objectives) >= 2:
+            return list(self.objectives), list(self.directions)
+        return list(FALLBACK_OBJECTIVES), [DEFAULT_DIRECTIONS[n] for n in FALLBACK_OBJECTIVES]
+
+    @property
+    def label(self) -> str:
+        kind = {True: "warm", False: "cold", None: ""}[self.warm]
+        return f"{self.name} ({kind})" if kind and kind not in self.name else self.name
+
+
+def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points (all objectives at least as good, one strictly better
+    dominates). Points with a missing or non-finite value are never on the front; duplicates of a
+    front point are all on it."""
+    sign = [1.0 if d == "maximize" else -1.0 for d in directions]
+    ok = [i for i, p in enumerate(points)
+          if all(v is not None and math.isfinite(float(v)) for v in p)]
+    scored = {i: [s * float(v) for s, v in zip(sign, points[i])] for i in ok}
+    front = []
+    for i in ok:
+        a = scored[i]
+        dominated = any(all(b_k >= a_k for a_k, b_k in zip(a, b)) and any(b_k > a_k for a_k, b_k in zip(a, b))
+                        for j, b in scored.items() if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def best_so_far(study: StudyData, by: str = "number") -> list[tuple[float, float, int]]:
+    """[(x, best accuracy up to x, trial number)] over the finished trials, x = trial number
+    (`by="number"`) or minutes since the study's first trial started (`by="time"`)."""
+    rows = study.finished
+    if by == "time":
+        t0 = study_start(study)
+        rows = [r for r in rows if r.complete is not None and t0 is not None]
+        rows.sort(key=lambda r: (r.complete, r.number))
+        xs = [(r.complete - t0).total_seconds() / 60.0 for r in rows]
+    else:
+        rows = sorted(rows, key=lambda r: r.number)
+        xs = [float(r.number) for r in rows]
+    out, best = [], -math.inf
+    for x, r in zip(xs, rows):
+        best = max(best, r.accuracy)
+        out.append((x, best, r.number))
+    return out
+
+
+def study_start(study: StudyData) -> datetime | None:
+    starts = [t.start for t in study.trials if t.start is not None]
+    return min(starts) if starts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+def storage_url(storage: str | Path) -> str:
+    """A sqlite file path or an Optuna storage URL -> storage URL, checking that a sqlite file
+    exists and holds Optuna tables (Optuna would otherwise create a new, empty database)."""
+    text = str(storage)
+    if "://" in text:
+        if text.startswith("sqlite:"):
+            path = text.split(":///", 1)[1] if ":///" in text else ""
+            if path and path != ":memory:":
+                _check_sqlite(Path(path.split("?", 1)[0]), text)
+        return text
+    path = Path(text).expanduser()
+    _check_sqlite(path, text)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _check_sqlite(path: Path, shown: str) -> None:
+    if not path.exists():
+        raise ReportError(f"{shown}: no such file (expected the search's sqlite database, "
+                          f"e.g. search.db, or an Optuna storage URL)")
+    if path.is_dir():
+        raise ReportError(f"{shown}: is a directory, expected a sqlite database file")
+    try:
+        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ReportError(f"{shown}: not a sqlite database ({exc})") from None
+    if "studies" not in tables:
+        raise ReportError(f"{shown}: a sqlite database without Optuna tables (no 'studies' table); "
+                          f"is it the search's storage?")
+
+
+def load_studies(storage: str | Path, studies: Sequence[str] | None = None) -> list[StudyData]:
+    """Load the named studies (default: every study, in creation order) from `storage`."""
+    import optuna
+
+    url = storage_url(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
+    except NetgraftError:
+        raise
+    except Exception as exc:  # sqlalchemy / optuna: unreachable server, schema version, ...
+        raise ReportError(f"{storage}: cannot read the Optuna storage: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    names = [s.study_name for s in summaries]
+    if not names:
+        raise ReportError(f"{storage}: the storage holds no studies")
+    if studies:
+        missing = [s for s in studies if s not in names]
+        if missing:
+            raise ReportError(f"{storage}: no study named {', '.join(map(repr, missing))}; "
+                              f"studies here: {', '.join(names)}")
+        names = list(dict.fromkeys(studies))
+    return [_study_data(optuna.load_study(study_name=n, storage=url)) for n in names]
+
+
+def _study_data(study) -> StudyData:
+    attrs = dict(study.user_attrs)
+    directions = [d.name.lower() for d in study.directions]
+    objectives = attrs.get("objectives")
+    if not isinstance(objectives, list) or len(objectives) != len(directions):
+        # not written by netgraft.nas (or inconsistent): name single-objective studies
+        # "accuracy", others by position
+        objectives = ["accuracy"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))]
+    objectives = [str(o) for o in objectives]
+    data = StudyData(study.study_name, attrs, objectives, directions)
+    for t in study.get_trials(deepcopy=False):
+        data.trials.append(_trial_row(study.study_name, t, objectives))
+    names, dirs = data.front_objectives
+    fin = data.finished
+    for i in pareto_front([[t.get(n) for n in names] for t in fin], dirs):
+        fin[i].pareto = True
+    return data
+
+
+def _num(v: Any, kind=float):
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        x = kind(v)
+    except (TypeError, ValueError):
+        return None
+    return x if not isinstance(x, float) or math.isfinite(x) else None
+
+
+def _trial_row(study_name: str, t, objectives: list[str]) -> TrialRow:
+    ua = t.user_attrs
+    values = {}
+    if t.values is not None:
+        values = {n: float(v) for n, v in zip(objectives, t.values)}
+    acc = _num(ua.get("accuracy"))
+    if acc is None:
+        acc = values.get("accuracy")
+    pt = ua.get("parent_trial")
+    return TrialRow(
+        study=study_name, number=t.number, state=t.state.name, values=values,
+        arch=str(ua.get("arch") or ", ".join(f"{k}={v}" for k, v in t.params.items())),
+        accuracy=acc,
+        params=_num(ua.get("params", values.get("params")), int),
+        flops=_num(ua.get("flops", values.get("flops")), int),
+        latency_ms=_num(ua.get("latency_ms", values.get("latency_ms"))),
+        warm=bool(ua.get("warm", False)),
+        parent=ua.get("parent"), parent_trial=_num(pt, int), parent_arch=ua.get("parent_arch"),
+        similarity=_num(ua.get("similarity")), coverage=_num(ua.get("coverage")),
+        accuracy_at_0=_num(ua.get("accuracy_at_0")),
+        train_seconds=_num(ua.get("train_seconds")), steps=_num(ua.get("steps"), int),
+        fail_reason=(str(ua["fail_reason"]) if ua.get("fail_reason") is not None else None),
+        start=t.datetime_start, complete=t.datetime_complete,
+    )
