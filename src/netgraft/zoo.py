@@ -1,0 +1,824 @@
+"""A zoo of trained checkpoints, and ranking it for a new target without training anything.
+
+Layout of a zoo directory (default ``$NETGRAFT_ZOO`` or ``~/.cache/netgraft/zoo``)::
+
+    <name>.safetensors   the weights (a copy, or a symlink with --link)
+    <name>.json          arch spec, num_classes / in_chans, task, accuracy, params, sha256, date
+    index.sqlite         architecture fingerprints + cached pairwise DP values
+
+The index keys fingerprints by (arch spec, num_classes, in_chans, input size, fingerprint
+version) and DP values by (fingerprint hash a, fingerprint hash b, method, score version), so
+ranking never instantiates a model it has seen and a repeated ranking recomputes nothing. Both
+versions are hashes of the tracing / scoring code (:mod:`netgraft.fingerprint`): when either
+changes, stale rows are simply not found and are recomputed.
+
+    zoo = Zoo("~/zoo")
+    zoo.add("resnet18_fmnist.safetensors", arch="resnet18", task="fashion-mnist", accuracy=0.83)
+    for r in zoo.rank("efficientnet_b0", num_classes=10, in_chans=1, top=3):
+        print(r.rank, r.name, r.similarity, r.coverage, r.why)
+
+Similarity is :func:`netgraft.similarity.similarity_from_values` over
+:func:`netgraft.match.dp_value` / :func:`netgraft.match.match` on rebuilt fingerprints, i.e.
+exactly ``netgraft.similarity(source, target, method)``. Coverage is the fraction of the target's
+parameter elements ``netgraft.transfer`` would fill from the source, computed the way
+:class:`~netgraft.transfer.TransferReport` counts it, from shapes only (classifier heads with
+another class count, DPIAT's weight/bias-only clip, kernel zero-padding and the residual blocks
+transfer turns into identities are all counted as transfer counts them).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sqlite3
+import time
+import zlib
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import fingerprint as fpr
+from .errors import NetgraftError
+from .match import DEFAULT_METHOD, Matching, get_method, match
+from .similarity import similarity_from_values
+from .trace import Architecture, Layer
+
+ENTRY_FORMAT = 1
+INDEX_FILE = "index.sqlite"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ZooError(NetgraftError):
+    """A zoo directory, entry or ranking request is invalid."""
+
+
+def default_zoo_dir() -> Path:
+    return Path(os.environ.get("NETGRAFT_ZOO") or "~/.cache/netgraft/zoo").expanduser()
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _input_key(input_size: Sequence[int] | None) -> str:
+    return "auto" if not input_size else "x".join(str(int(d)) for d in input_size)
+
+
+# ----------------------------------------------------------------------------- entries
+@dataclass
+class ZooEntry:
+    """One checkpoint of the zoo (the content of ``<name>.json``)."""
+
+    name: str
+    arch: str
+    num_classes: int | None
+    in_chans: int | None
+    task: str | None
+    accuracy: float | None
+    sha256: str
+    added: str
+    params: int
+    weights: str  # file name inside the zoo directory
+    linked: str | None = None  # absolute path the weights link to (--link)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"netgraft_zoo_entry": ENTRY_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path) -> "ZooEntry":
+        if not isinstance(data, dict) or data.get("netgraft_zoo_entry") != ENTRY_FORMAT:
+            raise ZooError(f"{where} is not a netgraft zoo entry (format {ENTRY_FORMAT})")
+        try:
+            return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
+        except TypeError as exc:
+            raise ZooError(f"{where}: incomplete zoo entry ({exc})") from exc
+
+
+@dataclass
+class Ranked:
+    """One zoo entry ranked for a target."""
+
+    rank: int
+    name: str
+    arch: str
+    task: str | None
+    accuracy: float | None
+    similarity: float
+    coverage: float
+    matched_blocks: int
+    target_blocks: int
+    why: str
+    method: str
+    entry: ZooEntry = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["entry"]
+        out["params"] = self.entry.params
+        return out
+
+
+# ----------------------------------------------------------------------------- index
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fingerprints (
+    spec TEXT NOT NULL, num_classes INTEGER NOT NULL, in_chans INTEGER NOT NULL,
+    input TEXT NOT NULL, version TEXT NOT NULL,
+    hash TEXT NOT NULL, data BLOB NOT NULL, seconds REAL, created TEXT NOT NULL,
+    PRIMARY KEY (spec, num_classes, in_chans, input, version));
+CREATE TABLE IF NOT EXISTS dp (
+    a TEXT NOT NULL, b TEXT NOT NULL, method TEXT NOT NULL, scores TEXT NOT NULL,
+    value REAL NOT NULL, pairs BLOB,
+    PRIMARY KEY (a, b, method, scores));
+"""
+
+
+class Index:
+    """The zoo's SQLite index: fingerprints and pairwise DP values."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def connect(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(self.path, timeout=60)
+            con.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ZooError(f"{self.path} is not a usable netgraft index ({exc}); delete it and "
+                           f"run `netgraft zoo index` to rebuild it") from exc
+        return con
+
+    @staticmethod
+    def _key(spec: str, num_classes: int | None, in_chans: int | None, input_key: str) -> tuple:
+        return (spec, -1 if num_classes is None else int(num_classes),
+                -1 if in_chans is None else int(in_chans), input_key, fpr.fingerprint_version())
+
+    def get_fingerprint(self, spec: str, num_classes: int | None, in_chans: int | None,
+                        input_key: str = "auto") -> tuple[str, dict] | None:
+        with closing(self.connect()) as con:
+            row = con.execute("SELECT hash, data FROM fingerprints WHERE spec=? AND num_classes=? "
+                              "AND in_chans=? AND input=? AND version=?",
+                              self._key(spec, num_classes, in_chans, input_key)).fetchone()
+        if row is None:
+            return None
+        return row[0], json.loads(zlib.decompress(row[1]))
+
+    def put_fingerprint(self, spec: str, num_classes: int | None, in_chans: int | None,
+                        input_key: str, fp: dict, seconds: float) -> str:
+        digest = fpr.fingerprint_hash(fp)
+        blob = zlib.compress(fpr.dumps(fp).encode(), 6)
+        with closing(self.connect()) as con, con:
+            con.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?,?,?,?,?,?)",
+                        self._key(spec, num_classes, in_chans, input_key)
+                        + (digest, blob, seconds, _utc_now()))
+        return digest
+
+    def dp_rows(self, hashes: Iterable[str], method: str) -> dict[tuple[str, str], tuple[float, Any]]:
+        """Cached (a, b) → (value, pairs or None) for every pair among `hashes`' rows that
+        involve them (one query)."""
+        hashes = sorted(set(hashes))
+        out: dict[tuple[str, str], tuple[float, Any]] = {}
+        if not hashes:
+            return out
+        marks = ",".join("?" * len(hashes))
+        with closing(self.connect()) as con:
+            for a, b, value, pairs in con.execute(
+                    f"SELECT a, b, value, pairs FROM dp WHERE method=? AND scores=? AND "
+                    f"a IN ({marks}) AND b IN ({marks})",
+                    (method, fpr.score_version(), *hashes, *hashes)):
+                out[(a, b)] = (value, None if pairs is None else json.loads(zlib.decompress(pairs)))
+        return out
+
+    def put_dp(self, rows: list[tuple[str, str, float, Any]], method: str) -> None:
+        if not rows:
+            return
+        version = fpr.score_version()
+        with closing(self.connect()) as con, con:
+            con.executemany(
+                "INSERT OR REPLACE INTO dp VALUES (?,?,?,?,?,?)",
+                [(a, b, method, version, value,
+                  None if pairs is None else zlib.compress(json.dumps(pairs).encode()))
+                 for a, b, value, pairs in rows])
+
+    def counts(self) -> dict[str, int]:
+        with closing(self.connect()) as con:
+            return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                    for t in ("fingerprints", "dp")}
+
+
+# ----------------------------------------------------------------------------- coverage
+@lru_cache(maxsize=65536)
+def _graft_fraction(source: tuple, target: tuple, dim_roles: tuple, mix: bool, tokens: bool) -> float:
+    """The share of a target tensor `adapt.graft` fills from a source tensor of another shape,
+    computed by running it on meta tensors (no data, same code path as a transfer)."""
+    import torch
+
+    from . import adapt
+    for device in ("meta", "cpu"):
+        try:
+            src = torch.zeros(source, device=device)
+            base = torch.zeros(target, device=device)
+            _, plan = adapt.graft(src, target, dim_roles, mix_input=mix, tokens=tokens, base=base)
+            return plan.fraction
+        except Exception:  # an op without a meta kernel: retry on the CPU; else unadaptable
+            continue
+    return 0.0
+
+
+def _head_differs(src: Layer, tgt: Layer) -> bool:
+    return tgt.role == "output" and src.out_dim != tgt.out_dim
+
+
+def coverage(matching: Matching, identity: dict[int, list[str]] | None = None) -> float:
+    """Fraction of the target's parameter elements a transfer with this matching fills from
+    the source, as ``TransferReport.coverage`` counts it (``head="auto"``, identity blocks
+    on for ``graft``), from the shapes alone. `identity` is the target's
+    :func:`netgraft.fingerprint.measure_identity` map (None: no identity blocks counted)."""
+    from . import adapt
+    from .transfer import _extra_blocks
+
+    src_arch, tgt_arch, method = matching.source, matching.target, matching.method
+    zeroed: set[str] = set()
+    if method != "dpiat" and identity:
+        for b in _extra_blocks(src_arch, tgt_arch, matching):
+            zeroed.update(identity.get(b, ()))
+    total = filled = 0.0
+    for tgt in tgt_arch.layers:
+        s = matching.pairs.get(tgt.index)
+        src = None if s is None else src_arch.layers[s]
+        for name in tgt.param_names:
+            shape = tgt.shapes[name]
+            numel = math.prod(shape)
+            total += numel
+            if src is None or name not in src.shapes or tgt.name in zeroed:
+                continue
+            source_shape = src.shapes[name]
+            if method == "dpiat":
+                if name in ("weight", "bias"):
+                    filled += math.prod(min(a, b) for a, b in zip(source_shape, shape))
+                continue
+            if _head_differs(src, tgt):
+                continue
+            if tuple(source_shape) == tuple(shape):
+                filled += numel
+                continue
+            dim_roles = adapt.roles(tgt, name, len(shape))
+            if src.groups != tgt.groups:
+                dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
+            filled += numel * _graft_fraction(
+                tuple(source_shape), tuple(shape), dim_roles,
+                tgt.role == "input" and tgt.kind == "conv", tgt.kind == "param" and "pos" in name)
+    return filled / total if total else 0.0
+
+
+def _stage(block_name: str) -> str:
+    """The stage a block belongs to: its name up to its last numeric component
+    (layer1.0 → layer1, blocks.2.1 → blocks.2, stages.0.blocks.3 → stages.0.blocks,
+    blocks.3.attn → blocks)."""
+    parts = block_name.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i].isdigit():
+            return ".".join(parts[:i]) or block_name
+    return ".".join(parts[:-1]) or block_name
+
+
+def explain(matching: Matching) -> tuple[int, int, str]:
+    """(matched target blocks, target blocks, a one-line "why")."""
+    src_arch, tgt_arch = matching.source, matching.target
+    matched_block = [any(matching.pairs.get(i) is not None for i in block.layers)
+                     for block in tgt_arch.blocks]
+    n_matched, n_blocks = sum(matched_block), len(tgt_arch.blocks)
+    parts = [f"{n_matched}/{n_blocks} target blocks matched"]
+    body = []
+    stem = [layer for layer in tgt_arch.layers if layer.role == "input"]
+    if stem:
+        body.append("stem" if matching.pairs.get(stem[0].index) is not None else "stem unmatched")
+    stages: dict[str, list[bool]] = {}
+    for block, ok in zip(tgt_arch.blocks, matched_block):
+        if not block.single:
+            stages.setdefault(_stage(block.name), []).append(ok)
+    if stages:
+        full = sum(all(v) for v in stages.values())
+        body.append(f"{full}/{len(stages)} stages" if full < len(stages) else f"all {full} stages")
+    if body:
+        parts.append(", ".join(body))
+    heads = [layer for layer in tgt_arch.layers if layer.role == "output"]
+    if heads:
+        s = matching.pairs.get(heads[0].index)
+        if s is None:
+            parts.append("head unmatched")
+        elif _head_differs(src_arch.layers[s], heads[0]):
+            parts.append(f"head differs ({src_arch.layers[s].out_dim}→{heads[0].out_dim} outputs)")
+        else:
+            parts.append("head copied")
+    return n_matched, n_blocks, "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------- the zoo
+@dataclass
+class _Target:
+    hash: str
+    arch: Architecture
+    identity: dict[int, list[str]] | None
+    label: str
+
+
+class Zoo:
+    """A directory of trained checkpoints with an architecture index."""
+
+    def __init__(self, directory: str | os.PathLike | None = None, *, create: bool = True):
+        self.dir = Path(directory).expanduser() if directory else default_zoo_dir()
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ZooError(f"zoo path {self.dir} is a file, not a directory")
+        if not self.dir.exists():
+            if not create:
+                raise ZooError(f"no zoo at {self.dir}: add a checkpoint with `netgraft zoo add`")
+            self.dir.mkdir(parents=True)
+        self.index = Index(self.dir / INDEX_FILE)
+        self._archs: dict[str, Architecture] = {}  # fingerprint hash → rebuilt Architecture
+
+    # ------------------------------------------------------------------ entries
+    def entries(self) -> list[ZooEntry]:
+        out = []
+        for path in sorted(self.dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ZooError(f"{path}: unreadable zoo entry ({exc})") from exc
+            if isinstance(data, dict) and "netgraft_zoo_entry" in data:
+                out.append(ZooEntry.from_dict(data, path))
+        return out
+
+    def get(self, name: str) -> ZooEntry:
+        path = self.dir / f"{name}.json"
+        if not path.is_file():
+            known = [e.name for e in self.entries()]
+            raise ZooError(f"no entry '{name}' in zoo {self.dir} (entries: "
+                           f"{', '.join(known[:10]) or 'none'})")
+        return ZooEntry.from_dict(json.loads(path.read_text()), path)
+
+    def __len__(self) -> int:
+        return len(self.entries())
+
+    def add(self, checkpoint: str | os.PathLike, arch: str, *, name: str | None = None,
+            task: str | None = None, accuracy: float | None = None,
+            num_classes: int | None = None, in_chans: int | None = None,
+            link: bool = False, force: bool = False) -> ZooEntry:
+        """Check that `checkpoint` loads into `arch`, store it, fingerprint it, describe it.
+
+        num_classes / in_chans are read off the weights (timm models); pass them for a
+        ``package.module:factory`` model. Refuses an existing name or identical weights unless
+        `force`. With `link`, a .safetensors file is symlinked instead of copied."""
+        from .checkpoint import atomic_write, load_state_dict, load_weights, save_json, save_state_dict
+        from .models import create_model, head_shape
+
+        checkpoint = Path(checkpoint).expanduser()
+        name = name or checkpoint.name.split(".")[0]
+        if not _NAME.match(name):
+            raise ZooError(f"entry name {name!r}: use letters, digits, '.', '_' and '-' "
+                           f"(pass --name)")
+        meta_path, weights_path = self.dir / f"{name}.json", self.dir / f"{name}.safetensors"
+        if not force and (meta_path.exists() or weights_path.exists()):
+            raise ZooError(f"zoo {self.dir} already has an entry '{name}'; pass --force to "
+                           f"replace it or --name to add it under another name")
+        if link and checkpoint.suffix != ".safetensors":
+            raise ZooError(f"--link needs a .safetensors file ({checkpoint} is converted, so it "
+                           f"is copied): drop --link")
+        if accuracy is not None and not (isinstance(accuracy, (int, float)) and math.isfinite(accuracy)):
+            raise ZooError(f"accuracy {accuracy!r} is not a number")
+
+        state = load_state_dict(checkpoint)
+        kwargs = head_shape(arch, state)
+        kwargs.update({k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                       if v is not None})
+        model = create_model(arch, **kwargs)
+        load_weights(model, state, what=f"zoo entry '{name}' (arch '{arch}')", source=checkpoint)
+
+        digest = _sha256(checkpoint) if checkpoint.suffix == ".safetensors" else None
+        if digest is not None and not force:
+            self._refuse_duplicate(digest, name)
+        key = (arch, kwargs.get("num_classes"), kwargs.get("in_chans"))
+        arch_hash, fp = self._fingerprint_model(model, *key, "auto")
+        self._self_dp([arch_hash], DEFAULT_METHOD)
+
+        created = not weights_path.exists() and not weights_path.is_symlink()
+        try:
+            if link:
+                tmp = self.dir / f".{name}.link.tmp"
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(checkpoint.resolve())
+                os.replace(tmp, weights_path)
+            elif digest is not None:
+                atomic_write(weights_path, lambda tmp: shutil.copyfile(checkpoint, tmp))
+            else:
+                save_state_dict(state, weights_path)
+                digest = _sha256(weights_path)
+                if not force:
+                    self._refuse_duplicate(digest, name)
+            entry = ZooEntry(
+                name=name, arch=arch, num_classes=key[1], in_chans=key[2], task=task,
+                accuracy=None if accuracy is None else float(accuracy), sha256=digest,
+                added=_utc_now(), params=sum(p.numel() for p in model.parameters()),
+                weights=weights_path.name, linked=str(checkpoint.resolve()) if link else None)
+            save_json(entry.to_dict(), meta_path)
+        except BaseException:
+            if created:
+                weights_path.unlink(missing_ok=True)
+            raise
+        return entry
+
+    def _refuse_duplicate(self, digest: str, name: str) -> None:
+        for other in self.entries():
+            if other.sha256 == digest and other.name != name:
+                raise ZooError(f"these weights are already in the zoo as '{other.name}' "
+                               f"(same sha256); pass --force to add them again")
+
+    def remove(self, name: str) -> None:
+        entry = self.get(name)
+        (self.dir / f"{name}.json").unlink()
+        (self.dir / entry.weights).unlink(missing_ok=True)
+
+    def weights_path(self, entry: ZooEntry) -> Path:
+        return self.dir / entry.weights
+
+    # ------------------------------------------------------------------ fingerprints
+    def _fingerprint_model(self, model, spec: str, num_classes: int | None, in_chans: int | None,
+                           input_key: str, example_input: Any = None,
+                           identity: bool = False) -> tuple[str, dict]:
+        from .trace import trace
+
+        start = time.perf_counter()
+        arch = trace(model, example_input, name=spec)
+        fp = fpr.to_dict(arch, fpr.measure_identity(arch) if identity else None)
+        digest = self.index.put_fingerprint(spec, num_classes, in_chans, input_key, fp,
+                                            time.perf_counter() - start)
+        self._archs.setdefault(digest, fpr.from_dict(fp))
+        return digest, fp
+
+    def fingerprint(self, spec: str, num_classes: int | None = None, in_chans: int | None = None,
+                    input_size: Sequence[int] | None = None, *,
+                    identity: bool = False) -> tuple[str, dict]:
+        """(hash, fingerprint) of a model spec: from the index, else built, traced and stored.
+        With `identity`, make sure the identity-block probe is in it (targets need it)."""
+        from .models import create_model
+
+        input_key = _input_key(input_size)
+        found = self.index.get_fingerprint(spec, num_classes, in_chans, input_key)
+        if found is not None and (not identity or found[1].get("identity") is not None):
+            return found
+        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                  if v is not None}
+        model = create_model(spec, **kwargs)
+        example = None
+        if input_size:
+            import torch
+            example = torch.randn(1, *input_size)
+        return self._fingerprint_model(model, spec, num_classes, in_chans, input_key, example,
+                                       identity=identity)
+
+    def architecture(self, digest: str, fp: dict | None = None) -> Architecture:
+        if digest not in self._archs:
+            if fp is None:
+                raise KeyError(digest)
+            self._archs[digest] = fpr.from_dict(fp)
+        return self._archs[digest]
+
+    def build_index(self, method: str = DEFAULT_METHOD) -> dict[str, float]:
+        """Make sure every entry has a fingerprint and its self-DP value; returns timings."""
+        start = time.perf_counter()
+        hashes = []
+        built = 0
+        for entry in self.entries():
+            found = self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans)
+            if found is None:
+                built += 1
+                found = self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
+            self.architecture(*found)
+            hashes.append(found[0])
+        self._self_dp(hashes, method)
+        return {"entries": len(hashes), "fingerprinted": built,
+                "seconds": time.perf_counter() - start}
+
+    def _self_dp(self, hashes: list[str], method: str) -> dict[str, float]:
+        from .match import dp_value
+
+        cached = self.index.dp_rows(hashes, method)
+        out, new = {}, []
+        for h in set(hashes):
+            if (h, h) in cached:
+                out[h] = cached[(h, h)][0]
+            else:
+                arch = self._archs.get(h)
+                if arch is None:
+                    continue
+                out[h] = dp_value(arch, arch, method)
+                new.append((h, h, out[h], None))
+        self.index.put_dp(new, method)
+        return out
+
+    # ------------------------------------------------------------------ ranking
+    def _target(self, target: Any, num_classes: int | None, in_chans: int | None,
+                input_size: Sequence[int] | None) -> _Target:
+        from torch import nn
+
+        if isinstance(target, str):
+            digest, fp = self.fingerprint(target, num_classes, in_chans, input_size, identity=True)
+            return _Target(digest, self.architecture(digest, fp), fpr.identity_of(fp), target)
+        if isinstance(target, nn.Module):
+            from .trace import trace
+            example = None
+            if input_size:
+                import torch
+                example = torch.randn(1, *input_size)
+            target = trace(target, example)
+        if isinstance(target, Architecture):
+            fp = fpr.to_dict(target, fpr.measure_identity(target) if target.model is not None
+                             and target.example_input is not None else None)
+            digest = fpr.fingerprint_hash(fp)
+            self._archs.setdefault(digest, target)
+            return _Target(digest, target, fpr.identity_of(fp), target.name)
+        raise TypeError(f"rank target must be a model name, an nn.Module or an Architecture, "
+                        f"got {type(target).__name__}")
+
+    def rank(self, target: Any, *, num_classes: int | None = None, in_chans: int | None = None,
+             input_size: Sequence[int] | None = None, method: str = DEFAULT_METHOD,
+             top: int | None = None) -> list[Ranked]:
+        """Every entry scored as a source for `target` (a model spec, module or Architecture),
+        best first: similarity, then coverage, then name."""
+        try:
+            get_method(method)
+        except ValueError as exc:
+            raise ZooError(str(exc)) from None
+        if top is not None and top < 1:
+            raise ZooError(f"--top {top}: give a positive number")
+        entries = self.entries()
+        if not entries:
+            raise ZooError(f"zoo {self.dir} is empty: add checkpoints with `netgraft zoo add`")
+        tgt = self._target(target, num_classes, in_chans, input_size)
+        sources: list[tuple[ZooEntry, str]] = []
+        for entry in entries:
+            digest, fp = self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
+            self.architecture(digest, fp)
+            sources.append((entry, digest))
+
+        hashes = {h for _, h in sources} | {tgt.hash}
+        cached = self.index.dp_rows(hashes, method)
+        new: list[tuple[str, str, float, Any]] = []
+
+        def dp(a: str, b: str) -> float:
+            from .match import dp_value
+            if (a, b) not in cached:
+                value = dp_value(self._archs[a], self._archs[b], method)
+                cached[(a, b)] = (value, None)
+                new.append((a, b, value, None))
+            return cached[(a, b)][0]
+
+        def matching(s: str) -> Matching:
+            t = tgt.hash
+            src_arch, tgt_arch = self._archs[s], tgt.arch
+            row = cached.get((s, t))
+            if row is None or row[1] is None:
+                m = match(src_arch, tgt_arch, method)
+                pairs = {"pairs": [m.pairs[i] for i in range(len(tgt_arch.layers))],
+                         "scores": [m.scores[i] for i in range(len(tgt_arch.layers))]}
+                cached[(s, t)] = (m.value, pairs)
+                new.append((s, t, m.value, pairs))
+                return m
+            value, pairs = row
+            return Matching(method=method, source=src_arch, target=tgt_arch,
+                            pairs=dict(enumerate(pairs["pairs"])),
+                            scores=dict(enumerate(pairs["scores"])), value=value)
+
+        results = []
+        try:
+            for entry, s in sources:
+                m = matching(s)
+                sim = similarity_from_values(m.value, dp(tgt.hash, s), dp(s, s),
+                                             dp(tgt.hash, tgt.hash))
+                n_matched, n_blocks, why = explain(m)
+                results.append(Ranked(
+                    rank=0, name=entry.name, arch=entry.arch, task=entry.task,
+                    accuracy=entry.accuracy, similarity=sim,
+                    coverage=coverage(m, tgt.identity), matched_blocks=n_matched,
+                    target_blocks=n_blocks, why=why, method=method, entry=entry))
+        finally:
+            self.index.put_dp(new, method)
+        results.sort(key=lambda r: (-r.similarity, -r.coverage, r.name))
+        for i, r in enumerate(results, 1):
+            r.rank = i
+        return results[:top] if top else results
+
+    # ------------------------------------------------------------------ transfer
+    def load_source(self, entry: ZooEntry | str):
+        """The entry's model with its weights loaded."""
+        from .checkpoint import load_weights
+        from .models import create_model
+
+        entry = self.get(entry) if isinstance(entry, str) else entry
+        kwargs = {k: v for k, v in (("num_classes", entry.num_classes), ("in_chans", entry.in_chans))
+                  if v is not None}
+        model = create_model(entry.arch, **kwargs)
+        load_weights(model, self.weights_path(entry), what=f"zoo entry '{entry.name}' "
+                                                            f"(arch '{entry.arch}')")
+        return model
+
+    def transfer_to(self, entry: ZooEntry | str, target: str, *, num_classes: int | None = None,
+                    in_chans: int | None = None, input_size: Sequence[int] | None = None,
+                    method: str = DEFAULT_METHOD, out: str | os.PathLike | None = None):
+        """Build `target`, graft the entry onto it, check it, optionally write it atomically.
+        Returns (target model, TransferReport)."""
+        import torch
+
+        from .checkpoint import save_state_dict
+        from .models import create_model
+        from .transfer import transfer
+
+        entry = self.get(entry) if isinstance(entry, str) else entry
+        if out is not None:
+            out = Path(out)
+            if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
+                raise ZooError(f"{out}: use a .safetensors (recommended) or .pt file name")
+            if not out.parent.is_dir():
+                raise ZooError(f"output folder does not exist: {out.parent}")
+        source = self.load_source(entry)
+        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                  if v is not None}
+        model = create_model(target, **kwargs)
+        example = torch.randn(1, *input_size) if input_size else None
+        report = transfer(source, model, method=method, example_input=example)
+        model.eval()
+        with torch.no_grad():
+            y = model(report.matching.target.example_input)
+        if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
+            raise ZooError("the grafted target produces NaN/inf on a random input; nothing was "
+                           "written")
+        if out is not None:
+            save_state_dict(model.state_dict(), out, metadata={
+                "netgraft_source": entry.arch, "netgraft_zoo_entry": entry.name,
+                "netgraft_target": target, "netgraft_method": report.method,
+                "netgraft_coverage": f"{report.coverage:.6f}"})
+        return model, report
+
+
+# ----------------------------------------------------------------------------- CLI
+def _zoo_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--zoo", help="zoo directory (default $NETGRAFT_ZOO or ~/.cache/netgraft/zoo)")
+
+
+def _parse_size(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) <= 0:
+        raise ZooError(f"input size {text!r}: expected positive C,H,W (e.g. 3,224,224)")
+    return dims
+
+
+def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`netgraft zoo add|list|index|remove`."""
+    sub = parser.add_subparsers(dest="zoo_command", required=True)
+    p = sub.add_parser("add", help="add a trained checkpoint to the zoo")
+    p.add_argument("checkpoint", help=".safetensors or torch state_dict file")
+    p.add_argument("--arch", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--name", help="entry name (default: the file name without extension)")
+    p.add_argument("--task", help="what it was trained on, e.g. fashion-mnist")
+    p.add_argument("--accuracy", type=float, help="its test accuracy")
+    p.add_argument("--num-classes", type=int, help="default: read from the weights")
+    p.add_argument("--in-chans", type=int, help="default: read from the weights")
+    p.add_argument("--link", action="store_true", help="symlink the .safetensors file instead of copying it")
+    p.add_argument("--force", action="store_true", help="replace an entry of the same name / weights")
+    _zoo_arg(p)
+    p = sub.add_parser("list", help="list the zoo's checkpoints")
+    p.add_argument("--json", action="store_true")
+    _zoo_arg(p)
+    p = sub.add_parser("index", help="(re)build the fingerprint index of every entry")
+    _zoo_arg(p)
+    p = sub.add_parser("remove", help="remove an entry and its weights")
+    p.add_argument("name")
+    _zoo_arg(p)
+    return parser
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False)
+
+
+def _fmt_acc(acc: float | None) -> str:
+    if acc is None:
+        return "-"
+    return f"{acc:.1%}" if acc <= 1 else f"{acc:.1f}"
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    console = _console()
+    cmd = args.zoo_command
+    zoo = Zoo(args.zoo, create=cmd == "add")
+    if cmd == "add":
+        entry = zoo.add(args.checkpoint, args.arch, name=args.name, task=args.task,
+                        accuracy=args.accuracy, num_classes=args.num_classes,
+                        in_chans=args.in_chans, link=args.link, force=args.force)
+        console.print(f"added '{entry.name}' ({entry.arch}, {entry.params:,} parameters, "
+                      f"{entry.num_classes} classes, {entry.in_chans} input channels) to {zoo.dir}")
+        return 0
+    if cmd == "index":
+        info = zoo.build_index()
+        counts = zoo.index.counts()
+        console.print(f"indexed {info['entries']} entries ({info['fingerprinted']} fingerprinted "
+                      f"now) in {info['seconds']:.2f} s; {counts['fingerprints']} fingerprints, "
+                      f"{counts['dp']} cached DP values")
+        return 0
+    if cmd == "remove":
+        zoo.remove(args.name)
+        console.print(f"removed '{args.name}' from {zoo.dir}")
+        return 0
+    entries = zoo.entries()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=1))
+        return 0
+    from rich.table import Table
+    table = Table(title=f"zoo {zoo.dir}: {len(entries)} entries", title_justify="left")
+    for col, justify in (("name", "left"), ("arch", "left"), ("task", "left"),
+                         ("accuracy", "right"), ("params", "right"), ("added", "left")):
+        table.add_column(col, justify=justify)
+    for e in entries:
+        table.add_row(e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy), f"{e.params:,}",
+                      e.added[:16].replace("T", " "))
+    console.print(table)
+    return 0
+
+
+def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`netgraft rank --target ARCH [--zoo DIR] [--top K] [--then-transfer OUT]`."""
+    from .match import METHODS
+
+    parser.add_argument("--target", required=True, help="timm model name or package.module:factory")
+    parser.add_argument("--num-classes", type=int, help="classes of the target")
+    parser.add_argument("--in-chans", type=int, help="input channels of the target")
+    parser.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
+    parser.add_argument("--top", type=int, help="show the K best sources only")
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
+    parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    parser.add_argument("--then-transfer", metavar="OUT",
+                        help="graft the best source onto the target and write it here (.safetensors)")
+    _zoo_arg(parser)
+    return parser
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    console = _console()
+    zoo = Zoo(args.zoo, create=False)
+    input_size = _parse_size(args.input_size)
+    out = Path(args.then_transfer) if args.then_transfer else None
+    if out is not None and not out.parent.is_dir():
+        raise ZooError(f"output folder does not exist: {out.parent}")
+    start = time.perf_counter()
+    ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
+                      input_size=input_size, method=args.method, top=args.top)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"target": args.target, "method": args.method, "seconds": seconds,
+                          "ranking": [r.to_dict() for r in ranked]}, indent=1))
+    else:
+        from rich.table import Table
+        table = Table(title=f"sources for {args.target} [{args.method}], best first "
+                            f"({seconds:.2f} s)", title_justify="left")
+        for col, justify in (("#", "right"), ("name", "left"), ("arch", "left"), ("task", "left"),
+                             ("accuracy", "right"), ("similarity", "right"),
+                             ("coverage", "right"), ("why", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for r in ranked:
+            table.add_row(str(r.rank), r.name, r.arch, r.task or "-", _fmt_acc(r.accuracy),
+                          f"{r.similarity:.3f}", f"{r.coverage:.1%}", r.why)
+        console.print(table)
+    if out is not None:
+        best = ranked[0]
+        _, report = zoo.transfer_to(best.entry, args.target, num_classes=args.num_classes,
+                                    in_chans=args.in_chans, input_size=input_size,
+                                    method=args.method, out=out)
+        stream = console if not args.json else _console_err()
+        stream.print(report.summary())
+        stream.print(f"wrote {out} (grafted from '{best.name}')")
+    return 0
+
+
+def _console_err():
+    from rich.console import Console
+    return Console(stderr=True, highlight=False)
