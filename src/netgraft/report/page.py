@@ -24,6 +24,7 @@ _COLD = ["#3182bd", "#08519c", "#6baed6", "#2171b5"]
 _OTHER = ["#31a354", "#756bb1", "#636363", "#e7298a"]
 AXIS_TITLES = {"params": "parameters", "flops": "FLOPs", "latency_ms": "CPU latency, batch 1 (ms)"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True,
+               "modeBarButtonsToRemove": ["lasso2d", "select2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
                "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
@@ -64,7 +65,7 @@ def _si(v: float | None) -> str:
 def _parent_text(t: TrialRow) -> str:
     if t.parent is None and t.parent_trial is None:
         return "none (random init)"
-    who = f"trial #{t.parent_trial}" if t.parent_trial is not None else f"pool {str(t.parent)[:10]}"
+    who = f"trial #{t.parent_trial}" if t.parent_trial is not None else f"pool entry {str(t.parent)[:8]}"
     return f"{who}" + (f" — {t.parent_arch}" if t.parent_arch else "")
 
 
@@ -122,10 +123,10 @@ def scatter_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
                     name=f"Pareto front ({s.label})", legendgroup=s.name, hoverinfo="skip"),
                     row=1, col=col)
     for col, x in enumerate(xs, start=1):
-        fig.update_xaxes(title_text=AXIS_TITLES.get(x, x), type="log" if x != "latency_ms" else None,
+        fig.update_xaxes(title_text=AXIS_TITLES.get(x, x), type="log",
                          row=1, col=col)
     fig.update_yaxes(title_text="test accuracy", tickformat=".0%", row=1, col=1)
-    fig.update_layout(height=380, margin=dict(l=60, r=20, t=30, b=45), template="plotly_white",
+    fig.update_layout(height=360, margin=dict(l=60, r=20, t=30, b=45), template="plotly_white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.01, x=0),
                       hoverlabel=dict(align="left"))
     return fig, n_points
@@ -139,7 +140,10 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
     for s in studies:
         extra = f", {len(s.failed)} failed (see table)" if s.failed else ""
         titles.append(f"{s.label}: {len(s.finished)} trials{extra}")
-    fig = make_subplots(rows=len(studies), cols=1, subplot_titles=titles, vertical_spacing=0.12 if len(studies) > 1 else 0.1)
+    # studies with grafted trials get taller panels (their init-accuracy stems span more range)
+    weights = [1.6 if any(t.similarity is not None for t in s.finished) else 1.0 for s in studies]
+    fig = make_subplots(rows=len(studies), cols=1, subplot_titles=titles, vertical_spacing=0.1,
+                        row_heights=[w / sum(weights) for w in weights])
     bin_colors = sample_colorscale(SIM_SCALE, [(b + 0.5) / SIM_BINS for b in range(SIM_BINS)])
     n_points, colorbar_done, stem_legend, plain_legend = 0, False, False, False
     for r, s in enumerate(studies, start=1):
@@ -159,7 +163,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
                                          line=dict(color=bin_colors[b], width=1.4), opacity=0.75,
                                          name=f"similarity {b / SIM_BINS:.1f}–{(b + 1) / SIM_BINS:.1f}"),
                               row=r, col=1)
-        stems = [t for t in fin.values() if t.accuracy_at_0 is not None]
+        stems = [t for t in fin.values() if t.accuracy_at_0 is not None and t.similarity is not None]
         if stems:
             sx, sy = [], []
             for t in stems:
@@ -198,7 +202,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
         n_points += len(grafted) + len(plain)
         fig.update_yaxes(title_text="accuracy", tickformat=".0%", row=r, col=1)
     fig.update_xaxes(title_text="trial number", row=len(studies), col=1)
-    fig.update_layout(height=70 + 230 * len(studies), margin=dict(l=60, r=20, t=40, b=45),
+    fig.update_layout(height=60 + int(round(150 * sum(weights))), margin=dict(l=60, r=20, t=40, b=45),
                       template="plotly_white", hoverlabel=dict(align="left"),
                       legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0))
     return fig, n_points
@@ -207,7 +211,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
 def progress_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tuple[go.Figure, int]:
     """Best accuracy so far vs trial number (top) and vs wall-clock minutes (bottom), one line
     per study, every trial's own accuracy as a faint marker."""
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.22,
                         subplot_titles=["best accuracy so far vs trial number",
                                         "best accuracy so far vs wall-clock time"])
     n_points = 0
@@ -233,7 +237,8 @@ def progress_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tup
     fig.update_xaxes(title_text="trial number", row=1, col=1)
     fig.update_xaxes(title_text="minutes since the study started", row=2, col=1)
     fig.update_yaxes(title_text="accuracy", tickformat=".0%")
-    fig.update_layout(height=530, margin=dict(l=60, r=20, t=40, b=45), template="plotly_white",
+    fig.update_layout(height=60 + 190 * max(2, len(studies)), margin=dict(l=60, r=20, t=40, b=45),
+                      template="plotly_white",
                       legend=dict(orientation="h", yanchor="bottom", y=1.06, x=0),
                       hoverlabel=dict(align="left"))
     return fig, n_points
@@ -380,8 +385,8 @@ def render_page(studies: Sequence[StudyData], source: str, title: str | None = N
             + _figure_div(lineage, "lineage", n2,
                           "Lineage: a line joins each trial to the trial whose trained weights it was "
                           "grafted from (line and fill colour: architecture similarity; diamonds: "
-                          "grafted from a model outside this study); dotted stems rise from the "
-                          "accuracy right after the graft to the trained accuracy.")
+                          "grafted from a model outside this study); dotted stems rise from a grafted "
+                          "trial's accuracy right after the graft to its trained accuracy.")
             + _figure_div(progress, "progress", n3,
                           "Best accuracy so far, by trial and by wall-clock time since the first "
                           "trial started; faint points are single trials.")
