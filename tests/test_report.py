@@ -20,11 +20,14 @@ T0 = datetime(2026, 11, 25, 12, 0, 0)
 # trial 1 is grafted from a pool model outside the study (parent set, parent_trial None)
 WARM = [(0, 0.70, 50_000, 1.0, None, None), (1, 0.78, 80_000, 1.4, "outside", 0.55),
         (2, 0.81, 120_000, 1.9, 1, 0.92), (4, 0.83, 300_000, 3.0, 2, 0.74),
-        (5, 0.76, 40_000, 0.8, 0, 0.35), (6, 0.80, 150_000, 2.2, 2, 0.88)]
+        (5, 0.76, 40_000, 0.8, 0, 0.35), (6, 0.80, 150_000, 2.2, 2, 0.88),
+        (8, 0.79, 100_000, 1.5, "elsewhere", 0.6)]
+# trial 8 names parent_trial 4 but its parent's pool key is not trial 4's: grafted from trial
+# 4 of another study sharing the pool, so no lineage edge in this study
 WARM_FAILED = {3: "diverged at step 37", 7: "build: <width 8> too narrow for groups=16"}
 # warm front on (accuracy max, params min): 0 (cheapest-but-one, 0.70? dominated by 5? 5 has
 # 40k params and 0.76 > 0.70 -> 0 dominated), 5, 1, 2, 4; 6 dominated by 2 (0.81 @120k)
-WARM_FRONT = {5, 1, 2, 4}
+WARM_FRONT = {5, 1, 2, 4, 8}
 WARM_EDGES = {(1, 2), (2, 4), (0, 5), (2, 6)}
 COLD = [(0, 0.65, 60_000, 1.1), (1, 0.72, 200_000, 2.5), (2, 0.69, 90_000, 1.5),
         (4, 0.74, 400_000, 4.0), (5, 0.72, 200_000, 2.6)]
@@ -43,7 +46,8 @@ def _attrs(n, acc, params, lat, *, warm=False, parent_trial=None, sim=None, pare
             "arch_params": {"depth": n % 3 + 1, "width": 8 * (n + 1)},
             "accuracy": acc, "params": params, "flops": params * 40, "latency_ms": lat,
             "warm": grafted, "parent": (f"key{parent_trial}" if grafted else None),
-            "parent_trial": parent_trial if isinstance(parent_trial, int) else None,
+            "parent_trial": (parent_trial if isinstance(parent_trial, int)
+                             else 4 if parent_trial == "elsewhere" else None),
             "parent_arch": parent_arch if grafted else None, "similarity": sim,
             "coverage": (0.5 + sim / 2) if grafted else None, "pool_key": f"key{n}",
             "train_seconds": 30.0 + n, "steps": 200,
@@ -51,7 +55,7 @@ def _attrs(n, acc, params, lat, *, warm=False, parent_trial=None, sim=None, pare
 
 
 def _add(study, n, state, values=None, attrs=None, minutes=None):
-    dist = {"width": optuna.distributions.IntDistribution(8, 64, step=8)}
+    dist = {"width": optuna.distributions.IntDistribution(8, 128, step=8)}
     t = optuna.trial.create_trial(state=state, values=values, params={"width": 8 * (n + 1)},
                                   distributions=dist, user_attrs=attrs or {})
     start = T0 + timedelta(minutes=2 * n if minutes is None else minutes)
@@ -74,7 +78,7 @@ def build_db(path, with_mo=True, with_running=True):
     F, C = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE
     warm = _new(url, "warm", ["accuracy"], True)
     rows = {r[0]: r for r in WARM}
-    for n in range(8):
+    for n in range(9):
         if n in WARM_FAILED:
             _add(warm, n, F, attrs={"fail_reason": WARM_FAILED[n]})
             continue
@@ -90,7 +94,8 @@ def build_db(path, with_mo=True, with_running=True):
             _, acc, params, lat = rows[n]
             _add(cold, n, C, [acc], _attrs(n, acc, params, lat), minutes=3 * n)
     if with_running:
-        _add(cold, 6, optuna.trial.TrialState.RUNNING)
+        # netgraft.nas marks a running trial in advance, for the case it gets interrupted
+        _add(cold, 6, optuna.trial.TrialState.RUNNING, attrs={"fail_reason": "interrupted (provisional)"})
     if with_mo:
         mo = _new(url, "mo", ["accuracy", "latency_ms"], False)
         for n, acc, params, lat in MO:
@@ -191,6 +196,7 @@ def test_page_points_pareto_lineage_progress(db, tmp_path):
     warm_hover = markers(data, "warm")[0]["hovertext"]
     assert "trial #2" in warm_hover[2] and "similarity: 0.92" in warm_hover[2] and "coverage: 96.0%" in warm_hover[2]
     assert "parent: trial #1" in warm_hover[2] and "none (random init)" in warm_hover[0]
+    assert "trial #4 outside this study" in warm_hover[-1]
 
     # --- lineage: edges parent -> child, one subplot per study
     data, layout = plot_data(page, "lineage")
@@ -202,8 +208,9 @@ def test_page_points_pareto_lineage_progress(db, tmp_path):
             edges |= {(xs[i], xs[i + 1]) for i in range(0, len(xs), 3)}
     assert edges == WARM_EDGES
     grafted = [t for t in data if t.get("mode") == "markers" and t["name"].startswith("grafted")]
-    assert len(grafted) == 1 and sorted(grafted[0]["customdata"]) == [1, 2, 4, 5, 6]
-    assert grafted[0]["marker"]["symbol"][grafted[0]["customdata"].index(1)] == "diamond"
+    assert len(grafted) == 1 and sorted(grafted[0]["customdata"]) == [1, 2, 4, 5, 6, 8]
+    symbols = dict(zip(grafted[0]["customdata"], grafted[0]["marker"]["symbol"]))
+    assert symbols == {1: "diamond", 2: "circle", 4: "circle", 5: "circle", 6: "circle", 8: "diamond"}
     assert sum(len(t["x"]) for t in data if t.get("mode") == "markers") == sum(n_fin.values())
 
     # --- progress: best so far by trial number and by time, per study
@@ -217,8 +224,9 @@ def test_page_points_pareto_lineage_progress(db, tmp_path):
     assert page.count('<tr class="fail"') == len(WARM_FAILED) + len(COLD_FAILED)
     assert page.count('<tr class="other"') == 1
     assert "diverged at step 37" in page and "build: &lt;width 8&gt; too narrow" in page
-    assert "<width 8>" not in page
-    assert page.count("data-study=") == 8 + 7 + len(MO)
+    assert "<width 8>" not in page and "provisional" not in page
+    assert page.count("data-study=") == 9 + 7 + len(MO)
+    assert "pool entry keyelsew (trial #4 outside this study)" in page
 
 
 def test_study_selection_and_partial(tmp_path):
@@ -282,7 +290,7 @@ def test_cli(db, tmp_path, capsys):
     assert report_main([str(db), "--study", "warm", "--study", "cold", "--out", str(out),
                         "--title", "warm vs cold"]) == 0
     msg = capsys.readouterr().out
-    assert f"wrote {out}" in msg and "warm: 6 finished, 2 failed, best 83.0%" in msg
+    assert f"wrote {out}" in msg and "warm: 7 finished, 2 failed, best 83.0%" in msg
     page = out.read_text()
     assert "<title>warm vs cold</title>" in page and "Pareto front (mo)" not in page
     assert report_main([str(tmp_path / "missing.db"), "--out", str(out)]) == 2

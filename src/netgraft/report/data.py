@@ -49,10 +49,12 @@ class TrialRow:
     accuracy_at_0: float | None = None
     train_seconds: float | None = None
     steps: int | None = None
+    pool_key: str | None = None
     fail_reason: str | None = None
     start: datetime | None = None
     complete: datetime | None = None
     pareto: bool = False
+    lineage_parent: int | None = None   # finished trial of the same study it was grafted from
 
     @property
     def finished(self) -> bool:
@@ -219,9 +221,27 @@ def _study_data(study) -> StudyData:
         data.trials.append(_trial_row(study.study_name, t, objectives))
     names, dirs = data.front_objectives
     fin = data.finished
+    _resolve_lineage(fin)
     for i in pareto_front([[t.get(n) for n in names] for t in fin], dirs):
         fin[i].pareto = True
     return data
+
+
+def _resolve_lineage(finished: list[TrialRow]) -> None:
+    """Set `lineage_parent`: the trial of this study whose trained weights (pool key) the trial
+    was grafted from. The pool key decides when both sides have one, so a `parent_trial` number
+    that belongs to another study sharing the pool is not mistaken for a trial of this one."""
+    by_key = {t.pool_key: t.number for t in finished if t.pool_key}
+    by_number = {t.number: t for t in finished}
+    for t in finished:
+        if t.parent is not None and str(t.parent) in by_key:
+            t.lineage_parent = by_key[str(t.parent)]
+        elif t.parent_trial is not None and t.parent_trial in by_number:
+            p = by_number[t.parent_trial]
+            if not (t.parent and p.pool_key and p.pool_key != str(t.parent)):
+                t.lineage_parent = p.number
+        if t.lineage_parent == t.number:
+            t.lineage_parent = None
 
 
 def _num(v: Any, kind=float):
@@ -255,6 +275,9 @@ def _trial_row(study_name: str, t, objectives: list[str]) -> TrialRow:
         similarity=_num(ua.get("similarity")), coverage=_num(ua.get("coverage")),
         accuracy_at_0=_num(ua.get("accuracy_at_0")),
         train_seconds=_num(ua.get("train_seconds")), steps=_num(ua.get("steps"), int),
-        fail_reason=(str(ua["fail_reason"]) if ua.get("fail_reason") is not None else None),
+        pool_key=(str(ua["pool_key"]) if ua.get("pool_key") else None),
+        # a running trial may carry a provisional reason (for the case it gets interrupted)
+        fail_reason=(str(ua["fail_reason"]) if ua.get("fail_reason") is not None
+                     and t.state.name == "FAIL" else None),
         start=t.datetime_start, complete=t.datetime_complete,
     )

@@ -65,8 +65,13 @@ def _si(v: float | None) -> str:
 def _parent_text(t: TrialRow) -> str:
     if t.parent is None and t.parent_trial is None:
         return "none (random init)"
-    who = f"trial #{t.parent_trial}" if t.parent_trial is not None else f"pool entry {str(t.parent)[:8]}"
-    return f"{who}" + (f" — {t.parent_arch}" if t.parent_arch else "")
+    if t.lineage_parent is not None:
+        who = f"trial #{t.lineage_parent}"
+    else:
+        who = f"pool entry {str(t.parent)[:8]}" if t.parent else "pool entry"
+        if t.parent_trial is not None:
+            who += f" (trial #{t.parent_trial} outside this study)"
+    return who + (f" — {t.parent_arch}" if t.parent_arch else "")
 
 
 def hover_text(t: TrialRow, label: str) -> str:
@@ -150,7 +155,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
         fin = {t.number: t for t in s.finished}
         bins: list[tuple[list, list]] = [([], []) for _ in range(SIM_BINS)]
         for t in fin.values():
-            p = fin.get(t.parent_trial) if t.parent_trial is not None else None
+            p = fin.get(t.lineage_parent) if t.lineage_parent is not None else None
             if p is None:
                 continue
             sim = t.similarity if t.similarity is not None else 0.0
@@ -183,7 +188,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
                 showlegend=not colorbar_done,
                 marker=dict(color=[t.similarity for t in grafted], colorscale=SIM_SCALE, cmin=0, cmax=1,
                             size=[10 if t.pareto else 7 for t in grafted],
-                            symbol=["diamond" if t.parent_trial is None else "circle" for t in grafted],
+                            symbol=["diamond" if t.lineage_parent is None else "circle" for t in grafted],
                             line=dict(color=colors[s.name], width=1.5),
                             showscale=not colorbar_done,
                             colorbar=dict(title=dict(text="similarity", side="right"), len=0.8, thickness=12)),
@@ -303,7 +308,7 @@ def trials_table(studies: Sequence[StudyData]) -> str:
                     _cell(_pct(t.accuracy), t.accuracy), _cell(_pct(t.accuracy_at_0), t.accuracy_at_0),
                     _cell(_int(t.params), t.params), _cell(_si(t.flops), t.flops),
                     _cell(_f(t.latency_ms), t.latency_ms), _cell("★" if t.pareto else "", int(t.pareto)),
-                    _cell(parent, t.parent_trial), _cell(_f(t.similarity), t.similarity),
+                    _cell(parent, t.lineage_parent if t.lineage_parent is not None else t.parent_trial), _cell(_f(t.similarity), t.similarity),
                     _cell(_pct(t.coverage), t.coverage), _cell(_f(t.train_seconds, 1), t.train_seconds),
                     _cell(_int(t.steps), t.steps), _cell(e(t.arch)), _cell(e(t.fail_reason or "")),
                 ]) + "</tr>")
