@@ -11,6 +11,7 @@ import pytest
 
 from netgraft.errors import NetgraftError
 from netgraft.report import ReportError, load_studies, pareto_front, write_report
+from netgraft.report.data import redact
 from netgraft.report.cli import main as report_main
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -283,6 +284,13 @@ def test_errors(tmp_path):
     assert not (tmp_path / "r.html").exists()
     assert list(tmp_path.glob(".r.html*")) == []        # no temporary file left behind
     assert issubclass(ReportError, NetgraftError)
+    # passwords in storage URLs never reach messages or pages
+    assert redact("postgresql://bob:s3cret@db.host:5432/nas") == "postgresql://bob:***@db.host:5432/nas"
+    assert redact("postgresql+psycopg2://bob:p:w@h/nas") == "postgresql+psycopg2://bob:***@h/nas"
+    assert redact("sqlite:///a/b:c@d.db") == "sqlite:///a/b:c@d.db" and redact("x.db") == "x.db"
+    with pytest.raises(ReportError, match=r"postgresql://bob:\*\*\*@127.0.0.1:1/nas: cannot read") as err:
+        write_report("postgresql://bob:s3cret@127.0.0.1:1/nas", tmp_path / "r.html")
+    assert "s3cret" not in str(err.value)
 
 
 def test_cli(db, tmp_path, capsys):

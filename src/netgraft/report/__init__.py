@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..checkpoint import atomic_write
-from .data import ReportError, StudyData, TrialRow, best_so_far, load_studies, pareto_front
+from .data import ReportError, StudyData, TrialRow, best_so_far, load_studies, pareto_front, redact
 from .page import render_page
 
 __all__ = ["write_report", "load_studies", "render_page", "pareto_front", "best_so_far",
@@ -43,9 +43,9 @@ def write_report(storage: str | os.PathLike, out: str | os.PathLike,
     if not any(s.finished for s in data):
         reasons = Counter(t.fail_reason or t.state for s in data for t in s.trials if t.state != "COMPLETE")
         why = "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3))
-        raise ReportError(f"{storage}: no finished trials in {', '.join(s.name for s in data)} "
+        raise ReportError(f"{redact(storage)}: no finished trials in {', '.join(s.name for s in data)} "
                           f"— nothing to plot" + (f" ({why})" if why else " (no trials yet)"))
-    page = render_page(data, source=str(storage), title=title)
+    page = render_page(data, source=redact(storage), title=title)
     out = Path(out)
 
     def _write(tmp: str) -> None:

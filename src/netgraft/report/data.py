@@ -7,6 +7,7 @@ curves (`best_so_far`).
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import warnings
 from dataclasses import dataclass, field
@@ -146,6 +147,11 @@ def study_start(study: StudyData) -> datetime | None:
 # ---------------------------------------------------------------------------------------------
 # loading
 
+def redact(storage: str | Path) -> str:
+    """The storage as shown to people: a password in a URL is replaced by ***."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(storage))
+
+
 def storage_url(storage: str | Path) -> str:
     """A sqlite file path or an Optuna storage URL -> storage URL, checking that a sqlite file
     exists and holds Optuna tables (Optuna would otherwise create a new, empty database)."""
@@ -193,15 +199,19 @@ def load_studies(storage: str | Path, studies: Sequence[str] | None = None) -> l
     except NetgraftError:
         raise
     except Exception as exc:  # sqlalchemy / optuna: unreachable server, schema version, ...
-        raise ReportError(f"{storage}: cannot read the Optuna storage: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        m = re.match(r"^[a-zA-Z][\w+.-]*://[^/@:]*:([^/@]*)@", str(storage))
+        if m and m.group(1):
+            msg = msg.replace(m.group(1), "***")
+        raise ReportError(f"{redact(storage)}: cannot read the Optuna storage: "
+                          f"{type(exc).__name__}: {msg}") from None
     names = [s.study_name for s in summaries]
     if not names:
-        raise ReportError(f"{storage}: the storage holds no studies")
+        raise ReportError(f"{redact(storage)}: the storage holds no studies")
     if studies:
         missing = [s for s in studies if s not in names]
         if missing:
-            raise ReportError(f"{storage}: no study named {', '.join(map(repr, missing))}; "
+            raise ReportError(f"{redact(storage)}: no study named {', '.join(map(repr, missing))}; "
                               f"studies here: {', '.join(names)}")
         names = list(dict.fromkeys(studies))
     return [_study_data(optuna.load_study(study_name=n, storage=url)) for n in names]
