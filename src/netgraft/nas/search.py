@@ -295,9 +295,10 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
     pool_dir = pool_dir if pool_dir is not None else default_pool_dir(cfg)
     directions = [OBJECTIVES[o] for o in cfg.objectives]
     try:
-        study = optuna.create_study(storage=storage, study_name=cfg.study_name,
-                                    directions=directions, sampler=make_sampler(cfg),
-                                    load_if_exists=True)
+        with _quiet_optuna():
+            study = optuna.create_study(storage=storage, study_name=cfg.study_name,
+                                        directions=directions, sampler=make_sampler(cfg),
+                                        load_if_exists=True)
     except Exception as exc:
         if isinstance(exc, NetgraftError):
             raise

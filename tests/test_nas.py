@@ -1,0 +1,256 @@
+"""netgraft.nas: warm-start pool, search worker, resuming, failures, CLI (tiny: digits at 16 px)."""
+import json
+import math
+import time
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+from netgraft.errors import NetgraftError
+from netgraft.nas import (EffNetSpace, SearchConfig, WarmStartPool, budget_counts, front, get_space,
+                          hypervolume_2d, parse_objectives, run_search, storage_url)
+from netgraft.nas import cli as nas_cli
+from netgraft.nas.search import INTERRUPTED, load_data, open_study
+
+CONTRACT_ATTRS = {"arch", "arch_params", "accuracy", "params", "flops", "latency_ms", "warm",
+                  "parent", "parent_trial", "parent_arch", "similarity", "coverage", "pool_key",
+                  "train_seconds", "steps", "accuracy_at_0"}
+
+
+def tiny(tmp_path, **kw):
+    base = dict(dataset="digits", image_size=16, train_size=320, test_size=200, trials=4,
+                storage=str(tmp_path / "search.db"), latency_repeats=2, calibration=64,
+                heartbeat=1, grace=3, poll=0.2)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+class SmallEffNet(EffNetSpace):
+    name = "effnet-small"
+    widths = (8, 16)
+    depths = (1, 2)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(tiny(__import__("pathlib").Path("/tmp")))
+
+
+def test_warm_search_lineage_pool_and_contract(tmp_path, data):
+    cfg = tiny(tmp_path, trials=5, objectives="accuracy,params", epochs=4, space=SmallEffNet())
+    seen = []
+    result = run_search(cfg, data=data, on_trial=lambda s, t, c: seen.append(t and t.number))
+    study = result.study
+    assert result.stopped == "study has its trials" and seen == [0, 1, 2, 3, 4]
+    assert study.user_attrs["objectives"] == ["accuracy", "params"]
+    assert study.user_attrs["warm"] is True and study.user_attrs["space"] == "effnet-small"
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    pool = WarmStartPool(result.pool_dir, lambda p: SmallEffNet().build(
+        p, num_classes=10, in_chans=1), example_input=data.example)
+    keys = {e.key for e in pool.entries()}
+    for t in trials:
+        a = t.user_attrs
+        assert CONTRACT_ATTRS <= set(a), CONTRACT_ATTRS - set(a)
+        assert t.values == [a["accuracy"], a["params"]] and 0 <= a["accuracy"] <= 1
+        assert a["arch_params"] == t.params and a["arch"].startswith("effnet d=")
+        assert a["pool_key"] in keys and a["flops"] > 0 and a["latency_ms"] > 0
+    first, later = trials[0].user_attrs, [t.user_attrs for t in trials[1:]]
+    assert first["parent"] is None and first["warm"] is False  # nothing to graft from yet
+    for a in later:   # every later trial is grafted from an earlier, existing pool entry
+        assert a["warm"] is True and a["parent"] in keys and a["coverage"] > 0
+        assert 0 < a["similarity"] <= 1 and a["parent_trial"] < trials[later.index(a) + 1].number
+    # a pool entry reloads into its architecture with exactly the stored weights
+    entry = pool.get(trials[-1].user_attrs["pool_key"])
+    assert entry.trial == trials[-1].number and entry.study == "effnet-small-warm"
+    assert entry.meta["metrics"]["accuracy"] == trials[-1].user_attrs["accuracy"]
+    model = pool.load(entry)
+    assert sum(p.numel() for p in model.parameters()) == trials[-1].user_attrs["params"]
+    from safetensors.torch import load_file
+    stored = load_file(str(entry.weights))
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+    import hashlib
+    assert hashlib.sha256(entry.weights.read_bytes()).hexdigest() == entry.key
+    # the grafted child starts better than chance more often than not
+    assert max(a["accuracy_at_0"] for a in later) > 0.2
+
+
+def test_cold_search_and_resume_keeps_finished_trials(tmp_path, data):
+    cfg = tiny(tmp_path, warm=False, trials=2)
+    first = run_search(cfg, data=data).study
+    before = {t.number: (t.values, t.datetime_complete) for t in first.trials}
+    assert len(before) == 2 and first.study_name == "effnet-cold"
+    again = run_search(tiny(tmp_path, warm=False, trials=4), data=data)
+    trials = again.study.trials
+    assert budget_counts(again.study)["complete"] == 4 and again.ran == [2, 3]
+    for t in trials:
+        assert t.user_attrs["warm"] is False and t.user_attrs["parent"] is None
+        if t.number in before:  # untouched
+            assert (t.values, t.datetime_complete) == before[t.number]
+    # the two random-startup trials after resuming are new draws, not replays of 0 and 1
+    params = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(set(params)) == 4
+    # a third run with the same budget has nothing to do
+    assert run_search(tiny(tmp_path, warm=False, trials=4), data=data).ran == []
+    # resuming with other settings is refused
+    with pytest.raises(NetgraftError, match="created with objectives"):
+        open_study(tiny(tmp_path, warm=False, objectives="accuracy,flops"))
+
+
+class BadSpace:
+    """Trial 1 cannot be built, trial 2 diverges (NaN loss), the others are fine."""
+
+    name = "bad"
+
+    def sample(self, trial):
+        mode = ["ok", "build", "nan", "ok"][trial.number % 4]
+        return {"mode": mode, "width": trial.suggest_int("width", 4, 8)}
+
+    def build(self, params, *, num_classes, in_chans):
+        if params["mode"] == "build":
+            raise ValueError("width 0 is not a width")
+        return _Net(params["width"], num_classes, in_chans, nan=params["mode"] == "nan")
+
+    def describe(self, params):
+        return f"bad {params['mode']} w={params['width']}"
+
+
+class _Net(nn.Module):
+    def __init__(self, width, num_classes, in_chans, nan=False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, width, 3, padding=1)
+        self.fc = nn.Linear(width, num_classes)
+        self.nan = nan
+
+    def forward(self, x):
+        y = self.fc(self.conv(x).relu().mean((2, 3)))
+        return y * float("nan") if self.nan and self.training else y
+
+
+def test_failed_trials_carry_reasons_and_search_goes_on(tmp_path, data):
+    result = run_search(tiny(tmp_path, space=BadSpace(), trials=5), data=data)
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].user_attrs["fail_reason"].startswith("build: ValueError: width 0")
+    assert trials[1].user_attrs["fail_kind"] == "build"
+    assert trials[2].user_attrs["fail_reason"].startswith("diverged: the training loss became nan")
+    counts = budget_counts(result.study)
+    assert counts == dict(complete=3, failed=2, interrupted=0, running=0, waiting=0, finished=5)
+    assert trials[3].user_attrs["parent_trial"] == 0  # failed trials never enter the pool
+    assert trials[4].user_attrs["fail_reason"] is None
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_stale_trial_of_a_dead_worker_is_failed_and_retried(tmp_path, data):
+    cfg = tiny(tmp_path, trials=2)
+    study = open_study(cfg)
+    dead = study.ask()  # a worker that started a trial, beat once, then died
+    params = get_space("effnet").sample(dead)
+    dead.set_user_attr("fail_reason", INTERRUPTED)
+    dead.set_user_attr("fail_kind", "interrupted")
+    study._storage.record_heartbeat(dead._trial_id)
+    start = time.perf_counter()
+    result = run_search(cfg, data=data)
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    assert trials[0].state.name == "FAIL" and trials[0].user_attrs["fail_reason"] == INTERRUPTED
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE", retried[0].user_attrs
+    assert retried[0].params == params
+    counts = budget_counts(result.study)
+    assert counts["complete"] == 2 and counts["interrupted"] == 1 and counts["finished"] == 2
+    assert time.perf_counter() - start >= cfg.grace - 1  # it waited for the heartbeat to go stale
+
+
+def _mlp(params):
+    torch.manual_seed(0)
+    layers, width = [nn.Flatten()], 64
+    for _ in range(params["depth"]):
+        layers += [nn.Linear(width, params["hidden"]), nn.ReLU()]
+        width = params["hidden"]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def test_pool_in_a_plain_optuna_objective(tmp_path, data):
+    """The documented few-lines pattern, with an in-memory study and a model of one's own."""
+    x, y = data.train.x[:, :, ::2, ::2], data.train.y   # 8x8 digits, flattened by the MLP
+    pool = WarmStartPool(tmp_path / "pool", _mlp, example_input=x[:1])
+
+    def objective(trial):
+        params = {"depth": trial.suggest_int("depth", 1, 3),
+                  "hidden": trial.suggest_categorical("hidden", [16, 32])}
+        model = _mlp(params)
+        pool.warm_start(model, params, trial=trial)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(20):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        acc = (model(x).argmax(1) == y).float().mean().item()
+        pool.add(model, params, trial=trial, metrics={"accuracy": acc})
+        return acc
+
+    study = optuna.create_study(direction="maximize", study_name="mlp",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"depth": 2, "hidden": 32})
+    study.enqueue_trial({"depth": 1, "hidden": 16})
+    study.enqueue_trial({"depth": 2, "hidden": 32})
+    study.optimize(objective, n_trials=3)
+    t0, t1, t2 = study.trials
+    assert t0.user_attrs["parent"] is None and len(pool) == 3
+    assert t1.user_attrs["parent_trial"] == 0 and 0 < t1.user_attrs["similarity"] < 1
+    # identical architecture available: similarity 1, the whole model is copied
+    assert t2.user_attrs["parent_trial"] == 0 and t2.user_attrs["similarity"] == 1.0
+    assert t2.user_attrs["coverage"] == 1.0
+    # ties on similarity go to the more accurate entry
+    params = {"depth": 2, "hidden": 32}
+    best = max(pool.entries(), key=lambda e: (pool.similarity(params, e.params), e.accuracy))
+    assert pool.rank(params, pool.entries())[0][0].key == best.key
+    # other studies' entries are only used with scope="all"
+    other = WarmStartPool(tmp_path / "pool", _mlp, example_input=x[:1], study="another")
+    assert other.candidates() == [] and len(WarmStartPool(
+        tmp_path / "pool", _mlp, example_input=x[:1], scope="all").candidates()) == 3
+    # a half-written entry (weights without JSON, or unreadable JSON) is invisible
+    (tmp_path / "pool" / ("0" * 64 + ".safetensors")).write_bytes(b"partial")
+    (tmp_path / "pool" / ("1" * 64 + ".json")).write_text("{")
+    assert len(pool) == 3
+
+
+def test_objectives_storage_and_hypervolume():
+    assert parse_objectives("accuracy, params,latency") == ["accuracy", "params", "latency_ms"]
+    for bad, msg in (("params", "must include accuracy"), ("accuracy,size", "unknown objective"),
+                     ("accuracy,accuracy", "twice")):
+        with pytest.raises(NetgraftError, match=msg):
+            parse_objectives(bad)
+    assert storage_url("postgres://u@h/db") == "postgresql://u@h/db"
+    for bad in ("redis://x", "sqlite:///:memory:", ""):
+        with pytest.raises(NetgraftError):
+            storage_url(bad)
+    with pytest.raises(NetgraftError, match="not installed"):
+        storage_url("postgresql+nosuchdriver://u@h/db")
+    # one point (acc 0.8, cost 0.5 of ref): box 0.5 x 0.8; a dominated point adds nothing
+    assert hypervolume_2d([(0.8, 50)], ref_cost=100) == pytest.approx(0.4)
+    assert hypervolume_2d([(0.8, 50), (0.7, 60)], ref_cost=100) == pytest.approx(0.4)
+    assert hypervolume_2d([(0.8, 50), (0.6, 10)], ref_cost=100) == pytest.approx(
+        0.9 * 0.6 + 0.5 * 0.2)
+    assert hypervolume_2d([], ref_cost=1) == 0 and math.isclose(
+        hypervolume_2d([(1.0, 0)], ref_cost=1), 1.0)
+
+
+def test_cli_runs_prints_front_and_reports_errors(tmp_path, capsys):
+    argv = ["--dataset", "digits", "--image-size", "16", "--train-size", "320", "--test-size",
+            "200", "--trials", "3", "--storage", f"sqlite:///{tmp_path}/cli.db", "--objectives",
+            "accuracy,params", "--study", "cli", "--cold", "-q"]
+    assert nas_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front of 'cli'" in out and "3 complete, 0 failed" in out
+    assert (tmp_path / "cli.db").is_file() and len(list((tmp_path / "cli-pool").glob("*.json"))) == 3
+    study = optuna.load_study(study_name="cli", storage=f"sqlite:///{tmp_path}/cli.db")
+    assert len(front(study)) >= 1 and study.user_attrs["warm"] is False
+    assert nas_cli.main(argv[:-6] + ["--objectives", "accuracy,size"]) == 2
+    assert "unknown objective 'size'" in capsys.readouterr().err
+    assert nas_cli.main(["--storage", "ftp://x", "--trials", "1"]) == 2
+    assert "unsupported URL scheme" in capsys.readouterr().err
