@@ -257,6 +257,14 @@ def test_plain_optuna_study_without_contract_attrs(tmp_path):
     assert sum(len(t["x"]) for t in data if t.get("mode") == "markers") == 4
 
 
+def test_foreign_study_without_accuracy(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    s = optuna.create_study(storage=url, study_name="loss", directions=["minimize", "minimize"])
+    s.optimize(lambda t: (t.suggest_float("x", 0, 1), 1.0), n_trials=2)
+    with pytest.raises(ReportError, match=r"2× complete without an 'accuracy'"):
+        write_report(url, tmp_path / "x.html")
+
+
 def test_errors(tmp_path):
     with pytest.raises(ReportError, match="no such file"):
         write_report(tmp_path / "nope.db", tmp_path / "r.html")
@@ -304,3 +312,27 @@ def test_cli(db, tmp_path, capsys):
     assert report_main([str(tmp_path / "missing.db"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("netgraft report: error:") and "no such file" in err and "Traceback" not in err
+
+
+def test_flops_panel_and_three_objectives(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    C = optuna.trial.TrialState.COMPLETE
+    fl = _new(url, "flops2", ["accuracy", "flops"], True)
+    for n, acc, params, lat in MO:               # flops = 40 * params
+        _add(fl, n, C, [acc, params * 40], _attrs(n, acc, params, lat))
+    three = _new(url, "three", ["accuracy", "params", "latency_ms"], False)
+    for n, acc, params, lat in MO:
+        _add(three, n, C, [acc, params, lat], _attrs(n, acc, params, lat))
+    studies = {s.name: s for s in load_studies(url)}
+    # (accuracy max, flops min): 4 (0.79 @ 800k) dominates 2 (0.74 @ 4M) ... by hand:
+    assert {t.number for t in studies["flops2"].finished if t.pareto} == {3, 4, 5}
+    # three objectives: 2 is dominated by 1 on accuracy and latency but has fewer params -> front
+    assert {t.number for t in studies["three"].finished if t.pareto} == {0, 1, 2, 3, 4, 5}
+    out = tmp_path / "f.html"
+    write_report(url, out)
+    data, layout = plot_data(out.read_text(), "pareto")
+    assert layout["xaxis3"]["title"]["text"] == "FLOPs"
+    stairs = [t for t in data if t.get("mode") == "lines"]
+    assert [(t["legendgroup"], t["xaxis"]) for t in stairs] == [("flops2", "x3")]   # none for 3-D
+    assert stairs[0]["x"] == [r[2] * 40 for r in sorted(MO, key=lambda r: r[2]) if r[0] in {3, 4, 5}]
+    assert data_points(out.read_text(), "pareto") == 3 * 2 * len(MO)
