@@ -268,6 +268,10 @@ def test_micro_run_on_digits(tmp_path, monkeypatch, _restore_threads, capsys):
     row = data["metrics"]["main"]["pairs"][0]
     assert row["relation"] == "cross-family" and "speedup" in row["inits"]["graft"]
     assert 0 < row["inits"]["graft"]["coverage"] <= 1
+    aligned = row["inits"]["graft+align"]
+    assert aligned["equal_time"]["extra_steps"] > 0 and aligned["step_seconds"] > 0
+    assert any(r.get("alignment", {}).get("steps", 0) > 0 for r in runs if r["init"] == "graft+align")
+    assert "Equal wall-clock time" in (out / "transfer_quality_digits.md").read_text()
     assert not data["sources"]["test_resnet"]["cached"]
     assert len(list(cache.glob("test_resnet__digits16c1__*.safetensors"))) == 1
     sidecar = json.loads(next(cache.glob("test_resnet__*.json")).read_text())
@@ -287,3 +291,20 @@ def test_micro_run_on_digits(tmp_path, monkeypatch, _restore_threads, capsys):
     assert any("iatransfer" in n and "skipped" in n for n in data["notes"])
     assert "iatransfer" not in {r["init"] for r in data["runs"]}
     assert "iatransfer" not in data["metrics"]["main"]["pairs"][0]["inits"]
+
+
+def test_equal_wall_clock_gives_random_init_the_transfer_time_as_steps():
+    from netgraft.bench import equal_time, value_interpolated
+
+    assert value_interpolated(RANDOM, 75) == (pytest.approx(0.60), False)
+    assert value_interpolated(RANDOM, 400) == (0.80, True)
+    entry = {"transfer_seconds": 5.0, "accuracy": {"step_50": 0.75, "step_100": 0.78,
+                                                   "epoch_1": 0.72}}
+    eq = equal_time(RANDOM, entry, {"step_50": 50, "step_100": 100, "epoch_1": 40}, 0.2)
+    assert eq["extra_steps"] == pytest.approx(25.0)
+    b50 = eq["budgets"]["step_50"]
+    assert b50["random_step"] == pytest.approx(75) and b50["random_accuracy"] == pytest.approx(0.60)
+    assert b50["gain_points"] == pytest.approx(15.0) and b50["ratio"] == pytest.approx(1.25)
+    assert eq["budgets"]["step_100"]["random_accuracy"] == pytest.approx(0.75)
+    assert equal_time(RANDOM, entry, {"step_50": 50}, None) is None  # no step time measured
+    assert "graft+align" in INITS

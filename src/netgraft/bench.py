@@ -79,8 +79,9 @@ import torch
 from torch import nn
 
 __all__ = [
-    "BUDGETS", "Config", "INITS", "PAIRS", "Pair", "QUICK_PAIRS", "RELATIONS", "ZOO",
-    "add_arguments", "budget_steps", "compute_metrics", "eval_points", "find_pairs", "main",
+    "BUDGETS", "Config", "EQUAL_TIME_BUDGETS", "INITS", "PAIRS", "Pair", "QUICK_PAIRS", "RELATIONS", "ZOO",
+    "add_arguments", "budget_steps", "compute_metrics", "equal_time", "eval_points",
+    "find_pairs", "main", "measure_step_seconds",
     "mean_curve", "recompute", "run", "speedup", "steps_to_reach", "summarize", "to_markdown",
     "write_outputs",
 ]
@@ -204,9 +205,23 @@ CALIBRATION: dict[str, torch.Tensor] = {}
 def _init_graft_calibrated(source: nn.Module, target: nn.Module) -> dict:
     from .transfer import transfer
 
-    report = transfer(source, target, calibration_data=CALIBRATION["x"])
+    report = transfer(source, target, calibration_data=CALIBRATION["x"], align=False)
     return {"coverage": report.coverage, "transfer_seconds": report.seconds,
             "similarity": report.similarity}
+
+
+def _init_graft_aligned(source: nn.Module, target: nn.Module) -> dict:
+    """graft+calib, then block-wise feature alignment and a head fitted to the source's logits
+    on the same unlabeled images (``netgraft.align``). Its seconds (alignment included) are
+    what the equal-wall-clock metric charges it."""
+    from .transfer import transfer
+
+    report = transfer(source, target, calibration_data=CALIBRATION["x"], align=True)
+    out = {"coverage": report.coverage, "transfer_seconds": report.seconds,
+           "similarity": report.similarity}
+    if report.alignment is not None:
+        out["alignment"] = report.alignment.to_dict()
+    return out
 
 
 INITS: dict[str, InitFn] = {
@@ -215,6 +230,7 @@ INITS: dict[str, InitFn] = {
     "dpiat": _netgraft("dpiat"),
     "graft": _netgraft("graft"),
     "graft+calib": _init_graft_calibrated,
+    "graft+align": _init_graft_aligned,
 }
 
 
@@ -356,6 +372,64 @@ def speedup(random_curve: Curve, curve: Curve) -> dict[str, Any]:
     return out
 
 
+def measure_step_seconds(model: nn.Module, data, cfg: Config, device: torch.device,
+                         reps: int = 3) -> float:
+    """Median wall time of one training step of `model` (a copy) at the benchmark's batch
+    size, after one warm-up step: what a step costs, evaluations excluded."""
+    import torch.nn.functional as F
+
+    m = copy.deepcopy(model).to(device).train()
+    opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
+    x, y = data.x[:cfg.batch_size].to(device), data.y[:cfg.batch_size].to(device)
+    times = []
+    for i in range(reps + 1):
+        start = time.perf_counter()
+        loss = F.cross_entropy(m(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def value_interpolated(curve: Curve, step: float) -> tuple[float | None, bool]:
+    """Accuracy of `curve` at a fractional `step` (linear between evaluations) and whether it
+    is beyond the curve's end (then the last accuracy, a generous estimate for a rising
+    curve: the comparison is then in random init's favour)."""
+    if not curve:
+        return None, False
+    if step >= curve[-1][0]:
+        return curve[-1][1], step > curve[-1][0]
+    for (s0, a0), (s1, a1) in zip(curve, curve[1:]):
+        if s0 <= step <= s1:
+            return a0 + (a1 - a0) * (step - s0) / (s1 - s0), False
+    return curve[0][1], False
+
+
+EQUAL_TIME_BUDGETS = ("step_50", "step_100", "epoch_1")
+
+
+def equal_time(random_curve: Curve, entry: dict[str, Any], budgets: dict[str, int | None],
+               step_seconds: float | None) -> dict[str, Any] | None:
+    """Init vs random init at equal wall-clock time: random init gets the init's transfer
+    seconds as extra training steps (seconds ÷ the measured seconds per step)."""
+    seconds = entry.get("transfer_seconds")
+    if not step_seconds or seconds is None or "accuracy" not in entry:
+        return None
+    extra = seconds / step_seconds
+    out: dict[str, Any] = {"extra_steps": extra, "budgets": {}}
+    for b in EQUAL_TIME_BUDGETS:
+        step, acc = budgets.get(b), entry["accuracy"].get(b)
+        if step is None or acc is None:
+            continue
+        rnd, beyond = value_interpolated(random_curve, step + extra)
+        out["budgets"][b] = {"random_step": step + extra, "random_accuracy": rnd,
+                             "beyond_run": beyond, "ratio": _ratio(acc, rnd),
+                             "gain_points": 100 * (acc - rnd) if rnd is not None else None}
+    return out
+
+
 def _speedup_value(sp: dict[str, Any]) -> float | None:
     """Speedup as an ordered number for medians: never → 0, at step 0 → inf."""
     return {"ok": sp.get("speedup"), "never": 0.0, "at_step_0": math.inf}.get(sp.get("status"))
@@ -398,6 +472,7 @@ def compute_metrics(runs: Sequence[dict], pairs: Sequence[Pair], inits: Sequence
                     "seeds": [r["seed"] for r in mine],
                     "coverage": _mean(r.get("coverage") for r in mine),
                     "transfer_seconds": _mean(r.get("transfer_seconds") for r in mine),
+                    "step_seconds": _mean(r.get("step_seconds") for r in mine),
                     "shared_with": next((r["shared_with"] for r in mine if r.get("shared_with")), None),
                     "diverged": any(r.get("diverged") for r in mine),
                 }
@@ -421,6 +496,10 @@ def compute_metrics(runs: Sequence[dict], pairs: Sequence[Pair], inits: Sequence
                         if entry["accuracy"][b] is not None and base["accuracy"][b] is not None else None)
                     for b in budgets}
                 entry["speedup"] = speedup(curves[BASELINE], curves[init])
+                eq = equal_time(curves[BASELINE], entry, budgets,
+                                base.get("step_seconds") or entry.get("step_seconds"))
+                if eq is not None:
+                    entry["equal_time"] = eq
             rows.append(row)
         out[regime] = {"train_images": n_train, "steps_per_epoch": spe,
                        "steps": spe * config.epochs, "budgets": budgets, "pairs": rows,
@@ -460,6 +539,17 @@ def summarize(rows: Sequence[dict], inits: Sequence[str]) -> dict[str, Any]:
                 sps = [e["speedup"] for e in entries]
                 finite = [sp["speedup"] for sp in sps if sp["status"] == "ok"]
                 ordered = [v for v in (_speedup_value(sp) for sp in sps) if v is not None]
+                eqs = [e.get("equal_time") for e in entries]
+                if all(eqs):
+                    s["equal_time"] = {
+                        "extra_steps": _mean(q["extra_steps"] for q in eqs),
+                        "gain_points": {b: _mean(q["budgets"].get(b, {}).get("gain_points")
+                                                 for q in eqs) for b in EQUAL_TIME_BUDGETS},
+                        "ratio": {b: _mean(q["budgets"].get(b, {}).get("ratio") for q in eqs)
+                                  for b in EQUAL_TIME_BUDGETS},
+                        "ahead": {b: sum((q["budgets"].get(b, {}).get("gain_points") or 0) > 0
+                                         for q in eqs) for b in EQUAL_TIME_BUDGETS},
+                    }
                 s["speedup"] = {
                     "geomean_finite": (math.exp(sum(math.log(v) for v in finite) / len(finite))
                                        if finite else None),
@@ -606,6 +696,7 @@ def to_markdown(result: dict[str, Any]) -> str:
                 n = g["pairs"]
                 lines.append(f"| **mean, {group}** | {n} pair{'s' if n != 1 else ''} | {label} | {cov} | "
                              + " | ".join(cells) + f" | {gain} | {src} | {sp} |")
+        lines += _equal_time_table(m, inits, epochs)
     lines += ["", "Ratios in the mean rows are means of the per-pair ratios; accuracies are means "
                   "of the per-pair accuracies. Speedup: steps random init needs to reach its own "
                   f"{epochs}-epoch accuracy ÷ steps the init needs (first evaluated step at "
@@ -617,6 +708,47 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _equal_time_table(m: dict[str, Any], inits: Sequence[str], epochs: int) -> list[str]:
+    """Init vs random init given the init's transfer time as extra training steps."""
+    rows = []
+    for row in m["pairs"]:
+        for init in inits:
+            e = row["inits"].get(init, {})
+            eq = e.get("equal_time")
+            if init == BASELINE or not eq or e.get("shared_with") in row["inits"]:
+                continue
+            cells = []
+            for b in EQUAL_TIME_BUDGETS:
+                q = eq["budgets"].get(b)
+                if q is None:
+                    cells.append("–")
+                    continue
+                mark = "*" if q["beyond_run"] else ""
+                cells.append(f"{_pct(e['accuracy'][b])} vs {_pct(q['random_accuracy'])}{mark} "
+                             f"({_gain(q['gain_points'])})")
+            rows.append(f"| {row['source']} → {row['target']} | {init} | "
+                        f"{e['transfer_seconds']:.1f} s = {eq['extra_steps']:.1f} steps | "
+                        + " | ".join(cells) + " |")
+    for group, g in m["summary"].items():
+        for init in inits:
+            q = g.get(init, {}).get("equal_time")
+            if not q or init == BASELINE:
+                continue
+            cells = [f"{_gain(q['gain_points'].get(b))} pts, ahead on {q['ahead'].get(b)}"
+                     for b in EQUAL_TIME_BUDGETS]
+            rows.append(f"| **mean, {group}** | {init} | {q['extra_steps']:.1f} steps | "
+                        + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    labels = [budget_label(b, epochs) for b in EQUAL_TIME_BUDGETS]
+    return ["", "Equal wall-clock time: random init trains for the init's transfer time longer "
+                "(transfer seconds ÷ measured seconds per training step, interpolated on its "
+                "curve; * = beyond its run, its last accuracy). Cells: init vs random (gain in "
+                "points).", "",
+            "| pair | init | transfer time | " + " | ".join(labels) + " |",
+            "|" + "---|" * (3 + len(labels))] + rows
 
 
 def plot(result: dict[str, Any], path: Path, regime: str) -> Path | None:
@@ -920,6 +1052,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
     n_runs = len(cfg.pairs) * len(cfg.seeds) * len(cfg.inits) * len(regimes)
     sources: dict[str, nn.Module] = {}
     source_acc: dict[str, float] = {}
+    step_time: dict[tuple, float] = {}
     done = 0
     with _outer_progress(progress, console) as bar:
         log = (bar.console.print if bar is not None else console.print)
@@ -977,6 +1110,8 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                     record["transfer_seconds"] = got.get("transfer_seconds")
                     if "similarity" in got:
                         record["similarity"] = got["similarity"]
+                    if "alignment" in got:
+                        record["alignment"] = got["alignment"]
                     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     twin = next((name for name, (_, st) in initialised.items()
                                  if cfg.share_identical and _state_equal(st, state)), None)
@@ -989,6 +1124,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                                          and r["seed"] == seed and r["init"] == twin
                                          and r["regime"] == regime)
                             result["runs"].append({**record, "regime": regime,
+                                                   "step_seconds": prior.get("step_seconds"),
                                                    "history": prior.get("history"),
                                                    "train_seconds": 0.0,
                                                    "diverged": prior.get("diverged"),
@@ -997,6 +1133,10 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                             log(f"[{done}/{n_runs}] {pair.label} {init:<10} seed {seed} {regime:<8} "
                                 f"bit-identical to {twin}: shares its run")
                             continue
+                        if (pair.key, seed, regime) not in step_time:
+                            step_time[(pair.key, seed, regime)] = measure_step_seconds(
+                                base, train_sets[regime], cfg, device)
+                        record["step_seconds"] = step_time[(pair.key, seed, regime)]
                         m = copy.deepcopy(model).to(device)
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
                                     batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,

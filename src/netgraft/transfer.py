@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,6 +24,17 @@ from .match import DEFAULT_METHOD, Matching, dp_value, get_method, match
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
+ALIGN_POLICIES = (False, True, "auto")
+SHRINK_POLICIES = ("uniform", "importance")
+#: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
+#: benchmark score 0.54–0.90, cross-family pairs 0.11–0.32)
+DISTANT_SIMILARITY = 0.4
+#: a matched layer scoring below this is a weak match: best left random without calibration
+WEAK_SCORE = 0.25
+
+
+class NetgraftWarning(UserWarning):
+    """A transfer that ran but is likely to help little, or to hurt, as configured."""
 
 
 @dataclass
@@ -64,6 +76,7 @@ class TransferReport:
     seconds: float
     matching: Matching | None = field(default=None, repr=False)
     calibrated: int = 0  # batch norms whose statistics were re-estimated on calibration data
+    alignment: Any = None  # an align.AlignReport when the target was aligned to the source
 
     @property
     def matched(self) -> int:
@@ -81,6 +94,7 @@ class TransferReport:
                 "coverage": self.coverage, "similarity": self.similarity,
                 "seconds": self.seconds, "matched_layers": self.matched,
                 "calibrated_norms": self.calibrated,
+                "alignment": self.alignment.to_dict() if self.alignment is not None else None,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -93,12 +107,20 @@ class TransferReport:
                          f"{p.score:.2f}", p.action, detail))
         return rows
 
+    def weak_layers(self, threshold: float = WEAK_SCORE) -> list[str]:
+        """Target layers filled from a source layer that matched them poorly."""
+        return [p.target for p in self.pairs
+                if p.source is not None and p.action != "init" and p.score < threshold]
+
     def summary(self) -> str:
         c = self.counts()
-        return (f"{self.source} → {self.target} [{self.method}]: {self.matched}/{len(self.pairs)} "
+        text = (f"{self.source} → {self.target} [{self.method}]: {self.matched}/{len(self.pairs)} "
                 f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
                 f"{c['init']}, {self.seconds:.2f} s")
+        if self.alignment is not None:
+            text += "; " + self.alignment.summary()
+        return text
 
     def __str__(self) -> str:
         header = ("target layer", "kind", "source layer", "score", "action", "detail")
@@ -206,7 +228,8 @@ def _head_reason(src: Layer, tgt: Layer, head: str) -> str | None:
 def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
              identity_blocks: bool = True, calibration_data: Any = None,
-             source_arch: Architecture | None = None,
+             align: bool | str = False, align_steps: int | None = None,
+             shrink: str = "uniform", source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
     """Initialise `target` in place from the trained `source` and report what happened.
 
@@ -217,9 +240,27 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     block or have no source start as the identity, so a deeper target computes what its source
     computed. `calibration_data` (a tensor of inputs, or an iterable of batches; graft only)
     re-estimates batch-norm statistics after the graft.
+
+    `align` (needs `calibration_data`): after the graft, regress the target's stages onto the
+    source's and fit its classifier to the source's logits (``netgraft.align``; costs about
+    as much as `align_steps` training steps, 30 by default). ``True`` always, ``"auto"`` for
+    distant pairs only (similarity below ``DISTANT_SIMILARITY``: other families, where copied
+    tensors alone transfer little), ``False`` (default) never.
+    `align_steps` overrides the number of regression steps. `shrink`: which channels a
+    narrower target keeps, ``"uniform"`` (evenly spaced) or ``"importance"`` (largest
+    outgoing weights, consistently across connected layers).
+
+    Without `calibration_data`, a distant pair emits a ``NetgraftWarning`` naming the weakly
+    matched layers.
     """
     if head not in HEAD_POLICIES:
         raise ValueError(f"head={head!r}: choose one of {HEAD_POLICIES}")
+    if align not in ALIGN_POLICIES:
+        raise ValueError(f"align={align!r}: choose one of {ALIGN_POLICIES}")
+    if shrink not in SHRINK_POLICIES:
+        raise ValueError(f"shrink={shrink!r}: choose one of {SHRINK_POLICIES}")
+    if align is True and calibration_data is None:
+        raise ValueError("align=True needs calibration_data= (a few hundred unlabeled inputs)")
     for role, model in (("source", source), ("target", target)):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
@@ -243,9 +284,24 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
             report.seconds += time.perf_counter() - start
+            if align is True or (align == "auto" and report.similarity < DISTANT_SIMILARITY):
+                from .align import align as align_features
+                kwargs = {} if align_steps is None else {"steps": align_steps}
+                report.alignment = align_features(source, target, calibration_data, **kwargs)
+                report.seconds += report.alignment.seconds
     except BaseException:
         target.load_state_dict(backup)
         raise
+    if calibration_data is None and method != "dpiat" and report.similarity < DISTANT_SIMILARITY:
+        weak = report.weak_layers()
+        shown = ", ".join(weak[:8]) + (f" and {len(weak) - 8} more" if len(weak) > 8 else "")
+        warnings.warn(NetgraftWarning(
+            f"{report.source} → {report.target} is a distant pair (similarity "
+            f"{report.similarity:.2f} < {DISTANT_SIMILARITY}): copied tensors alone may train no "
+            f"better than random init. Pass calibration_data= (a few hundred unlabeled inputs) "
+            f"to recalibrate and align the target. "
+            + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
+               f"random: {shown}" if weak else "")), stacklevel=2)
     return report
 
 

@@ -1,0 +1,406 @@
+"""Block-wise feature alignment of a grafted target to its source, on unlabeled inputs.
+
+Copying tensors between two *families* (a ResNet into an EfficientNet) transfers little by
+itself: the copied filters sit in another wiring and the target's features are not the
+source's. Given a few hundred unlabeled inputs, this module goes further (after LANA,
+Molchanov et al. 2022, where every block is distilled to mimic the teacher's block):
+
+1. **Anchor points.** The stage ends of both networks (timm's ``feature_info`` when present,
+   else the last block output at every spatial resolution) are paired by spatial size, i.e.
+   by how much they downsample the input.
+2. **Projections.** For every pair, a 1×1 projection ``P`` from the target's channels to the
+   source's is fitted in closed form (ridge regression over pixels): the target may compute
+   the same features in another basis or width.
+3. **Regression.** A short run of Adam steps trains the target's layers (and the ``P``'s) to
+   minimise ``Σ_k ‖P_k(t_k(x)) − s_k(x)‖² / var(s_k)`` — every stage is fed the target's own
+   previous stage, so the stages learn to work together.
+4. **Head.** When both networks predict the same classes, the target's linear classifier is
+   fitted in closed form to reproduce the source's logits from the target's pooled features.
+   With aligned features this is ``W_source · P`` (pooling commutes with a 1×1 map), but it
+   also absorbs whatever the source's head does between pooling and its last linear layer.
+5. **Statistics.** Batch norms re-estimate their running statistics on the same inputs.
+
+The report gives, per stage, the fraction of the source's feature variance the target
+explains (R², after the best 1×1 projection) before and after, and the seconds spent, so the
+cost can be counted honestly against training steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import NetgraftError
+from .trace import trace
+
+__all__ = ["AlignReport", "StageAlignment", "align", "stage_ends"]
+
+MAX_ROWS = 32768  # pixels sampled per stage for the closed-form fits
+
+
+@dataclass
+class StageAlignment:
+    """One anchor pair: a target stage end aligned to a source stage end."""
+
+    target: str
+    source: str
+    target_channels: int
+    source_channels: int
+    spatial: tuple[int, ...]
+    r2_before: float
+    r2_after: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "source": self.source,
+                "target_channels": self.target_channels, "source_channels": self.source_channels,
+                "spatial": list(self.spatial), "r2_before": _r(self.r2_before),
+                "r2_after": _r(self.r2_after)}
+
+
+@dataclass
+class AlignReport:
+    """What `align` did and what it cost."""
+
+    stages: list[StageAlignment] = field(default_factory=list)
+    head: str | None = None  # the target classifier fitted to the source's logits
+    head_r2: float = float("nan")
+    agreement: float = float("nan")  # share of inputs where target and source predict alike
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stages": [s.to_dict() for s in self.stages], "head": self.head,
+                "head_r2": _r(self.head_r2), "agreement": _r(self.agreement),
+                "steps": self.steps, "images": self.images, "seconds": self.seconds,
+                "note": self.note}
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{s.target}←{s.source} R² {s.r2_before:.2f}→{s.r2_after:.2f}"
+                           for s in self.stages)
+        head = f"; head {self.head} fitted (R² {self.head_r2:.2f})" if self.head else ""
+        return (f"aligned {len(self.stages)} stages on {self.images} inputs in {self.steps} steps, "
+                f"{self.seconds:.1f} s: {stages}{head}")
+
+
+def _r(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 4)
+
+
+# ----------------------------------------------------------------------------- data
+def _collect(data: Any, limit: int) -> torch.Tensor:
+    if isinstance(data, torch.Tensor):
+        return data[:limit]
+    parts, n = [], 0
+    for item in data:
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        if not isinstance(x, torch.Tensor):
+            raise NetgraftError(f"calibration_data yielded a {type(x).__name__}, not a tensor")
+        parts.append(x)
+        n += len(x)
+        if n >= limit:
+            break
+    if not parts:
+        raise NetgraftError("calibration_data yielded no inputs")
+    return torch.cat(parts)[:limit]
+
+
+def _source_view(x: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """The target's inputs as the source sees them (gray ↔ colour by averaging/replicating)."""
+    if channels is None or x.ndim < 3 or x.shape[1] == channels:
+        return x
+    gray = x.mean(1, keepdim=True)
+    return gray.expand(-1, channels, *x.shape[2:]).contiguous()
+
+
+def _in_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return m.in_channels
+    return None
+
+
+# ----------------------------------------------------------------------------- anchors
+def _capture(model: nn.Module, names: list[str], x: torch.Tensor,
+             grad: bool = False) -> tuple[dict[str, torch.Tensor], Any]:
+    """Outputs of the named modules (the last call of each) and the model output."""
+    modules = dict(model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+        def hook(mod, args, result, name=name):
+            if isinstance(result, torch.Tensor):
+                out[name] = result
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        with torch.set_grad_enabled(grad):
+            y = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, y
+
+
+def stage_ends(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...], int]]:
+    """(module name, spatial size, channels) of the last feature map at every resolution.
+
+    Candidates are timm's ``feature_info`` modules when the model has them, else the blocks
+    of the traced model; only modules returning a (N, C, *spatial) tensor count, and of those
+    sharing one spatial size the last one executed wins (the end of that stage)."""
+    info = getattr(model, "feature_info", None)
+    names: list[str] = []
+    if isinstance(info, (list, tuple)) and info and all(isinstance(d, dict) for d in info):
+        names = [d.get("module") for d in info if d.get("module")]
+    modules = dict(model.named_modules())
+    names = [n for n in names if n in modules]
+    if not names:
+        names = [b.name for b in trace(model, example[:2]).blocks if b.name in modules and b.name]
+    order: list[str] = []
+    hooks = []
+    for name in names:
+        def pre(mod, args, name=name):
+            order.append(name)
+        hooks.append(modules[name].register_forward_pre_hook(pre))
+    was = model.training
+    model.eval()
+    try:
+        feats, _ = _capture(model, names, example[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    by_size: dict[tuple[int, ...], tuple[str, int]] = {}
+    seen = []
+    for name in dict.fromkeys(order):  # execution order
+        t = feats.get(name)
+        if t is None or t.ndim < 3:
+            continue
+        by_size[tuple(t.shape[2:])] = (name, t.shape[1])
+        seen.append(name)
+    ends = [(name, size, c) for size, (name, c) in by_size.items()]
+    ends.sort(key=lambda e: seen.index(e[0]))
+    return ends
+
+
+def _pair_anchors(src: list, tgt: list) -> list[tuple[tuple, tuple]]:
+    by_size = {size: (name, size, c) for name, size, c in src}
+    return [(t, by_size[t[1]]) for t in tgt if t[1] in by_size]
+
+
+# ----------------------------------------------------------------------------- closed form
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """(N, C, *S) → (N·S, C)."""
+    return t.movedim(1, -1).reshape(-1, t.shape[1]) if t.ndim > 2 else t
+
+
+def ridge(x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (out, in) and b (out) minimising ‖x Wᵀ + b − y‖² + α·tr(xᵀx)/in·‖W‖² (float64)."""
+    x, y = x.double(), y.double()
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    gram = xc.T @ xc
+    lam = alpha * float(gram.diagonal().mean()) + 1e-8
+    gram.diagonal().add_(lam)
+    w = torch.linalg.solve(gram, xc.T @ yc).T  # (out, in)
+    b = my - w @ mx
+    return w, b
+
+
+def _r2(pred: torch.Tensor, y: torch.Tensor) -> float:
+    y = y.double()
+    pred = pred.double()
+    return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp_min(1e-12))
+
+
+def _sample(rows: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    if len(rows) <= n:
+        return torch.arange(len(rows))
+    return torch.randperm(len(rows), generator=g)[:n]
+
+
+def _match_spatial(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(t.shape[2:]) == tuple(size):
+        return t
+    pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[len(size)]
+    return pool(t, size)
+
+
+class _Projection(nn.Module):
+    """A 1×1 map from target channels to source channels (a linear map per position)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(w.float())
+        self.bias = nn.Parameter(b.float())
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.movedim(1, -1)
+        return (t @ self.weight.T + self.bias).movedim(-1, 1)
+
+
+# ----------------------------------------------------------------------------- main
+def _head_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Linear] | None:
+    arch = trace(model, example[:2])
+    outs = [layer for layer in arch.layers if layer.role == "output"]
+    if len(outs) == 1 and isinstance(outs[0].module, nn.Linear):
+        return outs[0].name, outs[0].module
+    return None
+
+
+@torch.no_grad()
+def _fit_head(target: nn.Module, head: nn.Linear, x: torch.Tensor, logits: torch.Tensor,
+              batch_size: int, alpha: float) -> float:
+    feats: list[torch.Tensor] = []
+    h = head.register_forward_pre_hook(lambda mod, args: feats.append(args[0].detach()))
+    was = target.training
+    target.eval()
+    try:
+        for xb in x.split(batch_size):
+            target(xb)
+    finally:
+        h.remove()
+        target.train(was)
+    f = torch.cat(feats)
+    f = f.reshape(len(f), -1) if f.ndim > 2 else f
+    if f.shape[1] != head.in_features:
+        return float("nan")
+    w, b = ridge(f, logits, alpha)
+    if head.bias is None:  # no intercept to absorb the means: a biased-free fit is close enough
+        b = torch.zeros_like(b)
+    head.weight.copy_(w.to(head.weight.dtype))
+    if head.bias is not None:
+        head.bias.copy_(b.to(head.bias.dtype))
+    return _r2(f.double() @ w.T + b, logits)
+
+
+def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps: int = 30,
+          lr: float = 1e-3, batch_size: int = 64, max_images: int = 1024,
+          seconds: float | None = None, head: bool = True, alpha: float = 1.0,
+          source_channels: int | None = None, seed: int = 0) -> AlignReport:
+    """Align `target`'s stages (and classifier) to `source`'s on unlabeled inputs, in place.
+
+    `calibration_data` holds inputs the target accepts (a tensor (N, ...) or an iterable of
+    batches); the source sees the same images (gray/colour converted when their input channels
+    differ; `source_channels` overrides what is read off its first conv). `steps` Adam steps
+    (lr `lr`, batches of `batch_size`) regress the stages; `seconds` caps their wall time.
+    `head`: fit the target's linear classifier to the source's logits when both have the same
+    number of outputs. Batch-norm statistics are re-estimated at the end. Returns an
+    AlignReport; a model without stage-level feature maps (an MLP) gets only the head fit.
+    """
+    from .calibrate import recalibrate_norms
+
+    start = time.perf_counter()
+    x = _collect(calibration_data, max_images)
+    param = next((p for p in target.parameters() if p.is_floating_point()), None)
+    if param is not None:
+        x = x.to(device=param.device, dtype=param.dtype)
+    if len(x) < 2:
+        raise NetgraftError("alignment needs at least 2 calibration inputs")
+    xs = _source_view(x, source_channels or _in_channels(source))
+    report = AlignReport(images=len(x))
+    g = torch.Generator().manual_seed(seed)
+
+    s_was, t_was = source.training, target.training
+    source.eval()
+    try:
+        t_ends = stage_ends(target, x)
+        s_ends = stage_ends(source, xs)
+        pairs = _pair_anchors(s_ends, t_ends)
+        s_names = [s[0] for _, s in pairs]
+        # the source's stage outputs and logits on every input, once
+        s_feats: dict[str, list[torch.Tensor]] = {n: [] for n in s_names}
+        s_logits = []
+        for xb in xs.split(batch_size):
+            feats, y = _capture(source, s_names, xb)
+            for n in s_names:
+                s_feats[n].append(feats[n].detach())
+            s_logits.append(y.detach() if isinstance(y, torch.Tensor) else None)
+        s_all = {n: torch.cat(v) for n, v in s_feats.items()}
+        logits = torch.cat(s_logits) if all(l is not None for l in s_logits) else None
+
+        # closed-form 1×1 projections on the grafted target's features
+        target.eval()
+        t_names = [t[0] for t, _ in pairs]
+        t_all: dict[str, list[torch.Tensor]] = {n: [] for n in t_names}
+        for xb in x.split(batch_size):
+            feats, _ = _capture(target, t_names, xb)
+            for n in t_names:
+                t_all[n].append(feats[n].detach())
+        projections = nn.ModuleList()
+        scales = []
+        for (t, s) in pairs:
+            tf = _match_spatial(torch.cat(t_all[t[0]]), s_all[s[0]].shape[2:])
+            tr, sr = _rows(tf), _rows(s_all[s[0]])
+            idx = _sample(tr, MAX_ROWS, g)
+            w, b = ridge(tr[idx], sr[idx], alpha)
+            r2 = _r2(tr[idx].double() @ w.T + b, sr[idx])
+            report.stages.append(StageAlignment(t[0], s[0], t[2], s[2], tuple(s[1]), r2))
+            projections.append(_Projection(w, b).to(x.device))
+            scales.append(float(sr.var(0).mean().clamp_min(1e-8)))
+        del t_all
+
+        # short regression of the target's stages onto the source's
+        if pairs and steps > 0:
+            target.train()
+            params = [p for p in target.parameters() if p.requires_grad]
+            opt = torch.optim.Adam([{"params": params, "lr": lr},
+                                    {"params": projections.parameters(), "lr": lr}])
+            n = len(x)
+            done = 0
+            t0 = time.perf_counter()
+            while done < steps:
+                perm = torch.randperm(n, generator=g)
+                for i in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+                    idx = perm[i:i + batch_size]
+                    feats, _ = _capture(target, t_names, x[idx], grad=True)
+                    loss = sum(F.mse_loss(proj(_match_spatial(feats[t[0]], s[1])),
+                                          s_all[s[0]][idx]) / scale
+                               for proj, (t, s), scale in zip(projections, pairs, scales))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    done += 1
+                    if done >= steps or (seconds is not None and time.perf_counter() - t0 > seconds):
+                        break
+                if seconds is not None and time.perf_counter() - t0 > seconds:
+                    break
+            report.steps = done
+        recalibrate_norms(target, x, batch_size=batch_size)
+
+        # R² after, with the trained projections
+        target.eval()
+        if pairs:
+            with torch.no_grad():
+                t_all = {n: [] for n in t_names}
+                for xb in x.split(batch_size):
+                    feats, _ = _capture(target, t_names, xb)
+                    for n in t_names:
+                        t_all[n].append(feats[n])
+                for stage, (t, s) in zip(report.stages, pairs):  # best 1×1 map, as before
+                    tr = _rows(_match_spatial(torch.cat(t_all[t[0]]), s[1]))
+                    sr = _rows(s_all[s[0]])
+                    idx = _sample(tr, MAX_ROWS, torch.Generator().manual_seed(seed))
+                    w, b = ridge(tr[idx], sr[idx], alpha)
+                    stage.r2_after = _r2(tr[idx].double() @ w.T + b, sr[idx])
+        else:
+            report.note = "no stage-level feature maps in common: only the head was fitted"
+
+        if head and logits is not None and logits.ndim == 2:
+            found = _head_layer(target, x)
+            if found is not None and found[1].out_features == logits.shape[1]:
+                report.head = found[0]
+                report.head_r2 = _fit_head(target, found[1], x, logits, batch_size, alpha)
+                with torch.no_grad():
+                    pred = torch.cat([target(xb) for xb in x.split(batch_size)])
+                report.agreement = float((pred.argmax(1) == logits.argmax(1)).float().mean())
+    finally:
+        source.train(s_was)
+        target.train(t_was)
+    report.seconds = time.perf_counter() - start
+    return report

@@ -1,0 +1,95 @@
+"""Block-wise feature alignment on unlabeled inputs (netgraft.align) and its use in transfer."""
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import netgraft
+from netgraft.align import align, ridge, stage_ends
+
+
+def _net(width: int, kernel: int, seed: int, classes: int = 10) -> nn.Sequential:
+    torch.manual_seed(seed)
+    p = kernel // 2
+    return nn.Sequential(
+        nn.Conv2d(1, width, kernel, padding=p), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, kernel, stride=2, padding=p), nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.Conv2d(2 * width, 2 * width, kernel, stride=2, padding=p), nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(192, 1, 16, 16, generator=g)
+
+
+def test_ridge_recovers_a_linear_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 6, generator=g)
+    w_true, b_true = torch.randn(3, 6, generator=g), torch.randn(3, generator=g)
+    w, b = ridge(x, x @ w_true.T + b_true, alpha=1e-9)
+    assert torch.allclose(w.float(), w_true, atol=1e-4)
+    assert torch.allclose(b.float(), b_true, atol=1e-4)
+
+
+def test_stage_ends_are_the_last_map_at_each_resolution(data):
+    ends = stage_ends(_net(8, 3, 0), data)
+    assert [(size, c) for _, size, c in ends] == [((16, 16), 8), ((8, 8), 16), ((4, 4), 16)]
+    assert [name for name, _, _ in ends] == ["1", "4", "7"]  # the norms ending each stage
+
+
+def test_align_improves_feature_fit_and_fits_the_head(data):
+    source = _net(8, 3, 0).eval()
+    target = _net(12, 5, 1)  # other width and kernel: a different network
+    source_state = {k: v.clone() for k, v in source.state_dict().items()}
+    report = align(source, target, data, steps=40, lr=3e-3, batch_size=32)
+    assert len(report.stages) == 3 and report.steps == 40 and report.images == 192
+    for stage in report.stages:
+        assert stage.target_channels in (12, 24) and stage.source_channels in (8, 16)
+        assert -1.0 < stage.r2_before < 1.0
+    # the regression brings the target's stages closer to the source's (best 1×1 map)
+    assert sum(s.r2_after for s in report.stages) > sum(s.r2_before for s in report.stages) + 0.1
+    assert report.head == "11" and 0.1 < report.head_r2 <= 1.0
+    assert report.agreement > 0.7  # the target now predicts what the source predicts
+    assert report.seconds > 0
+    # the source is left exactly as it was, and its mode too
+    assert all(torch.equal(source_state[k], v) for k, v in source.state_dict().items())
+    assert not source.training and target.training
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["steps"] == 40 and len(d["stages"]) == 3 and "aligned 3 stages" in report.summary()
+
+
+def test_head_is_left_alone_when_classes_differ(data):
+    source, target = _net(8, 3, 0).eval(), _net(8, 3, 1, classes=5)
+    head = target[-1].weight.clone()
+    report = align(source, target, data, steps=2)
+    assert report.head is None and math.isnan(report.head_r2)
+    assert torch.equal(target[-1].weight, head)
+
+
+def test_a_model_without_feature_maps_gets_only_the_head_fit():
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    target = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
+    report = align(source, target, torch.randn(256, 6), steps=5)
+    assert report.stages == [] and report.steps == 0 and "only the head" in report.note
+    assert report.head == "2" and report.agreement > 0.5
+
+
+def test_transfer_with_align(data):
+    source, target = _net(8, 3, 0).eval(), _net(12, 5, 1)
+    report = netgraft.transfer(source, target, calibration_data=data, align=True, align_steps=10)
+    assert report.alignment is not None and report.alignment.steps == 10
+    assert report.seconds >= report.alignment.seconds
+    assert report.to_dict()["alignment"]["steps"] == 10 and "aligned" in report.summary()
+    plain = netgraft.transfer(source, _net(12, 5, 1), calibration_data=data)
+    assert plain.alignment is None and plain.to_dict()["alignment"] is None  # off by default
+    with pytest.raises(ValueError, match="calibration_data"):
+        netgraft.transfer(source, _net(12, 5, 1), align=True)
+    with pytest.raises(ValueError, match="align="):
+        netgraft.transfer(source, _net(12, 5, 1), align="sometimes")
