@@ -190,3 +190,26 @@ def test_head_found_when_the_output_is_computed_from_it():
     assert arch["head_dist"].role == "output"
     report = netgraft.transfer(Distilled(1000), Distilled(10), example_input=torch.randn(1, 6))
     assert all(p.action == "init" for p in report.pairs if p.target.startswith("head"))
+
+
+def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
+    from netgraft.transfer import DISTANT_SIMILARITY, NetgraftWarning
+
+    src = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    with pytest.warns(NetgraftWarning, match=r"distant pair .*calibration_data=") as caught:
+        report = netgraft.transfer(src, dst)
+    assert issubclass(NetgraftWarning, UserWarning)
+    assert report.similarity < DISTANT_SIMILARITY
+    weak = report.weak_layers()
+    assert weak and all(p.score < 0.25 for p in report.pairs if p.target in weak)
+    message = str(caught[0].message)
+    assert weak[0] in message and "best left random" in message
+    # same family: no warning; calibration data given: no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetgraftWarning)
+        netgraft.transfer(timm.create_model("resnet18", num_classes=10),
+                          timm.create_model("resnet34", num_classes=10))
+        netgraft.transfer(src, timm.create_model("efficientnet_b0", num_classes=10, in_chans=1),
+                          calibration_data=torch.randn(8, 1, 32, 32))
