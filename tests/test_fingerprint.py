@@ -37,6 +37,7 @@ def test_rebuilt_layers_and_blocks_equal_the_traced_ones(live, rebuilt, name):
     assert sum(1 for _ in b.model.parameters()) == 0 and sum(1 for _ in b.model.buffers()) == 0
     for layer in b.layers:
         assert layer.module is b.model.get_submodule(layer.name)
+    assert "skeleton" in repr(b.model)  # printable, though it holds no configuration
 
 
 @pytest.mark.parametrize("method", ["graft", "dpiat"])

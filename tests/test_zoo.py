@@ -1,7 +1,6 @@
 import argparse
 import copy
 import json
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -265,3 +264,23 @@ def test_benchmark_script_tiny(tmp_path, capsys):
     assert data["build"]["index_rebuild_instantiated"] == 3
     assert 0 < rank["warm"]["seconds"] < rank["cold"]["seconds"] < 10
     assert "worst rank time" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source,target,roles,kwargs", [
+    ((8, 4, 3, 3), (16, 4, 5, 5), ("out", "in", "k", "k"), {}),  # wider, kernel zero-padded
+    ((8, 4, 5, 5), (6, 2, 3, 3), ("out", "in", "k", "k"), {}),  # narrower, kernel cropped
+    ((8, 4), (8, 6, 3, 3), ("out", "in", "k", "k"), {}),  # linear → conv 3×3
+    ((8, 4, 3, 3), (5, 4), ("out", "in"), {}),  # conv centre tap → linear
+    ((8, 3, 3, 3), (8, 1, 7, 7), ("out", "in", "k", "k"), {"mix_input": True}),
+    ((30, 8), (60, 8), ("rows", "out"), {"base": torch.zeros(60, 8)}),  # embedding rows grow
+    ((60, 8), (30, 12), ("rows", "out"), {}),
+    ((24, 8), (36, 12), ("qkv", "in"), {}),
+    ((1, 197, 8), (1, 50, 16), ("out", "out", "out"), {"tokens": True}),  # position grid
+    ((8, 4, 3), (8, 4, 3, 3, 3), ("out", "in", "k", "k", "k"), {}),
+])
+def test_coverage_fraction_agrees_with_adapt_graft(source, target, roles, kwargs):
+    from netgraft import adapt
+    from netgraft.zoo import _graft_fraction
+
+    _, plan = adapt.graft(torch.randn(source), target, roles, **kwargs)
+    assert _graft_fraction(source, target, roles) == pytest.approx(plan.fraction, rel=1e-12)

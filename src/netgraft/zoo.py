@@ -222,21 +222,21 @@ class Index:
 
 # ----------------------------------------------------------------------------- coverage
 @lru_cache(maxsize=65536)
-def _graft_fraction(source: tuple, target: tuple, dim_roles: tuple, mix: bool, tokens: bool) -> float:
-    """The share of a target tensor `adapt.graft` fills from a source tensor of another shape,
-    computed by running it on meta tensors (no data, same code path as a transfer)."""
-    import torch
-
-    from . import adapt
-    for device in ("meta", "cpu"):
-        try:
-            src = torch.zeros(source, device=device)
-            base = torch.zeros(target, device=device)
-            _, plan = adapt.graft(src, target, dim_roles, mix_input=mix, tokens=tokens, base=base)
-            return plan.fraction
-        except Exception:  # an op without a meta kernel: retry on the CPU; else unadaptable
-            continue
-    return 0.0
+def _graft_fraction(source: tuple, target: tuple, dim_roles: tuple) -> float:
+    """The share of a target tensor ``adapt.graft`` fills from a source tensor of another
+    shape, from the shapes alone: a linear seen as a conv gains 1-sized kernel dimensions
+    (``_match_ndim``), a kernel dimension that grows is zero-padded and a ``rows`` dimension
+    (embedding table) that grows keeps the target's rows; every other resize (replicate,
+    select, mix, q/k/v, token resampling) fills the whole dimension. A test checks this
+    against ``adapt.graft`` on real tensors, so a change there cannot drift silently.
+    (Running ``adapt.graft`` on meta tensors would be exact by construction, but its first
+    call imports torch._dynamo: 2 s per process.)"""
+    shape = list(source)[:len(target)] + [1] * max(0, len(target) - len(source))
+    fraction = 1.0
+    for s, t, role in zip(shape, target, dim_roles):
+        if s < t and role in ("k", "rows"):
+            fraction *= s / t
+    return fraction
 
 
 def _head_differs(src: Layer, tgt: Layer) -> bool:
@@ -277,11 +277,7 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None) -
                 filled += numel
                 continue
             dim_roles = adapt.roles(tgt, name, len(shape))
-            if src.groups != tgt.groups:
-                dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
-            filled += numel * _graft_fraction(
-                tuple(source_shape), tuple(shape), dim_roles,
-                tgt.role == "input" and tgt.kind == "conv", tgt.kind == "param" and "pos" in name)
+            filled += numel * _graft_fraction(tuple(source_shape), tuple(shape), dim_roles)
     return filled / total if total else 0.0
 
 
@@ -387,7 +383,7 @@ class Zoo:
         from .models import create_model, head_shape
 
         checkpoint = Path(checkpoint).expanduser()
-        name = name or checkpoint.name.split(".")[0]
+        name = name or checkpoint.stem
         if not _NAME.match(name):
             raise ZooError(f"entry name {name!r}: use letters, digits, '.', '_' and '-' "
                            f"(pass --name)")
@@ -736,7 +732,8 @@ def run_zoo(args: argparse.Namespace) -> int:
                         accuracy=args.accuracy, num_classes=args.num_classes,
                         in_chans=args.in_chans, link=args.link, force=args.force)
         console.print(f"added '{entry.name}' ({entry.arch}, {entry.params:,} parameters, "
-                      f"{entry.num_classes} classes, {entry.in_chans} input channels) to {zoo.dir}")
+                      f"{entry.num_classes} classes, {entry.in_chans} input channels) to {zoo.dir}",
+                      markup=False)
         return 0
     if cmd == "index":
         info = zoo.build_index()
@@ -753,14 +750,15 @@ def run_zoo(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=1))
         return 0
+    from rich.markup import escape
     from rich.table import Table
-    table = Table(title=f"zoo {zoo.dir}: {len(entries)} entries", title_justify="left")
+    table = Table(title=escape(f"zoo {zoo.dir}: {len(entries)} entries"), title_justify="left")
     for col, justify in (("name", "left"), ("arch", "left"), ("task", "left"),
                          ("accuracy", "right"), ("params", "right"), ("added", "left")):
         table.add_column(col, justify=justify)
     for e in entries:
-        table.add_row(e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy), f"{e.params:,}",
-                      e.added[:16].replace("T", " "))
+        table.add_row(*map(escape, (e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy),
+                                    f"{e.params:,}", e.added[:16].replace("T", " "))))
     console.print(table)
     return 0
 
@@ -797,16 +795,18 @@ def run_rank(args: argparse.Namespace) -> int:
         print(json.dumps({"target": args.target, "method": args.method, "seconds": seconds,
                           "ranking": [r.to_dict() for r in ranked]}, indent=1))
     else:
+        from rich.markup import escape
         from rich.table import Table
-        table = Table(title=f"sources for {args.target} [{args.method}], best first "
-                            f"({seconds:.2f} s)", title_justify="left")
+        table = Table(title=escape(f"sources for {args.target} [{args.method}], best first "
+                                   f"({seconds:.2f} s)"), title_justify="left")
         for col, justify in (("#", "right"), ("name", "left"), ("arch", "left"), ("task", "left"),
                              ("accuracy", "right"), ("similarity", "right"),
                              ("coverage", "right"), ("why", "left")):
             table.add_column(col, justify=justify, overflow="fold")
         for r in ranked:
-            table.add_row(str(r.rank), r.name, r.arch, r.task or "-", _fmt_acc(r.accuracy),
-                          f"{r.similarity:.3f}", f"{r.coverage:.1%}", r.why)
+            table.add_row(*map(escape, (str(r.rank), r.name, r.arch, r.task or "-",
+                                        _fmt_acc(r.accuracy), f"{r.similarity:.3f}",
+                                        f"{r.coverage:.1%}", r.why)))
         console.print(table)
     if out is not None:
         best = ranked[0]
@@ -814,8 +814,8 @@ def run_rank(args: argparse.Namespace) -> int:
                                     in_chans=args.in_chans, input_size=input_size,
                                     method=args.method, out=out)
         stream = console if not args.json else _console_err()
-        stream.print(report.summary())
-        stream.print(f"wrote {out} (grafted from '{best.name}')")
+        stream.print(report.summary(), markup=False)
+        stream.print(f"wrote {out} (grafted from '{best.name}')", markup=False)
     return 0
 
 
