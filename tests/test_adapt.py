@@ -1,6 +1,11 @@
+import copy
+
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+import netgraft
 from netgraft import adapt
 from netgraft.adapt.mapping import channel_index, fan_in_scale, mixing_matrix
 
@@ -88,3 +93,53 @@ def test_linear_and_pointwise_conv_exchange_weights():
     conv = torch.randn(6, 4, 3, 3)
     w, plan = adapt.graft(conv, (6, 4), ("out", "in"))
     assert torch.equal(w, conv[:, :, 1, 1])
+
+
+def _subnet_source(keep, width=8):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+    dead = [c for c in range(width) if c not in keep]
+    with torch.no_grad():
+        for bn in (net[1], net[4]):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.weight[dead] = 0  # dead channels: output exactly 0 after the ReLU
+            bn.bias[dead] = 0
+        net[0].weight[dead] *= 0.01
+        net[3].weight[dead] *= 0.01
+    return net.eval()
+
+
+def test_importance_shrink_keeps_a_sub_network_exactly():
+    keep = [1, 2, 5, 7]
+    source = _subnet_source(keep)
+    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    report = netgraft.transfer(source, target, shrink="importance",
+                               example_input=torch.randn(1, 1, 8, 8))
+    # the very channels that matter, in every connected tensor
+    assert torch.equal(target[0].weight, source[0].weight[keep])
+    assert torch.equal(target[3].weight, source[3].weight[keep][:, keep])
+    assert torch.equal(target[4].running_var, source[4].running_var[keep])
+    assert torch.equal(target[8].weight, source[8].weight[:, keep])
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(target(x), source(x), atol=1e-6)  # the same function
+    assert any("selected by importance" in t.how for p in report.pairs for t in p.tensors)
+    # uniform selection keeps evenly spaced channels (0, 2, 4, 6) and computes another function
+    uniform = copy.deepcopy(target)
+    netgraft.transfer(source, uniform, example_input=torch.randn(1, 1, 8, 8))
+    assert torch.equal(uniform[0].weight, source[0].weight[[0, 2, 4, 6]])
+    assert not torch.allclose(uniform(x), source(x), atol=1e-3)
+    with pytest.raises(ValueError, match="shrink="):
+        netgraft.transfer(source, uniform, shrink="random")
+
+
+def test_importance_index_is_deterministic_and_ordered():
+    from netgraft.adapt.mapping import importance_index
+
+    assert importance_index(torch.tensor([0.1, 0.5, 0.5, 0.9, 0.0]), 3).tolist() == [1, 2, 3]
+    assert importance_index(torch.tensor([1.0, 1.0, 1.0]), 2).tolist() == [0, 1]

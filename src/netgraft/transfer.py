@@ -6,6 +6,7 @@ adapted (and how) or left at its init (and why): nothing is skipped silently.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -133,7 +134,7 @@ class TransferReport:
 
 
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
-                 tgt_t: dict[str, torch.Tensor]) -> list[TensorRecord]:
+                 tgt_t: dict[str, torch.Tensor], select: Callable | None = None) -> list[TensorRecord]:
     records = []
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
@@ -150,7 +151,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             value, plan = adapt.graft(
                 source, shape, dim_roles,
                 mix_input=tgt.role == "input" and tgt.kind == "conv",
-                tokens=tgt.kind == "param" and "pos" in name, base=target)
+                tokens=tgt.kind == "param" and "pos" in name, base=target, select=select)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -279,7 +280,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     try:
         with single_thread():
             report = _transfer(source, target, example_input, source_input, method, head,
-                               source_arch, target_arch, identity_blocks and method != "dpiat")
+                               source_arch, target_arch, identity_blocks and method != "dpiat",
+                               shrink)
         if calibration_data is not None and method != "dpiat":
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
@@ -307,13 +309,17 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
 
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
-              target_arch: Architecture | None, grow: bool) -> TransferReport:
+              target_arch: Architecture | None, grow: bool,
+              shrink: str = "uniform") -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or trace(source, source_input,
                                     input_hint="source_input= (CLI: --source-input-size C,H,W)")
     tgt_arch = target_arch or trace(target, example_input)
     matching = match(src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
+    if layer_transfer is _graft_layer and shrink == "importance":
+        layer_transfer = functools.partial(_graft_layer,
+                                           select=adapt.importance_selector(src_arch.layers))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

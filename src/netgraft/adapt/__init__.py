@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
 from ..trace import Layer
-from .mapping import centre_slices, channel_index, fan_in_scale, mixing_matrix
+from .mapping import (centre_slices, channel_index, fan_in_scale, importance_index,
+                      mixing_matrix)
 
 
 @dataclass
@@ -89,8 +90,11 @@ class _Plan:
     fraction: float = 1.0  # share of target elements that came from the source
 
 
+Selector = Callable[[int, int], "torch.Tensor | None"]
+
+
 def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
-                mix: bool) -> torch.Tensor:
+                mix: bool, select: Selector | None = None) -> torch.Tensor:
     s = x.shape[dim]
     if s == size:
         return x
@@ -111,9 +115,15 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         plan.notes.append(f"input channels {s}→{size} mixed")
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
     if role == "qkv" and s % 3 == 0 and size % 3 == 0:
-        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False) for p in x.chunk(3, dim)]
+        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False, select)
+                 for p in x.chunk(3, dim)]
         plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
         return torch.cat(parts, dim)
+    index = select(s, size) if select is not None and size < s else None
+    if index is not None:  # importance selection: the kept units as they are, no rescaling
+        out = x.index_select(dim, index.to(x.device))
+        plan.notes.append(f"{role} {s}→{size} selected by importance")
+        return out
     index = channel_index(s, size)
     out = x.index_select(dim, index.to(x.device))
     verb = "replicated" if size > s else "selected"
@@ -161,8 +171,13 @@ def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
 
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
           mix_input: bool = False, tokens: bool = False,
-          base: torch.Tensor | None = None) -> tuple[torch.Tensor, _Plan]:
+          base: torch.Tensor | None = None,
+          select: Selector | None = None) -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
+
+    `select(S, T)` (optional) picks which of S channels a narrower dimension of T keeps
+    (e.g. `importance_selector`); it is asked for every shrinking channel dimension, so the
+    same (S, T) gets the same channels in every tensor. None falls back to even spacing.
 
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
@@ -174,7 +189,7 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
         x = _resample_tokens(x, shape[1], plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if role != "rows":
-            x = _resize_dim(x, dim, size, role, plan, mix_input)
+            x = _resize_dim(x, dim, size, role, plan, mix_input, select)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         s = x.shape[dim]
         if role == "rows" and s != size:
@@ -189,3 +204,45 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
                 plan.fraction *= s / size
                 x = grown
     return x, plan
+
+
+# ----------------------------------------------------------------------------- importance
+def channel_importance(layers: Iterable[Layer]) -> dict[int, torch.Tensor]:
+    """Per channel-space size S, how much each of the S channels matters in the source.
+
+    Every weight with an ``out`` dimension (conv filters, linear rows, norm scales) adds the L1
+    norm of each output unit, normalised to sum 1 per tensor so that every layer has one vote.
+    Channel spaces are keyed by their size, the same key uniform selection uses, so a producer,
+    its consumers and the branches of a residual sum (which share a size) keep the same
+    channels."""
+    scores: dict[int, torch.Tensor] = {}
+    for layer in layers:
+        weight = layer.module.weight if layer.module is not None and layer.kind not in (
+            "embedding", "attention", "param") else None
+        if not isinstance(weight, torch.Tensor) or weight.ndim == 0:
+            continue
+        for d, role in enumerate(roles(layer, "weight", weight.ndim)):
+            if role != "out":
+                continue
+            w = weight.detach().abs().double().movedim(d, 0)
+            per = w.reshape(w.shape[0], -1).sum(1)
+            per = per / per.sum().clamp_min(1e-12)
+            n = per.numel()
+            scores[n] = scores[n] + per if n in scores else per
+    return scores
+
+
+def importance_selector(layers: Iterable[Layer]) -> Selector:
+    """A `select` for `graft`: keep the T most important of S channels (see
+    `channel_importance`), in their original order; None for a size the source never
+    produces (then even spacing is used)."""
+    scores = channel_importance(layers)
+    cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def select(source: int, target: int) -> torch.Tensor | None:
+        if source not in scores:
+            return None
+        if (source, target) not in cache:
+            cache[(source, target)] = importance_index(scores[source], target)
+        return cache[(source, target)]
+    return select

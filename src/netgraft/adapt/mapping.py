@@ -26,6 +26,13 @@ def channel_index(source: int, target: int) -> torch.Tensor:
     return (t * source) // target
 
 
+def importance_index(scores: torch.Tensor, target: int) -> torch.Tensor:
+    """The `target` highest-scoring of ``len(scores)`` indices, in increasing order (ties
+    broken towards the lower index, so the choice is deterministic)."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    return torch.tensor(sorted(order[:target]), dtype=torch.long)
+
+
 def fan_in_scale(source: int, target: int, index: torch.Tensor) -> torch.Tensor:
     """Per-target-index factor for a summed-over (fan-in) dimension.
 
