@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -161,16 +163,19 @@ def storage_url(text: str) -> str:
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     if base in ("postgresql", "mysql"):
-        driver = scheme.split("+")[1] if "+" in scheme else {"postgresql": "psycopg2",
-                                                             "mysql": "mysqldb"}[base]
-        module = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000",
-                  "asyncpg": "asyncpg", "mysqldb": "MySQLdb", "pymysql": "pymysql"}.get(driver, driver)
-        try:
-            __import__(module)
-        except ImportError as exc:
-            hint = ("pip install psycopg2-binary" if module == "psycopg2" else f"pip install {module}")
+        if "+" not in scheme:  # pick an installed driver (SQLAlchemy's default may be absent)
+            options = (("psycopg", "psycopg"), ("psycopg2", "psycopg2")) if base == "postgresql" \
+                else (("mysqldb", "MySQLdb"), ("pymysql", "pymysql"))
+            for driver, module in options:
+                if importlib.util.find_spec(module) is not None:
+                    return f"{base}+{driver}://{rest}"
+            hint = "pip install 'psycopg[binary]'" if base == "postgresql" else "pip install pymysql"
+            raise NetgraftError(f"--storage {base}://…: no database driver installed ({hint})")
+        driver = scheme.split("+", 1)[1]
+        module = {"psycopg": "psycopg", "psycopg2": "psycopg2", "mysqldb": "MySQLdb"}.get(driver, driver)
+        if importlib.util.find_spec(module) is None:
             raise NetgraftError(f"--storage {scheme}://…: the database driver '{module}' is not "
-                                f"installed ({hint})") from exc
+                                f"installed (pip install {module})")
         return f"{scheme}://{rest}"
     raise NetgraftError(f"--storage {text!r}: unsupported URL scheme '{scheme}'; use a file path, "
                         f"sqlite:///FILE, postgresql://USER@HOST/DB or mysql://…")
@@ -183,18 +188,26 @@ def make_storage(cfg: SearchConfig):
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 120}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=cfg.heartbeat,
-                grace_period=cfg.grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=cfg.max_retry))
-        except Exception as exc:  # sqlalchemy OperationalError, ArgumentError, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NetgraftError(f"cannot open storage {_redact(url)}: {first}") from exc
+    last: Exception | None = None
+    for attempt in range(5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=cfg.heartbeat,
+                    grace_period=cfg.grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=cfg.max_retry))
+            except Exception as exc:  # sqlalchemy OperationalError, ArgumentError, ...
+                last = exc
+                # workers starting together race to create Optuna's tables: the loser retries
+                if "already exists" not in str(exc) and "UniqueViolation" not in str(exc) \
+                        and "IntegrityError" not in type(exc).__name__:
+                    break
+                time.sleep(0.5 + attempt)
+    first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
+    raise NetgraftError(f"cannot open storage {_redact(url)}: {first}") from last
 
 
 def _redact(url: str) -> str:
@@ -398,6 +411,7 @@ class Objective:
         arch = self.space.describe(params)
         trial.set_user_attr("arch", arch)
         trial.set_user_attr("arch_params", params)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         seed = _mix(cfg.seed, trial.number) % (2 ** 31)
         torch.manual_seed(seed)
         try:
