@@ -23,7 +23,7 @@ Prints a table and writes JSON. The issue's bar: rank < 10 s after the index is 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import shutil
 import sys
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     if clash:
         parser.error(f"targets must be new to the zoo: {', '.join(sorted(clash))}")
 
+    load_before = os.getloadavg()
     tmp = None
     if args.zoo:
         zoo_dir = Path(args.zoo).expanduser()
@@ -164,7 +165,9 @@ def main(argv=None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "python": platform.python_version(), "torch": torch.__version__,
-                    "timm": timm.__version__, "threads": torch.get_num_threads()},
+                    "timm": timm.__version__, "threads": torch.get_num_threads(),
+                    "cpus": os.cpu_count(), "load_average_before": list(load_before),
+                    "load_average_after": list(os.getloadavg())},
         "entries": len(archs), "archs": archs, "method": args.method,
         "build": build, "rank": ranks, "worst_rank_seconds": worst,
         "under_10s": worst < 10.0, "wall_seconds": time.perf_counter() - wall,
@@ -175,7 +178,8 @@ def main(argv=None) -> int:
         rows += [(f"rank {target}: cold (target new, no cached DP)", r["cold"]["seconds"]),
                  (f"rank {target}: warm (fresh process, cached)", r["warm"]["seconds"])]
     width = max(len(r[0]) for r in rows)
-    print(f"\nrank_zoo: {len(archs)} entries, method {args.method}, {torch.get_num_threads()} thread(s)")
+    print(f"\nrank_zoo: {len(archs)} entries, method {args.method}, {torch.get_num_threads()} "
+          f"thread(s), load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"| {'step'.ljust(width)} | seconds |\n|{'-' * (width + 2)}|---------|")
     for name, sec in rows:
         print(f"| {name.ljust(width)} | {sec:7.2f} |")

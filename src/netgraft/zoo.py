@@ -277,7 +277,7 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None) -
                 filled += numel
                 continue
             dim_roles = adapt.roles(tgt, name, len(shape))
-            filled += numel * _graft_fraction(tuple(source_shape), tuple(shape), dim_roles)
+            filled += round(numel * _graft_fraction(tuple(source_shape), tuple(shape), dim_roles))
     return filled / total if total else 0.0
 
 
