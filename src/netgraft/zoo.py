@@ -214,6 +214,14 @@ class Index:
                   None if pairs is None else zlib.compress(json.dumps(pairs).encode()))
                  for a, b, value, pairs in rows])
 
+    def prune(self) -> dict[str, int]:
+        """Drop rows written by another version of the tracing or scoring code."""
+        with closing(self.connect()) as con, con:
+            fps = con.execute("DELETE FROM fingerprints WHERE version != ?",
+                              (fpr.fingerprint_version(),)).rowcount
+            dps = con.execute("DELETE FROM dp WHERE scores != ?", (fpr.score_version(),)).rowcount
+        return {"fingerprints": fps, "dp": dps}
+
     def counts(self) -> dict[str, int]:
         with closing(self.connect()) as con:
             return {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
@@ -475,7 +483,11 @@ class Zoo:
         input_key = _input_key(input_size)
         found = self.index.get_fingerprint(spec, num_classes, in_chans, input_key)
         if found is not None and (not identity or found[1].get("identity") is not None):
-            return found
+            try:
+                self.architecture(*found)
+                return found
+            except fpr.FingerprintError:  # a damaged row: rebuild it from the model
+                pass
         kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
                   if v is not None}
         model = create_model(spec, **kwargs)
@@ -496,17 +508,15 @@ class Zoo:
     def build_index(self, method: str = DEFAULT_METHOD) -> dict[str, float]:
         """Make sure every entry has a fingerprint and its self-DP value; returns timings."""
         start = time.perf_counter()
+        pruned = self.index.prune()
         hashes = []
         built = 0
         for entry in self.entries():
-            found = self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans)
-            if found is None:
+            if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans) is None:
                 built += 1
-                found = self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
-            self.architecture(*found)
-            hashes.append(found[0])
+            hashes.append(self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)[0])
         self._self_dp(hashes, method)
-        return {"entries": len(hashes), "fingerprinted": built,
+        return {"entries": len(hashes), "fingerprinted": built, "pruned": sum(pruned.values()),
                 "seconds": time.perf_counter() - start}
 
     def _self_dp(self, hashes: list[str], method: str) -> dict[str, float]:
@@ -739,8 +749,9 @@ def run_zoo(args: argparse.Namespace) -> int:
         info = zoo.build_index()
         counts = zoo.index.counts()
         console.print(f"indexed {info['entries']} entries ({info['fingerprinted']} fingerprinted "
-                      f"now) in {info['seconds']:.2f} s; {counts['fingerprints']} fingerprints, "
-                      f"{counts['dp']} cached DP values")
+                      f"now, {info['pruned']} stale rows dropped) in {info['seconds']:.2f} s; "
+                      f"{counts['fingerprints']} fingerprints, {counts['dp']} cached DP values",
+                      markup=False)
         return 0
     if cmd == "remove":
         zoo.remove(args.name)
