@@ -78,6 +78,7 @@ class TransferReport:
     matching: Matching | None = field(default=None, repr=False)
     calibrated: int = 0  # batch norms whose statistics were re-estimated on calibration data
     alignment: Any = None  # an align.AlignReport when the target was aligned to the source
+    autoinit: Any = None  # an autoinit.AutoInitReport when unmatched layers were rescaled
 
     @property
     def matched(self) -> int:
@@ -96,6 +97,7 @@ class TransferReport:
                 "seconds": self.seconds, "matched_layers": self.matched,
                 "calibrated_norms": self.calibrated,
                 "alignment": self.alignment.to_dict() if self.alignment is not None else None,
+                "autoinit": self.autoinit.to_dict() if self.autoinit is not None else None,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -230,7 +232,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
              identity_blocks: bool = True, calibration_data: Any = None,
              align: bool | str = False, align_steps: int | None = None,
-             shrink: str = "uniform", source_arch: Architecture | None = None,
+             shrink: str = "uniform", autoinit: bool = False, source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
     """Initialise `target` in place from the trained `source` and report what happened.
 
@@ -250,6 +252,11 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, ``"uniform"`` (evenly spaced) or ``"importance"`` (largest
     outgoing weights, consistently across connected layers).
+
+    `autoinit`: the conv/linear layers nothing was transferred to (not the classifier, not
+    the zeroed layers of identity blocks) are rescaled data-free so that each passes on the
+    scale of its input (``netgraft.autoinit`` in ``"preserve"`` mode), instead of imposing
+    the scale of their own init between transferred layers.
 
     Without `calibration_data`, a distant pair emits a ``NetgraftWarning`` naming the weakly
     matched layers.
@@ -282,6 +289,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink)
+        if autoinit and method != "dpiat":
+            _autoinit_unmatched(target, report, example_input)
         if calibration_data is not None and method != "dpiat":
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
@@ -305,6 +314,24 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
                f"random: {shown}" if weak else "")), stacklevel=2)
     return report
+
+
+def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input: Any) -> None:
+    from .autoinit import autoinit as rescale
+
+    start = time.perf_counter()
+    tgt_arch = trace(target, example_input)
+    by_name = {layer.name: layer for layer in tgt_arch.layers}
+    names = [p.target for p in report.pairs
+             if p.action == "init" and p.kind in ("conv", "linear", "conv_transpose")
+             and not p.note.startswith("zeroed") and by_name[p.target].role != "output"]
+    if names:
+        report.autoinit = rescale(target, layers=names, mode="preserve", arch=tgt_arch)
+        for p in report.pairs:
+            if p.target in report.autoinit.scales:
+                scale = report.autoinit.scales[p.target]
+                p.note = (p.note + "; " if p.note else "") + f"autoinit: weight ×{scale:.3g}"
+    report.seconds += time.perf_counter() - start
 
 
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
