@@ -272,6 +272,9 @@ def test_micro_run_on_digits(tmp_path, monkeypatch, _restore_threads, capsys):
     assert aligned["equal_time"]["extra_steps"] > 0 and aligned["step_seconds"] > 0
     assert any(r.get("alignment", {}).get("steps", 0) > 0 for r in runs if r["init"] == "graft+align")
     assert "Equal wall-clock time" in (out / "transfer_quality_digits.md").read_text()
+    lr = data["config"]["lr"]
+    assert all(r["lr"] == pytest.approx(0.3 * lr) for r in runs if r["init"] == "graft+align")
+    assert all(r["lr"] == lr for r in runs if r["init"] != "graft+align")
     assert not data["sources"]["test_resnet"]["cached"]
     assert len(list(cache.glob("test_resnet__digits16c1__*.safetensors"))) == 1
     sidecar = json.loads(next(cache.glob("test_resnet__*.json")).read_text())

@@ -24,7 +24,12 @@ Protocol (every number is also written to the JSON):
 * **Inits.** `INITS`, name → ``fn(source, target) -> {"coverage", "transfer_seconds"}``, which
   initialises `target` in place: ``random`` (the target's own init, nothing done),
   ``iatransfer`` (the authors' DPIAT package, skipped with a note when not installed),
-  ``dpiat`` (``netgraft.transfer(method="dpiat")``) and ``graft`` (``netgraft.transfer``).
+  ``dpiat`` (``netgraft.transfer(method="dpiat")``), ``graft`` (``netgraft.transfer``),
+  ``graft+calib`` (with 512 unlabeled training images as ``calibration_data``) and
+  ``graft+align`` (the same images, ``align=True``: block-wise feature alignment and a head
+  fitted to the source's logits). An init may return ``"lr_factor"``: graft+align returns
+  what ``netgraft.align`` tells users (fine-tune at 0.3× the from-scratch rate, so as not to
+  undo the alignment) and is trained at that rate; every other init at the recipe's lr.
   For one (pair, seed) every init starts from the same randomly initialised target, so layers
   an init leaves alone keep exactly the random init's values. Add an init with one line.
 * **Training.** Adam, lr 1e-3 constant, batch 64, 3 epochs, seeds 0 and 1 (the seed sets the
@@ -33,6 +38,10 @@ Protocol (every number is also written to the JSON):
   dropped) and at exactly 1 and 3 epochs. Two inits that produce bit-identical weights (e.g.
   ``iatransfer`` and ``dpiat``, which reproduces it) share one training run (``--no-share``
   trains both): training on a CPU is deterministic, so the curves would be the same.
+* **Equal wall-clock time.** Every run records the measured seconds of one training step
+  (median of 3 after a warm-up, no evaluation). An init's ``transfer_seconds`` (alignment
+  included) are converted into extra steps for random init; the init at budget *b* is
+  compared with random init at *b* + extra steps (linearly interpolated on its curve).
 * **Metrics** (per pair on the mean-over-seeds curve, then averaged over pairs, separately for
   same-family and cross-family pairs): accuracy ratio init/random and gain in points at
   0, 50, 100 steps, 1 and 3 epochs; **speedup** = steps random init needs to first reach its own
@@ -221,6 +230,7 @@ def _init_graft_aligned(source: nn.Module, target: nn.Module) -> dict:
            "similarity": report.similarity}
     if report.alignment is not None:
         out["alignment"] = report.alignment.to_dict()
+        out["lr_factor"] = report.alignment.lr_factor  # what align tells the user to use
     return out
 
 
@@ -1081,7 +1091,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
             for seed in cfg.seeds:
                 torch.manual_seed(1000 + seed)  # the target's random init for this seed
                 base = create_model(pair.target, num_classes=train_full.num_classes, in_chans=cfg.in_chans)
-                initialised: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
+                initialised: dict[str, tuple[nn.Module, dict[str, torch.Tensor], float]] = {}
                 for init in cfg.inits:
                     desc = f"{pair.source}→{pair.target} {init} s{seed}"
                     if init in result["skipped_inits"]:
@@ -1112,10 +1122,14 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                         record["similarity"] = got["similarity"]
                     if "alignment" in got:
                         record["alignment"] = got["alignment"]
+                    # an init may ask for a lower fine-tuning rate (graft+align does, as align
+                    # tells its users to); every other init trains at cfg.lr
+                    record["lr"] = cfg.lr * got.get("lr_factor", 1.0)
                     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    twin = next((name for name, (_, st) in initialised.items()
-                                 if cfg.share_identical and _state_equal(st, state)), None)
-                    initialised[init] = (model, state)
+                    twin = next((name for name, (_, st, lr) in initialised.items()
+                                 if cfg.share_identical and lr == record["lr"]
+                                 and _state_equal(st, state)), None)
+                    initialised[init] = (model, state, record["lr"])
                     for regime in regimes:
                         if bar is not None:
                             bar.update(task, description=f"{desc} {regime}")
@@ -1139,7 +1153,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                         record["step_seconds"] = step_time[(pair.key, seed, regime)]
                         m = copy.deepcopy(model).to(device)
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
-                                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer,
+                                    batch_size=cfg.batch_size, lr=record["lr"], optimizer=cfg.optimizer,
                                     eval_data=test, eval_at=eval_at[regime], seed=seed,
                                     progress=progress)
                         del m
