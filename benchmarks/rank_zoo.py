@@ -10,7 +10,8 @@ Builds a zoo of N entries from N distinct small timm architectures (random-init 
   store the fingerprint and the self-DP value in the index (what `netgraft zoo add` does);
 * **index rebuild**: the index deleted and rebuilt from the entries (`netgraft zoo index`),
 
-then ranks each target (not in the zoo, 10 classes, 1 input channel) against every entry:
+then ranks each target (not in the zoo, 10 classes, 1 input channel) against every entry,
+with each matching method (``graft`` and ``dpiat``; the index holds self-DP values of both):
 
 * **cold**: the target never seen, no cached DP value — it is built, traced and probed once,
   then every entry's similarity, matching, coverage and "why" are computed from fingerprints;
@@ -18,7 +19,9 @@ then ranks each target (not in the zoo, 10 classes, 1 input channel) against eve
   memory), everything read from the index.
 
 No entry model is instantiated while ranking (checked: the script counts `create_model` calls).
-Prints a table and writes JSON. The issue's bar: rank < 10 s after the index is built.
+Prints a table and writes JSON. The issue's bar: rank < 10 s after the index is built, for
+`netgraft rank` as run by default (method graft); the exit status is 1 when it is missed.
+Pure-Python DP: the figures scale with how busy the CPU is (the JSON records the load).
 """
 from __future__ import annotations
 
@@ -100,6 +103,9 @@ def build_zoo(zoo_dir: Path, archs: list[str], num_classes: int, log) -> dict:
 def time_rank(zoo_dir: Path, target: str, method: str, top: int) -> dict:
     from netgraft.zoo import Zoo
 
+    import sqlite3
+    with sqlite3.connect(zoo_dir / "index.sqlite") as con:  # cold: the target is new to the index
+        con.execute("DELETE FROM fingerprints WHERE spec = ?", (target,))
     out = {}
     for phase in ("cold", "warm"):
         zoo = Zoo(zoo_dir, create=False)  # fresh: nothing in memory
@@ -119,7 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--entries", type=int, default=50, help=f"zoo size (max {len(ARCHS)})")
     parser.add_argument("--zoo", help="build the zoo here (default: a temporary directory, removed)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
-    parser.add_argument("--method", default="graft", choices=["graft", "dpiat"])
+    parser.add_argument("--methods", default="graft,dpiat",
+                        help="comma-separated matching methods to rank with (default graft,dpiat)")
     parser.add_argument("--num-classes", type=int, default=5, help="classes of the zoo entries")
     parser.add_argument("--top", type=int, default=5, help="ranked entries kept in the JSON")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -132,6 +139,10 @@ def main(argv=None) -> int:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     archs = ARCHS[:args.entries]
     targets = [t for t in args.targets.split(",") if t]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in ("graft", "dpiat")]
+    if unknown or not methods:
+        parser.error(f"--methods: choose among graft, dpiat (got {args.methods!r})")
     clash = set(targets) & set(archs)
     if clash:
         parser.error(f"targets must be new to the zoo: {', '.join(sorted(clash))}")
@@ -149,17 +160,21 @@ def main(argv=None) -> int:
         wall = time.perf_counter()
         log(f"building a zoo of {len(archs)} entries in {zoo_dir}")
         build = build_zoo(zoo_dir, archs, args.num_classes, log)
-        ranks = {}
-        for target in targets:
-            ranks[target] = time_rank(zoo_dir, target, args.method, args.top)
-            log(f"  ranked for {target}: cold {ranks[target]['cold']['seconds']:.2f} s, "
-                f"warm {ranks[target]['warm']['seconds']:.2f} s")
+        ranks: dict[str, dict] = {}
+        for method in methods:
+            for target in targets:
+                r = ranks.setdefault(method, {})[target] = time_rank(zoo_dir, target, method, args.top)
+                log(f"  ranked for {target} [{method}]: cold {r['cold']['seconds']:.2f} s, "
+                    f"warm {r['warm']['seconds']:.2f} s")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
     import timm
-    worst = max(r[p]["seconds"] for r in ranks.values() for p in ("cold", "warm"))
+    worst_by_method = {m: max(r[p]["seconds"] for r in by_target.values() for p in ("cold", "warm"))
+                       for m, by_target in ranks.items()}
+    # the bar is for `netgraft rank` as run by default (method graft); other methods are shown
+    worst = worst_by_method.get("graft", max(worst_by_method.values()))
     result = {
         "benchmark": "rank_zoo", "version": 1,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -168,26 +183,30 @@ def main(argv=None) -> int:
                     "timm": timm.__version__, "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "load_average_before": list(load_before),
                     "load_average_after": list(os.getloadavg())},
-        "entries": len(archs), "archs": archs, "method": args.method,
+        "entries": len(archs), "archs": archs, "methods": methods,
         "build": build, "rank": ranks, "worst_rank_seconds": worst,
+        "worst_rank_seconds_by_method": worst_by_method,
         "under_10s": worst < 10.0, "wall_seconds": time.perf_counter() - wall,
     }
     rows = [("zoo add (load, validate, trace, fingerprint, self-DP)", build["add_seconds"]),
             ("index rebuild from entries", build["index_rebuild_seconds"])]
-    for target, r in ranks.items():
-        rows += [(f"rank {target}: cold (target new, no cached DP)", r["cold"]["seconds"]),
-                 (f"rank {target}: warm (fresh process, cached)", r["warm"]["seconds"])]
+    for method, by_target in ranks.items():
+        for target, r in by_target.items():
+            rows += [(f"rank {target} [{method}]: cold (target new, no cached DP)", r["cold"]["seconds"]),
+                     (f"rank {target} [{method}]: warm (fresh process, cached)", r["warm"]["seconds"])]
     width = max(len(r[0]) for r in rows)
-    print(f"\nrank_zoo: {len(archs)} entries, method {args.method}, {torch.get_num_threads()} "
+    print(f"\nrank_zoo: {len(archs)} entries, {torch.get_num_threads()} "
           f"thread(s), load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"| {'step'.ljust(width)} | seconds |\n|{'-' * (width + 2)}|---------|")
     for name, sec in rows:
         print(f"| {name.ljust(width)} | {sec:7.2f} |")
-    for target, r in ranks.items():
-        best = r["top"][0]
-        print(f"best source for {target}: {best['name']} (similarity {best['similarity']:.3f}, "
-              f"coverage {best['coverage']:.1%}; {best['why']})")
-    print(f"worst rank time {worst:.2f} s: {'under' if result['under_10s'] else 'OVER'} 10 s")
+    for method, by_target in ranks.items():
+        for target, r in by_target.items():
+            best = r["top"][0]
+            print(f"best source for {target} [{method}]: {best['name']} (similarity {best['similarity']:.3f}, "
+                  f"coverage {best['coverage']:.1%}; {best['why']})")
+    print("worst rank time: " + ", ".join(f"{m} {w:.2f} s" for m, w in worst_by_method.items())
+          + f"; default method: {'under' if result['under_10s'] else 'OVER'} 10 s")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

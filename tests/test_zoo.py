@@ -61,8 +61,9 @@ def test_add_writes_weights_metadata_and_index(zoo_dir, checkpoints):
     with sqlite3.connect(zoo_dir / "index.sqlite") as con:
         keys = {row[:4] for row in con.execute("SELECT spec, num_classes, in_chans, input FROM fingerprints")}
         self_dp = con.execute("SELECT COUNT(*) FROM dp WHERE a = b AND method='graft'").fetchone()[0]
+        self_dpiat = con.execute("SELECT COUNT(*) FROM dp WHERE a = b AND method='dpiat'").fetchone()[0]
     assert keys == {(a, 5, 1, "auto") for a in SOURCES}
-    assert self_dp == 3
+    assert self_dp == self_dpiat == 3  # the index is ready for either method
     assert not list(zoo_dir.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
@@ -272,12 +273,13 @@ def test_benchmark_script_tiny(tmp_path, capsys):
                        "--json", str(out), "-q"]) == 0
     data = json.loads(out.read_text())
     assert data["entries"] == 3 and data["under_10s"] is True
-    rank = data["rank"]["resnet10t"]
+    assert set(data["rank"]) == {"graft", "dpiat"}
+    rank = data["rank"]["graft"]["resnet10t"]
     assert rank["entries"] == 3 and rank["warm"]["instantiated"] == []
     assert rank["cold"]["instantiated"] == ["resnet10t"]  # the new target only, never an entry
     assert data["build"]["index_rebuild_instantiated"] == 3
     assert 0 < rank["warm"]["seconds"] < 10 and 0 < rank["cold"]["seconds"] < 10  # no timing race on a busy CI
-    assert "worst rank time" in capsys.readouterr().out
+    assert "default method: under 10 s" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("source,target,roles,kwargs", [

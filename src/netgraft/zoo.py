@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
 from .errors import NetgraftError
-from .match import DEFAULT_METHOD, Matching, get_method, match
+from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match
 from .similarity import similarity_from_values
 from .trace import Architecture, Layer
 
@@ -417,7 +417,8 @@ class Zoo:
             self._refuse_duplicate(digest, name)
         key = (arch, kwargs.get("num_classes"), kwargs.get("in_chans"))
         arch_hash, fp = self._fingerprint_model(model, *key, "auto")
-        self._self_dp([arch_hash], DEFAULT_METHOD)
+        for method in METHODS:
+            self._self_dp([arch_hash], method)
 
         created = not weights_path.exists() and not weights_path.is_symlink()
         try:
@@ -505,8 +506,9 @@ class Zoo:
             self._archs[digest] = fpr.from_dict(fp)
         return self._archs[digest]
 
-    def build_index(self, method: str = DEFAULT_METHOD) -> dict[str, float]:
-        """Make sure every entry has a fingerprint and its self-DP value; returns timings."""
+    def build_index(self) -> dict[str, float]:
+        """Make sure every entry has a fingerprint and its self-DP value for every method;
+        returns counts and timings."""
         start = time.perf_counter()
         pruned = self.index.prune()
         hashes = []
@@ -515,7 +517,8 @@ class Zoo:
             if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans) is None:
                 built += 1
             hashes.append(self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)[0])
-        self._self_dp(hashes, method)
+        for method in METHODS:
+            self._self_dp(hashes, method)
         return {"entries": len(hashes), "fingerprinted": built, "pruned": sum(pruned.values()),
                 "seconds": time.perf_counter() - start}
 
