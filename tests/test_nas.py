@@ -22,7 +22,7 @@ CONTRACT_ATTRS = {"arch", "arch_params", "accuracy", "params", "flops", "latency
 def tiny(tmp_path, **kw):
     base = dict(dataset="digits", image_size=16, train_size=320, test_size=200, trials=4,
                 storage=str(tmp_path / "search.db"), latency_repeats=2, calibration=64,
-                heartbeat=1, grace=3, poll=0.2)
+                heartbeat=1, grace=3, poll=0.2, min_similarity=0.0)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -209,6 +209,13 @@ def test_pool_in_a_plain_optuna_objective(tmp_path, data):
     params = {"depth": 2, "hidden": 32}
     best = max(pool.entries(), key=lambda e: (pool.similarity(params, e.params), e.accuracy))
     assert pool.rank(params, pool.entries())[0][0].key == best.key
+    # below min_similarity nothing is grafted, and the note says why
+    picky = WarmStartPool(tmp_path / "pool", _mlp, example_input=x[:1], min_similarity=0.99)
+    model = _mlp({"depth": 1, "hidden": 32})
+    before = [p.clone() for p in model.parameters()]
+    ws = picky.warm_start(model, {"depth": 1, "hidden": 32}, study="mlp")
+    assert ws.entry is None and ws.candidates == 3 and "similar enough" in ws.note
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     # other studies' entries are only used with scope="all"
     other = WarmStartPool(tmp_path / "pool", _mlp, example_input=x[:1], study="another")
     assert other.candidates() == [] and len(WarmStartPool(

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                        "next to a sqlite file, else ./netgraft-pool)")
     parser.add_argument("--pool-scope", default=d.pool_scope, choices=("study", "all"),
                         help="graft only from this study's trials (default) or from any entry")
+    parser.add_argument("--min-similarity", type=float, default=d.min_similarity,
+                        help=f"graft only from pool models at least this similar (default "
+                             f"{d.min_similarity}; 0 = always graft from the most similar)")
     parser.add_argument("--seed", type=int, default=d.seed, help="sampler and training seed")
     parser.add_argument("--image-size", type=int, default=d.image_size, help="pixels (default 28)")
     parser.add_argument("--train-size", type=int, default=d.train_size,
@@ -75,7 +78,8 @@ def config_from_args(args: argparse.Namespace):
     return SearchConfig(
         dataset=args.dataset, space=args.space, objectives=args.objectives, trials=trials,
         minutes=args.minutes, warm=args.warm, storage=args.storage, study=args.study,
-        pool=args.pool, pool_scope=args.pool_scope, seed=args.seed, image_size=args.image_size,
+        pool=args.pool, pool_scope=args.pool_scope, min_similarity=args.min_similarity,
+        seed=args.seed, image_size=args.image_size,
         train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, threads=args.threads, heartbeat=args.heartbeat,
         grace=args.grace)

@@ -123,6 +123,9 @@ class WarmStartPool:
     `tag` (JSON-able dict) is stored with every entry and only entries with an equal tag are
     candidates (e.g. the space, class count and input channels `build` is bound to).
     `calibration_data`: unlabeled inputs to re-estimate batch norms after each graft.
+    `min_similarity`: graft only from entries at least this similar (in [0, 1]); grafts
+    between very different architectures (e.g. depthwise-separable blocks into full
+    convolutions) can start worse than random init.
     """
 
     def __init__(self, directory: str | Path, build: Callable[[dict[str, Any]], nn.Module], *,
@@ -185,13 +188,17 @@ class WarmStartPool:
         entries = [e for e in self.entries() if e.meta.get("tag", {}) == self.tag]
         if self.scope == "all":
             return entries
-        complete = None
+        complete, study_id = None, None
         if trial is not None:
             from optuna.trial import TrialState
             complete = {t.number for t in trial.study.get_trials(deepcopy=False,
                                                                  states=(TrialState.COMPLETE,))}
+            study_id = _study_id(trial)
+        # a study deleted and re-created under the same name gets another id: its old
+        # entries are not this study's trials
         return [e for e in entries if e.study == study
-                and (complete is None or e.trial in complete)]
+                and (complete is None or e.trial in complete)
+                and (study_id is None or e.meta.get("study_id") in (None, study_id))]
 
     # ------------------------------------------------------------- similarity
     def _arch(self, params: dict[str, Any]):
@@ -232,9 +239,14 @@ class WarmStartPool:
         result = WarmStart()
         cands = self.candidates(trial, study)
         result.candidates = len(cands)
+        ranked = self.rank(params, cands)
         if not cands:
             result.note = "pool has no trained model of this study yet"
-        for entry, sim in self.rank(params, cands):
+        elif not ranked:
+            best = max(self.similarity(params, e.params) for e in cands)
+            result.note = (f"no pool model is similar enough (best similarity {best:.2f} < "
+                           f"{self.min_similarity}): random init kept")
+        for entry, sim in ranked:
             try:
                 parent = self.load(entry)
             except NetgraftError as exc:  # corrupt / mismatched file: try the next one
@@ -278,7 +290,8 @@ class WarmStartPool:
             "format": FORMAT, "key": key, "arch_params": dict(params),
             "arch": self.describe(params) if self.describe else arch_key(params),
             "tag": self.tag, "study": study or self.study,
-            "trial": trial.number if trial is not None else None, "parent": parent,
+            "trial": trial.number if trial is not None else None,
+            "study_id": _study_id(trial) if trial is not None else None, "parent": parent,
             "metrics": dict(metrics or {}), "netgraft_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             **(extra or {}),
@@ -296,3 +309,8 @@ class WarmStartPool:
 
     def __repr__(self) -> str:
         return f"WarmStartPool({str(self.directory)!r}, scope={self.scope!r}, study={self.study!r})"
+
+
+def _study_id(trial) -> int | None:
+    sid = getattr(trial.study, "_study_id", None)  # the storage's id of the study
+    return sid if isinstance(sid, int) else None

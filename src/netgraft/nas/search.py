@@ -84,6 +84,7 @@ class SearchConfig:
     batch_size: int = 64
     lr: float = 2e-3
     calibration: int = 256            # unlabeled images to re-estimate batch norms after a graft
+    min_similarity: float = 0.5       # graft only from pool models at least this similar
     latency_repeats: int = 20
     threads: int | None = 1
     heartbeat: int = 10               # seconds between heartbeats (RDB storages)
@@ -106,6 +107,8 @@ class SearchConfig:
                 raise NetgraftError(f"--{name.replace('_', '-')} must be >= 1")
         if self.epochs <= 0:
             raise NetgraftError(f"--epochs must be > 0, got {self.epochs}")
+        if not 0 <= self.min_similarity <= 1:
+            raise NetgraftError(f"--min-similarity must be in [0, 1], got {self.min_similarity}")
         if self.heartbeat < 1 or self.grace <= self.heartbeat:
             raise NetgraftError("heartbeat must be >= 1 s and grace > heartbeat")
 
@@ -287,7 +290,8 @@ def _study_attrs(cfg: SearchConfig, pool_dir: str) -> dict[str, Any]:
             "objectives": list(cfg.objectives), "warm": cfg.warm, "pool": pool_dir,
             "config": {k: v for k, v in asdict(cfg).items()
                        if k in ("image_size", "train_size", "test_size", "epochs", "batch_size",
-                                "lr", "calibration", "seed", "trials", "pool_scope")}}
+                                "lr", "calibration", "seed", "trials", "pool_scope",
+                                "min_similarity")}}
 
 
 def default_pool_dir(cfg: SearchConfig) -> str:
@@ -532,7 +536,8 @@ def run_search(cfg: SearchConfig, *, on_trial: Callable[[Any, Any, dict], None] 
             example_input=data.example, study=cfg.study_name, scope=cfg.pool_scope,
             tag={"space": space.name, "dataset": cfg.dataset, "image_size": cfg.image_size,
                  "num_classes": data.num_classes, "in_chans": data.in_chans},
-            calibration_data=data.calibration, describe=space.describe)
+            calibration_data=data.calibration, describe=space.describe,
+            min_similarity=cfg.min_similarity)
         objective = Objective(cfg, data, pool, space)
         result = SearchResult(study, pool_dir)
         target = cfg.trials if cfg.trials is not None else math.inf
