@@ -94,25 +94,62 @@ def summarize(study, pmin: int, pmax: int, ref_accuracy: float) -> dict:
     }
 
 
-def estimate(args, data) -> float:
-    """Seconds the whole benchmark should take, from one measured typical trial."""
+class _RandomTrial:
+    """Just enough of an Optuna trial to draw a random architecture from a space."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def suggest_int(self, name, low, high, **_):
+        return self.rng.randint(low, high)
+
+    def suggest_categorical(self, name, choices):
+        return self.rng.choice(list(choices))
+
+
+def estimate(args, data, samples: int = 4) -> float:
+    """Seconds the whole benchmark should take, from `samples` measured random trials."""
+    import random
+
     from netgraft.training import evaluate, train
 
     space = get_space(args.space)
-    params = {"width": 16, "depth1": 2, "depth2": 2, "depth3": 2, "kernel": 3, "block": "ir"}
-    model = space.build(params, num_classes=data.num_classes, in_chans=data.in_chans)
     steps = max(1, round(args.epochs * (len(data.train) // 64)))
-    start = time.perf_counter()
-    train(model, data.train, steps=steps, batch_size=64, lr=2e-3)
-    evaluate(model, data.test)
-    evaluate(model, data.test)
-    per_trial = time.perf_counter() - start + 0.5  # + metrics, storage, pool writes
+    rng, times = random.Random(0), []
+    for _ in range(samples):
+        params = space.sample(_RandomTrial(rng))
+        model = space.build(params, num_classes=data.num_classes, in_chans=data.in_chans)
+        start = time.perf_counter()
+        train(model, data.train, steps=steps, batch_size=64, lr=2e-3)
+        evaluate(model, data.test)
+        evaluate(model, data.test)
+        times.append(time.perf_counter() - start + 0.5)  # + metrics, storage, pool writes
+        print(f"  {space.describe(params)}: {times[-1]:.1f} s", flush=True)
+    per_trial = statistics.fmean(times)
     runs = 2 * args.seeds
-    total = per_trial * args.trials * runs + 0.4 * args.trials * args.seeds  # + grafting
-    print(f"estimate: one typical trial ({space.describe(params)}, {steps} steps) "
-          f"{per_trial:.1f} s on {torch.get_num_threads()} thread(s); {runs} searches × "
-          f"{args.trials} trials ≈ {total / 60:.1f} min (trial sizes vary ±3×)")
+    total = per_trial * args.trials * runs + 0.5 * args.trials * args.seeds  # + grafting
+    print(f"estimate: a random trial ({steps} steps) takes {per_trial:.1f} s on "
+          f"{torch.get_num_threads()} thread(s); {runs} searches × {args.trials} trials ≈ "
+          f"{total / 60:.1f} min (more if the search favours large networks or the machine "
+          f"is busy)")
     return total
+
+
+def check_resumable(args, cfg: SearchConfig) -> None:
+    """Refuse to resume a benchmark study that was run with other settings."""
+    import optuna
+
+    url = f"sqlite:///{Path(args.storage).resolve()}"
+    if not Path(args.storage).exists():
+        return
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage=url)}
+    if cfg.study_name not in names:
+        return
+    old = optuna.load_study(study_name=cfg.study_name, storage=url).user_attrs.get("config", {})
+    for key in ("image_size", "train_size", "test_size", "epochs", "seed", "lr", "min_similarity"):
+        if key in old and old[key] != getattr(cfg, key):
+            raise SystemExit(f"study {cfg.study_name} in {args.storage} was run with {key}="
+                             f"{old[key]}, not {getattr(cfg, key)}: add --fresh to start over")
 
 
 def table(result: dict) -> str:
@@ -200,6 +237,7 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         for arm in ARMS:
             cfg = cfg_for(arm, seed)
+            check_resumable(args, cfg)
             start = time.perf_counter()
             print(f"[{arm} seed {seed}] study {cfg.study_name}: {args.trials} trials ...", flush=True)
             res = run_search(cfg, data=data)

@@ -93,7 +93,10 @@ def _fmt(v, kind: str) -> str:
     if kind == "int":
         return f"{int(v):,}"
     if kind == "flops":
-        return f"{v / 1e6:.1f}M"
+        for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+            if v >= scale:
+                return f"{v / scale:.1f}{unit}"
+        return str(int(v))
     return f"{v:.2f}"
 
 
@@ -108,8 +111,8 @@ def front_table(study, top: int = 15):
     title = (f"Pareto front of '{study.study_name}' ({len(rows)} trials)" if multi
              else f"best trials of '{study.study_name}'")
     table = Table(title=title, title_justify="left")
-    table.add_column("trial", justify="right")
-    table.add_column("architecture", no_wrap=True)
+    table.add_column("trial", justify="right", no_wrap=True, min_width=5)
+    table.add_column("architecture", overflow="fold", min_width=12)
     for col in ("acc%", "params", "FLOPs", "ms", "parent", "sim", "cov%", "acc@0%"):
         table.add_column(col, justify="right", no_wrap=True)
     for t in rows[:top]:

@@ -114,7 +114,7 @@ class SearchConfig:
 
     @property
     def space_name(self) -> str:
-        return self.space if isinstance(self.space, str) else get_space(self.space).name
+        return get_space(self.space).name
 
     @property
     def study_name(self) -> str:
