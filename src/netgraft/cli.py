@@ -1,4 +1,4 @@
-"""The ``netgraft`` command: transfer, similarity, inspect, demo."""
+"""The ``netgraft`` command: transfer, similarity, inspect, bench, search, report, zoo, rank, demo."""
 from __future__ import annotations
 
 import argparse
@@ -208,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="transfer-quality benchmark: graft vs random init on Fashion-MNIST")
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
+
+    from .report import cli as report_cli
+    p = sub.add_parser("report", help=report_cli.HELP)
+    report_cli.add_arguments(p)
+    p.set_defaults(func=report_cli.run)
 
     p = sub.add_parser("demo", help="train a source on Fashion-MNIST, graft it, compare with random init")
     p.add_argument("--steps", type=int, default=60, help="training steps of the target (default 60)")
