@@ -160,8 +160,10 @@ def stage_ends(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple
     """(module name, spatial size, channels) of the last feature map at every resolution.
 
     Candidates are timm's ``feature_info`` modules when the model has them, else the blocks
-    of the traced model; only modules returning a (N, C, *spatial) tensor count, and of those
-    sharing one spatial size the last one executed wins (the end of that stage)."""
+    of the traced model; only modules returning a (N, C, H, W) or (N, C, D, H, W) tensor
+    count, and of those
+    sharing one spatial size the last one executed wins (the end of that stage). Token
+    sequences (N, T, C) of transformers are not anchors: those models get the head fit only."""
     info = getattr(model, "feature_info", None)
     names: list[str] = []
     if isinstance(info, (list, tuple)) and info and all(isinstance(d, dict) for d in info):
@@ -188,7 +190,7 @@ def stage_ends(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple
     seen = []
     for name in dict.fromkeys(order):  # execution order
         t = feats.get(name)
-        if t is None or t.ndim < 3:
+        if t is None or t.ndim not in (4, 5):  # (N, C, H, W [, D]) maps; tokens are (N, T, C)
             continue
         by_size[tuple(t.shape[2:])] = (name, t.shape[1])
         seen.append(name)
