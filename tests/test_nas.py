@@ -263,3 +263,12 @@ def test_cli_runs_prints_front_and_reports_errors(tmp_path, capsys):
     assert "unknown objective 'size'" in capsys.readouterr().err
     assert nas_cli.main(["--storage", "ftp://x", "--trials", "1"]) == 2
     assert "unsupported URL scheme" in capsys.readouterr().err
+
+
+def test_time_budget(tmp_path, data):
+    start = time.perf_counter()
+    result = run_search(tiny(tmp_path, trials=None, minutes=0.02), data=data)
+    assert result.stopped == "time budget reached" and len(result.ran) >= 1
+    assert time.perf_counter() - start < 30  # stops starting trials once 1.2 s have passed
+    with pytest.raises(NetgraftError, match="give a budget"):
+        tiny(tmp_path, trials=None)

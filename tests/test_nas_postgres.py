@@ -85,7 +85,7 @@ def _worker(url: str, pool: Path, trials: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "netgraft.nas", "--dataset", "digits", "--image-size", "16",
            "--train-size", "320", "--test-size", "200", "--trials", str(trials),
            "--storage", url, "--study", STUDY, "--pool", str(pool), "--heartbeat", "1",
-           "--grace", "3", "--threads", "1", "-q", *extra]
+           "--grace", "3", "--threads", "1", "--min-similarity", "0", "-q", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
