@@ -2,8 +2,15 @@
 
 ``run_search(SearchConfig(...))`` is what ``netgraft search`` runs; one call is one worker.
 Several workers (processes, machines) given the same storage, study and pool directory share
-the work. The study follows docs/NAS_CONTRACT (user attributes of the study and of every
-trial), so ``netgraft report`` can draw it.
+the work. The study and every trial carry the user attributes ``netgraft report`` reads
+(study: netgraft_version, space, dataset, objectives, warm, pool; trial: arch, arch_params,
+accuracy, params, flops, latency_ms, warm, parent, parent_trial, parent_arch, similarity,
+coverage, pool_key, train_seconds, steps, accuracy_at_0, worker; failed: fail_reason).
+
+Warm start: a trial's model is grafted from the most similar trained model of the study
+(``WarmStartPool``), if one is at least ``min_similarity`` similar (default 0.5: grafts
+between very different blocks, e.g. depthwise-separable into full convolutions, measured
+worse than random init after one epoch), then trained exactly like a cold trial.
 
 Budget and resuming: ``trials`` is the number of *finished* trials the study should reach:
 COMPLETE trials plus trials that failed on their own (architecture could not be built,
