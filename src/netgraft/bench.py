@@ -747,7 +747,7 @@ def _equal_time_table(m: dict[str, Any], inits: Sequence[str], epochs: int) -> l
             if not q or init == BASELINE:
                 continue
             cells = [f"{_gain(q['gain_points'].get(b))} pts, ahead on {q['ahead'].get(b)}"
-                     for b in EQUAL_TIME_BUDGETS]
+                     if q["gain_points"].get(b) is not None else "–" for b in EQUAL_TIME_BUDGETS]
             rows.append(f"| **mean, {group}** | {init} | {q['extra_steps']:.1f} steps | "
                         + " | ".join(cells) + " |")
     if not rows:
