@@ -769,7 +769,7 @@ def run_zoo(args: argparse.Namespace) -> int:
     table = Table(title=escape(f"zoo {zoo.dir}: {len(entries)} entries"), title_justify="left")
     for col, justify in (("name", "left"), ("arch", "left"), ("task", "left"),
                          ("accuracy", "right"), ("params", "right"), ("added", "left")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, overflow="fold")  # never truncate a name
     for e in entries:
         table.add_row(*map(escape, (e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy),
                                     f"{e.params:,}", e.added[:16].replace("T", " "))))
