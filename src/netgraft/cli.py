@@ -209,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
+    from . import zoo
+    p = sub.add_parser("zoo", help="manage a zoo of trained checkpoints (add, list, index, remove)")
+    zoo.add_zoo_arguments(p)
+    p.set_defaults(func=zoo.run_zoo)
+    p = sub.add_parser("rank", help="rank the zoo's checkpoints as sources for a target, without training")
+    zoo.add_rank_arguments(p)
+    p.set_defaults(func=zoo.run_rank)
+
     from .report import cli as report_cli
     p = sub.add_parser("report", help=report_cli.HELP)
     report_cli.add_arguments(p)
