@@ -7,6 +7,7 @@
 from .errors import (CheckpointError, ModelForwardError, ModelSpecError, NetgraftError,
                      UnsupportedModelError)
 from .match import DEFAULT_METHOD, METHODS, Matching, match
+from .metrics import ModelMetrics, metrics
 from .similarity import similarity
 from .trace import Architecture, Block, Layer, trace
 from .transfer import LayerRecord, TransferReport, transfer
@@ -15,6 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Architecture", "Block", "CheckpointError", "DEFAULT_METHOD", "Layer", "LayerRecord",
-    "METHODS", "Matching", "ModelForwardError", "ModelSpecError", "NetgraftError",
-    "TransferReport", "UnsupportedModelError", "match", "similarity", "trace", "transfer",
+    "METHODS", "Matching", "ModelMetrics", "ModelForwardError", "ModelSpecError", "NetgraftError",
+    "TransferReport", "UnsupportedModelError", "match", "metrics", "similarity", "trace", "transfer",
 ]

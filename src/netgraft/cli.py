@@ -209,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(p)
     p.set_defaults(func=bench.run)
 
+    from .nas import cli as nas_cli
+    p = sub.add_parser("search", help="architecture search (Optuna) where each trial is grafted from "
+                                      "the most similar model the study has trained")
+    nas_cli.add_arguments(p)
+    p.set_defaults(func=nas_cli.run)
+
     from . import zoo
     p = sub.add_parser("zoo", help="manage a zoo of trained checkpoints (add, list, index, remove)")
     zoo.add_zoo_arguments(p)
