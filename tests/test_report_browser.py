@@ -244,6 +244,9 @@ def main(argv=None) -> int:
     p.add_argument("--screenshot", default="docs/report.png")
     p.add_argument("--html", help="also keep the HTML page here")
     p.add_argument("--size", default="1400x1000")
+    p.add_argument("--storage", help="show this real search (sqlite file or URL) instead of a synthetic one")
+    p.add_argument("--study", action="append", help="studies of --storage to show (default: all)")
+    p.add_argument("--title", default="netgraft search: warm-started (grafted) vs cold")
     args = p.parse_args(argv)
     w, h = map(int, args.size.split("x"))
     shot = Path(args.screenshot).resolve()
@@ -252,9 +255,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)                      # the page shows the storage as given: "search.db"
         try:
-            make_search("search.db")
             page = page or Path(tmp) / "report.html"
-            write_report("search.db", page, title="netgraft search: warm-started (grafted) vs cold")
+            if args.storage:
+                storage = args.storage if "://" in args.storage else str(Path(cwd, args.storage))
+                write_report(storage, page, studies=args.study, title=args.title)
+            else:
+                make_search("search.db")
+                write_report("search.db", page, title=args.title)
         finally:
             os.chdir(cwd)
         driver = start_chromium(w, h)
