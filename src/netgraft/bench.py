@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -180,11 +181,11 @@ def _init_random(source: nn.Module, target: nn.Module) -> dict:
     return {"coverage": 0.0, "transfer_seconds": 0.0}
 
 
-def _netgraft(method: str) -> InitFn:
+def _netgraft(method: str, **options: Any) -> InitFn:
     def init(source: nn.Module, target: nn.Module) -> dict:
         from .transfer import transfer
 
-        report = transfer(source, target, method=method)
+        report = transfer(source, target, method=method, **options)
         return {"coverage": report.coverage, "transfer_seconds": report.seconds,
                 "similarity": report.similarity}
     init.__name__ = f"_init_{method}"
@@ -239,6 +240,7 @@ INITS: dict[str, InitFn] = {
     "iatransfer": _init_iatransfer,
     "dpiat": _netgraft("dpiat"),
     "graft": _netgraft("graft"),
+    "graft+importance": _netgraft("graft", shrink="importance"),
     "graft+calib": _init_graft_calibrated,
     "graft+align": _init_graft_aligned,
 }
@@ -1001,8 +1003,14 @@ def estimate(cfg: Config, device: torch.device, cache: Path, log: Callable[[str]
 
 
 # ----------------------------------------------------------------------------- running
-def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+def _state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A content hash of a state dict (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _console(quiet: bool = False):
@@ -1086,12 +1094,15 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
             source_acc[name] = sinfo["accuracy"]
             result["sources"][name] = sinfo
 
+        # runs keyed by (starting weights, seed, regime): training is deterministic on a CPU, so
+        # bit-identical starts (random init of one target for several sources, or two inits
+        # that produced the same weights) are trained once and shared
+        trained: dict[tuple[str, int, str], dict] = {}
         for pair in cfg.pairs:
             source = sources[pair.source]
             for seed in cfg.seeds:
                 torch.manual_seed(1000 + seed)  # the target's random init for this seed
                 base = create_model(pair.target, num_classes=train_full.num_classes, in_chans=cfg.in_chans)
-                initialised: dict[str, tuple[nn.Module, dict[str, torch.Tensor], float]] = {}
                 for init in cfg.inits:
                     desc = f"{pair.source}→{pair.target} {init} s{seed}"
                     if init in result["skipped_inits"]:
@@ -1125,18 +1136,14 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                     # an init may ask for a lower fine-tuning rate (graft+align does, as align
                     # tells its users to); every other init trains at cfg.lr
                     record["lr"] = cfg.lr * got.get("lr_factor", 1.0)
-                    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    twin = next((name for name, (_, st, lr) in initialised.items()
-                                 if cfg.share_identical and lr == record["lr"]
-                                 and _state_equal(st, state)), None)
-                    initialised[init] = (model, state, record["lr"])
+                    digest = f"{_state_digest(model.state_dict())}|{pair.target}|{record['lr']!r}"
                     for regime in regimes:
                         if bar is not None:
                             bar.update(task, description=f"{desc} {regime}")
-                        if twin is not None:
-                            prior = next(r for r in result["runs"] if r["pair"] == pair.key
-                                         and r["seed"] == seed and r["init"] == twin
-                                         and r["regime"] == regime)
+                        prior = trained.get((digest, seed, regime)) if cfg.share_identical else None
+                        if prior is not None:
+                            twin = (prior["init"] if prior["pair"] == pair.key
+                                    else f"{prior['init']} of {prior['source']}→{prior['target']}")
                             result["runs"].append({**record, "regime": regime,
                                                    "step_seconds": prior.get("step_seconds"),
                                                    "history": prior.get("history"),
@@ -1147,10 +1154,10 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                             log(f"[{done}/{n_runs}] {pair.label} {init:<10} seed {seed} {regime:<8} "
                                 f"bit-identical to {twin}: shares its run")
                             continue
-                        if (pair.key, seed, regime) not in step_time:
-                            step_time[(pair.key, seed, regime)] = measure_step_seconds(
+                        if (pair.target, seed, regime) not in step_time:
+                            step_time[(pair.target, seed, regime)] = measure_step_seconds(
                                 base, train_sets[regime], cfg, device)
-                        record["step_seconds"] = step_time[(pair.key, seed, regime)]
+                        record["step_seconds"] = step_time[(pair.target, seed, regime)]
                         m = copy.deepcopy(model).to(device)
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
                                     batch_size=cfg.batch_size, lr=record["lr"], optimizer=cfg.optimizer,
@@ -1161,6 +1168,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                                                "history": [[s, a] for s, a in res.history],
                                                "train_seconds": res.seconds,
                                                "diverged": res.diverged, "shared_with": None})
+                        trained[(digest, seed, regime)] = result["runs"][-1]
                         advance(desc)
                         final = res.history[-1][1] if res.history else float("nan")
                         log(f"[{done}/{n_runs}] {pair.label} {init:<10} seed {seed} {regime:<8} "
