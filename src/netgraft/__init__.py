@@ -4,8 +4,10 @@
     >>> report = netgraft.transfer(trained_resnet, timm.create_model("efficientnet_b0"))
     >>> print(report)
 """
+from .align import AlignReport, align
+from .autoinit import AutoInitReport, autoinit
 from .errors import (CheckpointError, ModelForwardError, ModelSpecError, NetgraftError,
-                     UnsupportedModelError)
+                     NetgraftWarning, UnsupportedModelError)
 from .match import DEFAULT_METHOD, METHODS, Matching, match
 from .metrics import ModelMetrics, metrics
 from .similarity import similarity
@@ -15,6 +17,7 @@ from .transfer import LayerRecord, TransferReport, transfer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignReport", "AutoInitReport", "NetgraftWarning", "align", "autoinit",
     "Architecture", "Block", "CheckpointError", "DEFAULT_METHOD", "Layer", "LayerRecord",
     "METHODS", "Matching", "ModelMetrics", "ModelForwardError", "ModelSpecError", "NetgraftError",
     "TransferReport", "UnsupportedModelError", "match", "metrics", "similarity", "trace", "transfer",

@@ -91,6 +91,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         step("tracing, matching, grafting")
         example = _input_shape(args.input_size)
         report = transfer(source, target, method=args.method, head=args.head,
+                          shrink=args.shrink, autoinit=args.autoinit,
                           example_input=example, source_input=_input_shape(args.source_input_size))
         step("checking the grafted model")
         target.eval()
@@ -184,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     p.add_argument("--head", default="auto", choices=HEAD_POLICIES,
                    help="classifier head: copied only when class counts agree (auto)")
+    p.add_argument("--shrink", default="uniform", choices=("uniform", "importance"),
+                   help="which channels a narrower target keeps: evenly spaced (default) or the "
+                        "largest-weight ones")
+    p.add_argument("--autoinit", action="store_true",
+                   help="rescale layers nothing was transferred to so they preserve signal scale")
     p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
     p.add_argument("--report", help="also write the full report as JSON here")
     p.add_argument("--all", action="store_true", help="print every layer of the report")

@@ -28,3 +28,7 @@ class CheckpointError(NetgraftError):
 
 class ModelSpecError(NetgraftError):
     """A model name / factory string could not be turned into a model."""
+
+
+class NetgraftWarning(UserWarning):
+    """A transfer that ran but is likely to help little, or to hurt, as configured."""

@@ -19,7 +19,7 @@ from torch import nn
 from . import adapt
 from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
-from .errors import NetgraftError, UnsupportedModelError
+from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
 from .match import DEFAULT_METHOD, Matching, dp_value, get_method, match
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
@@ -32,10 +32,6 @@ SHRINK_POLICIES = ("uniform", "importance")
 DISTANT_SIMILARITY = 0.4
 #: a matched layer scoring below this is a weak match: best left random without calibration
 WEAK_SCORE = 0.25
-
-
-class NetgraftWarning(UserWarning):
-    """A transfer that ran but is likely to help little, or to hurt, as configured."""
 
 
 @dataclass
