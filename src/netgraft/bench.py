@@ -384,25 +384,32 @@ def speedup(random_curve: Curve, curve: Curve) -> dict[str, Any]:
     return out
 
 
-def measure_step_seconds(model: nn.Module, data, cfg: Config, device: torch.device,
-                         reps: int = 3) -> float:
-    """Median wall time of one training step of `model` (a copy) at the benchmark's batch
-    size, after one warm-up step: what a step costs, evaluations excluded."""
+def _median_step_seconds(m: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, reps: int,
+                         warmup: int) -> float:
+    """Median wall time of one Adam step of `m` on (x, y), after `warmup` untimed steps."""
     import torch.nn.functional as F
 
-    m = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
-    x, y = data.x[:cfg.batch_size].to(device), data.y[:cfg.batch_size].to(device)
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    m.train()
     times = []
-    for i in range(reps + 1):
+    for i in range(reps + warmup):
         start = time.perf_counter()
         loss = F.cross_entropy(m(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i:
+        if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def measure_step_seconds(model: nn.Module, data, cfg: Config, device: torch.device,
+                         reps: int = 3) -> float:
+    """Median wall time of one training step of `model` (a copy) at the benchmark's batch
+    size, after one warm-up step: what a step costs, evaluations excluded."""
+    m = copy.deepcopy(model).to(device)
+    x, y = data.x[:cfg.batch_size].to(device), data.y[:cfg.batch_size].to(device)
+    return _median_step_seconds(m, x, y, cfg.lr, reps, warmup=1)
 
 
 def value_interpolated(curve: Curve, step: float) -> tuple[float | None, bool]:
@@ -930,25 +937,13 @@ def get_source(name: str, cfg: Config, cache: Path, train_full, test_full, devic
 def _time_model(name: str, batch: int, eval_images: int, device: torch.device,
                 image_size: int, in_chans: int, reps: int = 4) -> tuple[float, float]:
     """(seconds per training step at `batch`, seconds to evaluate `eval_images`)."""
-    import torch.nn.functional as F
-
     from .models import create_model
 
     torch.manual_seed(0)
     m = create_model(name, num_classes=10, in_chans=in_chans).to(device)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     x = torch.randn(batch, in_chans, image_size, image_size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
-    times = []
-    m.train()
-    for i in range(reps + 2):
-        start = time.perf_counter()
-        loss = F.cross_entropy(m(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+    step = _median_step_seconds(m, x, y, 1e-3, reps, warmup=2)
     m.eval()
     xe = torch.randn(min(512, eval_images), in_chans, image_size, image_size, device=device)
     with torch.no_grad():
@@ -956,7 +951,7 @@ def _time_model(name: str, batch: int, eval_images: int, device: torch.device,
         start = time.perf_counter()
         m(xe)
         te = time.perf_counter() - start
-    return statistics.median(times), te * eval_images / len(xe)
+    return step, te * eval_images / len(xe)
 
 
 def estimate(cfg: Config, device: torch.device, cache: Path, log: Callable[[str], None]) -> dict:

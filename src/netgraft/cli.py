@@ -42,15 +42,10 @@ def _steps(enabled: bool, total: int) -> Iterator:
 
 
 def _input_shape(text: str | None):
-    if not text:
-        return None
-    try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) <= 0:
-        raise NetgraftError(f"input size {text!r}: expected positive C,H,W (e.g. 3,224,224)")
-    return torch.randn(1, *dims)
+    from .models import parse_input_size
+
+    dims = parse_input_size(text)
+    return None if dims is None else torch.randn(1, *dims)
 
 
 def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None, role: str):

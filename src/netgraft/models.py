@@ -89,3 +89,18 @@ def head_shape(spec: str, state: dict[str, Any]) -> dict[str, int]:
     if first and f"{first}.weight" in state and state[f"{first}.weight"].ndim == 4:
         out["in_chans"] = int(state[f"{first}.weight"].shape[1])
     return out
+
+
+def parse_input_size(text: str | None) -> tuple[int, ...] | None:
+    """"C,H,W" (or "CxHxW") from the command line → (C, H, W); None for an empty value."""
+    from .errors import NetgraftError
+
+    if not text:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if not dims or min(dims) <= 0:
+        raise NetgraftError(f"input size {text!r}: expected positive C,H,W (e.g. 3,224,224)")
+    return dims

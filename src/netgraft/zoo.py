@@ -688,18 +688,6 @@ def _zoo_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo", help="zoo directory (default $NETGRAFT_ZOO or ~/.cache/netgraft/zoo)")
 
 
-def _parse_size(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
-    except ValueError:
-        dims = ()
-    if not dims or min(dims) <= 0:
-        raise ZooError(f"input size {text!r}: expected positive C,H,W (e.g. 3,224,224)")
-    return dims
-
-
 def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`netgraft zoo add|list|index|remove`."""
     sub = parser.add_subparsers(dest="zoo_command", required=True)
@@ -797,7 +785,9 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run_rank(args: argparse.Namespace) -> int:
     console = _console()
     zoo = Zoo(args.zoo, create=False)
-    input_size = _parse_size(args.input_size)
+    from .models import parse_input_size
+
+    input_size = parse_input_size(args.input_size)
     out = Path(args.then_transfer) if args.then_transfer else None
     if out is not None and not out.parent.is_dir():
         raise ZooError(f"output folder does not exist: {out.parent}")

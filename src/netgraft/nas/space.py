@@ -45,6 +45,18 @@ class SearchSpace(Protocol):
     def describe(self, params: dict[str, Any]) -> str: ...
 
 
+def _sample_stages(space: Any, trial, *, kernel: bool) -> dict[str, Any]:
+    """Width, depth of each of the three stages, (kernel), block type — in this order, which
+    is the order the sampler sees them (kept stable so seeded searches stay reproducible)."""
+    params = {"width": trial.suggest_categorical("width", list(space.widths))}
+    for i in (1, 2, 3):
+        params[f"depth{i}"] = trial.suggest_int(f"depth{i}", *space.depths)
+    if kernel:
+        params["kernel"] = trial.suggest_categorical("kernel", list(space.kernels))
+    params["block"] = trial.suggest_categorical("block", list(space.blocks))
+    return params
+
+
 class EffNetSpace:
     """EfficientNet-style nets from timm's arch-def strings (see the module docstring)."""
 
@@ -57,14 +69,7 @@ class EffNetSpace:
     num_features = 128
 
     def sample(self, trial) -> dict[str, Any]:
-        return {
-            "width": trial.suggest_categorical("width", list(self.widths)),
-            "depth1": trial.suggest_int("depth1", *self.depths),
-            "depth2": trial.suggest_int("depth2", *self.depths),
-            "depth3": trial.suggest_int("depth3", *self.depths),
-            "kernel": trial.suggest_categorical("kernel", list(self.kernels)),
-            "block": trial.suggest_categorical("block", list(self.blocks)),
-        }
+        return _sample_stages(self, trial, kernel=True)
 
     def arch_def(self, params: dict[str, Any]) -> list[list[str]]:
         w, k, b = int(params["width"]), int(params["kernel"]), str(params["block"])
@@ -97,13 +102,7 @@ class ResNetSpace:
     blocks = ("basic", "bottleneck")
 
     def sample(self, trial) -> dict[str, Any]:
-        return {
-            "width": trial.suggest_categorical("width", list(self.widths)),
-            "depth1": trial.suggest_int("depth1", *self.depths),
-            "depth2": trial.suggest_int("depth2", *self.depths),
-            "depth3": trial.suggest_int("depth3", *self.depths),
-            "block": trial.suggest_categorical("block", list(self.blocks)),
-        }
+        return _sample_stages(self, trial, kernel=False)
 
     def build(self, params: dict[str, Any], *, num_classes: int, in_chans: int) -> nn.Module:
         from timm.models.resnet import BasicBlock, Bottleneck, ResNet
