@@ -272,3 +272,20 @@ def test_time_budget(tmp_path, data):
     assert time.perf_counter() - start < 30  # stops starting trials once 1.2 s have passed
     with pytest.raises(NetgraftError, match="give a budget"):
         tiny(tmp_path, trials=None)
+
+
+@pytest.mark.parametrize("name", ["effnet", "resnet"])
+def test_every_ready_space_builds_at_its_extremes(name):
+    """Smallest and largest architectures of each ready space build and classify an image."""
+    from netgraft.nas import get_space
+
+    space = get_space(name)
+    for pick in (min, max):
+        params = {"width": pick(space.widths), "block": pick(space.blocks)}
+        params.update({f"depth{i}": pick(space.depths) for i in (1, 2, 3)})
+        if hasattr(space, "kernels"):
+            params["kernel"] = pick(space.kernels)
+        model = space.build(params, num_classes=10, in_chans=1).eval()
+        with torch.no_grad():
+            out = model(torch.randn(2, 1, 28, 28))
+        assert out.shape == (2, 10) and torch.isfinite(out).all(), space.describe(params)

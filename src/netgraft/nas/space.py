@@ -109,9 +109,11 @@ class ResNetSpace:
 
         block = {"basic": BasicBlock, "bottleneck": Bottleneck}[str(params["block"])]
         w = int(params["width"])
-        return ResNet(block, [int(params[f"depth{i}"]) for i in (1, 2, 3)],
-                      channels=(w, 2 * w, 4 * w), num_classes=num_classes, in_chans=in_chans,
-                      stem_width=w)
+        # timm's ResNet always runs layer1..layer4: the searched depths are the first three
+        # stages, the fourth is one block at 8× the width
+        return ResNet(block, [int(params[f"depth{i}"]) for i in (1, 2, 3)] + [1],
+                      channels=(w, 2 * w, 4 * w, 8 * w), num_classes=num_classes,
+                      in_chans=in_chans, stem_width=w)
 
     def describe(self, params: dict[str, Any]) -> str:
         d = "-".join(str(params[f"depth{i}"]) for i in (1, 2, 3))
