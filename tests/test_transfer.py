@@ -44,7 +44,8 @@ def test_report_accounts_for_every_target_tensor():
     for p in report.pairs:
         for t in p.tensors:
             key = f"{p.target}.{t.name}"
-            if t.action == "init":  # left exactly as initialised
+            probed = "noise probe" in p.note and t.name in ("running_mean", "running_var")
+            if t.action == "init" and not probed:  # left exactly as initialised
                 assert torch.equal(before[key], after[key]), key
             elif after[key].ndim > 1:  # (norm vectors start at 1/0 on both sides)
                 assert not torch.equal(before[key], after[key]), key
@@ -213,3 +214,38 @@ def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
                           timm.create_model("resnet34", num_classes=10))
         netgraft.transfer(src, timm.create_model("efficientnet_b0", num_classes=10, in_chans=1),
                           calibration_data=torch.randn(8, 1, 32, 32))
+
+
+def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_keeps_them():
+    """Cross-family: running statistics re-estimated data-free (finite, not the source's);
+    a containing target keeps the copied ones (function preservation)."""
+    from netgraft.transfer import contains
+
+    src = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    with torch.no_grad():  # give the source statistics no probe would produce
+        for m in src.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.fill_(1e-4)
+    dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    with pytest.warns(netgraft.NetgraftWarning, match="noise probe"):
+        report = netgraft.transfer(src, dst)
+    assert report.probed_norms > 0 and not contains(report.matching)
+    # the same as re-estimating the copied graft's statistics on the documented probe
+    from netgraft.calibrate import recalibrate_norms
+    from netgraft.transfer import PROBE_BATCH, PROBE_BATCHES
+
+    copy = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    netgraft.transfer(src, copy, norm_stats="copy")
+    assert torch.allclose(copy.bn1.running_var, torch.full_like(copy.bn1.running_var, 1e-4))
+    shape = report.matching.target.example_input.shape[1:]
+    probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, *shape, generator=torch.Generator().manual_seed(0))
+    recalibrate_norms(copy, probe, batch_size=PROBE_BATCH)
+    for name, buf in dst.state_dict().items():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.allclose(buf, copy.state_dict()[name], rtol=1e-4, atol=1e-7), name
+    assert dst.bn1.running_var.min() > 1e-3  # the stem sees real variance, not the source's 1e-4
+
+    grown = timm.create_model("resnet34", num_classes=10, in_chans=1)
+    report = netgraft.transfer(src, grown)
+    assert contains(report.matching) and report.probed_norms == 0
+    assert torch.equal(grown.layer1[0].bn1.running_var, src.layer1[0].bn1.running_var)

@@ -27,6 +27,10 @@ from .trace import Architecture, Layer, own_tensors, single_thread, trace
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
 SHRINK_POLICIES = ("uniform", "importance")
+NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
+#: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
+#: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
+PROBE_BATCH, PROBE_BATCHES = 32, 2
 #: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
 #: benchmark score 0.54–0.90, cross-family pairs 0.11–0.32)
 DISTANT_SIMILARITY = 0.4
@@ -73,6 +77,8 @@ class TransferReport:
     seconds: float
     matching: Matching | None = field(default=None, repr=False)
     calibrated: int = 0  # batch norms whose statistics were re-estimated on calibration data
+    reset_norms: int = 0  # grafted batch norms whose running statistics were reset (norm_stats)
+    probed_norms: int = 0  # batch norms re-estimated on a noise probe (norm_stats="probe")
     alignment: Any = None  # an align.AlignReport when the target was aligned to the source
     autoinit: Any = None  # an autoinit.AutoInitReport when unmatched layers were rescaled
 
@@ -91,7 +97,8 @@ class TransferReport:
         return {"method": self.method, "source": self.source, "target": self.target,
                 "coverage": self.coverage, "similarity": self.similarity,
                 "seconds": self.seconds, "matched_layers": self.matched,
-                "calibrated_norms": self.calibrated,
+                "calibrated_norms": self.calibrated, "reset_norms": self.reset_norms,
+                "probed_norms": self.probed_norms,
                 "alignment": self.alignment.to_dict() if self.alignment is not None else None,
                 "autoinit": self.autoinit.to_dict() if self.autoinit is not None else None,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
@@ -117,6 +124,10 @@ class TransferReport:
                 f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
                 f"{c['init']}, {self.seconds:.2f} s")
+        if self.probed_norms:
+            text += f"; {self.probed_norms} norms' statistics re-estimated on a noise probe"
+        if self.reset_norms:
+            text += f"; {self.reset_norms} norms' statistics reset"
         if self.alignment is not None:
             text += "; " + self.alignment.summary()
         return text
@@ -228,7 +239,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
              identity_blocks: bool = True, calibration_data: Any = None,
              align: bool | str = False, align_steps: int | None = None,
-             shrink: str = "uniform", autoinit: bool = False, source_arch: Architecture | None = None,
+             shrink: str = "uniform", autoinit: bool = False, norm_stats: str = "auto",
+             source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
     """Initialise `target` in place from the trained `source` and report what happened.
 
@@ -254,6 +266,19 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     scale of its input (``netgraft.autoinit`` in ``"preserve"`` mode), instead of imposing
     the scale of their own init between transferred layers.
 
+    `norm_stats`: what the target's batch norms hold as running statistics after the graft.
+    ``"copy"``: the source's. ``"probe"``: re-estimated data-free, on a few batches of
+    standard-normal inputs shaped like the example input (the activations' *scale*, which is
+    what goes wrong, is set by the weights, not by the input distribution). ``"reset"``:
+    mean 0, variance 1. ``"auto"`` (default): ``"probe"`` for a distant pair given no
+    `calibration_data`, ``"copy"`` otherwise. Why: between families the source's statistics
+    describe other activations and can be off by orders of magnitude (a trained resnet's
+    zero-ish block-output norms give variances ~1e-4); an eval-mode forward is then wrong for
+    hundreds of training steps, until momentum washes them out — measured resnet18 →
+    efficientnet_b0: 10% test accuracy after 50 steps with copied or reset statistics, 77% with
+    probed ones (random init: 26–55%). A containing target keeps the copied statistics, which
+    are exactly right for it.
+
     Without `calibration_data`, a distant pair emits a ``NetgraftWarning`` naming the weakly
     matched layers.
     """
@@ -263,6 +288,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         raise ValueError(f"align={align!r}: choose one of {ALIGN_POLICIES}")
     if shrink not in SHRINK_POLICIES:
         raise ValueError(f"shrink={shrink!r}: choose one of {SHRINK_POLICIES}")
+    if norm_stats not in NORM_STATS_POLICIES:
+        raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS_POLICIES}")
     if align is True and calibration_data is None:
         raise ValueError("align=True needs calibration_data= (a few hundred unlabeled inputs)")
     for role, model in (("source", source), ("target", target)):
@@ -287,6 +314,16 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                                shrink)
         if autoinit and method != "dpiat":
             _autoinit_unmatched(target, report, example_input)
+        if norm_stats == "auto":
+            norm_stats = ("probe" if calibration_data is None and method != "dpiat"
+                          and report.similarity < DISTANT_SIMILARITY
+                          and not contains(report.matching) else "copy")
+        if norm_stats == "reset":
+            report.reset_norms = _reset_norm_stats(target, report)
+        elif norm_stats == "probe" and calibration_data is None:
+            start = time.perf_counter()
+            report.probed_norms = _probe_norm_stats(target, report)
+            report.seconds += time.perf_counter() - start
         if calibration_data is not None and method != "dpiat":
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
@@ -301,15 +338,69 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         raise
     if calibration_data is None and method != "dpiat" and report.similarity < DISTANT_SIMILARITY:
         weak = report.weak_layers()
+        probed = (" (batch-norm statistics were re-estimated on a noise probe)"
+                  if report.probed_norms else "")
         shown = ", ".join(weak[:8]) + (f" and {len(weak) - 8} more" if len(weak) > 8 else "")
         warnings.warn(NetgraftWarning(
             f"{report.source} → {report.target} is a distant pair (similarity "
-            f"{report.similarity:.2f} < {DISTANT_SIMILARITY}): copied tensors alone may train no "
-            f"better than random init. Pass calibration_data= (a few hundred unlabeled inputs) "
-            f"to recalibrate and align the target. "
+            f"{report.similarity:.2f} < {DISTANT_SIMILARITY}): copied tensors transfer little "
+            f"between families{probed}. Pass "
+            f"calibration_data= (a few hundred unlabeled inputs) to recalibrate on real inputs "
+            f"(and align=True to align the target's features to the source's). "
             + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
                f"random: {shown}" if weak else "")), stacklevel=2)
     return report
+
+
+def contains(matching: Matching) -> bool:
+    """Whether the target contains the source: every source layer initialises some target
+    layer of the same kind that is at least as large in every dimension (growth, where the
+    graft is function-preserving and the source's norm statistics stay exact)."""
+    src, tgt = matching.source, matching.target
+    used = set()
+    for t, s_idx in matching.pairs.items():
+        if s_idx is None:
+            continue
+        a, b = src.layers[s_idx], tgt.layers[t]
+        wa, wb = a.weight_shape, b.weight_shape
+        if a.kind != b.kind or a.depthwise != b.depthwise or (wa is None) != (wb is None):
+            return False
+        if wa is not None and (len(wa) != len(wb) or any(y < x for x, y in zip(wa, wb))):
+            return False
+        used.add(s_idx)
+    return len(used) == len(src.layers)
+
+
+def _reset_norm_stats(target: nn.Module, report: TransferReport) -> int:
+    """Reset the running statistics of every batch norm that received source tensors."""
+    modules = dict(target.named_modules())
+    n = 0
+    for p in report.pairs:
+        m = modules.get(p.target)
+        if (p.action != "init" and isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and m.track_running_stats):
+            m.reset_running_stats()
+            p.note = (p.note + "; " if p.note else "") + "running statistics reset"
+            n += 1
+    return n
+
+
+def _probe_norm_stats(target: nn.Module, report: TransferReport) -> int:
+    """Re-estimate every batch norm's running statistics on standard-normal inputs shaped like
+    the target's example input (data-free); reset them when the input is not a float tensor."""
+    example = report.matching.target.example_input
+    if not (isinstance(example, torch.Tensor) and example.is_floating_point()):
+        return _reset_norm_stats(target, report)
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, *example.shape[1:], generator=g,
+                        dtype=example.dtype)
+    n = recalibrate_norms(target, probe, batch_size=PROBE_BATCH)
+    modules = dict(target.named_modules())
+    for p in report.pairs:
+        m = modules.get(p.target)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            p.note = (p.note + "; " if p.note else "") + "running statistics from a noise probe"
+    return n
 
 
 def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input: Any) -> None:
