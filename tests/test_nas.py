@@ -234,7 +234,7 @@ def test_objectives_storage_and_hypervolume():
             parse_objectives(bad)
     assert storage_url("postgres://u@h/db").split("://")[0] in ("postgresql+psycopg",
                                                                 "postgresql+psycopg2")
-    assert storage_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert storage_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"  # pinned driver
     for bad in ("redis://x", "sqlite:///:memory:", ""):
         with pytest.raises(NetgraftError):
             storage_url(bad)
