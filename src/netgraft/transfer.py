@@ -371,17 +371,27 @@ def contains(matching: Matching) -> bool:
     return len(used) == len(src.layers)
 
 
-def _reset_norm_stats(target: nn.Module, report: TransferReport) -> int:
-    """Reset the running statistics of every batch norm that received source tensors."""
+def _tracked_norms(target: nn.Module, report: TransferReport, grafted_only: bool):
+    """(record, module) for every batch norm of the report that tracks running statistics."""
     modules = dict(target.named_modules())
-    n = 0
     for p in report.pairs:
         m = modules.get(p.target)
-        if (p.action != "init" and isinstance(m, nn.modules.batchnorm._BatchNorm)
-                and m.track_running_stats):
-            m.reset_running_stats()
-            p.note = (p.note + "; " if p.note else "") + "running statistics reset"
-            n += 1
+        if (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+                and not (grafted_only and p.action == "init")):
+            yield p, m
+
+
+def _add_note(record: LayerRecord, text: str) -> None:
+    record.note = (record.note + "; " if record.note else "") + text
+
+
+def _reset_norm_stats(target: nn.Module, report: TransferReport) -> int:
+    """Reset the running statistics of every batch norm that received source tensors."""
+    n = 0
+    for p, m in _tracked_norms(target, report, grafted_only=True):
+        m.reset_running_stats()
+        _add_note(p, "running statistics reset")
+        n += 1
     return n
 
 
@@ -395,11 +405,8 @@ def _probe_norm_stats(target: nn.Module, report: TransferReport) -> int:
     probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, *example.shape[1:], generator=g,
                         dtype=example.dtype)
     n = recalibrate_norms(target, probe, batch_size=PROBE_BATCH)
-    modules = dict(target.named_modules())
-    for p in report.pairs:
-        m = modules.get(p.target)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            p.note = (p.note + "; " if p.note else "") + "running statistics from a noise probe"
+    for p, _ in _tracked_norms(target, report, grafted_only=False):
+        _add_note(p, "running statistics from a noise probe")
     return n
 
 
@@ -416,8 +423,7 @@ def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input
         report.autoinit = rescale(target, layers=names, mode="preserve", arch=tgt_arch)
         for p in report.pairs:
             if p.target in report.autoinit.scales:
-                scale = report.autoinit.scales[p.target]
-                p.note = (p.note + "; " if p.note else "") + f"autoinit: weight ×{scale:.3g}"
+                _add_note(p, f"autoinit: weight ×{report.autoinit.scales[p.target]:.3g}")
     report.seconds += time.perf_counter() - start
 
 
