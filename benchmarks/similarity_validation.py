@@ -8,6 +8,13 @@ one that helped most?).
 
     python benchmarks/similarity_validation.py benchmarks/results/similarity_pairs.json
 
+``--probe N`` adds the data-driven second stage (``netgraft.probe``) as three more scores, each
+measured on N labelled training images with the run's trained sources: ``finetune`` (gain of a
+``--probe-steps``-step fine-tune of the graft over the random target's), ``linear`` (gain of a
+Head2Toe-style linear probe on pooled block features) and ``cka`` (linear CKA, source vs
+grafted target). Besides ρ over all pairs it reports the mean per-target ρ (ranking the
+sources of one target, which is what ``netgraft rank`` does).
+
 The result JSON is produced by the transfer-quality benchmark, e.g.::
 
     python benchmarks/transfer_quality.py --pairs "$(cat benchmarks/similarity_pairs.txt)" \
@@ -24,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,9 +126,58 @@ def evaluate_scores(rows: list[dict], scores: Sequence[str]) -> dict[str, dict[s
             g = f"gain_{b}"
             use = [r for r in rows if g in r]
             rate, n = top1_hit_rate(use, s, g)
+            per_target = [spearman([r[s] for r in group], [r[g] for r in group])
+                          for group in _by_target(use).values()]
             out[s][b] = {"spearman": spearman([r[s] for r in use], [r[g] for r in use]),
+                         "per_target": float(np.nanmean(per_target)) if per_target else float("nan"),
                          "top1": rate, "targets": n, "pairs": len(use)}
     return out
+
+
+def _by_target(rows: Sequence[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["target"]].append(r)
+    return groups
+
+
+#: data-driven scores added by --probe (names in the result rows)
+PROBE_SCORES = ("finetune", "linear", "cka")
+
+
+def probe_rows(rows: list[dict], result: dict[str, Any], n: int, steps: int,
+               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Score every pair with the data-driven probe (netgraft.probe) on n labelled images."""
+    import time
+
+    from netgraft.checkpoint import load_weights
+    from netgraft.data import load_dataset
+    from netgraft.models import create_model
+    from netgraft.probe import probe_sources
+
+    cfg = result["config"]
+    data = load_dataset(cfg["dataset"], "train", size=cfg["image_size"],
+                        in_chans=cfg["in_chans"]).subset(n, seed=1)
+    sources = {}
+    for name in dict.fromkeys(r["source"] for r in rows):
+        model = create_model(name, num_classes=10, in_chans=cfg["in_chans"])
+        load_weights(model, result["sources"][name]["path"], what=f"trained source {name}")
+        sources[name] = model
+    start = time.perf_counter()
+    for target, group in _by_target(rows).items():
+        def make_target(target=target):
+            torch.manual_seed(0)
+            return create_model(target, num_classes=10, in_chans=cfg["in_chans"])
+
+        probed = probe_sources([(r["source"], sources[r["source"]]) for r in group], make_target,
+                               data, limit=None, target_name=target, steps=steps)
+        for r, p in zip(group, probed):
+            r.update(finetune=p.gain, linear=p.accuracy - p.baseline, cka=p.cka,
+                     probe=p.to_dict())
+            log(f"  {r['source']:>22} → {target:<22} finetune={p.gain:+.3f} "
+                f"linear={p.accuracy - p.baseline:+.3f} cka={p.cka:.3f} ({p.seconds:.1f} s)")
+    return {"images": n, "steps": steps, "seconds": time.perf_counter() - start,
+            "sample": "stratified train subset, seed 1"}
 
 
 def _architecture(name: str, cfg: dict[str, Any], cache: dict):
@@ -148,12 +205,14 @@ def score_rows(rows: list[dict], cfg: dict[str, Any], scores: Sequence[str],
 def to_markdown(rows: list[dict], table: dict[str, dict], scores: Sequence[str]) -> str:
     labels = {"step_50": "@50 steps", "epoch_1": "@epoch 1", "mean_50": "mean over 50 steps",
               "mean_epoch_1": "mean over epoch 1"}
-    lines = ["Spearman ρ between score and accuracy gain over random init (top-1 hit rate per target)",
+    lines = ["Spearman ρ between score and accuracy gain over random init: over all pairs / mean "
+             "per target (top-1 hit rate per target)",
              "", "| score | " + " | ".join(labels[b] for b in BUDGETS) + " |",
              "|---|" + "---|" * len(BUDGETS)]
     for s in scores:
         lines.append(f"| {s} | " + " | ".join(
-            f"{table[s][b]['spearman']:+.2f} ({table[s][b]['top1']:.0%})" for b in BUDGETS) + " |")
+            f"{table[s][b]['spearman']:+.2f} / {table[s][b]['per_target']:+.2f} "
+            f"({table[s][b]['top1']:.0%})" for b in BUDGETS) + " |")
     lines += ["", "| source → target | " + " | ".join(scores) + " | " +
               " | ".join(f"gain {labels[b]}" for b in BUDGETS) + " |",
               "|---|" + "---|" * (len(scores) + len(BUDGETS))]
@@ -170,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="transfer-quality JSON with several sources per target")
     parser.add_argument("--init", default="graft", help="whose gain to predict (default graft)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/similarity_validation.json"))
+    parser.add_argument("--probe", type=int, default=0, metavar="N",
+                        help="also score the data-driven probe on N labelled images (e.g. 1000)")
+    parser.add_argument("--probe-steps", type=int, default=20, help="fine-tune steps of the probe")
     parser.add_argument("--pairs", action="store_true",
                         help="print the --pairs argument for the transfer-quality run and exit")
     args = parser.parse_args(argv)
@@ -185,13 +247,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     scores = tuple(SCORES)
     print(f"{len(rows)} pairs, {len({r['target'] for r in rows})} targets; scores: {', '.join(scores)}")
     score_rows(rows, result["config"], scores, print)
+    probe_info = None
+    if args.probe:
+        print(f"probe: {args.probe} labelled images, {args.probe_steps} fine-tune steps")
+        probe_info = probe_rows(rows, result, args.probe, args.probe_steps, print)
+        scores += PROBE_SCORES
     table = evaluate_scores(rows, scores)
     md = to_markdown(rows, table, scores)
     print("\n" + md)
     out = Path(args.out)
     payload = {"benchmark": "similarity_validation", "date": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "source_result": str(args.result), "init": args.init,
-        "summary": table, "pairs": rows}
+        "probe": probe_info, "summary": table, "pairs": rows}
     from netgraft.checkpoint import atomic_write
     atomic_write(out, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
     atomic_write(out.with_suffix(".md"), lambda p: Path(p).write_text(md + "\n"))

@@ -62,3 +62,5 @@ def test_validation_statistics_on_a_known_ranking():
     assert table["s"]["step_50"]["top1"] == 1.0 and table["s"]["step_50"]["targets"] == 2
     assert table["r"]["epoch_1"]["spearman"] == pytest.approx(-1.0)
     assert table["r"]["epoch_1"]["top1"] == 0.0
+    assert table["s"]["step_50"]["per_target"] == pytest.approx(1.0)
+    assert table["r"]["step_50"]["per_target"] == pytest.approx(-1.0)

@@ -631,6 +631,30 @@ class Zoo:
             r.rank = i
         return results[:top] if top else results
 
+    def probe(self, ranked: Sequence[Ranked], target: str, data: Any, *, steps: int = 20,
+              num_classes: int | None = None, in_chans: int | None = None,
+              method: str = DEFAULT_METHOD, progress: Any = None) -> list[tuple[Ranked, Any]]:
+        """Data-driven second stage: graft each ranked entry onto `target` and probe it on
+        labelled `data` (``netgraft.probe``); returns (entry, ProbeResult) best gain first."""
+        import torch
+
+        from .models import create_model
+        from .probe import probe_sources
+
+        kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
+                  if v is not None}
+
+        def make_target():
+            torch.manual_seed(0)
+            return create_model(target, **kwargs)
+
+        sources = [(r.name, self.load_source(r.entry)) for r in ranked]
+        results = probe_sources(sources, make_target, data, limit=None, target_name=target,
+                                steps=steps, method=method, progress=progress)
+        pairs = list(zip(ranked, results))
+        pairs.sort(key=lambda p: (-p[1].gain, p[0].rank))
+        return pairs
+
     # ------------------------------------------------------------------ transfer
     def load_source(self, entry: ZooEntry | str):
         """The entry's model with its weights loaded."""
@@ -778,6 +802,16 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
     parser.add_argument("--then-transfer", metavar="OUT",
                         help="graft the best source onto the target and write it here (.safetensors)")
+    parser.add_argument("--probe-data", metavar="DATA",
+                        help="labelled target data for a second, data-driven stage: a .safetensors"
+                             "/.pt file with tensors x and y, or fashion-mnist[:N] / digits[:N]; "
+                             "the shortlist is re-ranked by a short fine-tune of each graft")
+    parser.add_argument("--probe-top", type=int, default=5, metavar="K",
+                        help="probe the K best data-free candidates (default 5)")
+    parser.add_argument("--probe-steps", type=int, default=20,
+                        help="fine-tune steps per probed source (default 20; 0 = linear probe only)")
+    parser.add_argument("--probe-limit", type=int, default=1000,
+                        help="use at most this many labelled examples (default 1000)")
     _zoo_arg(parser)
     return parser
 
@@ -795,9 +829,15 @@ def run_rank(args: argparse.Namespace) -> int:
     ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
                       input_size=input_size, method=args.method, top=args.top)
     seconds = time.perf_counter() - start
+    best, probe = ranked[0], None
+    if args.probe_data:
+        best, probe = _probe_stage(zoo, ranked, args, input_size)
     if args.json:
-        print(json.dumps({"target": args.target, "method": args.method, "seconds": seconds,
-                          "ranking": [r.to_dict() for r in ranked]}, indent=1))
+        doc = {"target": args.target, "method": args.method, "seconds": seconds,
+               "ranking": [r.to_dict() for r in ranked]}
+        if probe is not None:
+            doc["probe"] = probe
+        print(json.dumps(doc, indent=1))
     else:
         from rich.markup import escape
         from rich.table import Table
@@ -812,8 +852,9 @@ def run_rank(args: argparse.Namespace) -> int:
                                         _fmt_acc(r.accuracy), f"{r.similarity:.3f}",
                                         f"{r.coverage:.1%}", r.why)))
         console.print(table)
+        if probe is not None:
+            _print_probe(console, probe)
     if out is not None:
-        best = ranked[0]
         _, report = zoo.transfer_to(best.entry, args.target, num_classes=args.num_classes,
                                     in_chans=args.in_chans, input_size=input_size,
                                     method=args.method, out=out)
@@ -821,6 +862,56 @@ def run_rank(args: argparse.Namespace) -> int:
         stream.print(report.summary(), markup=False)
         stream.print(f"wrote {out} (grafted from '{best.name}')", markup=False)
     return 0
+
+
+def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
+                 input_size: Sequence[int] | None) -> tuple[Ranked, dict[str, Any]]:
+    """Re-rank the data-free shortlist by the probe: (new best, probe summary)."""
+    from .probe import ProbeError, load_probe_data
+
+    if args.probe_top < 1:
+        raise ZooError(f"--probe-top {args.probe_top}: give a positive number")
+    if args.probe_steps < 0:
+        raise ZooError(f"--probe-steps {args.probe_steps}: give 0 or a positive number")
+    size = input_size[-1] if input_size else 32
+    chans = args.in_chans or ranked[0].entry.in_chans or 1
+    data = load_probe_data(args.probe_data, image_size=size, in_chans=chans,
+                           limit=args.probe_limit)
+    if args.num_classes is not None and int(data[1].max()) >= args.num_classes:
+        raise ProbeError(f"--probe-data has label {int(data[1].max())} but the target has "
+                         f"--num-classes {args.num_classes}")
+    shortlist = ranked[:args.probe_top]
+    err = _console_err()
+    start = time.perf_counter()
+    with err.status("probing") as status:
+        probed = zoo.probe(shortlist, args.target, data, steps=args.probe_steps,
+                           num_classes=args.num_classes, in_chans=args.in_chans,
+                           method=args.method, progress=lambda name: status.update(f"probing {name}"))
+    seconds = time.perf_counter() - start
+    summary = {"data": args.probe_data, "examples": len(data[1]), "steps": args.probe_steps,
+               "candidates": len(shortlist), "seconds": seconds,
+               "ranking": [{"name": r.name, "data_free_rank": r.rank, **p.to_dict()}
+                           for r, p in probed]}
+    return probed[0][0], summary
+
+
+def _print_probe(console, probe: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    what = f"{probe['steps']}-step fine-tune" if probe["steps"] else "linear probe"
+    table = Table(title=escape(f"probe: {probe['candidates']} candidates on {probe['examples']} "
+                               f"labelled examples, ranked by {what} gain over random init "
+                               f"({probe['seconds']:.1f} s)"), title_justify="left")
+    for col in ("#", "name", "data-free #", "gain", "fine-tuned", "random", "linear probe", "CKA"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for i, p in enumerate(probe["ranking"], 1):
+        tuned = ((f"{p['tuned']:.1%}", f"{p['tuned_baseline']:.1%}") if p["tuned"] is not None
+                 else ("-", "-"))
+        table.add_row(str(i), escape(p["name"]), str(p["data_free_rank"]),
+                      f"{p['gain'] * 100:+.1f} pts", *tuned, f"{p['accuracy']:.1%}",
+                      f"{p['cka']:.2f}")
+    console.print(table)
 
 
 def _console_err():

@@ -1,0 +1,164 @@
+"""The data-driven ranking stage: linear probe, CKA, short fine-tune, CLI."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from netgraft.data import load_digits
+from netgraft.probe import (ProbeError, labelled, linear_cka, linear_probe, load_probe_data,
+                            pooled_features, probe_sources)
+from netgraft.training import train
+
+
+def test_linear_cka_is_one_for_the_same_representation_up_to_rotation_and_scale():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 16))
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    assert linear_cka(a, a) == pytest.approx(1.0)
+    assert linear_cka(a, 3.0 * a @ q) == pytest.approx(1.0)
+    assert linear_cka(a, rng.normal(size=(200, 16))) < 0.2
+    assert linear_cka(a, np.zeros((200, 4))) == 0.0
+
+
+def test_linear_probe_separates_clusters_and_not_noise():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 60)
+    centres = rng.normal(size=(4, 20)) * 4
+    assert linear_probe(centres[y] + rng.normal(size=(240, 20)), y) > 0.95
+    assert linear_probe(rng.normal(size=(240, 20)), y) < 0.45  # chance is 0.25
+
+
+def test_labelled_accepts_tensors_datasets_and_batches_and_rejects_bad_data():
+    x, y = torch.randn(30, 1, 8, 8), torch.arange(30) % 3
+    for data in ((x, y), [(x[:15], y[:15]), (x[15:], y[15:])]):
+        got_x, got_y = labelled(data)
+        assert got_x.shape == (30, 1, 8, 8) and torch.equal(got_y, y)
+    assert labelled(load_digits("test"), limit=50)[0].shape == (50, 1, 8, 8)
+    with pytest.raises(ProbeError, match="at least 2 classes"):
+        labelled((x, torch.zeros(30)))
+    with pytest.raises(ProbeError, match="needs ≥ 3 examples"):
+        labelled((x[:4], torch.tensor([0, 0, 1, 1])))
+    with pytest.raises(ProbeError, match="30 inputs but 29 labels"):
+        labelled((x, y[:29]))
+    with pytest.raises(ProbeError, match="iterable of"):
+        labelled(42)
+
+
+def _net(width: int = 16) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+@pytest.fixture(scope="module")
+def digits_source():
+    torch.manual_seed(0)
+    model = _net()
+    train(model, load_digits("train"), steps=150, batch_size=64, lr=3e-3)
+    return model
+
+
+def test_pooled_features_concatenate_every_block(digits_source):
+    x = load_digits("test").x[:20]
+    feats, final = pooled_features(digits_source, x)
+    assert feats.shape[0] == 20 and final.shape == (20, 16)
+    assert feats.shape[1] > final.shape[1] and np.array_equal(feats[:, -16:], final)
+
+
+def test_trained_source_beats_untrained_source_on_every_probe(digits_source):
+    torch.manual_seed(1)
+    untrained = _net()
+    data = load_digits("test")  # 300 labelled examples, 10 classes
+
+    def make_target():
+        torch.manual_seed(2)
+        return _net()
+
+    results = probe_sources([("trained", digits_source), ("untrained", untrained)], make_target,
+                            data, steps=15, target_name="net")
+    trained, other = results
+    assert [r.source for r in results] == ["trained", "untrained"] and trained.target == "net"
+    assert trained.coverage == pytest.approx(1.0)
+    assert trained.cka == pytest.approx(1.0, abs=1e-6)  # same architecture: an exact copy
+    assert trained.accuracy > trained.baseline + 0.05
+    assert trained.tuned > trained.tuned_baseline + 0.05
+    assert trained.gain == pytest.approx(trained.tuned - trained.tuned_baseline)
+    assert trained.gain > other.gain and trained.baseline == other.baseline
+    d = trained.to_dict()
+    assert d["gain"] == round(trained.gain, 6) and d["source"] == "trained"
+    with pytest.raises(ProbeError, match="steps=-1"):
+        probe_sources([], make_target, data, steps=-1)
+
+
+def test_load_probe_data_from_files_and_builtin_datasets(tmp_path):
+    x, y = torch.randn(12, 1, 8, 8), torch.arange(12) % 2
+    save_file({"x": x, "y": y}, tmp_path / "d.safetensors")
+    got = load_probe_data(str(tmp_path / "d.safetensors"))
+    assert torch.equal(got[0], x) and torch.equal(got[1], y)
+    torch.save({"x": x, "y": y}, tmp_path / "d.pt")
+    assert torch.equal(load_probe_data(str(tmp_path / "d.pt"), limit=6)[0], x[:6])
+    save_file({"inputs": x}, tmp_path / "bad.safetensors")
+    with pytest.raises(ProbeError, match="named 'x'"):
+        load_probe_data(str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ProbeError, match="not found"):
+        load_probe_data(str(tmp_path / "missing.safetensors"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ProbeError, match="cannot read probe data .*junk.pt"):
+        load_probe_data(str(tmp_path / "junk.pt"))
+    xs, ys = load_probe_data("digits:120", image_size=16)
+    assert xs.shape == (120, 1, 16, 16) and set(ys.tolist()) == set(range(10))
+    with pytest.raises(ProbeError, match="unknown dataset"):
+        load_probe_data("imagenet:10")
+
+
+def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
+    from netgraft.checkpoint import save_state_dict
+    from netgraft.zoo import Zoo, ZooError, add_rank_arguments, run_rank
+
+    torch.manual_seed(0)
+    digits = load_digits("train", in_chans=1)
+    keep = digits.y < 5
+    x, y = digits.x[keep][:400], digits.y[keep][:400]
+    good = _timm_trained(x, y)
+    zoo = Zoo(tmp_path / "zoo")
+    for name, model in (("good", good), ("fresh", _timm_fresh())):
+        save_state_dict(model.state_dict(), tmp_path / f"{name}.safetensors")
+        zoo.add(tmp_path / f"{name}.safetensors", "resnet10t", name=name)
+    save_file({"x": x.contiguous(), "y": y}, tmp_path / "probe.safetensors")
+
+    parser = add_rank_arguments(argparse.ArgumentParser())
+    args = ["--target", "resnet14t", "--num-classes", "5", "--in-chans", "1", "--zoo",
+            str(tmp_path / "zoo"), "--input-size", "1,8,8"]
+    assert run_rank(parser.parse_args(args + ["--probe-data", str(tmp_path / "probe.safetensors"),
+                                              "--probe-steps", "10", "--json"])) == 0
+    doc = json.loads(capsys.readouterr().out)
+    probe = doc["probe"]
+    assert probe["examples"] == 400 and probe["steps"] == 10 and probe["candidates"] == 2
+    assert [r["name"] for r in probe["ranking"]] == ["good", "fresh"]
+    assert probe["ranking"][0]["gain"] > probe["ranking"][1]["gain"]
+    assert run_rank(parser.parse_args(args + ["--probe-data", str(tmp_path / "probe.safetensors"),
+                                              "--probe-steps", "0", "--probe-top", "1"])) == 0
+    out = capsys.readouterr().out
+    assert "probe: 1 candidates on 400 labelled examples" in out and "linear probe" in out
+    with pytest.raises(ProbeError, match="label 9 but the target has --num-classes 5"):
+        run_rank(parser.parse_args(args + ["--probe-data", "digits:100"]))
+    with pytest.raises(ZooError, match="--probe-top 0"):
+        run_rank(parser.parse_args(args + ["--probe-data", "digits:100", "--probe-top", "0"]))
+
+
+def _timm_fresh():
+    import timm
+    torch.manual_seed(3)
+    return timm.create_model("resnet10t", num_classes=5, in_chans=1)
+
+
+def _timm_trained(x, y):
+    from netgraft.data import ImageDataset
+    model = _timm_fresh()
+    train(model, ImageDataset("d", x, y, 5), steps=60, batch_size=64, lr=3e-3)
+    return model
