@@ -81,9 +81,10 @@ def test_transfer_rescales_only_unmatched_layers():
     scaled = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
     scaled.load_state_dict(plain.state_dict())
     with pytest.warns(netgraft.transfer.__globals__["NetgraftWarning"]):
-        # statistics copied on both sides: a noise probe would see the rescaled layers
-        netgraft.transfer(src, plain, norm_stats="copy")
-        report = netgraft.transfer(src, scaled, autoinit=True, norm_stats="copy")
+        # statistics copied and the head copied as it is on both sides: a noise probe would
+        # see the rescaled layers
+        netgraft.transfer(src, plain, norm_stats="copy", head="transfer")
+        report = netgraft.transfer(src, scaled, autoinit=True, norm_stats="copy", head="transfer")
     assert report.autoinit is not None and report.autoinit.scales
     unmatched = {p.target for p in report.pairs if p.action == "init"
                  and p.kind in ("conv", "linear") and p.target != "classifier"}

@@ -249,3 +249,56 @@ def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_ke
     report = netgraft.transfer(src, grown)
     assert contains(report.matching) and report.probed_norms == 0
     assert torch.equal(grown.layer1[0].bn1.running_var, src.layer1[0].bn1.running_var)
+
+
+def _head_logit_rms(model, head, weights, x):
+    """Root mean square of `head`'s logits on `x` with the given (weight, bias)."""
+    feats = []
+    hook = head.register_forward_pre_hook(lambda mod, args: feats.append(args[0]))
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    return torch.nn.functional.linear(feats[0], *weights).pow(2).mean().sqrt().item()
+
+
+def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
+    """Across families the copied classifier reads other features: scaled down so that its
+    logits on the noise probe are exactly as large as those of the target's init head; the
+    direction is kept. head="transfer" keeps the plain copy; a containing target is untouched."""
+    from netgraft.transfer import PROBE_BATCH, PROBE_BATCHES
+
+    torch.manual_seed(0)
+    src = timm.create_model("mobilenetv3_large_100", num_classes=10, in_chans=1)
+    with torch.no_grad():  # a trained, confident head: 20x the init's weights
+        src.classifier.weight.mul_(20)
+    dst = timm.create_model("convnext_atto", num_classes=10, in_chans=1)
+    init = (dst.head.fc.weight.detach().clone(), dst.head.fc.bias.detach().clone())
+    plain = _state(dst)
+    plain_model = timm.create_model("convnext_atto", num_classes=10, in_chans=1)
+    plain_model.load_state_dict(plain)
+    example = torch.randn(1, 1, 32, 32)
+    with pytest.warns(netgraft.NetgraftWarning, match="classifier was more confident"):
+        report = netgraft.transfer(src, dst, example_input=example)
+    netgraft.transfer(src, plain_model, example_input=example, head="transfer")
+    assert report.head_scale is not None and 0 < report.head_scale < 0.2
+    record = next(p for p in report.pairs if p.target == "head.fc")
+    assert record.note.startswith("tempered") and "tempered" in report.summary()
+    # same direction as the plain copy, only shorter
+    assert torch.allclose(dst.head.fc.weight, plain_model.head.fc.weight * report.head_scale,
+                          atol=1e-7)
+    # on the probe the tempered head is exactly as confident as the init head
+    g = torch.Generator().manual_seed(0)
+    probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, 1, 32, 32, generator=g)
+    tempered = _head_logit_rms(dst, dst.head.fc, (dst.head.fc.weight, dst.head.fc.bias), probe)
+    random = _head_logit_rms(dst, dst.head.fc, init, probe)
+    copied = _head_logit_rms(plain_model, plain_model.head.fc,
+                             (plain_model.head.fc.weight, plain_model.head.fc.bias), probe)
+    assert tempered == pytest.approx(random, rel=1e-4)
+    assert copied == pytest.approx(random / report.head_scale, rel=1e-3)
+    # a containing target (growth) keeps its copied head: function preservation
+    big = timm.create_model("resnet18", num_classes=10)
+    with torch.no_grad():
+        big.fc.weight.mul_(20)
+    grown = netgraft.transfer(big, timm.create_model("resnet34", num_classes=10))
+    assert grown.head_scale is None
