@@ -81,3 +81,13 @@ def test_similarity_and_inspect(capsys):
     assert main(["inspect", "resnet18", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["layers"]) == 41
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "netgraft", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    assert all(cmd in out.stdout for cmd in ("transfer", "similarity", "rank", "zoo", "search"))

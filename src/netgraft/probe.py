@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .align import _capture, _in_channels, _source_view
-from .errors import NetgraftError
+from .errors import NetgraftError, NetgraftWarning
 from .trace import single_thread, trace
 
 #: probe settings: images per forward batch, cross-validation folds, L2 strength (sklearn C)
@@ -246,7 +246,9 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
             target = make_target()
             target.load_state_dict(base.state_dict())
             src = copy.deepcopy(source)
-            report = transfer(src, target, example_input=example, **transfer_kwargs)
+            with warnings.catch_warnings():  # distant pairs warn; ranking them is the point here
+                warnings.simplefilter("ignore", NetgraftWarning)
+                report = transfer(src, target, example_input=example, **transfer_kwargs)
             feats, final = pooled_features(target, x, names)
             xs = _source_view(x, _in_channels(src))
             src_names = feature_points(src, xs[:1])
