@@ -266,7 +266,7 @@ def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
     """Across families the copied classifier reads other features: scaled down so that its
     logits on the noise probe are exactly as large as those of the target's init head; the
     direction is kept. head="transfer" keeps the plain copy; a containing target is untouched."""
-    from netgraft.transfer import PROBE_BATCH, PROBE_BATCHES
+    from netgraft.transfer import PROBE_BATCH
 
     torch.manual_seed(0)
     src = timm.create_model("mobilenetv3_large_100", num_classes=10, in_chans=1)
@@ -289,7 +289,7 @@ def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
                           atol=1e-7)
     # on the probe the tempered head is exactly as confident as the init head
     g = torch.Generator().manual_seed(0)
-    probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, 1, 32, 32, generator=g)
+    probe = torch.randn(PROBE_BATCH, 1, 32, 32, generator=g)
     tempered = _head_logit_rms(dst, dst.head.fc, (dst.head.fc.weight, dst.head.fc.bias), probe)
     random = _head_logit_rms(dst, dst.head.fc, init, probe)
     copied = _head_logit_rms(plain_model, plain_model.head.fc,

@@ -366,8 +366,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             f"calibration_data= (a few hundred unlabeled inputs) to recalibrate on real inputs "
             f"(and align=True to align the target's features to the source's). "
             + (f"The copied classifier was more confident than a random one on features it "
-               f"was not trained on: it was scaled ×{report.head_scale:.3g} to the init's "
-               f"scale (head='reset' leaves it random). "
+               f"was not trained on: "
+               + (f"it was scaled ×{report.head_scale:.3g} to the init's scale"
+                  if report.head_scale > 0 else "it was reset to its init")
+               + " (head='reset' leaves it random). "
                if report.head_scale is not None else "")
             + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
                f"random: {shown}" if weak else "")), stacklevel=2)
@@ -444,19 +446,21 @@ def _temper_head(target: nn.Module, report: TransferReport,
                  init_state: dict[str, torch.Tensor]) -> None:
     """Scale a copied classifier down to the confidence of the target's own init.
 
-    On the noise probe (eval mode), the head's inputs are captured once; its logits with the
-    copied tensors and with the target's init tensors (`init_state`, the target's state before
-    the graft) are compared by root mean square. A copy with larger logits has weight and bias
+    On one batch of the noise probe (eval mode), the head's inputs are captured; its logits
+    with the copied tensors and with the target's init tensors (`init_state`, the target's
+    state before the graft) are compared by root mean square. A copy with larger logits has weight and bias
     multiplied by init rms / copied rms, so that it starts exactly as confident as a random
     head while keeping the direction it learned. Nothing happens without a float example
-    input, or when the copy is not more confident than the init."""
+    input, for a head whose tensors are tied to another layer (scaling it would scale that
+    layer too), or when the copy is not more confident than the init."""
     probe = _noise_probe(report)
     if probe is None:
         return
     modules = dict(target.named_modules())
     heads = [p for p in report.pairs if p.action != "init" and p.source is not None
              and report.matching.target[p.target].role == "output"
-             and p.kind in ("linear", "conv")]
+             and p.kind in ("linear", "conv")
+             and not any(t.how.startswith("tied") for t in p.tensors)]
     for record in heads:
         module = modules[record.target]
         params = dict(module.named_parameters(recurse=False))
@@ -466,15 +470,18 @@ def _temper_head(target: nn.Module, report: TransferReport,
         target.eval()
         try:
             with torch.no_grad():
-                for batch in probe.split(PROBE_BATCH):
-                    target(batch)
+                target(probe[:PROBE_BATCH])
         finally:
             hook.remove()
             target.train(was_training)
+        if not inputs or not all(inputs):  # not called, or called with keywords only
+            continue
+        if any(_qual(record.target, n) not in init_state for n in params):
+            continue
         init = {n: init_state[_qual(record.target, n)].to(t.device) for n, t in params.items()}
         with torch.no_grad():
-            copied = torch.cat([module(*a).flatten(1) for a in inputs])
-            random = torch.cat([torch.func.functional_call(module, init, a).flatten(1)
+            copied = torch.cat([module(*a).reshape(-1) for a in inputs])
+            random = torch.cat([torch.func.functional_call(module, init, a).reshape(-1)
                                 for a in inputs])
         r_copied, r_init = copied.pow(2).mean().sqrt(), random.pow(2).mean().sqrt()
         if not (torch.isfinite(r_copied) and r_copied > r_init):
