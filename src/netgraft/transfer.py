@@ -288,8 +288,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     predictions, and the first steps' large losses push the whole network around. Its logits on
     the noise probe are compared with those of the target's own init head on the same features;
     when they are larger the copy is scaled down to the init's scale (``report.head_scale``).
-    Measured mobilenetv3_large_100 → convnext_atto: copied logits 18× the init's, initial loss
-    8.8 (ln 10 = 2.3), 71–73% after 50 steps, below random init (76–78%); tempered: 78%.
+    Measured (Fashion-MNIST 32×32, 3,000 images, 50 steps, 4 seeds) mobilenetv3_large_100 →
+    convnext_atto: copied logits 18× the init's, initial loss 8.8 (ln 10 = 2.3), 72.0% after
+    50 steps against 77.8% from random init; tempered (×0.054): 78.0%. efficientnet_b0 →
+    resnet18 (2 seeds): copied logits 10×, 65.6% → tempered (×0.10) 73.4% (random 71.6%).
 
     Without `calibration_data`, a distant pair emits a ``NetgraftWarning`` naming the weakly
     matched layers.
@@ -448,9 +450,9 @@ def _temper_head(target: nn.Module, report: TransferReport,
 
     On one batch of the noise probe (eval mode), the head's inputs are captured; its logits
     with the copied tensors and with the target's init tensors (`init_state`, the target's
-    state before the graft) are compared by root mean square. A copy with larger logits has weight and bias
-    multiplied by init rms / copied rms, so that it starts exactly as confident as a random
-    head while keeping the direction it learned. Nothing happens without a float example
+    state before the graft) are compared by root mean square. A copy with larger logits has
+    weight and bias multiplied by init rms / copied rms, so that it starts exactly as
+    confident as a random head while keeping the direction it learned. Nothing happens without a float example
     input, for a head whose tensors are tied to another layer (scaling it would scale that
     layer too), or when the copy is not more confident than the init."""
     probe = _noise_probe(report)
