@@ -452,9 +452,10 @@ def _temper_head(target: nn.Module, report: TransferReport,
     with the copied tensors and with the target's init tensors (`init_state`, the target's
     state before the graft) are compared by root mean square. A copy with larger logits has
     weight and bias multiplied by init rms / copied rms, so that it starts exactly as
-    confident as a random head while keeping the direction it learned. Nothing happens without a float example
-    input, for a head whose tensors are tied to another layer (scaling it would scale that
-    layer too), or when the copy is not more confident than the init."""
+    confident as a random head while keeping the direction it learned. Nothing happens
+    without a float example input, for a head whose tensors are tied to another layer
+    (scaling it would scale that layer too), or when the copy is not more confident than
+    the init."""
     probe = _noise_probe(report)
     if probe is None:
         return
