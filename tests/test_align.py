@@ -47,7 +47,7 @@ def test_align_improves_feature_fit_and_fits_the_head(data):
     source = _net(8, 3, 0).eval()
     target = _net(12, 5, 1)  # other width and kernel: a different network
     source_state = {k: v.clone() for k, v in source.state_dict().items()}
-    report = align(source, target, data, steps=40, lr=3e-3, batch_size=32)
+    report = align(source, target, data, steps=40, lr=3e-3, batch_size=32, min_r2=0.0)
     assert len(report.stages) == 3 and report.steps == 40 and report.images == 192
     for stage in report.stages:
         assert stage.target_channels in (12, 24) and stage.source_channels in (8, 16)
@@ -62,6 +62,21 @@ def test_align_improves_feature_fit_and_fits_the_head(data):
     assert not source.training and target.training
     d = json.loads(json.dumps(report.to_dict()))
     assert d["steps"] == 40 and len(d["stages"]) == 3 and "aligned 3 stages" in report.summary()
+
+
+def test_alignment_is_skipped_when_the_features_fit_badly(data):
+    source, target = _net(8, 3, 0).eval(), _net(12, 5, 1)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    probe = align(source, _net(12, 5, 1), data, steps=0, min_r2=0.0)
+    fit = sum(s.r2_before for s in probe.stages) / len(probe.stages)
+    report = align(source, target, data, steps=40, min_r2=fit + 0.01)
+    assert report.skipped and report.steps == 0 and report.lr_factor == 1.0
+    assert report.head is None and len(report.stages) == 3
+    assert [s.r2_before for s in report.stages] == pytest.approx([s.r2_before for s in probe.stages])
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # untouched
+    assert "skipped" in report.summary() and f"{fit:.0%}" in report.note
+    assert report.to_dict()["skipped"] is True
+    assert not align(source, _net(12, 5, 1), data, steps=1, min_r2=fit - 0.01).skipped
 
 
 def test_head_is_left_alone_when_classes_differ(data):

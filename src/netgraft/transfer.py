@@ -259,7 +259,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     source's and fit its classifier to the source's logits (``netgraft.align``; costs about
     as much as `align_steps` training steps, 30 by default). ``True`` always, ``"auto"`` for
     distant pairs only (similarity below ``DISTANT_SIMILARITY``: other families, where copied
-    tensors alone transfer little), ``False`` (default) never.
+    tensors alone transfer little), ``False`` (default) never. When the grafted stages explain
+    less than 30% of the source's feature variance, alignment is skipped after the cheap
+    closed-form fit (``report.alignment.skipped``): measured, aligning such pairs ended behind
+    the plain graft.
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, ``"uniform"`` (evenly spaced) or ``"importance"`` (largest
     outgoing weights, consistently across connected layers).
