@@ -143,3 +143,14 @@ def test_importance_index_is_deterministic_and_ordered():
 
     assert importance_index(torch.tensor([0.1, 0.5, 0.5, 0.9, 0.0]), 3).tolist() == [1, 2, 3]
     assert importance_index(torch.tensor([1.0, 1.0, 1.0]), 2).tolist() == [0, 1]
+
+
+def test_group_channel_index_keeps_groups_whole():
+    from netgraft.adapt.mapping import group_channel_index
+
+    # 2 groups of 4 → 2 groups of 6: each target group takes one source group, tiled inside
+    assert group_channel_index(8, 12, 2, 2).tolist() == [0, 1, 2, 3, 0, 1, 4, 5, 6, 7, 4, 5]
+    # more groups in the target: source groups are tiled (0, 1, 0, 1), channels inside too
+    assert group_channel_index(4, 12, 2, 4).tolist() == [0, 1, 0, 2, 3, 2, 0, 1, 0, 2, 3, 2]
+    # fewer groups: whole source groups are evenly selected
+    assert group_channel_index(12, 8, 3, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]

@@ -89,3 +89,62 @@ def test_calibration_data_re_estimates_batch_norm_statistics():
     with pytest.raises(netgraft.NetgraftError, match=r"calibration batch 0 of shape \(4, 5\)"):
         recalibrate_norms(dst, torch.randn(4, 5))
     assert torch.equal(dst.bn1.running_mean, stats)  # a failed calibration changes nothing
+
+
+def test_wider_groups_are_filled_group_by_group_and_preserve_the_function():
+    """Grouped convs whose group width grows (RegNet: 16 → 24 channels a group): each target
+    group must hold one whole source group, or a group would mix two source groups' inputs."""
+    class Block(nn.Module):
+        def __init__(self, width, groups):
+            super().__init__()
+            self.conv1 = nn.Conv2d(width, width, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, groups=groups, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3 = nn.Conv2d(width, width, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(width)
+
+        def forward(self, x):
+            y = torch.relu(self.bn1(self.conv1(x)))
+            y = torch.relu(self.bn2(self.conv2(y)))
+            return torch.relu(x + self.bn3(self.conv3(y)))
+
+    def net(width, groups):
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                             nn.ReLU(), Block(width, groups), Block(width, groups),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 5))
+
+    torch.manual_seed(0)
+    src, dst = _trained_looking(net(16, 4)), net(24, 4).eval()  # group width 4 → 6
+    example = torch.randn(1, 3, 12, 12)
+    report = netgraft.transfer(src, dst, example_input=example, source_input=example)
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        assert (src(x) - dst(x)).abs().max() < 1e-4
+    how = " ".join(t.how for p in report.pairs for t in p.tensors)
+    assert "out 16→24 replicated by group" in how
+
+
+def test_regnet_with_wider_groups_and_other_stage_depths_keeps_more_of_its_function(monkeypatch):
+    """regnetx_004 → regnetx_006: group width 16 → 24, s2 one block deeper, s3/s4 shallower.
+    Stage-to-stage matching and the group map keep the function up to the dropped blocks (on
+    the trained benchmark source: 82.5% → 80.9% before any training; 10% without them)."""
+    src = _trained_looking(timm.create_model("regnetx_004", num_classes=10))
+    x = torch.randn(8, 3, 64, 64)
+
+    def corr():
+        dst = timm.create_model("regnetx_006", num_classes=10)
+        report = netgraft.transfer(src, dst)
+        dst.eval()
+        with torch.no_grad():
+            a, b = src(x), dst(x)
+        return report, float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+    report, grouped = corr()
+    assert report.matching.source_of("s3.b1.conv2.conv") == "s3.b1.conv2.conv"
+    assert report.matching.source_of("s4.b1.downsample.conv") == "s4.b1.downsample.conv"
+    monkeypatch.setattr(netgraft.adapt, "group_map", lambda pairs: None)
+    _, plain = corr()
+    how = " ".join(t.how for p in report.pairs for t in p.tensors)
+    assert "out 32→48 replicated by group" in how and "out 384→528 replicated by group" in how
+    assert grouped > plain  # (random weights: the gap is small; trained ones: 10% → 81%)

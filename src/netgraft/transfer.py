@@ -146,7 +146,8 @@ class TransferReport:
 
 
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
-                 tgt_t: dict[str, torch.Tensor], select: Callable | None = None) -> list[TensorRecord]:
+                 tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
+                 channel_map: Callable | None = None) -> list[TensorRecord]:
     records = []
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
@@ -158,12 +159,16 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             value, how, fraction = source.detach(), "", 1.0
         else:
             dim_roles = adapt.roles(tgt, name, target.ndim)
-            if src.groups != tgt.groups:  # a grouped fan-in is not a sum over the same inputs
+            by_group = (channel_map is not None and src.groups > 1
+                        and channel_map(src.out_dim or 0, tgt.out_dim or 0) is not None)
+            if src.groups != tgt.groups and not by_group:
+                # a grouped fan-in is not a sum over the same inputs (unless mapped by group)
                 dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
             value, plan = adapt.graft(
                 source, shape, dim_roles,
                 mix_input=tgt.role == "input" and tgt.kind == "conv",
-                tokens=tgt.kind == "param" and "pos" in name, base=target, select=select)
+                tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
+                channel_map=channel_map)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -533,9 +538,12 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     tgt_arch = target_arch or trace(target, example_input)
     matching = match(src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
-    if layer_transfer is _graft_layer and shrink == "importance":
-        layer_transfer = functools.partial(_graft_layer,
-                                           select=adapt.importance_selector(src_arch.layers))
+    if layer_transfer is _graft_layer:
+        select = adapt.importance_selector(src_arch.layers) if shrink == "importance" else None
+        channel_map = adapt.group_map(
+            (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
+            if s is not None)
+        layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map)
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..trace import Layer
-from .mapping import (centre_slices, channel_index, fan_in_scale, importance_index,
-                      mixing_matrix)
+from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
+                      importance_index, mixing_matrix)
 
 
 @dataclass
@@ -94,7 +94,8 @@ Selector = Callable[[int, int], "torch.Tensor | None"]
 
 
 def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
-                mix: bool, select: Selector | None = None) -> torch.Tensor:
+                mix: bool, select: Selector | None = None,
+                channel_map: Selector | None = None) -> torch.Tensor:
     s = x.shape[dim]
     if s == size:
         return x
@@ -115,7 +116,7 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         plan.notes.append(f"input channels {s}→{size} mixed")
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
     if role == "qkv" and s % 3 == 0 and size % 3 == 0:
-        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False, select)
+        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False, select, channel_map)
                  for p in x.chunk(3, dim)]
         plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
         return torch.cat(parts, dim)
@@ -124,9 +125,12 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         out = x.index_select(dim, index.to(x.device))
         plan.notes.append(f"{role} {s}→{size} selected by importance")
         return out
-    index = channel_index(s, size)
+    index = channel_map(s, size) if channel_map is not None else None
+    grouped = index is not None
+    if index is None:
+        index = channel_index(s, size)
     out = x.index_select(dim, index.to(x.device))
-    verb = "replicated" if size > s else "selected"
+    verb = ("replicated" if size > s else "selected") + (" by group" if grouped else "")
     if role == "in":
         scale = fan_in_scale(s, size, index).to(x.dtype).to(x.device)
         view = [1] * x.ndim
@@ -172,12 +176,15 @@ def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
           mix_input: bool = False, tokens: bool = False,
           base: torch.Tensor | None = None,
-          select: Selector | None = None) -> tuple[torch.Tensor, _Plan]:
+          select: Selector | None = None,
+          channel_map: Selector | None = None) -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
 
     `select(S, T)` (optional) picks which of S channels a narrower dimension of T keeps
     (e.g. `importance_selector`); it is asked for every shrinking channel dimension, so the
     same (S, T) gets the same channels in every tensor. None falls back to even spacing.
+    `channel_map(S, T)` (optional) replaces `channel_index` for the (S, T) pairs it answers
+    (not None), with the usual fan-in rescaling: `group_channel_index` for grouped convs.
 
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
@@ -189,7 +196,7 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
         x = _resample_tokens(x, shape[1], plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if role != "rows":
-            x = _resize_dim(x, dim, size, role, plan, mix_input, select)
+            x = _resize_dim(x, dim, size, role, plan, mix_input, select, channel_map)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         s = x.shape[dim]
         if role == "rows" and s != size:
@@ -204,6 +211,30 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
                 plan.fraction *= s / size
                 x = grown
     return x, plan
+
+
+# ----------------------------------------------------------------------------- groups
+def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
+    """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions.
+
+    From the matched (source, target) conv pairs where both are grouped and the target is
+    wider: channel count S → T is then mapped group by group (`group_channel_index`) in every
+    tensor, so each target group holds one source group. None when no such pair exists."""
+    groups: dict[tuple[int, int], tuple[int, int]] = {}
+    for src, tgt in pairs:
+        if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
+                and not src.depthwise and not tgt.depthwise
+                and src.out_dim and tgt.out_dim and tgt.out_dim > src.out_dim):
+            groups.setdefault((src.out_dim, tgt.out_dim), (src.groups, tgt.groups))
+    if not groups:
+        return None
+
+    def channel_map(source: int, target: int) -> torch.Tensor | None:
+        g = groups.get((source, target))
+        return None if g is None else group_channel_index(source, target, *g)
+
+    channel_map.groups = groups  # type: ignore[attr-defined]
+    return channel_map
 
 
 # ----------------------------------------------------------------------------- importance

@@ -26,6 +26,19 @@ def channel_index(source: int, target: int) -> torch.Tensor:
     return (t * source) // target
 
 
+def group_channel_index(source: int, target: int, source_groups: int,
+                        target_groups: int) -> torch.Tensor:
+    """`channel_index` for channels that feed grouped convolutions: a target group is filled
+    from one whole source group (groups tiled or evenly selected), and inside it the channels
+    are tiled or selected as usual. A grouped conv then reads, in every target group, replicas
+    of the inputs its source group read, so Net2Net's widening stays exact (RegNet's group
+    width 16 → 24: plain tiling would mix two source groups in one target group)."""
+    ws, wt = source // source_groups, target // target_groups
+    t = torch.arange(target)
+    group = channel_index(source_groups, target_groups)[t // wt]
+    return group * ws + channel_index(ws, wt)[t % wt]
+
+
 def importance_index(scores: torch.Tensor, target: int) -> torch.Tensor:
     """The `target` highest-scoring of ``len(scores)`` indices, in increasing order (ties
     broken towards the lower index, so the choice is deterministic)."""

@@ -48,6 +48,13 @@ class Method:
     name: str
     items: Callable[[Architecture], list]
     score: Callable[[Layer, Layer], float]
+    #: items of a (source, target) pair when they depend on both (default: items of each)
+    pair_items: Callable[[Architecture, Architecture], tuple[list, list]] | None = None
+
+    def both(self, source: Architecture, target: Architecture) -> tuple[list, list]:
+        if self.pair_items is not None:
+            return self.pair_items(source, target)
+        return self.items(source), self.items(target)
 
 
 def _dpiat_items(arch: Architecture) -> list:
@@ -74,9 +81,50 @@ def _graft_items(arch: Architecture) -> list:
     return [b.layers if len(b.layers) > 1 else b.layers[0] for b in arch.blocks]
 
 
+def _stage_of(block) -> str | None:
+    """The module holding a multi-layer block (``s3`` for ``s3.b2``, ``layer1`` for
+    ``layer1.0``); None for single-layer blocks and top-level blocks."""
+    if len(block.layers) < 2:
+        return None
+    return block.name.rpartition(".")[0] or None
+
+
+def _stages(arch: Architecture) -> list[str]:
+    return list(dict.fromkeys(s for b in arch.blocks if (s := _stage_of(b)) is not None))
+
+
+def _staged_items(arch: Architecture) -> list:
+    """Blocks grouped by stage: [stem layers, [block, block, ...], [block, ...], head layers]."""
+    items: list = []
+    current, key = None, None
+    for b in arch.blocks:
+        stage = _stage_of(b)
+        if stage is None:
+            current = key = None
+            items.append(b.layers if len(b.layers) > 1 else b.layers[0])
+        elif stage == key:
+            current.append(b.layers)
+        else:
+            current, key = [b.layers], stage
+            items.append(current)
+    return items
+
+
+def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list, list]:
+    """Two networks split into the same named stages (one family at two sizes: ``s1``..``s4``
+    of RegNets, ``layer1``..``layer4`` of ResNets) are matched stage to stage, blocks inside
+    stages: a stage with an extra block cannot shift every later block into the next stage
+    (regnetx_004 → regnetx_006, 2 vs 3 blocks in s2, 7 vs 5 in s3). Otherwise, blocks are one
+    flat sequence and the DP finds the correspondence."""
+    stages = _stages(source)
+    if len(stages) > 1 and stages == _stages(target):
+        return _staged_items(source), _staged_items(target)
+    return _graft_items(source), _graft_items(target)
+
+
 METHODS: dict[str, Method] = {
     "dpiat": Method("dpiat", _dpiat_items, dpiat_score),
-    "graft": Method("graft", _graft_items, graft_score),
+    "graft": Method("graft", _graft_items, graft_score, _graft_pair_items),
 }
 
 
@@ -123,7 +171,7 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks)."""
     m = get_method(method)
     aligner = _Aligner(source, target, m)
-    src_items, tgt_items = m.items(source), m.items(target)
+    src_items, tgt_items = m.both(source, target)
     value, _ = aligner.lists(src_items, tgt_items)
     found: dict[int, tuple[int, float]] = {}
     aligner.layer_pairs(src_items, tgt_items, found)
@@ -137,4 +185,4 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
 def dp_value(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> float:
     """S(source → target): the value of the top-level alignment."""
     m = get_method(method)
-    return _Aligner(source, target, m).lists(m.items(source), m.items(target))[0]
+    return _Aligner(source, target, m).lists(*m.both(source, target))[0]
