@@ -49,14 +49,18 @@ def test_larger_kernels_and_wider_layers_preserve_the_function():
             nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 2 * width, 1), nn.ReLU(),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 5))
 
-    src, dst = _trained_looking(net(8, 3)), net(24, 5).eval()
-    example = torch.randn(1, 3, 16, 16)
+    how = _graft_preserves_function(_trained_looking(net(8, 3)), net(24, 5).eval(), 16)
+    assert "kernel 3→5 zero-padded" in how and "in 16→48 replicated, rescaled" in how
+
+
+def _graft_preserves_function(src: nn.Module, dst: nn.Module, size: int) -> str:
+    """Graft src onto dst, check both compute the same on random input; the adaptation notes."""
+    example = torch.randn(1, 3, size, size)
     report = netgraft.transfer(src, dst, example_input=example, source_input=example)
-    x = torch.randn(4, 3, 16, 16)
+    x = torch.randn(4, 3, size, size)
     with torch.no_grad():
         assert (src(x) - dst(x)).abs().max() < 1e-4
-    how = " ".join(t.how for p in report.pairs for t in p.tensors)
-    assert "kernel 3→5 zero-padded" in how and "in 16→48 replicated, rescaled" in how
+    return " ".join(t.how for p in report.pairs for t in p.tensors)
 
 
 def test_deeper_blocks_start_as_identities_and_the_report_says_so():
@@ -115,14 +119,8 @@ def test_wider_groups_are_filled_group_by_group_and_preserve_the_function():
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 5))
 
     torch.manual_seed(0)
-    src, dst = _trained_looking(net(16, 4)), net(24, 4).eval()  # group width 4 → 6
-    example = torch.randn(1, 3, 12, 12)
-    report = netgraft.transfer(src, dst, example_input=example, source_input=example)
-    x = torch.randn(4, 3, 12, 12)
-    with torch.no_grad():
-        assert (src(x) - dst(x)).abs().max() < 1e-4
-    how = " ".join(t.how for p in report.pairs for t in p.tensors)
-    assert "out 16→24 replicated by group" in how
+    how = _graft_preserves_function(_trained_looking(net(16, 4)), net(24, 4).eval(), 12)
+    assert "out 16→24 replicated by group" in how  # group width 4 → 6
 
 
 def test_regnet_with_wider_groups_and_other_stage_depths_keeps_more_of_its_function(monkeypatch):
