@@ -69,8 +69,9 @@ def test_alignment_is_skipped_when_the_features_fit_badly(data):
     before = {k: v.clone() for k, v in target.state_dict().items()}
     probe = align(source, _net(12, 5, 1), data, steps=0, min_r2=0.0)
     fit = sum(s.r2_before for s in probe.stages) / len(probe.stages)
-    report = align(source, target, data, steps=40, min_r2=fit + 0.01)
-    assert report.skipped and report.steps == 0 and report.lr_factor == 1.0
+    report = align(source, target, data, steps=40, min_r2=fit + 0.01, distill=False)
+    assert report.skipped and report.method == "none"
+    assert report.steps == 0 and report.lr_factor == 1.0
     assert report.head is None and len(report.stages) == 3
     assert [s.r2_before for s in report.stages] == pytest.approx([s.r2_before for s in probe.stages])
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # untouched
@@ -108,3 +109,29 @@ def test_transfer_with_align(data):
         netgraft.transfer(source, _net(12, 5, 1), align=True)
     with pytest.raises(ValueError, match="align="):
         netgraft.transfer(source, _net(12, 5, 1), align="sometimes")
+
+
+def test_badly_fitting_stages_fall_back_to_distilling_the_logits(data):
+    source, target = _net(8, 3, 0).eval(), _net(12, 5, 1)
+    probe = align(source, _net(12, 5, 1), data, steps=0, min_r2=0.0)
+    fit = sum(s.r2_before for s in probe.stages) / len(probe.stages)
+    with torch.no_grad():
+        s_pred = source(data).argmax(1)
+        before = (target.eval()(data).argmax(1) == s_pred).float().mean().item()
+    target.train()
+    report = align(source, target, data, steps=60, lr=3e-3, batch_size=32, min_r2=fit + 0.01)
+    assert report.method == "logits" and not report.skipped
+    assert report.steps == 60 and report.head is None and report.lr_factor < 1.0
+    # the whole target now predicts what the source predicts
+    assert report.agreement > max(0.8, before + 0.3)
+    with torch.no_grad():
+        after = (target.eval()(data).argmax(1) == s_pred).float().mean().item()
+    assert after == pytest.approx(report.agreement)
+    assert f"{fit:.0%}" in report.note and "distilled" in report.summary()
+    assert report.to_dict()["method"] == "logits"
+    # a target predicting another number of classes cannot be distilled: left as grafted
+    other = _net(12, 5, 1, classes=7)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    r = align(source, other, data, steps=20, min_r2=fit + 0.01)
+    assert r.skipped and r.method == "none" and r.steps == 0
+    assert all(torch.equal(state[k], v) for k, v in other.state_dict().items())
