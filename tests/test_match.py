@@ -1,3 +1,4 @@
+import pytest
 import timm
 import torch
 from torch import nn
@@ -47,3 +48,49 @@ def test_deeper_target_reuses_source_blocks():
     assert m.matched == len(b.layers)  # every layer of the deeper net gets a source
     # the 3 blocks of resnet34's stage 1 come from resnet18's 2 blocks of stage 1
     assert {m.source_of(f"layer1.{i}.conv1").split(".")[0] for i in range(3)} == {"layer1"}
+
+
+def _convnext(name: str, gamma: float | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, in_chans=1)
+    if gamma is not None:  # a trained ConvNeXt: its layer scales have grown
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.endswith("gamma"):
+                    p.fill_(gamma)
+    return model
+
+
+def test_layer_scale_gates_are_traced_and_shut_blocks_do_not_count():
+    from netgraft.match import dp_value, gated_off, match
+
+    x = torch.randn(1, 1, 32, 32)
+    atto = netgraft.trace(_convnext("convnext_atto"), x, name="convnext_atto")
+    gates = [layer for layer in atto.layers if layer.gate]
+    # one gate per ConvNeXt block (2+2+6+2), nothing else (norm weights are 1, not ~0)
+    assert len(gates) == 12 and all(layer.kind == "param" for layer in gates)
+    resnet = netgraft.trace(timm.create_model("resnet18", num_classes=10, in_chans=1), x,
+                            name="resnet18")
+    assert not any(layer.gate for layer in resnet.layers)
+
+    # a ResNet has no layer scale to copy: every ConvNeXt block stays shut, and what the
+    # graft puts in them is left out of S(resnet → convnext)
+    m = match(resnet, atto)
+    shut = gated_off(atto, m.pairs)
+    assert len(shut) == 12
+    in_shut = sum(m.scores[i] for b in shut for i in atto.blocks[b].layers)
+    assert in_shut > 1.0
+    total = sum(m.scores.values())
+    raw = dp_value(resnet, atto)  # the plain DP value
+    assert m.plain_value == pytest.approx(raw)
+    assert m.value == pytest.approx(raw * (1 - in_shut / total))
+
+    # a trained ConvNeXt source copies its (open) scales into the target: nothing is shut
+    femto = netgraft.trace(_convnext("convnext_femto"), x, name="convnext_femto")
+    trained = netgraft.trace(_convnext("convnext_atto", gamma=0.5), x, name="convnext_atto")
+    m2 = match(trained, femto)
+    assert gated_off(femto, m2.pairs) == []
+    assert m2.value == pytest.approx(sum(m2.scores.values()))
+    # so the same-family score is untouched while the cross-family one drops
+    assert netgraft.similarity(trained, femto) > 0.6
+    assert netgraft.similarity(resnet, femto) < 0.1

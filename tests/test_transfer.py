@@ -302,3 +302,25 @@ def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
         big.fc.weight.mul_(20)
     grown = netgraft.transfer(big, timm.create_model("resnet34", num_classes=10))
     assert grown.head_scale is None
+
+
+def test_report_names_blocks_left_gated_off_by_a_layer_scale():
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    target = timm.create_model("convnext_atto", num_classes=10, in_chans=1)
+    x = torch.randn(2, 1, 32, 32)
+    with pytest.warns(netgraft.NetgraftWarning, match="12 target blocks start gated off"):
+        report = netgraft.transfer(source, target, example_input=x)
+    assert report.gated_off[:2] == ["stages.0.blocks.0", "stages.0.blocks.1"]
+    assert len(report.gated_off) == 12 and report.to_dict()["gated_off"] == report.gated_off
+    # the gates really are still shut: every block's branch is scaled by ~1e-6
+    assert all(float(target.stages[s].blocks[b].gamma.abs().max()) < 1e-3
+               for s, n in enumerate((2, 2, 6, 2)) for b in range(n))
+    # a source with open scales (a trained ConvNeXt) fills them: nothing is left shut
+    trained = timm.create_model("convnext_atto", num_classes=10, in_chans=1)
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.5)
+    femto = timm.create_model("convnext_femto", num_classes=10, in_chans=1)
+    assert netgraft.transfer(trained, femto, example_input=x).gated_off == []

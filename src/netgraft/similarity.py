@@ -2,7 +2,8 @@
 
 DPIAT's definition (section 4 of the paper): with S(A→B) the value of the top-level matching
 of A onto B, sim(A, B) = sqrt(S(A→B)·S(B→A) / (S(A→A)·S(B→B))) — symmetric, in [0, 1], and
-1 for identical architectures. The method chooses the matching it is computed from.
+1 for identical architectures. The method chooses the matching it is computed from; with the
+default one, S(A→B) discounts target blocks left gated off (see ``netgraft.match.gated_off``).
 """
 from __future__ import annotations
 
@@ -35,23 +36,34 @@ def as_architecture(model: Any) -> Architecture:
 
 
 def similarity(a: Any, b: Any, method: str = DEFAULT_METHOD) -> float:
-    """How alike two architectures are, in [0, 1] (1 = identical)."""
+    """How alike two architectures are, in [0, 1] (1 = identical), for grafting `a` onto `b`.
+
+    Symmetric, except that with the default method S(a→b) leaves out what `b`'s blocks that
+    stay gated off would receive (``match(a, b).value``: a ConvNeXt target whose layer scales
+    start near zero gets little from a source with none to copy); the reverse value is the
+    plain DP value, so a trained source's gates never count."""
+    from .match import match
+
     a, b = as_architecture(a), as_architecture(b)
-    return similarity_from_values(dp_value(a, b, method), dp_value(b, a, method),
+    return similarity_from_values(match(a, b, method).value, dp_value(b, a, method),
                                   dp_value(a, a, method), dp_value(b, b, method))
 
 
 def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) -> float:
     """Share of the target's parameters that a graft would fill, each matched layer counted
-    by its match score (1 = same shape and kind): in [0, 1], asymmetric (source → target)."""
-    from .match import match
+    by its match score (1 = same shape and kind), layers of blocks left gated off counted 0:
+    in [0, 1], asymmetric (source → target)."""
+    from .match import gated_off, match
 
     a, b = as_architecture(source), as_architecture(target)
     m = match(a, b, method)
     total = sum(layer.numel for layer in b.layers)
     if not total:
         return 0.0
-    return sum(layer.numel * m.scores[layer.index] for layer in b.layers) / total
+    shut = ({i for k in gated_off(b, m.pairs) for i in b.blocks[k].layers}
+            if method == "graft" else set())
+    return sum(layer.numel * m.scores[layer.index] for layer in b.layers
+               if layer.index not in shut) / total
 
 
 #: every data-free score of a (source, target) pair, by name. "paper" is DPIAT's definition

@@ -85,6 +85,9 @@ class Layer:
     out_dim: int | None = None
     block: int = -1
     role: str = ""  # "input" (reads the model input) / "output" (produces the model output)
+    #: a near-zero per-channel scale that gates its block's branch at init (ConvNeXt's and
+    #: CaiT's layer scale, 1e-6 to 1e-5): whatever the block holds does not act until it grows
+    gate: bool = False
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -110,7 +113,7 @@ class Layer:
             "block": self.block, "executed": self.executed, "role": self.role,
             "groups": self.groups, "kernel": list(self.kernel), "stride": list(self.stride),
             "in_dim": self.in_dim, "out_dim": self.out_dim, "numel": self.numel,
-            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "shapes": {k: list(v) for k, v in self.shapes.items()}, "gate": self.gate,
         }
 
 
@@ -375,7 +378,23 @@ def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) ->
         layer.in_dim = layer.out_dim = module.embed_dim
     elif "weight" in layer.shapes and layer.shapes["weight"]:
         layer.in_dim = layer.out_dim = layer.shapes["weight"][0]
+    if kind == "param":
+        layer.gate = _is_gate([tensors[n] for n in layer.param_names])
     return layer
+
+
+#: largest value a per-channel scale may hold and still count as a closed gate
+GATE_MAX = 1e-3
+
+
+@torch.no_grad()
+def _is_gate(params: list[torch.Tensor]) -> bool:
+    """1-D floating parameters, all tiny but not all zero (layer scales at their init)."""
+    if not params or any(p.ndim != 1 or not p.is_floating_point() or p.is_meta for p in params):
+        return False
+    peak = max(float(p.detach().abs().max()) for p in params if p.numel()) if any(
+        p.numel() for p in params) else 0.0
+    return 0.0 < peak <= GATE_MAX
 
 
 def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,

@@ -21,7 +21,7 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
-from .match import DEFAULT_METHOD, Matching, dp_value, get_method, match
+from .match import DEFAULT_METHOD, Matching, dp_value, gated_off, get_method, match
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -82,6 +82,9 @@ class TransferReport:
     head_scale: float | None = None  # factor the copied classifier was tempered by (head="auto")
     alignment: Any = None  # an align.AlignReport when the target was aligned to the source
     autoinit: Any = None  # an autoinit.AutoInitReport when unmatched layers were rescaled
+    #: target blocks that stay shut after the graft: a layer scale that starts near zero and
+    #: has no source scale to copy (their grafted weights act only once training opens it)
+    gated_off: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
@@ -102,6 +105,7 @@ class TransferReport:
                 "probed_norms": self.probed_norms, "head_scale": self.head_scale,
                 "alignment": self.alignment.to_dict() if self.alignment is not None else None,
                 "autoinit": self.autoinit.to_dict() if self.autoinit is not None else None,
+                "gated_off": list(self.gated_off),
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -369,7 +373,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         probed = (" (batch-norm statistics were re-estimated on a noise probe)"
                   if report.probed_norms else "")
         shown = ", ".join(weak[:8]) + (f" and {len(weak) - 8} more" if len(weak) > 8 else "")
-        warnings.warn(NetgraftWarning(
+        message = (
             f"{report.source} → {report.target} is a distant pair (similarity "
             f"{report.similarity:.2f} < {DISTANT_SIMILARITY}): copied tensors transfer little "
             f"between families{probed}. Pass "
@@ -382,7 +386,13 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                + " (head='reset' leaves it random). "
                if report.head_scale is not None else "")
             + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
-               f"random: {shown}" if weak else "")), stacklevel=2)
+               f"random: {shown}. " if weak else "")
+            + (f"{len(report.gated_off)} target blocks start gated off (a layer scale near zero, "
+               f"no source scale to copy): what they receive acts only once training opens "
+               f"their gates, so this graft gives mostly the stem, downsampling and head "
+               f"({', '.join(report.gated_off[:4])}"
+               f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
+        warnings.warn(NetgraftWarning(message.strip()), stacklevel=2)
     return report
 
 
@@ -566,7 +576,10 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=filled / total if total else 0.0,
-                          similarity=sim, seconds=time.perf_counter() - start, matching=matching)
+                          similarity=sim, seconds=time.perf_counter() - start, matching=matching,
+                          gated_off=[tgt_arch.blocks[b].name
+                                     for b in gated_off(tgt_arch, matching.pairs)]
+                          if method == "graft" else [])
 
 
 def _layer_record(tgt: Layer, src_arch: Architecture, matching: Matching, head: str,

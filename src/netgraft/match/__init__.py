@@ -22,8 +22,11 @@ class Matching:
     pairs: dict[int, int | None]
     #: target layer index → score of its pair (0 when unmatched)
     scores: dict[int, float]
-    #: DP value of aligning the source onto the target, S(source → target)
+    #: DP value of aligning the source onto the target, S(source → target), scaled down for
+    #: target blocks left gated off (default method; see `open_value`)
     value: float
+    #: the DP value as is (``dp_value``); None when not known
+    plain_value: float | None = None
 
     def source_of(self, target_name: str) -> str | None:
         idx = self.pairs[self.target[target_name].index]
@@ -167,8 +170,26 @@ class _Aligner:
                 out[t] = (s, score)
 
 
+def gated_off(target: Architecture, pairs: dict[int, int | None]) -> list[int]:
+    """Target blocks whose branch stays shut after the graft: they hold a gate (a layer
+    scale that starts near zero, ``Layer.gate``) that no source scale is copied into, so the
+    weights grafted into them do not act until training opens the gate. Read off the
+    architectures alone: a source's scale is assumed open (trained)."""
+    shut = []
+    for b, block in enumerate(target.blocks):
+        gates = [i for i in block.layers if target.layers[i].gate]
+        if gates and all(pairs.get(i) is None for i in gates):
+            shut.append(b)
+    return shut
+
+
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
-    """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks)."""
+    """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks).
+
+    With the default method, ``value`` is scaled by the share of the matched layers' scores
+    that lies outside target blocks left gated off after the graft (see `gated_off`): what
+    those receive does not reach the output, so a source grafted into a ConvNeXt from another
+    family gives mostly its stem, downsampling layers and head."""
     m = get_method(method)
     aligner = _Aligner(source, target, m)
     src_items, tgt_items = m.both(source, target)
@@ -179,10 +200,22 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
              for layer in target.layers}
     scores = {t: found[t][1] if t in found else 0.0 for t in pairs}
     return Matching(method=method, source=source, target=target, pairs=pairs, scores=scores,
-                    value=value)
+                    value=open_value(value, target, pairs, scores, method), plain_value=value)
+
+
+def open_value(value: float, target: Architecture, pairs: dict[int, int | None],
+               scores: dict[int, float], method: str = DEFAULT_METHOD) -> float:
+    """A DP value scaled, for the default method, by the share of the matched layers' scores
+    that lies outside target blocks left gated off (see `gated_off`)."""
+    total = sum(scores.values())
+    if get_method(method).name != "graft" or total <= 0:
+        return value
+    shut = sum(scores[i] for b in gated_off(target, pairs) for i in target.blocks[b].layers)
+    return value * (1.0 - shut / total)
 
 
 def dp_value(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> float:
-    """S(source → target): the value of the top-level alignment."""
+    """S(source → target): the value of the top-level alignment, as is (``match(...).value``
+    is this less what target blocks left gated off receive)."""
     m = get_method(method)
     return _Aligner(source, target, m).lists(*m.both(source, target))[0]
