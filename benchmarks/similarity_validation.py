@@ -24,6 +24,7 @@ The result JSON is produced by the transfer-quality benchmark, e.g.::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections import defaultdict
@@ -223,10 +224,32 @@ def to_markdown(rows: list[dict], table: dict[str, dict], scores: Sequence[str])
     return "\n".join(lines)
 
 
+PROTOCOL_KEYS = ("dataset", "image_size", "in_chans", "regimes", "test_size", "epochs",
+                 "batch_size", "lr", "optimizer", "seeds", "source_steps")
+
+
+def merge_results(results: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Several transfer-quality runs of one protocol as one (their pairs side by side)."""
+    first = copy.deepcopy(results[0])
+    for other, name in zip(results[1:], names[1:]):
+        differ = [k for k in PROTOCOL_KEYS if other["config"].get(k) != first["config"].get(k)]
+        if differ:
+            raise SystemExit(f"{name}: not the protocol of {names[0]} ({', '.join(differ)} "
+                             f"differ); validate runs of one protocol together")
+        first["runs"] += other["runs"]
+        first["config"]["pairs"] += other["config"]["pairs"]
+        first["sources"].update(other["sources"])
+        for regime, m in other["metrics"].items():
+            first["metrics"][regime]["pairs"] += m["pairs"]
+    return first
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("result", nargs="?", default=str(ROOT / "benchmarks/results/similarity_pairs.json"),
-                        help="transfer-quality JSON with several sources per target")
+    parser.add_argument("result", nargs="*",
+                        default=[str(ROOT / "benchmarks/results/similarity_pairs.json")],
+                        help="transfer-quality JSON(s) with several sources per target (runs of "
+                             "one protocol are pooled)")
     parser.add_argument("--init", default="graft", help="whose gain to predict (default graft)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/similarity_validation.json"))
     parser.add_argument("--probe", type=int, default=0, metavar="N",
@@ -239,10 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(",".join(pair_specs()))
         return 0
     torch.set_num_threads(1)
-    result = json.loads(Path(args.result).read_text())
+    result = merge_results([json.loads(Path(f).read_text()) for f in args.result], args.result)
     rows = gains(result, args.init)
     if not rows:
-        print(f"{args.result}: no pair has both 'random' and '{args.init}' runs", file=sys.stderr)
+        print(f"{', '.join(args.result)}: no pair has both 'random' and '{args.init}' runs", file=sys.stderr)
         return 2
     scores = tuple(SCORES)
     print(f"{len(rows)} pairs, {len({r['target'] for r in rows})} targets; scores: {', '.join(scores)}")
@@ -257,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n" + md)
     out = Path(args.out)
     payload = {"benchmark": "similarity_validation", "date": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "source_result": str(args.result), "init": args.init,
+        timespec="seconds"), "source_result": [str(f) for f in args.result], "init": args.init,
         "probe": probe_info, "summary": table, "pairs": rows}
     from netgraft.checkpoint import atomic_write
     atomic_write(out, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))

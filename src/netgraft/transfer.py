@@ -269,9 +269,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     as much as `align_steps` training steps, 30 by default). ``True`` always, ``"auto"`` for
     distant pairs only (similarity below ``DISTANT_SIMILARITY``: other families, where copied
     tensors alone transfer little), ``False`` (default) never. When the grafted stages explain
-    less than 30% of the source's feature variance, alignment is skipped after the cheap
-    closed-form fit (``report.alignment.skipped``): measured, aligning such pairs ended behind
-    the plain graft.
+    less than 30% of the source's feature variance (measured: aligning such pairs stage by
+    stage ended behind the plain graft), the same steps distil the source's logits into the
+    whole target instead (``report.alignment.method == "logits"``).
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, ``"uniform"`` (evenly spaced) or ``"importance"`` (largest
     outgoing weights, consistently across connected layers).
