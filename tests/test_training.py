@@ -185,3 +185,21 @@ def test_progress_bar_runs(digits):
     tr, _ = digits
     res = train(mlp(), tr, steps=5, progress=True)
     assert not res.diverged
+
+
+def test_precise_bn_evaluates_fresh_statistics_and_leaves_training_unchanged(digits):
+    tr, te = digits
+    plain, precise = small_cnn(), small_cnn()
+    a = train(plain, tr, steps=30, lr=0.05, optimizer="sgd", eval_data=te, eval_at=[0, 10, 30])
+    b = train(precise, tr, steps=30, lr=0.05, optimizer="sgd", eval_data=te, eval_at=[0, 10, 30],
+              precise_bn=256)
+    # the same updates and the same running statistics: only the evaluations differ
+    for (ka, va), (kb, vb) in zip(plain.state_dict().items(), precise.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    assert a.final_loss == b.final_loss and precise.training
+    # what precise_bn reports is the accuracy with statistics re-estimated on 256 train images
+    from netgraft.calibrate import recalibrate_norms
+    recalibrate_norms(precise, tr.x[:256], batch_size=64)
+    assert b.history[-1] == (30, evaluate(precise, te))
+    assert [s for s, _ in b.history] == [0, 10, 30]
+    assert b.history[1][1] != a.history[1][1]  # the running statistics lag after 10 steps

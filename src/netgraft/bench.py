@@ -271,6 +271,9 @@ class Config:
     pairs: tuple[Pair, ...] = PAIRS
     inits: tuple[str, ...] = tuple(INITS)
     share_identical: bool = True
+    #: evaluate with batch-norm statistics re-estimated on this many training images (0: the
+    #: running statistics, the protocol of every run before 2026-11-26 02:30)
+    precise_bn: int = 0
 
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, n_train // self.batch_size)
@@ -1157,7 +1160,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
                                     batch_size=cfg.batch_size, lr=record["lr"], optimizer=cfg.optimizer,
                                     eval_data=test, eval_at=eval_at[regime], seed=seed,
-                                    progress=progress)
+                                    progress=progress, precise_bn=cfg.precise_bn)
                         del m
                         result["runs"].append({**record, "regime": regime,
                                                "history": [[s, a] for s, a in res.history],
@@ -1223,6 +1226,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--no-share", action="store_true",
                         help="train inits with bit-identical weights separately")
+    parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
+                        help="evaluate with batch-norm statistics re-estimated on N training "
+                             "images (PreciseBN; removes the lag of running statistics that "
+                             "makes early evaluations swing; default 0 = running statistics)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--estimate", action="store_true",
@@ -1261,7 +1268,8 @@ def recompute(result: dict[str, Any]) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> Config:
     cfg = Config(dataset=args.dataset, image_size=args.image_size, epochs=args.epochs,
                  source_steps=args.source_steps, batch_size=args.batch_size,
-                 source_batch_size=args.source_batch_size, share_identical=not args.no_share)
+                 source_batch_size=args.source_batch_size, share_identical=not args.no_share,
+                 precise_bn=args.precise_bn)
     if args.quick:
         cfg.pairs = find_pairs(QUICK_PAIRS)
         cfg.seeds = (0,)

@@ -91,6 +91,7 @@ def train(
     warmup_steps: int = 0,
     progress: bool = False,
     label_smoothing: float = 0.0,
+    precise_bn: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place for exactly ``steps`` optimizer updates.
 
@@ -102,6 +103,11 @@ def train(
       different lengths share the same trajectory prefix.
     * Evaluation: accuracy on ``eval_data`` after ``s`` updates for each ``s``
       in ``eval_at`` (``0`` = before any update); each must be in ``[0, steps]``.
+    * Precise BN: with ``precise_bn=N``, every evaluation first re-estimates the batch-norm
+      running statistics on the first N images of ``train`` (fixed, no labels used; Wu &
+      Johnson 2021, "Rethinking Batch in BatchNorm") and puts the running ones back after, so
+      training is unchanged. Early in training the momentum-averaged statistics lag the fast-
+      moving weights and a single evaluation can swing by 20 points; this measures the weights.
     * Divergence: a NaN/inf loss stops training before that update is applied
       and sets ``diverged=True``; nothing is raised.
     * Determinism: torch's RNG is seeded with ``seed`` for the duration (for
@@ -127,10 +133,23 @@ def train(
     # Drop the ragged tail only when a full batch exists, else nothing would be yielded.
     drop_last = len(train) >= batch_size
 
+    calib = train.x[:precise_bn] if precise_bn > 0 else None
+
     def maybe_eval(step: int) -> None:
         if pending and pending[0] == step:
             pending.pop(0)
-            result.history.append((step, evaluate(model, eval_data)))
+            if calib is None:
+                result.history.append((step, evaluate(model, eval_data)))
+                return
+            from .calibrate import recalibrate_norms
+            running = {k: v.clone() for k, v in model.state_dict().items()
+                       if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+            try:
+                recalibrate_norms(model, calib, batch_size=batch_size)
+                result.history.append((step, evaluate(model, eval_data)))
+            finally:
+                model.load_state_dict(running, strict=False)
+                model.train()
 
     was_training = model.training
     # fork_rng lets us seed dropout/etc. without clobbering the caller's RNG state.
