@@ -20,7 +20,8 @@ def test_transfer_end_to_end(tmp_path, capsys):
     out = tmp_path / "dst.safetensors"
     code = main(["transfer", "--source", "resnet18", "--source-weights", str(tmp_path / "src.safetensors"),
                  "--target", "efficientnet_b0", "--num-classes", "10", "--in-chans", "1",
-                 "--out", str(out), "--report", str(tmp_path / "r.json")])
+                 "--out", str(out), "--report", str(tmp_path / "r.json"),
+                 "--min-score", "0"])
     assert code == 0
     text = capsys.readouterr().out
     assert "coverage" in text and "conv_stem" in text and f"wrote {out}" in text

@@ -34,7 +34,7 @@ def test_report_accounts_for_every_target_tensor():
     src = timm.create_model("resnet50")
     dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
     before = _state(dst)
-    report = netgraft.transfer(src, dst)
+    report = netgraft.transfer(src, dst, min_score=0)  # every match transferred
     tensors = {k for k, v in dst.state_dict().items() if v.is_floating_point()}
     reported = {f"{p.target}.{t.name}".lstrip(".") for p in report.pairs for t in p.tensors}
     assert reported == tensors  # nothing skipped silently
@@ -199,13 +199,32 @@ def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
     src = timm.create_model("resnet18", num_classes=10, in_chans=1)
     dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
     with pytest.warns(NetgraftWarning, match=r"distant pair .*calibration_data=") as caught:
-        report = netgraft.transfer(src, dst)
+        report = netgraft.transfer(src, dst, min_score=0)
     assert issubclass(NetgraftWarning, UserWarning)
     assert report.similarity < DISTANT_SIMILARITY
     weak = report.weak_layers()
     assert weak and all(p.score < 0.25 for p in report.pairs if p.target in weak)
     message = str(caught[0].message)
     assert weak[0] in message and "best left random" in message
+    # by default those layers are left at their init, and the warning says so
+    fresh = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    init = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.warns(NetgraftWarning, match=r"were left at their init") as caught:
+        default = netgraft.transfer(src, fresh)
+    assert default.left_weak == weak and default.weak_layers() == []
+    assert default.coverage < report.coverage
+    state = fresh.state_dict()
+    for p in default.pairs:
+        if p.target in weak:
+            assert p.action == "init" and p.note.startswith("left at init: weak match")
+            for t in p.tensors:
+                if t.parameter:
+                    assert torch.equal(state[f"{p.target}.{t.name}"], init[f"{p.target}.{t.name}"])
+    assert weak[0] in str(caught[0].message)
+    assert default.to_dict()["left_weak"] == weak
+    with pytest.raises(ValueError, match="min_score"):
+        netgraft.transfer(src, timm.create_model("efficientnet_b0", num_classes=10, in_chans=1),
+                          min_score="high")
     # same family: no warning; calibration data given: no warning
     import warnings
     with warnings.catch_warnings():
@@ -228,14 +247,14 @@ def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_ke
                 m.running_var.fill_(1e-4)
     dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
     with pytest.warns(netgraft.NetgraftWarning, match="noise probe"):
-        report = netgraft.transfer(src, dst)
+        report = netgraft.transfer(src, dst, min_score=0)
     assert report.probed_norms > 0 and not contains(report.matching)
     # the same as re-estimating the copied graft's statistics on the documented probe
     from netgraft.calibrate import recalibrate_norms
     from netgraft.transfer import PROBE_BATCH, PROBE_BATCHES
 
     copy = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
-    netgraft.transfer(src, copy, norm_stats="copy")
+    netgraft.transfer(src, copy, norm_stats="copy", min_score=0)
     assert torch.allclose(copy.bn1.running_var, torch.full_like(copy.bn1.running_var, 1e-4))
     shape = report.matching.target.example_input.shape[1:]
     probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, *shape, generator=torch.Generator().manual_seed(0))

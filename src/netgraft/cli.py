@@ -41,6 +41,18 @@ def _steps(enabled: bool, total: int) -> Iterator:
         progress.update(task, completed=total)
 
 
+def _min_score(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number in [0, 1] or 'auto'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number in [0, 1] or 'auto'")
+    return value
+
+
 def _input_shape(text: str | None):
     from .models import parse_input_size
 
@@ -87,7 +99,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         example = _input_shape(args.input_size)
         report = transfer(source, target, method=args.method, head=args.head,
                           shrink=args.shrink, autoinit=args.autoinit,
-                          example_input=example, source_input=_input_shape(args.source_input_size))
+                          min_score=args.min_score, example_input=example, source_input=_input_shape(args.source_input_size))
         step("checking the grafted model")
         target.eval()
         probe = report.matching.target.example_input
@@ -185,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "largest-weight ones")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")
+    p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",
+                   help="leave matched layers scoring below S at their init (auto: 0.25 for a "
+                        "distant pair, else 0; 0 transfers every match)")
     p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
     p.add_argument("--report", help="also write the full report as JSON here")
     p.add_argument("--all", action="store_true", help="print every layer of the report")

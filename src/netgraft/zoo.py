@@ -251,11 +251,13 @@ def _head_differs(src: Layer, tgt: Layer) -> bool:
     return tgt.role == "output" and src.out_dim != tgt.out_dim
 
 
-def coverage(matching: Matching, identity: dict[int, list[str]] | None = None) -> float:
+def coverage(matching: Matching, identity: dict[int, list[str]] | None = None,
+             min_score: float = 0.0) -> float:
     """Fraction of the target's parameter elements a transfer with this matching fills from
     the source, as ``TransferReport.coverage`` counts it (``head="auto"``, identity blocks
     on for ``graft``), from the shapes alone. `identity` is the target's
-    :func:`netgraft.fingerprint.measure_identity` map (None: no identity blocks counted)."""
+    :func:`netgraft.fingerprint.measure_identity` map (None: no identity blocks counted);
+    layers matched below `min_score` (not the classifier) count as left at init."""
     from . import adapt
     from .transfer import _extra_blocks
 
@@ -273,6 +275,8 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None) -
             numel = math.prod(shape)
             total += numel
             if src is None or name not in src.shapes or tgt.name in zeroed:
+                continue
+            if matching.scores.get(tgt.index, 0.0) < min_score and tgt.role != "output":
                 continue
             source_shape = src.shapes[name]
             if method == "dpiat":
@@ -628,10 +632,12 @@ class Zoo:
                 sim = similarity_from_values(m.value, dp(tgt.hash, s), dp(s, s),
                                              dp(tgt.hash, tgt.hash))
                 n_matched, n_blocks, why = explain(m)
+                from .transfer import default_min_score
+                weak = default_min_score(m, sim)
                 results.append(Ranked(
                     rank=0, name=entry.name, arch=entry.arch, task=entry.task,
                     accuracy=entry.accuracy, similarity=sim,
-                    coverage=coverage(m, tgt.identity), matched_blocks=n_matched,
+                    coverage=coverage(m, tgt.identity, weak), matched_blocks=n_matched,
                     target_blocks=n_blocks, why=why, method=method, entry=entry))
         finally:
             self.index.put_dp(new, method)
