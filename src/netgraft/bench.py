@@ -665,7 +665,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Transfer quality: {result['mode']} run, {result['date']}", ""]
     lines.append(
         f"{cfg['dataset']} at {cfg['image_size']}×{cfg['image_size']}×{cfg['in_chans']}; "
-        f"test accuracy (%) on {cfg['test_size']} fixed test images; targets trained with "
+        f"test accuracy (%) on {cfg['test_size']} fixed test images"
+        + (f", batch-norm statistics re-estimated on {cfg['precise_bn']} training images before "
+           f"each evaluation (PreciseBN)" if cfg.get("precise_bn") else "")
+        + "; targets trained with "
         f"{cfg['optimizer']} lr {cfg['lr']:g}, batch {cfg['batch_size']}, {epochs} epochs, "
         f"seeds {', '.join(map(str, cfg['seeds']))} (curves averaged over seeds). "
         f"Machine: {result['machine']['summary']}. Wall time {result['wall_seconds'] / 60:.1f} min.")
