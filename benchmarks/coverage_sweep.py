@@ -113,8 +113,11 @@ def _run_method(pair: Pair, method: str, source, src_x, target, dst_x) -> Outcom
                   convolutional=_has_conv(source) and _has_conv(target))
     before = {k: v.clone() for k, v in target.named_parameters()}
     try:
+        # min_score=0: the sweep measures how far matching and adaptation reach, so weak
+        # matches of distant pairs are transferred too (the default leaves them at init)
+        options = {"min_score": 0} if method != "dpiat" else {}
         report = netgraft.transfer(source, target, method=method, example_input=dst_x[:1],
-                                   source_input=src_x[:1])
+                                   source_input=src_x[:1], **options)
     except netgraft.UnsupportedModelError as exc:
         out.status, out.error = "unsupported", str(exc)
         return out
