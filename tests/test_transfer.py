@@ -222,9 +222,10 @@ def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
                     assert torch.equal(state[f"{p.target}.{t.name}"], init[f"{p.target}.{t.name}"])
     assert weak[0] in str(caught[0].message)
     assert default.to_dict()["left_weak"] == weak
-    with pytest.raises(ValueError, match="min_score"):
-        netgraft.transfer(src, timm.create_model("efficientnet_b0", num_classes=10, in_chans=1),
-                          min_score="high")
+    for bad in ("high", 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="min_score"):
+            netgraft.transfer(src, timm.create_model("efficientnet_b0", num_classes=10,
+                                                     in_chans=1), min_score=bad)
     # same family: no warning; calibration data given: no warning
     import warnings
     with warnings.catch_warnings():

@@ -323,13 +323,23 @@ def _distill(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, steps: in
 
 
 @torch.no_grad()
-def _agreement(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, batch_size: int) -> float:
-    was = target.training
-    target.eval()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> Any:
+    """`model`'s outputs on `x` in eval mode (its mode restored); None unless tensors."""
+    was = model.training
+    model.eval()
     try:
-        pred = torch.cat([target(xb) for xb in x.split(batch_size)])
+        outs = [model(xb) for xb in x.split(batch_size)]
     finally:
-        target.train(was)
+        model.train(was)
+    return torch.cat(outs) if all(isinstance(o, torch.Tensor) for o in outs) else None
+
+
+def _width(y: Any) -> int | None:
+    return y.shape[1] if isinstance(y, torch.Tensor) and y.ndim == 2 else None
+
+
+def _agreement(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, batch_size: int) -> float:
+    pred = _predict(target, x, batch_size)
     return float((pred.argmax(1) == logits.argmax(1)).float().mean())
 
 
@@ -339,17 +349,6 @@ def _head_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Linear
     if len(outs) == 1 and isinstance(outs[0].module, nn.Linear):
         return outs[0].name, outs[0].module
     return None
-
-
-@torch.no_grad()
-def _output_width(model: nn.Module, x: torch.Tensor) -> int | None:
-    was = model.training
-    model.eval()
-    try:
-        y = model(x)
-    finally:
-        model.train(was)
-    return y.shape[1] if isinstance(y, torch.Tensor) and y.ndim == 2 else None
 
 
 @torch.no_grad()
@@ -454,7 +453,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                 why = (f"the grafted stages explain {fit:.0%} of the source's feature variance "
                        f"on average (< {min_r2:.0%}): too little to align stage by stage")
                 can_distill = (distill and steps > 0 and logits is not None and logits.ndim == 2
-                               and _output_width(target, x[:2]) == logits.shape[1])
+                               and _width(_predict(target, x[:2], 2)) == logits.shape[1])
                 if not can_distill:
                     report.method, report.skipped, report.lr_factor = "none", True, 1.0
                     report.note = f"{why}, the target is left as grafted"

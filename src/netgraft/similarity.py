@@ -53,15 +53,14 @@ def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) ->
     """Share of the target's parameters that a graft would fill, each matched layer counted
     by its match score (1 = same shape and kind), layers of blocks left gated off counted 0:
     in [0, 1], asymmetric (source → target)."""
-    from .match import gated_off, match
+    from .match import match, shut_layers
 
     a, b = as_architecture(source), as_architecture(target)
     m = match(a, b, method)
     total = sum(layer.numel for layer in b.layers)
     if not total:
         return 0.0
-    shut = ({i for k in gated_off(b, m.pairs) for i in b.blocks[k].layers}
-            if method == "graft" else set())
+    shut = shut_layers(b, m.pairs, method)
     return sum(layer.numel * m.scores[layer.index] for layer in b.layers
                if layer.index not in shut) / total
 

@@ -390,10 +390,10 @@ GATE_MAX = 1e-3
 @torch.no_grad()
 def _is_gate(params: list[torch.Tensor]) -> bool:
     """1-D floating parameters, all tiny but not all zero (layer scales at their init)."""
-    if not params or any(p.ndim != 1 or not p.is_floating_point() or p.is_meta for p in params):
+    if not params or any(p.ndim != 1 or not p.numel() or not p.is_floating_point() or p.is_meta
+                         for p in params):
         return False
-    peak = max(float(p.detach().abs().max()) for p in params if p.numel()) if any(
-        p.numel() for p in params) else 0.0
+    peak = max(float(p.abs().max()) for p in params)
     return 0.0 < peak <= GATE_MAX
 
 

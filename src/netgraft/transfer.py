@@ -358,7 +358,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                                shrink)
         if min_score == "auto":
             min_score = default_min_score(report.matching, report.similarity)
-        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)):
+        if (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                or not 0.0 <= min_score <= 1.0):
             raise ValueError(f"min_score={min_score!r}: give a number in [0, 1] or 'auto'")
         if min_score > 0:
             _leave_weak(report, target, backup, float(min_score))
@@ -574,9 +575,14 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
             t.action, t.how, t.filled = "init", note, 0
         p.note = note
         report.left_weak.append(p.target)
-    total = sum(t.numel for r in report.pairs for t in r.tensors if t.parameter)
-    filled = sum(t.filled for r in report.pairs for t in r.tensors if t.parameter)
-    report.coverage = filled / total if total else 0.0
+    report.coverage = _coverage(report.pairs)
+
+
+def _coverage(records: list[LayerRecord]) -> float:
+    """Share of the target's parameter elements filled from the source."""
+    total = sum(t.numel for r in records for t in r.tensors if t.parameter)
+    filled = sum(t.filled for r in records for t in r.tensors if t.parameter)
+    return filled / total if total else 0.0
 
 
 def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input: Any) -> None:
@@ -629,11 +635,9 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
 
     if grow:
         _identity_blocks(target, src_arch, tgt_arch, matching, records)
-    total = sum(t.numel for r in records for t in r.tensors if t.parameter)
-    filled = sum(t.filled for r in records for t in r.tensors if t.parameter)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
-                          pairs=records, coverage=filled / total if total else 0.0,
+                          pairs=records, coverage=_coverage(records),
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching,
                           gated_off=[tgt_arch.blocks[b].name
                                      for b in gated_off(tgt_arch, matching.pairs)]

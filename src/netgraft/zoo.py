@@ -623,7 +623,10 @@ class Zoo:
             found = dict(enumerate(pairs["pairs"]))
             scores = dict(enumerate(pairs["scores"]))
             return Matching(method=method, source=src_arch, target=tgt_arch, pairs=found,
-                            scores=scores, value=open_value(raw, tgt_arch, found, scores, method))
+                            scores=scores, value=open_value(raw, tgt_arch, found, scores, method),
+                            plain_value=raw)
+
+        from .transfer import default_min_score
 
         results = []
         try:
@@ -632,7 +635,6 @@ class Zoo:
                 sim = similarity_from_values(m.value, dp(tgt.hash, s), dp(s, s),
                                              dp(tgt.hash, tgt.hash))
                 n_matched, n_blocks, why = explain(m)
-                from .transfer import default_min_score
                 weak = default_min_score(m, sim)
                 results.append(Ranked(
                     rank=0, name=entry.name, arch=entry.arch, task=entry.task,

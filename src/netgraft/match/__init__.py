@@ -183,6 +183,14 @@ def gated_off(target: Architecture, pairs: dict[int, int | None]) -> list[int]:
     return shut
 
 
+def shut_layers(target: Architecture, pairs: dict[int, int | None],
+                method: str = DEFAULT_METHOD) -> set[int]:
+    """Indices of the target layers inside blocks left gated off (none for ``dpiat``)."""
+    if get_method(method).name != "graft":
+        return set()
+    return {i for b in gated_off(target, pairs) for i in target.blocks[b].layers}
+
+
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
     """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks).
 
@@ -208,9 +216,9 @@ def open_value(value: float, target: Architecture, pairs: dict[int, int | None],
     """A DP value scaled, for the default method, by the share of the matched layers' scores
     that lies outside target blocks left gated off (see `gated_off`)."""
     total = sum(scores.values())
-    if get_method(method).name != "graft" or total <= 0:
+    if total <= 0:
         return value
-    shut = sum(scores[i] for b in gated_off(target, pairs) for i in target.blocks[b].layers)
+    shut = sum(scores[i] for i in shut_layers(target, pairs, method))
     return value * (1.0 - shut / total)
 
 
