@@ -71,7 +71,10 @@ def test_layer_scale_gates_are_traced_and_shut_blocks_do_not_count():
     assert len(gates) == 12 and all(layer.kind == "param" for layer in gates)
     resnet = netgraft.trace(timm.create_model("resnet18", num_classes=10, in_chans=1), x,
                             name="resnet18")
-    assert not any(layer.gate for layer in resnet.layers)
+    # a ResNet's gates are the zero-initialised last norms of its residual branches
+    assert [layer.name for layer in resnet.layers if layer.gate] == [
+        f"layer{s}.{b}.bn2" for s in range(1, 5) for b in range(2)]
+    assert all(layer.kind == "batchnorm" for layer in resnet.layers if layer.gate)
 
     # a ResNet has no layer scale to copy: every ConvNeXt block stays shut, and what the
     # graft puts in them is left out of S(resnet → convnext)

@@ -12,12 +12,39 @@ def archs():
 
 @pytest.mark.parametrize("method", ["graft", "dpiat"])
 def test_similarity_is_symmetric_bounded_and_one_for_identical(archs, method):
+    from netgraft.match import dp_value
+    from netgraft.similarity import similarity_from_values
+
     for a in archs.values():
         assert netgraft.similarity(a, a, method) == pytest.approx(1.0)
         for b in archs.values():
             s = netgraft.similarity(a, b, method)
             assert 0.0 <= s <= 1.0
-            assert s == pytest.approx(netgraft.similarity(b, a, method))
+            plain = similarity_from_values(dp_value(a, b, method), dp_value(b, a, method),
+                                           dp_value(a, a, method), dp_value(b, b, method))
+            if method == "dpiat" or not any(layer.gate for layer in b.layers):
+                assert s == pytest.approx(plain)
+            else:  # the graft's S(a→b) leaves out b's blocks that stay gated off
+                assert s <= plain + 1e-9
+            if method == "dpiat":
+                assert s == pytest.approx(netgraft.similarity(b, a, method))
+
+
+def test_distant_pair_into_zero_init_residual_branches_scores_only_what_stays_open(archs):
+    """timm's ResNets start every residual branch with a zero-initialised last norm; a
+    distant graft keeps them shut, so a cross-family source scores only the stem, shortcuts
+    and head, while a same-family source opens them and keeps its score."""
+    from netgraft.match import dp_value
+    from netgraft.similarity import similarity_from_values
+
+    target = archs["resnet34"]
+    assert sum(layer.gate for layer in target.layers) == 16  # one per basic block
+    src = archs["efficientnet_b0"]
+    plain = similarity_from_values(dp_value(src, target), dp_value(target, src),
+                                   dp_value(src, src), dp_value(target, target))
+    closed = netgraft.similarity(src, target)
+    assert closed < 0.5 * plain
+    assert netgraft.similarity(archs["resnet18"], target) > 0.8
 
 
 def test_same_family_scores_higher_than_other_families(archs):

@@ -12,14 +12,42 @@ from typing import Any
 
 from torch import nn
 
-from .match import DEFAULT_METHOD, dp_value
+from .match import DEFAULT_METHOD, Matching, contains, dp_value, keep_shut, open_value
 from .trace import Architecture, trace
+
+#: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
+#: benchmark score 0.54–0.90, cross-family pairs 0.11–0.32)
+DISTANT_SIMILARITY = 0.4
 
 
 def similarity_from_values(ab: float, ba: float, aa: float, bb: float) -> float:
     if ab <= 0 or ba <= 0 or aa <= 0 or bb <= 0:
         return 0.0
     return min(1.0, math.sqrt(ab * ba / (aa * bb)))
+
+
+def closes_gates(matching: Matching, similarity: float) -> bool:
+    """Whether a default transfer treats this as a distant pair whose target does not contain
+    the source (``transfer(min_score="auto")``): weak matches and the target's gates stay at
+    their init."""
+    return (matching.method != "dpiat" and similarity < DISTANT_SIMILARITY
+            and not contains(matching))
+
+
+def pair_similarity(matching: Matching, ba: float, aa: float, bb: float) -> float:
+    """sim(A, B) from the matching of A onto B and the values S(B→A), S(A→A), S(B→B).
+
+    A distant pair's graft leaves the target's gates shut (``closes_gates``), so there S(A→B)
+    also leaves out the blocks behind them: a cross-family source gives a ResNet or RegNet
+    target (whose residual branches end in a zero-initialised norm) its stem, shortcuts and
+    head only, as it gives a ConvNeXt (layer scales at 1e-6)."""
+    sim = similarity_from_values(matching.value, ba, aa, bb)
+    if closes_gates(matching, sim) and matching.plain_value is not None:
+        value = open_value(matching.plain_value, matching.target,
+                           keep_shut(matching.target, matching.pairs), matching.scores,
+                           matching.method)
+        sim = similarity_from_values(value, ba, aa, bb)
+    return sim
 
 
 def as_architecture(model: Any) -> Architecture:
@@ -40,18 +68,20 @@ def similarity(a: Any, b: Any, method: str = DEFAULT_METHOD) -> float:
 
     Symmetric, except that with the default method S(a→b) leaves out what `b`'s blocks that
     stay gated off would receive (``match(a, b).value``: a ConvNeXt target whose layer scales
-    start near zero gets little from a source with none to copy); the reverse value is the
-    plain DP value, so a trained source's gates never count."""
+    start near zero gets little from a source with none to copy; in a distant pair also the
+    blocks behind `b`'s zero-initialised norms, see `pair_similarity`); the reverse value is
+    the plain DP value, so a trained source's gates never count."""
     from .match import match
 
     a, b = as_architecture(a), as_architecture(b)
-    return similarity_from_values(match(a, b, method).value, dp_value(b, a, method),
-                                  dp_value(a, a, method), dp_value(b, b, method))
+    return pair_similarity(match(a, b, method), dp_value(b, a, method), dp_value(a, a, method),
+                           dp_value(b, b, method))
 
 
 def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) -> float:
     """Share of the target's parameters that a graft would fill, each matched layer counted
-    by its match score (1 = same shape and kind), layers of blocks left gated off counted 0:
+    by its match score (1 = same shape and kind), layers of blocks left gated off counted 0
+    (in a distant pair, blocks behind the target's gates, which its graft leaves shut):
     in [0, 1], asymmetric (source → target)."""
     from .match import match, shut_layers
 
@@ -60,7 +90,11 @@ def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) ->
     total = sum(layer.numel for layer in b.layers)
     if not total:
         return 0.0
-    shut = shut_layers(b, m.pairs, method)
+    pairs = m.pairs
+    if closes_gates(m, pair_similarity(m, dp_value(b, a, method), dp_value(a, a, method),
+                                       dp_value(b, b, method))):
+        pairs = keep_shut(b, pairs)
+    shut = shut_layers(b, pairs, method)
     return sum(layer.numel * m.scores[layer.index] for layer in b.layers
                if layer.index not in shut) / total
 

@@ -85,8 +85,10 @@ class Layer:
     out_dim: int | None = None
     block: int = -1
     role: str = ""  # "input" (reads the model input) / "output" (produces the model output)
-    #: a near-zero per-channel scale that gates its block's branch at init (ConvNeXt's and
-    #: CaiT's layer scale, 1e-6 to 1e-5): whatever the block holds does not act until it grows
+    #: a per-channel scale that shuts its block's branch at init: a near-zero layer scale
+    #: (ConvNeXt's and CaiT's, 1e-6 to 1e-5) or a norm whose scale starts at exactly zero (the
+    #: last norm of a residual branch in timm's ResNets and RegNets, ``zero_init_last``):
+    #: whatever the block holds does not act until training opens it
     gate: bool = False
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -380,6 +382,8 @@ def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) ->
         layer.in_dim = layer.out_dim = layer.shapes["weight"][0]
     if kind == "param":
         layer.gate = _is_gate([tensors[n] for n in layer.param_names])
+    elif (kind in NORM_KINDS or kind == "norm") and "weight" in layer.param_names:
+        layer.gate = _is_shut_norm(tensors["weight"])
     return layer
 
 
@@ -395,6 +399,13 @@ def _is_gate(params: list[torch.Tensor]) -> bool:
         return False
     peak = max(float(p.abs().max()) for p in params)
     return 0.0 < peak <= GATE_MAX
+
+
+@torch.no_grad()
+def _is_shut_norm(weight: torch.Tensor) -> bool:
+    """A norm's scale that is exactly zero everywhere (a residual branch's last norm at init)."""
+    return (weight.ndim == 1 and weight.numel() > 0 and weight.is_floating_point()
+            and not weight.is_meta and not bool(weight.any()))
 
 
 def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,

@@ -21,7 +21,9 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
-from .match import DEFAULT_METHOD, Matching, dp_value, gated_off, get_method, match
+from .match import (DEFAULT_METHOD, Matching, contains, dp_value, gated_off, get_method, keep_shut,
+                    match)
+from .similarity import DISTANT_SIMILARITY, closes_gates, pair_similarity
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -31,9 +33,6 @@ NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
 #: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
 #: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
 PROBE_BATCH, PROBE_BATCHES = 32, 2
-#: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
-#: benchmark score 0.54–0.90, cross-family pairs 0.11–0.32)
-DISTANT_SIMILARITY = 0.4
 #: a matched layer scoring below this is a weak match: in a distant pair it is left at its
 #: init by default (``min_score="auto"``)
 WEAK_SCORE = 0.25
@@ -416,9 +415,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                f"at their init ({', '.join(report.left_weak[:6])}"
                f"{' …' if len(report.left_weak) > 6 else ''}; min_score=0 transfers them too). "
                if report.left_weak else "")
-            + (f"{len(report.gated_off)} target blocks start gated off (a layer scale near zero, "
-               f"no source scale to copy): what they receive acts only once training opens "
-               f"their gates, so this graft gives mostly the stem, downsampling and head "
+            + (f"{len(report.gated_off)} target blocks start gated off (a layer scale near zero "
+               f"or a residual branch's zero-initialised last norm, kept as at init in a "
+               f"distant pair): what they receive acts only once training opens their gates, "
+               f"so this graft gives mostly the stem, downsampling and head "
                f"({', '.join(report.gated_off[:4])}"
                f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
         warnings.warn(NetgraftWarning(message.strip()), stacklevel=2)
@@ -428,27 +428,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
 def default_min_score(matching: Matching, similarity: float) -> float:
     """What ``min_score="auto"`` means for this matching: ``WEAK_SCORE`` for a distant pair
     whose target does not contain the source, else 0."""
-    return (WEAK_SCORE if matching.method != "dpiat" and similarity < DISTANT_SIMILARITY
-            and not contains(matching) else 0.0)
-
-
-def contains(matching: Matching) -> bool:
-    """Whether the target contains the source: every source layer initialises some target
-    layer of the same kind that is at least as large in every dimension (growth, where the
-    graft is function-preserving and the source's norm statistics stay exact)."""
-    src, tgt = matching.source, matching.target
-    used = set()
-    for t, s_idx in matching.pairs.items():
-        if s_idx is None:
-            continue
-        a, b = src.layers[s_idx], tgt.layers[t]
-        wa, wb = a.weight_shape, b.weight_shape
-        if a.kind != b.kind or a.depthwise != b.depthwise or (wa is None) != (wb is None):
-            return False
-        if wa is not None and (len(wa) != len(wb) or any(y < x for x, y in zip(wa, wb))):
-            return False
-        used.add(s_idx)
-    return len(used) == len(src.layers)
+    return WEAK_SCORE if closes_gates(matching, similarity) else 0.0
 
 
 def _tracked_norms(target: nn.Module, report: TransferReport, grafted_only: bool):
@@ -560,15 +540,19 @@ def _temper_head(target: nn.Module, report: TransferReport,
 @torch.no_grad()
 def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch.Tensor],
                 threshold: float) -> None:
-    """Put the layers matched below `threshold` back to their init (`init`: the target's state
-    before the graft) and record it."""
+    """Put the layers matched below `threshold`, and the target's gates (``Layer.gate``: a
+    residual branch's zero-initialised last norm, a layer scale near zero), back to their init
+    (`init`: the target's state before the graft) and record it."""
     tgt_arch = report.matching.target
     state = target.state_dict()
     for p in report.pairs:
-        if (p.source is None or p.action == "init" or p.score >= threshold
-                or p.note.startswith("zeroed") or tgt_arch[p.target].role == "output"):
+        layer = tgt_arch[p.target]
+        if (p.source is None or p.action == "init" or p.note.startswith("zeroed")
+                or layer.role == "output" or (p.score >= threshold and not layer.gate)):
             continue
-        note = f"left at init: weak match (score {p.score:.2f} < {threshold:g}) in a distant pair"
+        note = ("left at init: a gate (its block's branch stays shut, as at init) in a distant pair"
+                if layer.gate else
+                f"left at init: weak match (score {p.score:.2f} < {threshold:g}) in a distant pair")
         for t in p.tensors:
             key = f"{p.target}.{t.name}" if p.target else t.name
             state[key].copy_(init[key])
@@ -576,6 +560,9 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
         p.note = note
         report.left_weak.append(p.target)
     report.coverage = _coverage(report.pairs)
+    if report.method == "graft":
+        shut = keep_shut(tgt_arch, report.matching.pairs)
+        report.gated_off = [tgt_arch.blocks[b].name for b in gated_off(tgt_arch, shut)]
 
 
 def _coverage(records: list[LayerRecord]) -> float:
@@ -704,6 +691,5 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
 
 
 def _similarity_from(matching: Matching, a: Architecture, b: Architecture, method: str) -> float:
-    from .similarity import similarity_from_values
-    return similarity_from_values(matching.value, dp_value(b, a, method), dp_value(a, a, method),
+    return pair_similarity(matching, dp_value(b, a, method), dp_value(a, a, method),
                                   dp_value(b, b, method))

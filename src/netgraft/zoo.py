@@ -17,7 +17,7 @@ changes, stale rows are simply not found and are recomputed.
     for r in zoo.rank("efficientnet_b0", num_classes=10, in_chans=1, top=3):
         print(r.rank, r.name, r.similarity, r.coverage, r.why)
 
-Similarity is :func:`netgraft.similarity.similarity_from_values` over
+Similarity is :func:`netgraft.similarity.pair_similarity` over
 :func:`netgraft.match.dp_value` / :func:`netgraft.match.match` on rebuilt fingerprints, i.e.
 exactly ``netgraft.similarity(source, target, method)``. Coverage is the fraction of the target's
 parameter elements ``netgraft.transfer`` would fill from the source, computed the way
@@ -47,7 +47,7 @@ from typing import Any, Iterable, Sequence
 from . import fingerprint as fpr
 from .errors import NetgraftError
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
-from .similarity import similarity_from_values
+from .similarity import pair_similarity
 from .trace import Architecture, Layer
 
 ENTRY_FORMAT = 1
@@ -257,7 +257,8 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None,
     the source, as ``TransferReport.coverage`` counts it (``head="auto"``, identity blocks
     on for ``graft``), from the shapes alone. `identity` is the target's
     :func:`netgraft.fingerprint.measure_identity` map (None: no identity blocks counted);
-    layers matched below `min_score` (not the classifier) count as left at init."""
+    with `min_score` > 0 (a distant pair), layers matched below it (not the classifier) and
+    the target's gates count as left at init."""
     from . import adapt
     from .transfer import _extra_blocks
 
@@ -276,7 +277,8 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None,
             total += numel
             if src is None or name not in src.shapes or tgt.name in zeroed:
                 continue
-            if matching.scores.get(tgt.index, 0.0) < min_score and tgt.role != "output":
+            if min_score > 0 and tgt.role != "output" and (
+                    tgt.gate or matching.scores.get(tgt.index, 0.0) < min_score):
                 continue
             source_shape = src.shapes[name]
             if method == "dpiat":
@@ -632,8 +634,7 @@ class Zoo:
         try:
             for entry, s in sources:
                 m = matching(s)
-                sim = similarity_from_values(m.value, dp(tgt.hash, s), dp(s, s),
-                                             dp(tgt.hash, tgt.hash))
+                sim = pair_similarity(m, dp(tgt.hash, s), dp(s, s), dp(tgt.hash, tgt.hash))
                 n_matched, n_blocks, why = explain(m)
                 weak = default_min_score(m, sim)
                 results.append(Ranked(

@@ -191,6 +191,31 @@ def shut_layers(target: Architecture, pairs: dict[int, int | None],
     return {i for b in gated_off(target, pairs) for i in target.blocks[b].layers}
 
 
+def keep_shut(target: Architecture, pairs: dict[int, int | None]) -> dict[int, int | None]:
+    """`pairs` with every gate of the target unpaired: what a distant pair's graft does, which
+    leaves the target's gates at their init (see ``transfer(min_score=)``)."""
+    return {i: None if target.layers[i].gate else s for i, s in pairs.items()}
+
+
+def contains(matching: Matching) -> bool:
+    """Whether the target contains the source: every source layer initialises some target
+    layer of the same kind that is at least as large in every dimension (growth, where the
+    graft is function-preserving and the source's norm statistics stay exact)."""
+    src, tgt = matching.source, matching.target
+    used = set()
+    for t, s_idx in matching.pairs.items():
+        if s_idx is None:
+            continue
+        a, b = src.layers[s_idx], tgt.layers[t]
+        wa, wb = a.weight_shape, b.weight_shape
+        if a.kind != b.kind or a.depthwise != b.depthwise or (wa is None) != (wb is None):
+            return False
+        if wa is not None and (len(wa) != len(wb) or any(y < x for x, y in zip(wa, wb))):
+            return False
+        used.add(s_idx)
+    return len(used) == len(src.layers)
+
+
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
     """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks).
 
