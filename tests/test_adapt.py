@@ -138,6 +138,23 @@ def test_importance_shrink_keeps_a_sub_network_exactly():
         netgraft.transfer(source, uniform, shrink="random")
 
 
+def test_consecutive_shrink_keeps_the_first_channels_in_every_connected_tensor():
+    keep = [0, 1, 2, 3]
+    source = _subnet_source(keep)  # channels 4.. are dead: the first four are a sub-network
+    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    report = netgraft.transfer(source, target, shrink="consecutive",
+                               example_input=torch.randn(1, 1, 8, 8))
+    assert torch.equal(target[0].weight, source[0].weight[:4])
+    assert torch.equal(target[3].weight, source[3].weight[:4, :4])  # kept as they are
+    assert torch.equal(target[4].running_mean, source[4].running_mean[:4])
+    assert torch.equal(target[8].weight, source[8].weight[:, :4])
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(target(x), source(x), atol=1e-6)
+    assert any("selected by consecutive" in t.how for p in report.pairs for t in p.tensors)
+
+
 def test_importance_index_is_deterministic_and_ordered():
     from netgraft.adapt.mapping import importance_index
 

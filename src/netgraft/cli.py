@@ -172,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .match import DEFAULT_METHOD, METHODS
-    from .transfer import HEAD_POLICIES
+    from .transfer import HEAD_POLICIES, SHRINK_POLICIES
 
     parser = argparse.ArgumentParser(
         prog="netgraft", description="Graft trained weights onto a network of another architecture.")
@@ -192,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     p.add_argument("--head", default="auto", choices=HEAD_POLICIES,
                    help="classifier head: copied only when class counts agree (auto)")
-    p.add_argument("--shrink", default="uniform", choices=("uniform", "importance"),
-                   help="which channels a narrower target keeps: evenly spaced (default) or the "
-                        "largest-weight ones")
+    p.add_argument("--shrink", default="uniform", choices=SHRINK_POLICIES,
+                   help="which channels a narrower target keeps: evenly spaced (default), the "
+                        "first ones (consecutive) or the largest-weight ones (importance)")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")
     p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",

@@ -28,7 +28,7 @@ from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
-SHRINK_POLICIES = ("uniform", "importance")
+SHRINK_POLICIES = ("uniform", "consecutive", "importance")
 NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
 #: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
 #: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
@@ -600,7 +600,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     matching = match(src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
     if layer_transfer is _graft_layer:
-        select = adapt.importance_selector(src_arch.layers) if shrink == "importance" else None
+        select = (adapt.importance_selector(src_arch.layers) if shrink == "importance"
+                  else adapt.consecutive_selector if shrink == "consecutive" else None)
         channel_map = adapt.group_map(
             (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
             if s is not None)

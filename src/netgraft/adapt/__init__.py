@@ -121,9 +121,9 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
         return torch.cat(parts, dim)
     index = select(s, size) if select is not None and size < s else None
-    if index is not None:  # importance selection: the kept units as they are, no rescaling
+    if index is not None:  # a selection policy: the kept units as they are, no rescaling
         out = x.index_select(dim, index.to(x.device))
-        plan.notes.append(f"{role} {s}→{size} selected by importance")
+        plan.notes.append(f"{role} {s}→{size} selected by {getattr(select, 'label', 'policy')}")
         return out
     index = channel_map(s, size) if channel_map is not None else None
     grouped = index is not None
@@ -263,6 +263,15 @@ def channel_importance(layers: Iterable[Layer]) -> dict[int, torch.Tensor]:
     return scores
 
 
+def consecutive_selector(source: int, target: int) -> torch.Tensor:
+    """A `select` for `graft`: keep the first T of S channels (weight selection's consecutive
+    selection), in every connected layer alike."""
+    return torch.arange(target)
+
+
+consecutive_selector.label = "consecutive"  # type: ignore[attr-defined]
+
+
 def importance_selector(layers: Iterable[Layer]) -> Selector:
     """A `select` for `graft`: keep the T most important of S channels (see
     `channel_importance`), in their original order; None for a size the source never
@@ -276,4 +285,5 @@ def importance_selector(layers: Iterable[Layer]) -> Selector:
         if (source, target) not in cache:
             cache[(source, target)] = importance_index(scores[source], target)
         return cache[(source, target)]
+    select.label = "importance"  # type: ignore[attr-defined]
     return select
