@@ -131,7 +131,7 @@ def test_importance_shrink_keeps_a_sub_network_exactly():
     assert any("selected by importance" in t.how for p in report.pairs for t in p.tensors)
     # uniform selection keeps evenly spaced channels (0, 2, 4, 6) and computes another function
     uniform = copy.deepcopy(target)
-    netgraft.transfer(source, uniform, example_input=torch.randn(1, 1, 8, 8))
+    netgraft.transfer(source, uniform, shrink="uniform", example_input=torch.randn(1, 1, 8, 8))
     assert torch.equal(uniform[0].weight, source[0].weight[[0, 2, 4, 6]])
     assert not torch.allclose(uniform(x), source(x), atol=1e-3)
     with pytest.raises(ValueError, match="shrink="):
@@ -153,6 +153,13 @@ def test_consecutive_shrink_keeps_the_first_channels_in_every_connected_tensor()
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(target(x), source(x), atol=1e-6)
     assert any("selected by consecutive" in t.how for p in report.pairs for t in p.tensors)
+    # the default (shrink="auto") selects consecutively within a family (a close pair)
+    default = copy.deepcopy(target)
+    with torch.no_grad():
+        default[0].weight.zero_()
+    report = netgraft.transfer(source, default, example_input=torch.randn(1, 1, 8, 8))
+    assert report.similarity >= 0.4
+    assert torch.equal(default[0].weight, source[0].weight[:4])
 
 
 def test_importance_index_is_deterministic_and_ordered():

@@ -241,7 +241,7 @@ INITS: dict[str, InitFn] = {
     "dpiat": _netgraft("dpiat"),
     "graft": _netgraft("graft"),
     "graft+importance": _netgraft("graft", shrink="importance"),
-    "graft+consecutive": _netgraft("graft", shrink="consecutive"),
+    "graft+uniform": _netgraft("graft", shrink="uniform"),
     "graft+calib": _init_graft_calibrated,
     "graft+align": _init_graft_aligned,
 }

@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     p.add_argument("--head", default="auto", choices=HEAD_POLICIES,
                    help="classifier head: copied only when class counts agree (auto)")
-    p.add_argument("--shrink", default="uniform", choices=SHRINK_POLICIES,
-                   help="which channels a narrower target keeps: evenly spaced (default), the "
-                        "first ones (consecutive) or the largest-weight ones (importance)")
+    p.add_argument("--shrink", default="auto", choices=SHRINK_POLICIES,
+                   help="which channels a narrower target keeps: the first ones (consecutive), "
+                        "evenly spaced (uniform), the largest-weight ones (importance); auto: "
+                        "consecutive within a family, uniform across families")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")
     p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",

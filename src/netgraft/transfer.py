@@ -28,7 +28,7 @@ from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
-SHRINK_POLICIES = ("uniform", "consecutive", "importance")
+SHRINK_POLICIES = ("auto", "uniform", "consecutive", "importance")
 NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
 #: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
 #: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
@@ -253,7 +253,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              source_input: Any = None, method: str = DEFAULT_METHOD, head: str = "auto",
              identity_blocks: bool = True, calibration_data: Any = None,
              align: bool | str = False, align_steps: int | None = None,
-             shrink: str = "uniform", autoinit: bool = False, norm_stats: str = "auto",
+             shrink: str = "auto", autoinit: bool = False, norm_stats: str = "auto",
              min_score: float | str = "auto",
              source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
@@ -276,8 +276,14 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     stage ended behind the plain graft), the same steps distil the source's logits into the
     whole target instead (``report.alignment.method == "logits"``).
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
-    narrower target keeps, ``"uniform"`` (evenly spaced) or ``"importance"`` (largest
-    outgoing weights, consistently across connected layers).
+    narrower target keeps, consistently across connected layers: ``"consecutive"`` (the first
+    ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest outgoing weights) or
+    ``"auto"`` (default: consecutive for a close pair, similarity ≥ ``DISTANT_SIMILARITY``,
+    i.e. one family at a smaller size; uniform for a distant pair). Measured (Fashion-MNIST
+    32×32, 3,000 images, PreciseBN, 2 seeds; accuracy at step 0 / after one epoch of 46
+    steps): regnetx_004 → regnetx_002 consecutive 49.1 / 78.6, uniform 12.1 / 77.1, dpiat's
+    crop 35.7 / 78.2; regnety_004 → regnety_002 39.6 / 78.2, 9.8 / 73.2, 11.6 / 72.5;
+    mobilenetv3_large_100 → _075 46.3 / 70.3, 42.9 / 71.4, 41.0 / 71.4.
 
     `autoinit`: the conv/linear layers nothing was transferred to (not the classifier, not
     the zeroed layers of identity blocks) are rescaled data-free so that each passes on the
@@ -592,14 +598,17 @@ def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
               target_arch: Architecture | None, grow: bool,
-              shrink: str = "uniform") -> TransferReport:
+              shrink: str = "auto") -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or trace(source, source_input,
                                     input_hint="source_input= (CLI: --source-input-size C,H,W)")
     tgt_arch = target_arch or trace(target, example_input)
     matching = match(src_arch, tgt_arch, method)
+    sim = _similarity_from(matching, src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
     if layer_transfer is _graft_layer:
+        if shrink == "auto":
+            shrink = "consecutive" if sim >= DISTANT_SIMILARITY else "uniform"
         select = (adapt.importance_selector(src_arch.layers) if shrink == "importance"
                   else adapt.consecutive_selector if shrink == "consecutive" else None)
         channel_map = adapt.group_map(
@@ -623,7 +632,6 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
 
     if grow:
         _identity_blocks(target, src_arch, tgt_arch, matching, records)
-    sim = _similarity_from(matching, src_arch, tgt_arch, method)
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=_coverage(records),
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching,
