@@ -324,13 +324,21 @@ def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
     assert grown.head_scale is None
 
 
-def test_report_names_blocks_left_gated_off_by_a_layer_scale():
+def _graft_warned(source_name: str, target_name: str, shut_blocks: int):
+    """A distant graft between two fresh timm models, expected to warn about `shut_blocks`
+    target blocks left gated off; (source, target, example input, report)."""
     torch.manual_seed(0)
-    source = timm.create_model("resnet18", num_classes=10, in_chans=1)
-    target = timm.create_model("convnext_atto", num_classes=10, in_chans=1)
+    source = timm.create_model(source_name, num_classes=10, in_chans=1)
+    target = timm.create_model(target_name, num_classes=10, in_chans=1)
     x = torch.randn(2, 1, 32, 32)
-    with pytest.warns(netgraft.NetgraftWarning, match="12 target blocks start gated off"):
+    with pytest.warns(netgraft.NetgraftWarning,
+                      match=f"{shut_blocks} target blocks start gated off"):
         report = netgraft.transfer(source, target, example_input=x)
+    return source, target, x, report
+
+
+def test_report_names_blocks_left_gated_off_by_a_layer_scale():
+    _, target, x, report = _graft_warned("resnet18", "convnext_atto", 12)
     assert report.gated_off[:2] == ["stages.0.blocks.0", "stages.0.blocks.1"]
     assert len(report.gated_off) == 12 and report.to_dict()["gated_off"] == report.gated_off
     # the gates really are still shut: every block's branch is scaled by ~1e-6
@@ -351,12 +359,7 @@ def test_distant_pair_keeps_zero_initialised_residual_branches_shut():
     regnetx_002 opened its 13 zero-initialised residual branches with cross-family weights
     and lost 13.5 points after 50 steps against random init (48.9 vs 62.4); keeping them shut
     gave 61.7, and 67.3 vs 66.6 after one epoch."""
-    torch.manual_seed(0)
-    source = timm.create_model("mobilenetv3_large_100", num_classes=10, in_chans=1)
-    target = timm.create_model("regnetx_002", num_classes=10, in_chans=1)
-    x = torch.randn(2, 1, 32, 32)
-    with pytest.warns(netgraft.NetgraftWarning, match="13 target blocks start gated off"):
-        report = netgraft.transfer(source, target, example_input=x)
+    source, target, x, report = _graft_warned("mobilenetv3_large_100", "regnetx_002", 13)
     shut = [n for n, m in target.named_modules() if n.endswith("conv3.bn")]
     assert len(shut) == 13
     modules = dict(target.named_modules())
