@@ -23,7 +23,8 @@ from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
 from .match import (DEFAULT_METHOD, Matching, contains, dp_value, gated_off, get_method, keep_shut,
                     match)
-from .similarity import DISTANT_SIMILARITY, closes_gates, pair_similarity
+from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
+                         pair_similarity, unrelated)
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -361,18 +362,21 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink)
+        untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
         if min_score == "auto":
             min_score = default_min_score(report.matching, report.similarity)
         if (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
                 or not 0.0 <= min_score <= 1.0):
             raise ValueError(f"min_score={min_score!r}: give a number in [0, 1] or 'auto'")
-        if min_score > 0:
+        if untouched:
+            _leave_all(report, target, backup)
+        elif min_score > 0:
             _leave_weak(report, target, backup, float(min_score))
-        if autoinit and method != "dpiat":
+        if autoinit and method != "dpiat" and not untouched:
             _autoinit_unmatched(target, report, example_input)
         if norm_stats == "auto":
             norm_stats = ("probe" if calibration_data is None and method != "dpiat"
-                          and report.similarity < DISTANT_SIMILARITY
+                          and report.similarity < DISTANT_SIMILARITY and not untouched
                           and not contains(report.matching) else "copy")
         if norm_stats == "reset":
             report.reset_norms = _reset_norm_stats(target, report)
@@ -398,7 +402,15 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     except BaseException:
         target.load_state_dict(backup)
         raise
-    if calibration_data is None and method != "dpiat" and report.similarity < DISTANT_SIMILARITY:
+    if untouched:
+        warnings.warn(NetgraftWarning(
+            f"{report.source} → {report.target} is an unrelated pair (similarity "
+            f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): nothing was transferred, the "
+            f"target keeps its init (grafts this distant measured no better than random init). "
+            f"Pass calibration_data= and align=True to distil the source into it, or "
+            f"min_score=0 to copy what matched anyway."), stacklevel=2)
+    elif (calibration_data is None and method != "dpiat"
+          and report.similarity < DISTANT_SIMILARITY):
         weak = report.weak_layers()
         probed = (" (batch-norm statistics were re-estimated on a noise probe)"
                   if report.probed_norms else "")
@@ -569,6 +581,24 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
     if report.method == "graft":
         shut = keep_shut(tgt_arch, report.matching.pairs)
         report.gated_off = [tgt_arch.blocks[b].name for b in gated_off(tgt_arch, shut)]
+
+
+def _leave_all(report: TransferReport, target: nn.Module, init: dict[str, torch.Tensor]) -> None:
+    """Put the whole target back to its init (`init`: its state before the graft): an
+    unrelated pair (similarity below ``UNRELATED_SIMILARITY``), where what a graft copies
+    measured no better than random init."""
+    target.load_state_dict(init)
+    note = (f"left at init: unrelated pair (similarity {report.similarity:.2f} < "
+            f"{UNRELATED_SIMILARITY}); min_score=0 transfers what matched")
+    for p in report.pairs:
+        if p.source is None or p.action == "init":
+            continue
+        for t in p.tensors:
+            t.action, t.how, t.filled = "init", note, 0
+        p.note = note
+        report.left_weak.append(p.target)
+    report.coverage = 0.0
+    report.gated_off = []
 
 
 def _coverage(records: list[LayerRecord]) -> float:

@@ -47,7 +47,7 @@ from typing import Any, Iterable, Sequence
 from . import fingerprint as fpr
 from .errors import NetgraftError
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
-from .similarity import pair_similarity
+from .similarity import pair_similarity, unrelated
 from .trace import Architecture, Layer
 
 ENTRY_FORMAT = 1
@@ -640,7 +640,8 @@ class Zoo:
                 results.append(Ranked(
                     rank=0, name=entry.name, arch=entry.arch, task=entry.task,
                     accuracy=entry.accuracy, similarity=sim,
-                    coverage=coverage(m, tgt.identity, weak), matched_blocks=n_matched,
+                    coverage=0.0 if unrelated(m, sim) else coverage(m, tgt.identity, weak),
+                    matched_blocks=n_matched,
                     target_blocks=n_blocks, why=why, method=method, entry=entry))
         finally:
             self.index.put_dp(new, method)
