@@ -16,7 +16,8 @@ from .match import DEFAULT_METHOD, Matching, contains, dp_value, keep_shut, open
 from .trace import Architecture, trace
 
 #: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
-#: benchmark score 0.54–0.90, cross-family pairs 0.11–0.32)
+#: benchmark score 0.54–0.90, cross-family pairs 0.04–0.54 — the low end for targets whose
+#: residual branches start gated off)
 DISTANT_SIMILARITY = 0.4
 #: below this similarity (after the gate discount) a default graft leaves the whole target at
 #: its init (measured: the 20 pairs of the 40-pair validation scored under it gained −3.6 …
