@@ -7,7 +7,8 @@ fix that without labels or gradient steps.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,6 +24,38 @@ def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
         yield item[0] if isinstance(item, (tuple, list)) else item
 
 
+def _norms_with_stats(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _snapshot(norms: list) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+            for m in norms]
+
+
+@torch.no_grad()
+def _restore(norms: list, saved: list) -> None:
+    for m, (mean, var, count) in zip(norms, saved):
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+        m.num_batches_tracked.copy_(count)
+
+
+@contextmanager
+def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64) -> Iterator[int]:
+    """Inside the block the batch norms hold statistics re-estimated on `data`
+    (`recalibrate_norms`); on leaving it their running statistics are put back (PreciseBN
+    evaluation: measure the weights without changing the training run). Yields the number of
+    norms recalibrated."""
+    norms = _norms_with_stats(model)
+    saved = _snapshot(norms)
+    try:
+        yield recalibrate_norms(model, data, batch_size=batch_size)
+    finally:
+        _restore(norms, saved)
+
+
 def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
                       max_batches: int | None = None) -> int:
     """Recompute the running statistics of every batch norm of `model` from `data`.
@@ -31,8 +64,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     pairs. Only batch norms switch to training mode (dropout and drop-path stay off), and they
     average over all batches (momentum=None). Returns the number of norms recalibrated.
     """
-    norms = [m for m in model.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    norms = _norms_with_stats(model)
     if not norms:
         return 0
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
@@ -40,8 +72,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     dtype = param.dtype if param is not None else torch.float32
     was_training = model.training
     momenta = [m.momentum for m in norms]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in norms]
+    saved = _snapshot(norms)
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -66,10 +97,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
         if not seen:
             raise NetgraftError("calibration_data yielded no batch of 2 or more inputs")
     except BaseException:
-        for m, (mean, var, count) in zip(norms, saved):  # leave the statistics as they were
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-            m.num_batches_tracked.copy_(count)
+        _restore(norms, saved)  # leave the statistics as they were
         raise
     finally:
         for m, momentum in zip(norms, momenta):

@@ -141,14 +141,11 @@ def train(
             if calib is None:
                 result.history.append((step, evaluate(model, eval_data)))
                 return
-            from .calibrate import recalibrate_norms
-            running = {k: v.clone() for k, v in model.state_dict().items()
-                       if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+            from .calibrate import recalibrated
             try:
-                recalibrate_norms(model, calib, batch_size=batch_size)
-                result.history.append((step, evaluate(model, eval_data)))
+                with recalibrated(model, calib, batch_size=batch_size):
+                    result.history.append((step, evaluate(model, eval_data)))
             finally:
-                model.load_state_dict(running, strict=False)
                 model.train()
 
     was_training = model.training

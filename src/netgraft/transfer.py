@@ -555,6 +555,12 @@ def _temper_head(target: nn.Module, report: TransferReport,
                           "reset: the target's init head gives zero logits on a noise probe")
 
 
+def leaves_at_init(layer: Layer, score: float, min_score: float) -> bool:
+    """Whether a graft with `min_score` > 0 (a distant pair) leaves this matched target layer
+    at its init: a weak match (score below `min_score`) or a gate, never the classifier."""
+    return min_score > 0 and layer.role != "output" and (layer.gate or score < min_score)
+
+
 @torch.no_grad()
 def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch.Tensor],
                 threshold: float) -> None:
@@ -566,7 +572,7 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
     for p in report.pairs:
         layer = tgt_arch[p.target]
         if (p.source is None or p.action == "init" or p.note.startswith("zeroed")
-                or layer.role == "output" or (p.score >= threshold and not layer.gate)):
+                or not leaves_at_init(layer, p.score, threshold)):
             continue
         note = ("left at init: a gate (its block's branch stays shut, as at init) in a distant pair"
                 if layer.gate else

@@ -260,7 +260,7 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None,
     with `min_score` > 0 (a distant pair), layers matched below it (not the classifier) and
     the target's gates count as left at init."""
     from . import adapt
-    from .transfer import _extra_blocks
+    from .transfer import _extra_blocks, leaves_at_init
 
     src_arch, tgt_arch, method = matching.source, matching.target, matching.method
     zeroed: set[str] = set()
@@ -277,8 +277,7 @@ def coverage(matching: Matching, identity: dict[int, list[str]] | None = None,
             total += numel
             if src is None or name not in src.shapes or tgt.name in zeroed:
                 continue
-            if min_score > 0 and tgt.role != "output" and (
-                    tgt.gate or matching.scores.get(tgt.index, 0.0) < min_score):
+            if leaves_at_init(tgt, matching.scores.get(tgt.index, 0.0), min_score):
                 continue
             source_shape = src.shapes[name]
             if method == "dpiat":
