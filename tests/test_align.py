@@ -135,3 +135,66 @@ def test_badly_fitting_stages_fall_back_to_distilling_the_logits(data):
     r = align(source, other, data, steps=20, min_r2=fit + 0.01)
     assert r.skipped and r.method == "none" and r.steps == 0
     assert all(torch.equal(state[k], v) for k, v in other.state_dict().items())
+
+
+def test_method_logits_distils_without_looking_at_the_stages(data):
+    source, target = _net(8, 3, 0).eval(), _net(12, 5, 1)
+    report = align(source, target, data, steps=60, lr=3e-3, batch_size=32, method="logits")
+    assert report.method == "logits" and not report.skipped and report.steps == 60
+    assert report.stages == []  # no stage check: no anchors, no closed-form fits
+    assert report.calibrated == 3 and report.to_dict()["calibrated_norms"] == 3
+    with torch.no_grad():
+        s_pred = source(data).argmax(1)
+        after = (target.eval()(data).argmax(1) == s_pred).float().mean().item()
+    assert after > 0.8 and after == pytest.approx(report.agreement)
+    # "stages" always regresses the stages, whatever their fit (as min_r2=0)
+    staged = align(source, _net(12, 5, 1), data, steps=5, method="stages", min_r2=0.99)
+    assert staged.method == "stages" and len(staged.stages) == 3 and staged.steps == 5
+    # another number of classes cannot be distilled: left as it was, and said so
+    other = _net(12, 5, 1, classes=7)
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    r = align(source, other, data, steps=5, method="logits")
+    assert r.skipped and r.method == "none" and "left as grafted" in r.note
+    assert all(torch.equal(state[k], v) for k, v in other.state_dict().items())
+    with pytest.raises(ValueError, match="method="):
+        align(source, _net(12, 5, 1), data, method="features")
+
+
+def test_agreement_is_measured_on_a_bounded_subset():
+    import importlib
+
+    align_module = importlib.import_module("netgraft.align")  # the module, not the function
+
+    torch.manual_seed(0)
+    source = _net(8, 3, 0).eval()
+    target = _net(12, 5, 1)
+    x = torch.randn(align_module.AGREEMENT_IMAGES + 64, 1, 16, 16)
+    seen = []
+    hook = target.register_forward_pre_hook(lambda m, a: seen.append(len(a[0])))
+    report = align(source, target, x, steps=2, batch_size=64, method="logits")
+    hook.remove()
+    assert report.images == len(x) and report.steps == 2
+    # after the 2 training batches, the recalibration sees every input, the agreement only
+    # the first AGREEMENT_IMAGES
+    assert sum(seen[-4:]) == align_module.AGREEMENT_IMAGES
+
+
+def test_unrelated_pair_with_align_is_distilled_straight_away():
+    """transfer leaves an unrelated pair's target at its init; align=True then distils the
+    source into it without the stage check (method "logits", no stages) and the norms are
+    re-estimated once, at the end."""
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("convnext_atto", num_classes=10, in_chans=1).eval()
+    target = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    x = torch.randn(64, 1, 32, 32)
+    with pytest.warns(netgraft.NetgraftWarning, match="unrelated pair"):
+        report = netgraft.transfer(source, target, calibration_data=x, align=True,
+                                   align_steps=2)
+    assert report.coverage == 0.0
+    assert report.alignment.method == "logits" and report.alignment.stages == []
+    assert report.alignment.steps == 2
+    assert report.alignment.note == "method='logits' (no stage check)"
+    n_norms = sum(isinstance(m, nn.BatchNorm2d) for m in target.modules())
+    assert report.calibrated == report.alignment.calibrated == n_norms

@@ -53,9 +53,12 @@ from torch import nn
 from .errors import NetgraftError
 from .trace import trace
 
-__all__ = ["AlignReport", "StageAlignment", "align", "stage_ends"]
+__all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
+
+ALIGN_METHODS = ("auto", "stages", "logits")
 
 MAX_ROWS = 32768  # pixels sampled per stage for the closed-form fits
+AGREEMENT_IMAGES = 256  # inputs on which the report's agreement with the source is measured
 #: skip the alignment when the grafted target's stages explain less than this share of the
 #: source's feature variance on average (see the module docstring for the measurement)
 MIN_R2 = 0.3
@@ -104,6 +107,7 @@ class AlignReport:
     #: badly) or "none" (nothing done: the target was left as grafted)
     method: str = "stages"
     skipped: bool = False  # True when method == "none"
+    calibrated: int = 0  # batch norms whose statistics were re-estimated at the end
     #: multiply the learning rate you would use from scratch by this to fine-tune the aligned
     #: target without undoing the alignment
     lr_factor: float = FINE_TUNE_LR_FACTOR
@@ -113,7 +117,7 @@ class AlignReport:
                 "head_r2": _r(self.head_r2), "agreement": _r(self.agreement),
                 "steps": self.steps, "images": self.images, "seconds": self.seconds,
                 "lr_factor": self.lr_factor, "note": self.note, "method": self.method,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "calibrated_norms": self.calibrated}
 
     def summary(self) -> str:
         if self.skipped:
@@ -339,8 +343,30 @@ def _width(y: Any) -> int | None:
 
 
 def _agreement(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, batch_size: int) -> float:
-    pred = _predict(target, x, batch_size)
-    return float((pred.argmax(1) == logits.argmax(1)).float().mean())
+    """Share of the first AGREEMENT_IMAGES inputs on which target and source predict alike
+    (a report figure: a subset keeps its forward pass out of the alignment's cost)."""
+    n = min(len(x), AGREEMENT_IMAGES)
+    pred = _predict(target, x[:n], batch_size)
+    return float((pred.argmax(1) == logits[:n].argmax(1)).float().mean())
+
+
+def _distil_or_skip(report: AlignReport, target: nn.Module, x: torch.Tensor, logits: Any,
+                    why: str, steps: int, lr: float, batch_size: int, g: torch.Generator,
+                    seconds: float | None, distill: bool) -> None:
+    """Distil the source's `logits` into the whole target (``report.method = "logits"``),
+    or leave the target as it is (``"none"``) when that is off or impossible."""
+    from .calibrate import recalibrate_norms
+
+    can = (distill and steps > 0 and logits is not None and logits.ndim == 2
+           and _width(_predict(target, x[:2], 2)) == logits.shape[1])
+    if not can:
+        report.method, report.skipped, report.lr_factor = "none", True, 1.0
+        report.note = f"{why}, the target is left as grafted"
+        return
+    report.method, report.note = "logits", why
+    report.steps = _distill(target, x, logits, steps, lr, batch_size, g, seconds)
+    report.calibrated = recalibrate_norms(target, x, batch_size=batch_size)
+    report.agreement = _agreement(target, x, logits, batch_size)
 
 
 def _head_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Linear] | None:
@@ -381,7 +407,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
           lr: float = 1e-3, batch_size: int = 64, max_images: int = 1024,
           seconds: float | None = None, head: bool = True, alpha: float = 1.0,
           source_channels: int | None = None, seed: int = 0,
-          min_r2: float = MIN_R2, distill: bool = True) -> AlignReport:
+          min_r2: float = MIN_R2, distill: bool = True, method: str = "auto") -> AlignReport:
     """Align `target`'s stages (and classifier) to `source`'s on unlabeled inputs, in place.
 
     `calibration_data` holds inputs the target accepts (a tensor (N, ...) or an iterable of
@@ -395,7 +421,15 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     whole target is instead distilled for the same `steps` to reproduce the source's logits
     (``report.method == "logits"``); with `distill=False`, or when the two do not predict the
     same number of classes, nothing is changed and the report says ``skipped``.
+    `method`: ``"auto"`` (the above), ``"stages"`` (always regress the stages, as
+    ``min_r2=0``) or ``"logits"`` (distil straight away, without looking at the stages: what
+    `transfer` asks for when it left the whole target at its init, whose random features have
+    nothing in common with the source's — it saves the forward passes and fits of the check).
     """
+    if method not in ALIGN_METHODS:
+        raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
+    if method == "stages":
+        min_r2 = 0.0
     from .calibrate import recalibrate_norms
 
     start = time.perf_counter()
@@ -412,6 +446,11 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     s_was, t_was = source.training, target.training
     source.eval()
     try:
+        if method == "logits":
+            logits = _predict(source, xs, batch_size)
+            _distil_or_skip(report, target, x, logits, "method='logits' (no stage check)",
+                            steps, lr, batch_size, g, seconds, distill)
+            return report
         t_ends = stage_ends(target, x)
         s_ends = stage_ends(source, xs)
         pairs = _pair_anchors(s_ends, t_ends)
@@ -452,16 +491,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             if fit < min_r2:
                 why = (f"the grafted stages explain {fit:.0%} of the source's feature variance "
                        f"on average (< {min_r2:.0%}): too little to align stage by stage")
-                can_distill = (distill and steps > 0 and logits is not None and logits.ndim == 2
-                               and _width(_predict(target, x[:2], 2)) == logits.shape[1])
-                if not can_distill:
-                    report.method, report.skipped, report.lr_factor = "none", True, 1.0
-                    report.note = f"{why}, the target is left as grafted"
-                    return report
-                report.method, report.note = "logits", why
-                report.steps = _distill(target, x, logits, steps, lr, batch_size, g, seconds)
-                recalibrate_norms(target, x, batch_size=batch_size)
-                report.agreement = _agreement(target, x, logits, batch_size)
+                _distil_or_skip(report, target, x, logits, why, steps, lr, batch_size, g,
+                                seconds, distill)
                 return report
 
         # short regression of the target's stages onto the source's
@@ -479,7 +510,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                 loss.backward()
                 opt.step()
                 report.steps += 1
-        recalibrate_norms(target, x, batch_size=batch_size)
+        report.calibrated = recalibrate_norms(target, x, batch_size=batch_size)
 
         # R² after, with the trained projections
         target.eval()

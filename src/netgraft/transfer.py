@@ -384,7 +384,12 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             start = time.perf_counter()
             report.probed_norms = _probe_norm_stats(target, report)
             report.seconds += time.perf_counter() - start
-        if calibration_data is not None and method != "dpiat":
+        aligning = calibration_data is not None and method != "dpiat" and (
+            align is True or (align == "auto" and report.similarity < DISTANT_SIMILARITY))
+        # a target left wholly at its init is distilled straight away (its random features have
+        # nothing to align stage by stage), and that re-estimates the norms at its end
+        distil_only = aligning and untouched
+        if calibration_data is not None and method != "dpiat" and not distil_only:
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
             report.seconds += time.perf_counter() - start
@@ -393,12 +398,18 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             start = time.perf_counter()
             _temper_head(target, report, backup)
             report.seconds += time.perf_counter() - start
-        if calibration_data is not None and method != "dpiat":
-            if align is True or (align == "auto" and report.similarity < DISTANT_SIMILARITY):
-                from .align import align as align_features
-                kwargs = {} if align_steps is None else {"steps": align_steps}
-                report.alignment = align_features(source, target, calibration_data, **kwargs)
-                report.seconds += report.alignment.seconds
+        if aligning:
+            from .align import align as align_features
+            kwargs = {} if align_steps is None else {"steps": align_steps}
+            report.alignment = align_features(source, target, calibration_data,
+                                              method="logits" if distil_only else "auto",
+                                              **kwargs)
+            report.seconds += report.alignment.seconds
+            if distil_only:
+                start = time.perf_counter()
+                report.calibrated = (report.alignment.calibrated
+                                     or recalibrate_norms(target, calibration_data))
+                report.seconds += time.perf_counter() - start
     except BaseException:
         target.load_state_dict(backup)
         raise
