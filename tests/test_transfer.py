@@ -239,7 +239,7 @@ def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
 def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_keeps_them():
     """Cross-family: running statistics re-estimated data-free (finite, not the source's);
     a containing target keeps the copied ones (function preservation)."""
-    from netgraft.transfer import contains
+    from netgraft.match import contains
 
     src = timm.create_model("resnet18", num_classes=10, in_chans=1)
     with torch.no_grad():  # give the source statistics no probe would produce

@@ -7,7 +7,6 @@ adapted (and how) or left at its init (and why): nothing is skipped silently.
 from __future__ import annotations
 
 import functools
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,8 +20,7 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
-from .match import (DEFAULT_METHOD, Matching, contains, dp_value, gated_off, get_method, keep_shut,
-                    match)
+from .match import DEFAULT_METHOD, Matching, dp_value, gated_off, get_method, keep_shut, match
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
                          pair_similarity, unrelated)
 from .trace import Architecture, Layer, own_tensors, single_thread, trace
@@ -362,6 +360,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink)
+        # a distant pair whose target does not contain the source (the rules below are for it)
+        distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
         if min_score == "auto":
             min_score = default_min_score(report.matching, report.similarity)
@@ -375,9 +375,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         if autoinit and method != "dpiat" and not untouched:
             _autoinit_unmatched(target, report, example_input)
         if norm_stats == "auto":
-            norm_stats = ("probe" if calibration_data is None and method != "dpiat"
-                          and report.similarity < DISTANT_SIMILARITY and not untouched
-                          and not contains(report.matching) else "copy")
+            norm_stats = ("probe" if calibration_data is None and distant and not untouched
+                          else "copy")
         if norm_stats == "reset":
             report.reset_norms = _reset_norm_stats(target, report)
         elif norm_stats == "probe" and calibration_data is None:
@@ -393,8 +392,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
             report.seconds += time.perf_counter() - start
-        if (head == "auto" and method != "dpiat" and report.similarity < DISTANT_SIMILARITY
-                and not contains(report.matching)):
+        if head == "auto" and distant:
             start = time.perf_counter()
             _temper_head(target, report, backup)
             report.seconds += time.perf_counter() - start
@@ -432,8 +430,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             f"between families{probed}. Pass "
             f"calibration_data= (a few hundred unlabeled inputs) to recalibrate on real inputs "
             f"(and align=True to align the target's features to the source's). "
-            + (f"The copied classifier was more confident than a random one on features it "
-               f"was not trained on: "
+            + ("The copied classifier was more confident than a random one on features it "
+               "was not trained on: "
                + (f"it was scaled ×{report.head_scale:.3g} to the init's scale"
                   if report.head_scale > 0 else "it was reset to its init")
                + " (head='reset' leaves it random). "
@@ -585,15 +583,13 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
         if (p.source is None or p.action == "init" or p.note.startswith("zeroed")
                 or not leaves_at_init(layer, p.score, threshold)):
             continue
-        note = ("left at init: a gate (its block's branch stays shut, as at init) in a distant pair"
-                if layer.gate else
-                f"left at init: weak match (score {p.score:.2f} < {threshold:g}) in a distant pair")
         for t in p.tensors:
             key = f"{p.target}.{t.name}" if p.target else t.name
             state[key].copy_(init[key])
-            t.action, t.how, t.filled = "init", note, 0
-        p.note = note
-        report.left_weak.append(p.target)
+        _mark_left(report, p, "left at init: a gate (its block's branch stays shut, as at init) "
+                              "in a distant pair" if layer.gate else
+                   f"left at init: weak match (score {p.score:.2f} < {threshold:g}) in a distant "
+                   f"pair")
     report.coverage = _coverage(report.pairs)
     if report.method == "graft":
         shut = keep_shut(tgt_arch, report.matching.pairs)
@@ -608,14 +604,18 @@ def _leave_all(report: TransferReport, target: nn.Module, init: dict[str, torch.
     note = (f"left at init: unrelated pair (similarity {report.similarity:.2f} < "
             f"{UNRELATED_SIMILARITY}); min_score=0 transfers what matched")
     for p in report.pairs:
-        if p.source is None or p.action == "init":
-            continue
-        for t in p.tensors:
-            t.action, t.how, t.filled = "init", note, 0
-        p.note = note
-        report.left_weak.append(p.target)
+        if p.source is not None and p.action != "init":
+            _mark_left(report, p, note)
     report.coverage = 0.0
     report.gated_off = []
+
+
+def _mark_left(report: TransferReport, record: LayerRecord, note: str) -> None:
+    """Record that a matched layer was put back to its init, and why."""
+    for t in record.tensors:
+        t.action, t.how, t.filled = "init", note, 0
+    record.note = note
+    report.left_weak.append(record.target)
 
 
 def _coverage(records: list[LayerRecord]) -> float:
@@ -748,4 +748,4 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
 
 def _similarity_from(matching: Matching, a: Architecture, b: Architecture, method: str) -> float:
     return pair_similarity(matching, dp_value(b, a, method), dp_value(a, a, method),
-                                  dp_value(b, b, method))
+                           dp_value(b, b, method))
