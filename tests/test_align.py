@@ -198,3 +198,33 @@ def test_unrelated_pair_with_align_is_distilled_straight_away():
     assert report.alignment.note == "method='logits' (no stage check)"
     n_norms = sum(isinstance(m, nn.BatchNorm2d) for m in target.modules())
     assert report.calibrated == report.alignment.calibrated == n_norms
+
+
+def test_stage_regression_distils_the_logits_alongside(data):
+    """The stage regression carries the source's softened logits as one more term (weight
+    `kd_weight`, 0 = stage terms only); the closed-form head fit that follows is kept only
+    when it does not lower the agreement with the source that the distilled head reached."""
+    source = _net(8, 3, 0).eval()
+    with torch.no_grad():
+        s_pred = source(data).argmax(1)
+
+    def agreement(model):
+        with torch.no_grad():
+            return (model.eval()(data).argmax(1) == s_pred).float().mean().item()
+
+    plain_target, kd_target = _net(12, 5, 1), _net(12, 5, 1)
+    plain = align(source, plain_target, data, steps=40, lr=3e-3, batch_size=32, min_r2=0.0,
+                  kd_weight=0.0)
+    kd = align(source, kd_target, data, steps=40, lr=3e-3, batch_size=32, min_r2=0.0)
+    assert plain.kd_weight == 0.0 and kd.kd_weight == 1.0
+    assert kd.to_dict()["kd_weight"] == 1.0 and "distilled alongside" in kd.summary()
+    assert "distilled alongside" not in plain.summary()
+    assert plain.head == "11"  # stage terms only: the head comes from the closed-form fit
+    # the report's agreement is what the returned target does, whichever head was kept
+    assert kd.agreement == pytest.approx(agreement(kd_target))
+    assert plain.agreement == pytest.approx(agreement(plain_target))
+    assert (kd.head is None) == ("not kept" in kd.note)
+    assert kd.agreement >= 0.8
+    # a target with another number of classes has no logits term
+    other = align(source, _net(12, 5, 1, classes=7), data, steps=5, min_r2=0.0)
+    assert other.kd_weight == 0.0 and other.head is None

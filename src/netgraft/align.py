@@ -13,11 +13,21 @@ Molchanov et al. 2022, where every block is distilled to mimic the teacher's blo
    the same features in another basis or width.
 3. **Regression.** A short run of Adam steps trains the target's layers (and the ``P``'s) to
    minimise ``Σ_k ‖P_k(t_k(x)) − s_k(x)‖² / var(s_k)`` — every stage is fed the target's own
-   previous stage, so the stages learn to work together.
+   previous stage, so the stages learn to work together. When both networks predict the same
+   classes, the loss has one more term (weight ``kd_weight``, 1 by default): the distillation
+   loss on the source's softened logits (Hinton et al. 2015), so the stages are pulled toward
+   features the source's *decision* needs, not only toward its variance. Measured at step 0
+   (Fashion-MNIST 32×32, 512 images, 30 steps, PreciseBN): mobilenetv3_large_100 → _075
+   47.9% → 65.2% (the stage terms alone barely move its stages: R² 0.50 → 0.46 at blocks.2),
+   regnetx_004 → mobilenetv3_large_100 56.8% → 61.4%, regnetx_004 → _002 76.7% → 77.1%,
+   resnet18 → efficientnet_b0 72.3% → 70.9%.
 4. **Head.** When both networks predict the same classes, the target's linear classifier is
    fitted in closed form to reproduce the source's logits from the target's pooled features.
    With aligned features this is ``W_source · P`` (pooling commutes with a 1×1 map), but it
    also absorbs whatever the source's head does between pooling and its last linear layer.
+   When the distillation term has already trained the head, the fit is kept only if it does
+   not lower the agreement with the source (ridge on the logits weighs every logit alike,
+   the argmax does not; it was kept out on mobilenetv3 → _075, 82% agreement without it).
 5. **Statistics.** Batch norms re-estimate their running statistics on the same inputs.
 
 The report gives, per stage, the fraction of the source's feature variance the target
@@ -108,6 +118,9 @@ class AlignReport:
     method: str = "stages"
     skipped: bool = False  # True when method == "none"
     calibrated: int = 0  # batch norms whose statistics were re-estimated at the end
+    #: weight of the distillation term (source's softened logits) in the stage regression;
+    #: 0 when the regression had only the stage terms
+    kd_weight: float = 0.0
     #: multiply the learning rate you would use from scratch by this to fine-tune the aligned
     #: target without undoing the alignment
     lr_factor: float = FINE_TUNE_LR_FACTOR
@@ -117,7 +130,8 @@ class AlignReport:
                 "head_r2": _r(self.head_r2), "agreement": _r(self.agreement),
                 "steps": self.steps, "images": self.images, "seconds": self.seconds,
                 "lr_factor": self.lr_factor, "note": self.note, "method": self.method,
-                "skipped": self.skipped, "calibrated_norms": self.calibrated}
+                "skipped": self.skipped, "calibrated_norms": self.calibrated,
+                "kd_weight": self.kd_weight}
 
     def summary(self) -> str:
         if self.skipped:
@@ -130,9 +144,13 @@ class AlignReport:
         stages = ", ".join(f"{s.target}←{s.source} R² {s.r2_before:.2f}→{s.r2_after:.2f}"
                            for s in self.stages)
         head = f"; head {self.head} fitted (R² {self.head_r2:.2f})" if self.head else ""
-        return (f"aligned {len(self.stages)} stages on {self.images} inputs in {self.steps} steps, "
-                f"{self.seconds:.1f} s: {stages}{head}; fine-tune at {self.lr_factor:g}× the "
-                f"from-scratch learning rate")
+        kd = (f" with the source's logits distilled alongside (weight {self.kd_weight:g})"
+              if self.kd_weight else "")
+        note = f" ({self.note})" if self.note else ""
+        return (f"aligned {len(self.stages)} stages on {self.images} inputs in {self.steps} steps"
+                f"{kd}, {self.seconds:.1f} s: {stages}{head}{note}; agreement with the source "
+                f"{self.agreement:.0%}; fine-tune at {self.lr_factor:g}× the from-scratch "
+                f"learning rate")
 
 
 def _r(v: float) -> float | None:
@@ -307,6 +325,12 @@ def _batches(n: int, batch_size: int, steps: int, g: torch.Generator,
                 return
 
 
+def _kd_loss(out: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s distillation loss: KL to the source's softened outputs, scaled by T²."""
+    return F.kl_div(F.log_softmax(out / temperature, dim=1), soft, reduction="batchmean") \
+        * temperature ** 2
+
+
 def _distill(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, steps: int, lr: float,
              batch_size: int, g: torch.Generator, seconds: float | None,
              temperature: float = DISTILL_TEMPERATURE) -> int:
@@ -316,9 +340,7 @@ def _distill(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, steps: in
     soft = F.softmax(logits / temperature, dim=1)
     done = 0
     for idx in _batches(len(x), batch_size, steps, g, seconds):
-        out = target(x[idx])
-        loss = F.kl_div(F.log_softmax(out / temperature, dim=1), soft[idx],
-                        reduction="batchmean") * temperature ** 2
+        loss = _kd_loss(target(x[idx]), soft[idx], temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -407,7 +429,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
           lr: float = 1e-3, batch_size: int = 64, max_images: int = 1024,
           seconds: float | None = None, head: bool = True, alpha: float = 1.0,
           source_channels: int | None = None, seed: int = 0,
-          min_r2: float = MIN_R2, distill: bool = True, method: str = "auto") -> AlignReport:
+          min_r2: float = MIN_R2, distill: bool = True, method: str = "auto",
+          kd_weight: float = 1.0) -> AlignReport:
     """Align `target`'s stages (and classifier) to `source`'s on unlabeled inputs, in place.
 
     `calibration_data` holds inputs the target accepts (a tensor (N, ...) or an iterable of
@@ -421,6 +444,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     whole target is instead distilled for the same `steps` to reproduce the source's logits
     (``report.method == "logits"``); with `distill=False`, or when the two do not predict the
     same number of classes, nothing is changed and the report says ``skipped``.
+    `kd_weight`: weight of the distillation term (the source's softened logits) added to the
+    stage regression when both predict the same classes (0: stage terms only).
     `method`: ``"auto"`` (the above), ``"stages"`` (always regress the stages, as
     ``min_r2=0``) or ``"logits"`` (distil straight away, without looking at the stages: what
     `transfer` asks for when it left the whole target at its init, whose random features have
@@ -495,17 +520,25 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                                 seconds, distill)
                 return report
 
-        # short regression of the target's stages onto the source's
+        # short regression of the target's stages onto the source's, with the source's
+        # softened logits as one more term (when both predict the same classes)
+        soft = None
         if pairs and steps > 0:
             target.train()
             params = [p for p in target.parameters() if p.requires_grad]
             opt = torch.optim.Adam([{"params": params, "lr": lr},
                                     {"params": projections.parameters(), "lr": lr}])
+            if kd_weight > 0 and distill and logits is not None and logits.ndim == 2 \
+                    and _width(_predict(target, x[:2], 2)) == logits.shape[1]:
+                soft = F.softmax(logits / DISTILL_TEMPERATURE, dim=1)
+                report.kd_weight = kd_weight
             for idx in _batches(len(x), batch_size, steps, g, seconds):
-                feats, _ = _capture(target, t_names, x[idx], grad=True)
+                feats, out = _capture(target, t_names, x[idx], grad=True)
                 loss = sum(F.mse_loss(proj(_match_spatial(feats[t[0]], s[1])),
                                       s_all[s[0]][idx]) / scale
                            for proj, (t, s), scale in zip(projections, pairs, scales))
+                if soft is not None:
+                    loss = loss + kd_weight * _kd_loss(out, soft[idx], DISTILL_TEMPERATURE)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -533,9 +566,21 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
         if head and logits is not None and logits.ndim == 2:
             found = _head_layer(target, x)
             if found is not None and found[1].out_features == logits.shape[1]:
-                report.head = found[0]
-                report.head_r2 = _fit_head(target, found[1], x, logits, batch_size, alpha)
+                name, lin = found
+                trained = soft is not None  # the head was trained by the distillation term
+                if trained:
+                    before = _agreement(target, x, logits, batch_size)
+                    kept = {k: v.clone() for k, v in lin.state_dict().items()}
+                report.head_r2 = _fit_head(target, lin, x, logits, batch_size, alpha)
                 report.agreement = _agreement(target, x, logits, batch_size)
+                if trained and report.agreement < before:
+                    report.note = (report.note + "; " if report.note else "") + (
+                        f"closed-form head fit not kept: agreement {report.agreement:.0%} "
+                        f"with it, {before:.0%} with the distilled head")
+                    lin.load_state_dict(kept)
+                    report.agreement = before
+                else:
+                    report.head = name
     finally:
         source.train(s_was)
         target.train(t_was)
