@@ -52,6 +52,69 @@ def test_bad_source_weights_give_a_clear_error_and_no_output(tmp_path, capsys, m
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name != "src.safetensors"] == []
 
 
+def _tiny_nets(tmp_path):
+    """A source/target pair small enough for a CLI test: two timm ResNet-ish widths."""
+    src = timm.create_model("resnet10t", num_classes=10, in_chans=1)
+    _save(src, tmp_path / "src.safetensors")
+    return ["--source", "resnet10t", "--source-weights", str(tmp_path / "src.safetensors"),
+            "--target", "resnet14t", "--num-classes", "10", "--in-chans", "1",
+            "--input-size", "1,32,32"]
+
+
+@pytest.mark.parametrize("kind", ["pt", "safetensors", "npy"])
+def test_transfer_with_calibration_file_and_alignment(tmp_path, capsys, kind):
+    import numpy as np
+
+    x = torch.randn(48, 1, 32, 32)
+    path = tmp_path / f"calib.{kind}"
+    if kind == "pt":
+        torch.save(x, path)
+    elif kind == "safetensors":
+        save_file({"x": x, "y": torch.zeros(48)}, str(path))  # 'x' is picked among several
+    else:
+        np.save(path, x.numpy())
+    out = tmp_path / "dst.safetensors"
+    code = main(["transfer", *_tiny_nets(tmp_path), "--calibration", str(path), "--align", "on",
+                 "--align-steps", "3", "--out", str(out), "--report", str(tmp_path / "r.json"),
+                 "-q"])
+    assert code == 0
+    assert "aligned" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["alignment"]["steps"] == 3 and report["alignment"]["images"] == 48
+    assert report["calibrated_norms"] > 0
+    target = timm.create_model("resnet14t", num_classes=10, in_chans=1)
+    target.load_state_dict(load_file(str(out)))  # a complete state dict of the target
+
+
+def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
+    out = tmp_path / "dst.safetensors"
+    code = main(["transfer", *_tiny_nets(tmp_path), "--calibration", "digits:64",
+                 "--out", str(out), "--report", str(tmp_path / "r.json"), "-q"])
+    assert code == 0 and out.exists()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["alignment"] is None and report["calibrated_norms"] > 0  # statistics only
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--align", "on"], "--align on needs --calibration"),
+    (["--calibration", "missing.npy"], "calibration data not found: missing.npy"),
+    (["--calibration", "digits:64", "--method", "dpiat"], "--calibration is for --method graft"),
+    (["--calibration", "digits:1"], "ask for 2"),
+    (["--calibration", "WRONG_SHAPE"], "but the model takes (N, 1, 32, 32)"),
+    (["--calibration", "TWO"], "holds 2 tensors (a, b): name the inputs 'x'"),
+])
+def test_bad_calibration_gives_a_clear_error_and_no_output(tmp_path, capsys, args, message):
+    torch.save(torch.randn(8, 3, 32, 32), tmp_path / "rgb.pt")
+    torch.save({"a": torch.randn(8, 1, 32, 32), "b": torch.randn(8)}, tmp_path / "two.pt")
+    args = [{"WRONG_SHAPE": str(tmp_path / "rgb.pt"), "TWO": str(tmp_path / "two.pt"),
+             "missing.npy": "missing.npy"}.get(a, a) for a in args]
+    out = tmp_path / "dst.safetensors"
+    code = main(["transfer", *_tiny_nets(tmp_path), *args, "--out", str(out), "-q"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_unknown_model_and_failing_forward(tmp_path, capsys):
     code = main(["transfer", "--source", "resnet1", "--target", "resnet18", "--out", str(tmp_path / "o.safetensors")])
     assert code == 2 and "Did you mean" in capsys.readouterr().err

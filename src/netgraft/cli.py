@@ -86,6 +86,17 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     for path in (out, Path(args.report) if args.report else None):
         if path is not None and not path.parent.is_dir():
             raise NetgraftError(f"output folder does not exist: {path.parent}")
+    if args.align != "off" and not args.calibration:
+        raise NetgraftError(f"--align {args.align} needs --calibration: the inputs on which the "
+                            f"target is aligned to the source")
+    if args.calibration and args.method == "dpiat":
+        raise NetgraftError("--calibration is for --method graft: dpiat is the paper's method "
+                            "exactly, without calibration")
+    if args.calibration and ":" not in args.calibration and not Path(args.calibration).is_file():
+        raise NetgraftError(f"calibration data not found: {args.calibration} (a .safetensors/"
+                            f".pt/.npy file of inputs, or fashion-mnist:N / digits:N)")
+    if args.align_steps is not None and args.align_steps < 0:
+        raise NetgraftError(f"--align-steps {args.align_steps}: use 0 or more")
     if not args.source_weights:
         console.print("[yellow]warning:[/] no --source-weights given: grafting from a randomly "
                       "initialised source (useful only to try the command)")
@@ -95,11 +106,23 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                         args.source_in_chans, "source")
         step(f"building target {args.target}")
         target = _build(args.target, args.target_weights, args.num_classes, args.in_chans, "target")
-        step("tracing, matching, grafting")
         example = _input_shape(args.input_size)
+        calibration = None
+        if args.calibration:
+            from .calibrate import load_calibration
+            from .trace import default_input_shape
+
+            shape = tuple(example.shape[1:]) if example is not None else \
+                default_input_shape(target)[1:]
+            calibration = load_calibration(args.calibration, shape)
+        step("tracing, matching, grafting" + (", aligning" if args.align != "off" else ""))
         report = transfer(source, target, method=args.method, head=args.head,
                           shrink=args.shrink, autoinit=args.autoinit,
-                          min_score=args.min_score, example_input=example, source_input=_input_shape(args.source_input_size))
+                          min_score=args.min_score, example_input=example,
+                          source_input=_input_shape(args.source_input_size),
+                          calibration_data=calibration,
+                          align={"off": False, "on": True, "auto": "auto"}[args.align],
+                          align_steps=args.align_steps)
         step("checking the grafted model")
         target.eval()
         probe = report.matching.target.example_input
@@ -201,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",
                    help="leave matched layers scoring below S at their init (auto: 0.25 for a "
                         "distant pair, else 0; 0 transfers every match)")
+    p.add_argument("--calibration", metavar="FILE|DATASET:N",
+                   help="unlabeled inputs of the target (.safetensors/.pt/.npy holding an "
+                        "(N, C, H, W) tensor, or fashion-mnist:512 / digits:512): batch norms "
+                        "re-estimate their statistics on them after the graft")
+    p.add_argument("--align", default="off", choices=("off", "auto", "on"),
+                   help="with --calibration: align the target's stages and logits to the "
+                        "source's on those inputs (auto: only for distant pairs)")
+    p.add_argument("--align-steps", type=int, metavar="N",
+                   help="training steps of the alignment (default 30)")
     p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
     p.add_argument("--report", help="also write the full report as JSON here")
     p.add_argument("--all", action="store_true", help="print every layer of the report")
