@@ -146,3 +146,62 @@ def test_regnet_with_wider_groups_and_other_stage_depths_keeps_more_of_its_funct
     how = " ".join(t.how for p in report.pairs for t in p.tensors)
     assert "out 32→48 replicated by group" in how and "out 384→528 replicated by group" in how
     assert grouped > plain  # (random weights: the gap is small; trained ones: 10% → 81%)
+
+
+def _identical_rows(weight: torch.Tensor) -> int:
+    w = weight.detach().flatten(1)
+    return sum(int(torch.equal(w[i], w[j])) for i in range(len(w)) for j in range(i + 1, len(w)))
+
+
+def test_split_noise_breaks_the_replicas_symmetry_and_keeps_the_function():
+    """Net2Net's equal split leaves the replicas of a unit identical under Adam forever (their
+    gradients only differ by a scale, which Adam normalises away); `split_noise` jitters the
+    split, zero-sum over the replicas, so the function is the same and the replicas diverge."""
+    def net(width):
+        return nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+    torch.manual_seed(0)
+    src = _trained_looking(net(8))
+    identical = {}
+    for noise in (0.0, 0.05):
+        torch.manual_seed(1)
+        dst = net(16)
+        report = netgraft.transfer(src, dst, split_noise=noise,
+                                   example_input=torch.randn(1, 1, 16, 16))
+        dst.eval()
+        x = torch.randn(8, 1, 16, 16)
+        with torch.no_grad():
+            assert (dst(x) - src(x)).abs().max().item() < 1e-5  # exact either way
+        assert ("split jittered ±0.05" in " ".join(
+            t.how for r in report.pairs for t in r.tensors)) == (noise > 0)
+        assert _identical_rows(dst[0].weight) == 8  # replicated producers start identical
+        dst.train()
+        opt = torch.optim.Adam(dst.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            xb, yb = torch.randn(16, 1, 16, 16, generator=g), torch.randint(0, 10, (16,), generator=g)
+            loss = nn.functional.cross_entropy(dst(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        identical[noise] = _identical_rows(dst[0].weight) + _identical_rows(dst[3].weight)
+    assert identical == {0.0: 16, 0.05: 0}
+    with pytest.raises(ValueError, match="split_noise"):
+        netgraft.transfer(src, net(16), split_noise=1.5, example_input=torch.randn(1, 1, 16, 16))
+
+
+@pytest.mark.parametrize("source, target", [
+    ("efficientnet_b0", "efficientnet_b3"),
+    ("mobilenetv3_large_075", "mobilenetv3_large_100"),
+])
+def test_split_noise_keeps_timm_growth_exact(source, target):
+    src = _trained_looking(timm.create_model(source, num_classes=10))
+    dst = timm.create_model(target, num_classes=10)
+    netgraft.transfer(src, dst, split_noise=0.1)
+    x = torch.randn(2, 3, 64, 64)
+    dst.eval()
+    with torch.no_grad():
+        assert (src(x) - dst(x)).abs().max().item() < 1e-4

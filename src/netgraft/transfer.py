@@ -35,6 +35,9 @@ PROBE_BATCH, PROBE_BATCHES = 32, 2
 #: a matched layer scoring below this is a weak match: in a distant pair it is left at its
 #: init by default (``min_score="auto"``)
 WEAK_SCORE = 0.25
+#: default jitter of how a widened layer's fan-in is split among the replicas of a unit
+#: (zero-sum: the grafted function is unchanged; see adapt.mapping.replica_jitter)
+SPLIT_NOISE = 0.05
 
 
 @dataclass
@@ -152,7 +155,8 @@ class TransferReport:
 
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
-                 channel_map: Callable | None = None) -> list[TensorRecord]:
+                 channel_map: Callable | None = None, split_noise: float = 0.0,
+                 generator: torch.Generator | None = None) -> list[TensorRecord]:
     records = []
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
@@ -173,7 +177,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                 source, shape, dim_roles,
                 mix_input=tgt.role == "input" and tgt.kind == "conv",
                 tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
-                channel_map=channel_map)
+                channel_map=channel_map, split_noise=split_noise, generator=generator)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -253,7 +257,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
              identity_blocks: bool = True, calibration_data: Any = None,
              align: bool | str = False, align_steps: int | None = None,
              shrink: str = "auto", autoinit: bool = False, norm_stats: str = "auto",
-             min_score: float | str = "auto",
+             min_score: float | str = "auto", split_noise: float = SPLIT_NOISE,
+             seed: int = 0,
              source_arch: Architecture | None = None,
              target_arch: Architecture | None = None) -> TransferReport:
     """Initialise `target` in place from the trained `source` and report what happened.
@@ -274,6 +279,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     less than 30% of the source's feature variance (measured: aligning such pairs stage by
     stage ended behind the plain graft), the same steps distil the source's logits into the
     whole target instead (``report.alignment.method == "logits"``).
+    `split_noise` (within a family only): relative, zero-sum jitter of how a widened layer's
+    fan-in is split among the replicas of a unit, so the replicas — identical at the start —
+    do not stay identical under training (``0`` keeps Net2Net's exact even split; the grafted
+    function is the same either way). `seed` seeds that jitter.
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, consistently across connected layers: ``"consecutive"`` (the first
     ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest outgoing weights) or
@@ -336,6 +345,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         raise ValueError(f"align={align!r}: choose one of {ALIGN_POLICIES}")
     if shrink not in SHRINK_POLICIES:
         raise ValueError(f"shrink={shrink!r}: choose one of {SHRINK_POLICIES}")
+    if not 0.0 <= split_noise < 1.0:
+        raise ValueError(f"split_noise={split_noise!r}: use 0 (exact Net2Net split) up to "
+                         f"below 1 (a relative jitter)")
     if norm_stats not in NORM_STATS_POLICIES:
         raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS_POLICIES}")
     if align is True and calibration_data is None:
@@ -359,7 +371,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         with single_thread():
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
-                               shrink)
+                               shrink, split_noise, seed)
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -645,7 +657,7 @@ def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
               target_arch: Architecture | None, grow: bool,
-              shrink: str = "auto") -> TransferReport:
+              shrink: str = "auto", split_noise: float = 0.0, seed: int = 0) -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or trace(source, source_input,
                                     input_hint="source_input= (CLI: --source-input-size C,H,W)")
@@ -661,7 +673,13 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         channel_map = adapt.group_map(
             (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
             if s is not None)
-        layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map)
+        # replicas of one unit only carry identical activations (the symmetry the jitter
+        # breaks) when their producer was replicated alike: growth within a family. Across
+        # families the replicated fan-ins read unrelated units and the jitter is only noise.
+        close = sim >= DISTANT_SIMILARITY
+        layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map,
+                                           split_noise=split_noise if close else 0.0,
+                                           generator=torch.Generator().manual_seed(seed))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

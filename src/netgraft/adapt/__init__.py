@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..trace import Layer
 from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
-                      importance_index, mixing_matrix)
+                      importance_index, mixing_matrix, replica_jitter)
 
 
 @dataclass
@@ -88,6 +88,8 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
 class _Plan:
     notes: list[str] = field(default_factory=list)
     fraction: float = 1.0  # share of target elements that came from the source
+    split_noise: float = 0.0  # jitter of replicated fan-ins (see mapping.replica_jitter)
+    generator: torch.Generator | None = None
 
 
 Selector = Callable[[int, int], "torch.Tensor | None"]
@@ -137,6 +139,11 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         view[dim] = size
         out = out * scale.view(view)
         verb += ", rescaled"
+        if size > s and plan.split_noise > 0:
+            jitter = replica_jitter(index.cpu(), s, tuple(out.shape), dim, plan.split_noise,
+                                    plan.generator)
+            out = out * jitter.to(dtype=out.dtype, device=out.device)
+            verb += f", split jittered ±{plan.split_noise:g}"
     plan.notes.append(f"{role} {s}→{size} {verb}")
     return out
 
@@ -177,7 +184,8 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
           mix_input: bool = False, tokens: bool = False,
           base: torch.Tensor | None = None,
           select: Selector | None = None,
-          channel_map: Selector | None = None) -> tuple[torch.Tensor, _Plan]:
+          channel_map: Selector | None = None, split_noise: float = 0.0,
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
 
     `select(S, T)` (optional) picks which of S channels a narrower dimension of T keeps
@@ -185,11 +193,13 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     same (S, T) gets the same channels in every tensor. None falls back to even spacing.
     `channel_map(S, T)` (optional) replaces `channel_index` for the (S, T) pairs it answers
     (not None), with the usual fan-in rescaling: `group_channel_index` for grouped convs.
+    `split_noise` > 0 jitters how a replicated fan-in is split among the replicas (zero-sum,
+    so the function is unchanged; `mapping.replica_jitter`), drawn from `generator`.
 
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
     of `base` (the target's current tensor)."""
-    plan = _Plan()
+    plan = _Plan(split_noise=split_noise, generator=generator)
     x = source.detach()
     x = _match_ndim(x, len(shape), plan)
     if tokens and x.ndim == 3 and x.shape[1] != shape[1]:

@@ -59,6 +59,25 @@ def fan_in_scale(source: int, target: int, index: torch.Tensor) -> torch.Tensor:
     return torch.full((target,), math.sqrt(source / target), dtype=torch.float64)
 
 
+def replica_jitter(index: torch.Tensor, source: int, shape: tuple[int, ...], dim: int,
+                   noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Multiplicative factors (broadcastable to `shape`) that split a replicated fan-in
+    unevenly but exactly: ``1 + noise·(z − mean of z over the replicas of the same unit)``.
+
+    Net2Net's widening gives every replica of a unit the same outgoing weights (1/k each):
+    the replicas then get the same gradients and, under Adam (which normalises each weight's
+    gradient), the same updates forever — the extra width is never used. Jittering the split
+    breaks that symmetry without changing the function: the replicas carry identical
+    activations, and the factors of one unit's replicas sum to its count, so their weighted sum
+    is unchanged (up to float rounding). Units kept once get factor 1."""
+    z = torch.randn(shape, generator=generator, dtype=torch.float64).movedim(dim, 0)
+    flat = z.reshape(z.shape[0], -1)
+    counts = torch.bincount(index, minlength=source).to(torch.float64)
+    mean = torch.zeros(source, flat.shape[1], dtype=torch.float64).index_add_(0, index, flat)
+    flat = flat - (mean / counts.clamp_min(1)[:, None])[index]
+    return (1 + noise * flat.reshape(z.shape)).movedim(0, dim)
+
+
 def mixing_matrix(source: int, target: int) -> torch.Tensor:
     """A (T, S) matrix that maps S input channels onto T, preserving activation scale.
 
