@@ -97,6 +97,7 @@ def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--align", "on"], "--align on needs --calibration"),
+    (["--split-noise", "2"], "--split-noise 2.0: use 0 up to below 1"),
     (["--calibration", "missing.npy"], "calibration data not found: missing.npy"),
     (["--calibration", "digits:64", "--method", "dpiat"], "--calibration is for --method graft"),
     (["--calibration", "digits:1"], "ask for 2"),

@@ -95,6 +95,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if args.calibration and ":" not in args.calibration and not Path(args.calibration).is_file():
         raise NetgraftError(f"calibration data not found: {args.calibration} (a .safetensors/"
                             f".pt/.npy file of inputs, or fashion-mnist:N / digits:N)")
+    if not 0.0 <= args.split_noise < 1.0:
+        raise NetgraftError(f"--split-noise {args.split_noise}: use 0 up to below 1")
     if args.align_steps is not None and args.align_steps < 0:
         raise NetgraftError(f"--align-steps {args.align_steps}: use 0 or more")
     if not args.source_weights:
@@ -119,6 +121,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         report = transfer(source, target, method=args.method, head=args.head,
                           shrink=args.shrink, autoinit=args.autoinit,
                           min_score=args.min_score, example_input=example,
+                          split_noise=args.split_noise,
                           source_input=_input_shape(args.source_input_size),
                           calibration_data=calibration,
                           align={"off": False, "on": True, "auto": "auto"}[args.align],
@@ -195,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .match import DEFAULT_METHOD, METHODS
-    from .transfer import HEAD_POLICIES, SHRINK_POLICIES
+    from .transfer import HEAD_POLICIES, SHRINK_POLICIES, SPLIT_NOISE
 
     parser = argparse.ArgumentParser(
         prog="netgraft", description="Graft trained weights onto a network of another architecture.")
@@ -221,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "consecutive within a family, uniform across families")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")
+    p.add_argument("--split-noise", type=float, default=SPLIT_NOISE, metavar="F",
+                   help="relative, zero-sum jitter of a widened layer's fan-in split among "
+                        "replicated units, so they do not stay identical in training "
+                        f"(default {SPLIT_NOISE:g}; 0 = Net2Net's exact even split; same "
+                        f"function either way)")
     p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",
                    help="leave matched layers scoring below S at their init (auto: 0.25 for a "
                         "distant pair, else 0; 0 transfers every match)")
