@@ -257,7 +257,10 @@ def main(argv=None) -> int:
         try:
             page = page or Path(tmp) / "report.html"
             if args.storage:
-                storage = args.storage if "://" in args.storage else str(Path(cwd, args.storage))
+                storage = args.storage
+                if "://" not in storage:  # a copy next to the page: it shows the file's name only
+                    shutil.copy(Path(cwd, storage), Path(tmp, Path(storage).name))
+                    storage = Path(storage).name
                 write_report(storage, page, studies=args.study, title=args.title)
             else:
                 make_search("search.db")
