@@ -100,7 +100,8 @@ def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
     (["--split-noise", "2"], "--split-noise 2.0: use 0 up to below 1"),
     (["--calibration", "missing.npy"], "calibration data not found: missing.npy"),
     (["--calibration", "digits:64", "--method", "dpiat"], "--calibration is for --method graft"),
-    (["--calibration", "digits:1"], "ask for 2"),
+    (["--calibration", "digits:1"], "ask for at least 2"),
+    (["--calibration", "imagenet:64"], "unknown dataset"),
     (["--calibration", "WRONG_SHAPE"], "but the model takes (N, 1, 32, 32)"),
     (["--calibration", "TWO"], "holds 2 tensors (a, b): name the inputs 'x'"),
 ])

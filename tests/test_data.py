@@ -271,3 +271,30 @@ def test_fallback_does_not_hide_corrupt_files(tmp_path):
 def test_load_dataset_digits_by_name():
     ds = load_dataset("digits", "train", in_chans=3)
     assert ds.name == "digits" and ds.x.shape == (1497, 3, 8, 8)
+
+
+def test_read_tensors_never_unpickles_and_names_a_lone_tensor(tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from netgraft.data import load_dataset_spec, read_tensors
+
+    x = torch.randn(4, 1, 8, 8)
+    torch.save(x, tmp_path / "a.pt")
+    np.save(tmp_path / "a.npy", x.numpy())
+    save_file({"x": x, "y": torch.zeros(4)}, str(tmp_path / "a.safetensors"))
+    torch.save({"x": x, "note": "text"}, tmp_path / "d.pt")
+    assert torch.equal(read_tensors(tmp_path / "a.pt")["x"], x)
+    assert torch.equal(read_tensors(tmp_path / "a.npy")["x"], x)
+    assert set(read_tensors(tmp_path / "a.safetensors")) == {"x", "y"}
+    assert set(read_tensors(tmp_path / "d.pt")) == {"x"}  # non-tensor values dropped
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="cannot read .*obj.npy"):
+        read_tensors(tmp_path / "obj.npy")  # object arrays would need pickles: refused
+    with pytest.raises(FileNotFoundError):
+        read_tensors(tmp_path / "missing.pt")
+    digits = load_dataset_spec("digits:30", size=8, in_chans=1, default_count=10)
+    assert digits.x.shape == (30, 1, 8, 8)
+    assert len(load_dataset_spec("digits", size=8, in_chans=1, default_count=10)) == 10
+    with pytest.raises(ValueError, match="whole number"):
+        load_dataset_spec("digits:many", size=8, in_chans=1, default_count=10)

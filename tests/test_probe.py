@@ -108,7 +108,7 @@ def test_load_probe_data_from_files_and_builtin_datasets(tmp_path):
     with pytest.raises(ProbeError, match="not found"):
         load_probe_data(str(tmp_path / "missing.safetensors"))
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ProbeError, match="cannot read probe data .*junk.pt"):
+    with pytest.raises(ProbeError, match="probe data: cannot read .*junk.pt"):
         load_probe_data(str(tmp_path / "junk.pt"))
     xs, ys = load_probe_data("digits:120", image_size=16)
     assert xs.shape == (120, 1, 16, 16) and set(ys.tolist()) == set(range(10))

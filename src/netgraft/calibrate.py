@@ -106,49 +106,45 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     return len(norms)
 
 
-#: "<dataset>:<count>" picks training images of a dataset netgraft ships a loader for
-_DATASET_SPECS = ("fashion-mnist", "digits")
-
-
 def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Unlabeled calibration inputs for a model taking ``input_shape`` (C, H, W …, no batch).
 
-    `spec` is a file — ``.safetensors`` (its only tensor, or the one named ``x``/``inputs``),
-    a torch file (loaded with ``weights_only=True``: a tensor or a dict of them, same rule) or
-    ``.npy`` (no pickles) — holding an (N, C, H, W …) tensor, or ``"fashion-mnist:512"`` /
-    ``"digits:512"``: that many training images of a built-in dataset, resized to the model's
-    input. Raises NetgraftError saying what is wrong (missing file, several tensors, a shape
-    the model does not take) rather than failing inside the model."""
-    import re
+    `spec` is a file — ``.safetensors``, ``.pt``/``.pth`` (``weights_only=True``) or ``.npy``
+    — holding an (N, C, H, W …) tensor (named ``x`` or ``inputs`` when the file holds
+    several), or ``"fashion-mnist:512"`` / ``"digits:512"``: that many training images of a
+    built-in dataset at the model's input size. Raises NetgraftError saying what is wrong
+    (missing file, several tensors, a shape the model does not take) rather than failing
+    inside the model."""
     from pathlib import Path
 
-    m = re.fullmatch(r"([a-z_-]+):(\d+)", spec.strip().lower())
-    if m and m.group(1).replace("_", "-") in _DATASET_SPECS:
-        from .data import load_dataset
+    from .data import TENSOR_FILE_SUFFIXES, load_dataset_spec, read_tensors
 
+    path = Path(spec)
+    if path.suffix not in TENSOR_FILE_SUFFIXES:  # a built-in dataset
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
             raise NetgraftError(f"--calibration {spec}: a built-in image dataset needs a model "
                                 f"taking square images (C,H,H), this one takes {input_shape}; "
                                 f"pass a tensor file instead")
-        data = load_dataset(m.group(1), "train", size=input_shape[1], in_chans=input_shape[0])
-        n = int(m.group(2))
-        if not 2 <= n <= len(data):
-            raise NetgraftError(f"--calibration {spec}: ask for 2 … {len(data)} images")
-        return data.subset(n, seed=0).x.contiguous()
-    path = Path(spec)
-    if not path.is_file():
-        raise NetgraftError(f"calibration data not found: {path} (a .safetensors/.pt/.npy file "
-                            f"of inputs, or fashion-mnist:N / digits:N)")
-    if path.suffix == ".npy":
-        import numpy as np
         try:
-            x = torch.from_numpy(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as exc:
-            raise NetgraftError(f"{path} is not a readable .npy array ({exc})") from exc
-    else:
-        x = _one_tensor(path)
-    if not x.is_floating_point():
-        x = x.float()
+            x = load_dataset_spec(spec, size=input_shape[1], in_chans=input_shape[0],
+                                  default_count=512).x.contiguous()
+        except (ValueError, FileNotFoundError) as exc:
+            raise NetgraftError(f"--calibration {spec}: {exc}") from None
+        if len(x) < 2:
+            raise NetgraftError(f"--calibration {spec}: ask for at least 2 images")
+        return x
+    try:
+        tensors = read_tensors(path)
+    except FileNotFoundError:
+        raise NetgraftError(f"calibration data not found: {path} (a .safetensors/.pt/.npy "
+                            f"file of inputs, or fashion-mnist:N / digits:N)") from None
+    except ValueError as exc:
+        raise NetgraftError(f"calibration data: {exc}") from None
+    named = [k for k in ("x", "inputs") if k in tensors]
+    if not named and len(tensors) != 1:
+        raise NetgraftError(f"{path} holds {len(tensors)} tensors "
+                            f"({', '.join(list(tensors)[:5]) or 'none'}): name the inputs 'x'")
+    x = tensors[named[0]] if named else next(iter(tensors.values()))
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:2]) != tuple(input_shape[:1]):
         raise NetgraftError(f"{path}: inputs of shape {tuple(x.shape)}, but the model takes "
                             f"(N, {', '.join(map(str, input_shape))}); save a batch of inputs "
@@ -156,27 +152,3 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
     return x.float()
-
-
-def _one_tensor(path) -> torch.Tensor:
-    from .checkpoint import load_state_dict
-    from .errors import CheckpointError
-
-    if path.suffix == ".safetensors":
-        tensors = load_state_dict(path)
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle errors, truncated files: say which file
-            raise CheckpointError(f"{path} could not be loaded with weights_only=True ({exc}); "
-                                  f"save a tensor with torch.save(x, path)") from exc
-        tensors = {"x": obj} if isinstance(obj, torch.Tensor) else (
-            {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-            if isinstance(obj, dict) else {})
-    for key in ("x", "inputs"):
-        if key in tensors:
-            return tensors[key]
-    if len(tensors) != 1:
-        raise NetgraftError(f"{path} holds {len(tensors)} tensors "
-                            f"({', '.join(list(tensors)[:5]) or 'none'}): name the inputs 'x'")
-    return next(iter(tensors.values()))

@@ -33,6 +33,9 @@ __all__ = [
     "load_fashion_mnist",
     "load_digits",
     "load_dataset",
+    "load_dataset_spec",
+    "read_tensors",
+    "TENSOR_FILE_SUFFIXES",
     "DEFAULT_FASHION_MNIST_ROOT",
     "FASHION_MNIST_ENV",
 ]
@@ -285,6 +288,48 @@ def load_dataset(
             )
             return load_digits(split, size=size, in_chans=in_chans)
     raise ValueError(f"unknown dataset {name!r}; expected 'fashion-mnist' or 'digits'")
+
+
+def load_dataset_spec(spec: str, *, size: int | None, in_chans: int,
+                      default_count: int) -> ImageDataset:
+    """``"fashion-mnist:512"`` / ``"digits"`` (command-line style): that many training
+    examples of a built-in dataset (a stratified subset, seed 0; `default_count` without a
+    count, all of them when fewer exist). ValueError for an unknown name or a bad count."""
+    name, _, count = spec.partition(":")
+    try:
+        n = int(count) if count else default_count
+    except ValueError:
+        raise ValueError(f"{spec!r}: the count after ':' must be a whole number") from None
+    data = load_dataset(name, "train", size=size, in_chans=in_chans)
+    return data.subset(min(max(n, 0), len(data)))
+
+
+#: files `read_tensors` reads; any other command-line data spec names a built-in dataset
+TENSOR_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a data file, never unpickling code: ``.safetensors``, a torch file read
+    with ``weights_only=True`` (a tensor, or a dict whose tensor values are kept) or ``.npy``
+    (``allow_pickle=False``). A lone tensor is returned under the name ``"x"``.
+    FileNotFoundError when missing, ValueError (naming the file) when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        if path.suffix == ".npy":
+            return {"x": torch.from_numpy(np.load(path, allow_pickle=False))}
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if isinstance(obj, torch.Tensor):
+        return {"x": obj}
+    if isinstance(obj, dict):
+        return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    raise ValueError(f"{path} holds a {type(obj).__name__}, not tensors")
 
 
 def _check_split(split: str) -> None:

@@ -271,31 +271,24 @@ def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
     dataset ``fashion-mnist[:N]`` / ``digits[:N]`` (a stratified train subset)."""
     from pathlib import Path
 
+    from .data import TENSOR_FILE_SUFFIXES, load_dataset_spec, read_tensors
+
     path = Path(spec)
-    if path.suffix in (".safetensors", ".pt", ".pth"):
-        if not path.is_file():
-            raise ProbeError(f"probe data file not found: {path}")
+    if path.suffix in TENSOR_FILE_SUFFIXES:
         try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-                tensors = load_file(str(path))
-            else:
-                tensors = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-            raise ProbeError(f"cannot read probe data {path}: {exc}") from None
-        if not isinstance(tensors, dict) or not {"x", "y"} <= set(tensors):
+            tensors = read_tensors(path)
+        except FileNotFoundError:
+            raise ProbeError(f"probe data file not found: {path}") from None
+        except ValueError as exc:
+            raise ProbeError(f"probe data: {exc}") from None
+        if not {"x", "y"} <= set(tensors):
             raise ProbeError(f"{path}: expected tensors named 'x' (inputs) and 'y' (labels)")
         return labelled((tensors["x"], tensors["y"]), limit)
-    name, _, count = spec.partition(":")
-    from .data import load_dataset
-
     try:
-        n = int(count) if count else limit
-        data = load_dataset(name, "train", size=image_size, in_chans=in_chans)
-        data = data.subset(min(n, len(data)))
+        data = load_dataset_spec(spec, size=image_size, in_chans=in_chans, default_count=limit)
     except ValueError as exc:
         raise ProbeError(f"--probe-data {spec}: {exc}; give a .safetensors/.pt file with 'x' "
                          "and 'y', or fashion-mnist[:N] / digits[:N]") from None
     except FileNotFoundError as exc:
         raise ProbeError(str(exc)) from None
-    return labelled(data, n)
+    return labelled(data, len(data))
