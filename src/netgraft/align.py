@@ -147,10 +147,11 @@ class AlignReport:
         kd = (f" with the source's logits distilled alongside (weight {self.kd_weight:g})"
               if self.kd_weight else "")
         note = f" ({self.note})" if self.note else ""
+        agree = (f"; agreement with the source {self.agreement:.0%}"
+                 if math.isfinite(self.agreement) else "")
         return (f"aligned {len(self.stages)} stages on {self.images} inputs in {self.steps} steps"
-                f"{kd}, {self.seconds:.1f} s: {stages}{head}{note}; agreement with the source "
-                f"{self.agreement:.0%}; fine-tune at {self.lr_factor:g}× the from-scratch "
-                f"learning rate")
+                f"{kd}, {self.seconds:.1f} s: {stages}{head}{note}{agree}; fine-tune at "
+                f"{self.lr_factor:g}× the from-scratch learning rate")
 
 
 def _r(v: float) -> float | None:
