@@ -162,6 +162,32 @@ def test_consecutive_shrink_keeps_the_first_channels_in_every_connected_tensor()
     assert torch.equal(default[0].weight, source[0].weight[:4])
 
 
+def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
+    """Network slimming's criterion: the channels whose batch-norm scale |γ| is largest,
+    whatever the size of their filters (which `shrink="importance"` also counts)."""
+    keep = [0, 3, 4, 6]
+    source = _subnet_source(list(range(8)))
+    with torch.no_grad():
+        for bn, conv in ((source[1], source[0]), (source[4], source[3])):
+            bn.weight.fill_(0.1)
+            bn.weight[keep] = 2.0
+            conv.weight[keep] *= 0.01  # small filters: weight-magnitude importance drops them
+    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    slim = copy.deepcopy(target)
+    report = netgraft.transfer(source, slim, shrink="norm_scale",
+                               example_input=torch.randn(1, 1, 8, 8))
+    assert torch.equal(slim[0].weight, source[0].weight[keep])
+    assert torch.equal(slim[3].weight, source[3].weight[keep][:, keep])
+    assert torch.equal(slim[4].weight, source[4].weight[keep])
+    assert torch.equal(slim[8].weight, source[8].weight[:, keep])
+    assert any("selected by norm scale" in t.how for p in report.pairs for t in p.tensors)
+    by_weight = copy.deepcopy(target)
+    netgraft.transfer(source, by_weight, shrink="importance", example_input=torch.randn(1, 1, 8, 8))
+    assert not torch.equal(by_weight[0].weight, source[0].weight[keep])
+
+
 def test_importance_index_is_deterministic_and_ordered():
     from netgraft.adapt.mapping import importance_index
 

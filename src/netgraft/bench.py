@@ -242,6 +242,7 @@ INITS: dict[str, InitFn] = {
     "graft": _netgraft("graft"),
     "graft+importance": _netgraft("graft", shrink="importance"),
     "graft+uniform": _netgraft("graft", shrink="uniform"),
+    "graft+normscale": _netgraft("graft", shrink="norm_scale"),
     "graft+calib": _init_graft_calibrated,
     "graft+align": _init_graft_aligned,
 }
@@ -811,7 +812,7 @@ def plot(result: dict[str, Any], path: Path, regime: str) -> Path | None:
         ax.set_xlabel("training steps", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy %", fontsize=8)
-    handles, labels = {}, []
+    handles: dict = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)

@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier head: copied only when class counts agree (auto)")
     p.add_argument("--shrink", default="auto", choices=SHRINK_POLICIES,
                    help="which channels a narrower target keeps: the first ones (consecutive), "
-                        "evenly spaced (uniform), the largest-weight ones (importance); auto: "
+                        "evenly spaced (uniform), the largest-weight ones (importance), those "
+                        "with the largest batch-norm scales (norm_scale); auto: "
                         "consecutive within a family, uniform across families")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")

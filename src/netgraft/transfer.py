@@ -23,11 +23,11 @@ from .growth import identity_blocks
 from .match import DEFAULT_METHOD, Matching, dp_value, gated_off, get_method, keep_shut, match
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
                          pair_similarity, unrelated)
-from .trace import Architecture, Layer, own_tensors, single_thread, trace
+from .trace import NORM_KINDS, Architecture, Layer, own_tensors, single_thread, trace
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
-SHRINK_POLICIES = ("auto", "uniform", "consecutive", "importance")
+SHRINK_POLICIES = ("auto", "uniform", "consecutive", "importance", "norm_scale")
 NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
 #: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
 #: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
@@ -285,7 +285,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     function is the same either way). `seed` seeds that jitter.
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, consistently across connected layers: ``"consecutive"`` (the first
-    ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest outgoing weights) or
+    ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest outgoing weights),
+    ``"norm_scale"`` (largest batch-norm scales |γ|, network slimming's criterion) or
     ``"auto"`` (default: consecutive for a close pair, similarity ≥ ``DISTANT_SIMILARITY``,
     i.e. one family at a smaller size; uniform for a distant pair). Measured (Fashion-MNIST
     32×32, 3,000 images, PreciseBN, 2 seeds; accuracy at step 0 / after one epoch of 46
@@ -654,6 +655,18 @@ def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input
     report.seconds += time.perf_counter() - start
 
 
+def _selector(shrink: str, source_layers: list[Layer]) -> Callable | None:
+    """The channel selection of a `shrink` policy (None: evenly spaced, the graft default)."""
+    if shrink == "consecutive":
+        return adapt.consecutive_selector
+    if shrink == "importance":
+        return adapt.importance_selector(source_layers)
+    if shrink == "norm_scale":
+        return adapt.importance_selector(
+            [layer for layer in source_layers if layer.kind in NORM_KINDS], "norm scale")
+    return None
+
+
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
               target_arch: Architecture | None, grow: bool,
@@ -668,8 +681,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     if layer_transfer is _graft_layer:
         if shrink == "auto":
             shrink = "consecutive" if sim >= DISTANT_SIMILARITY else "uniform"
-        select = (adapt.importance_selector(src_arch.layers) if shrink == "importance"
-                  else adapt.consecutive_selector if shrink == "consecutive" else None)
+        select = _selector(shrink, src_arch.layers)
         channel_map = adapt.group_map(
             (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
             if s is not None)

@@ -282,10 +282,11 @@ def consecutive_selector(source: int, target: int) -> torch.Tensor:
 consecutive_selector.label = "consecutive"  # type: ignore[attr-defined]
 
 
-def importance_selector(layers: Iterable[Layer]) -> Selector:
+def importance_selector(layers: Iterable[Layer], label: str = "importance") -> Selector:
     """A `select` for `graft`: keep the T most important of S channels (see
     `channel_importance`), in their original order; None for a size the source never
-    produces (then even spacing is used)."""
+    produces (then even spacing is used). Pass only the norm layers for network slimming's
+    criterion (Liu et al. 2017: a channel matters as much as its norm's scale |γ|)."""
     scores = channel_importance(layers)
     cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -295,5 +296,5 @@ def importance_selector(layers: Iterable[Layer]) -> Selector:
         if (source, target) not in cache:
             cache[(source, target)] = importance_index(scores[source], target)
         return cache[(source, target)]
-    select.label = "importance"  # type: ignore[attr-defined]
+    select.label = label  # type: ignore[attr-defined]
     return select
