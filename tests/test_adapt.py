@@ -113,19 +113,29 @@ def _subnet_source(keep, width=8):
     return net.eval()
 
 
+def _narrow_target():
+    """The 4-channel counterpart of `_subnet_source`'s 8-channel network."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+
+
+def _assert_kept(target, source, keep):
+    """`target` holds exactly the source channels `keep`, in every connected tensor."""
+    assert torch.equal(target[0].weight, source[0].weight[keep])
+    assert torch.equal(target[3].weight, source[3].weight[keep][:, keep])
+    assert torch.equal(target[4].weight, source[4].weight[keep])
+    assert torch.equal(target[4].running_var, source[4].running_var[keep])
+    assert torch.equal(target[8].weight, source[8].weight[:, keep])
+
+
 def test_importance_shrink_keeps_a_sub_network_exactly():
     keep = [1, 2, 5, 7]
     source = _subnet_source(keep)
-    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    target = _narrow_target()
     report = netgraft.transfer(source, target, shrink="importance",
                                example_input=torch.randn(1, 1, 8, 8))
-    # the very channels that matter, in every connected tensor
-    assert torch.equal(target[0].weight, source[0].weight[keep])
-    assert torch.equal(target[3].weight, source[3].weight[keep][:, keep])
-    assert torch.equal(target[4].running_var, source[4].running_var[keep])
-    assert torch.equal(target[8].weight, source[8].weight[:, keep])
+    _assert_kept(target, source, keep)  # the very channels that matter
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(target(x), source(x), atol=1e-6)  # the same function
     assert any("selected by importance" in t.how for p in report.pairs for t in p.tensors)
@@ -141,9 +151,7 @@ def test_importance_shrink_keeps_a_sub_network_exactly():
 def test_consecutive_shrink_keeps_the_first_channels_in_every_connected_tensor():
     keep = [0, 1, 2, 3]
     source = _subnet_source(keep)  # channels 4.. are dead: the first four are a sub-network
-    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    target = _narrow_target()
     report = netgraft.transfer(source, target, shrink="consecutive",
                                example_input=torch.randn(1, 1, 8, 8))
     assert torch.equal(target[0].weight, source[0].weight[:4])
@@ -172,16 +180,11 @@ def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
             bn.weight.fill_(0.1)
             bn.weight[keep] = 2.0
             conv.weight[keep] *= 0.01  # small filters: weight-magnitude importance drops them
-    target = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)).eval()
+    target = _narrow_target()
     slim = copy.deepcopy(target)
     report = netgraft.transfer(source, slim, shrink="norm_scale",
                                example_input=torch.randn(1, 1, 8, 8))
-    assert torch.equal(slim[0].weight, source[0].weight[keep])
-    assert torch.equal(slim[3].weight, source[3].weight[keep][:, keep])
-    assert torch.equal(slim[4].weight, source[4].weight[keep])
-    assert torch.equal(slim[8].weight, source[8].weight[:, keep])
+    _assert_kept(slim, source, keep)
     assert any("selected by norm scale" in t.how for p in report.pairs for t in p.tensors)
     by_weight = copy.deepcopy(target)
     netgraft.transfer(source, by_weight, shrink="importance", example_input=torch.randn(1, 1, 8, 8))
