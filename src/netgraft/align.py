@@ -365,6 +365,13 @@ def _width(y: Any) -> int | None:
     return y.shape[1] if isinstance(y, torch.Tensor) and y.ndim == 2 else None
 
 
+def _distillable(target: nn.Module, x: torch.Tensor, logits: Any) -> bool:
+    """Whether the source's `logits` can be distilled into `target`: both output one score
+    per class, for the same number of classes."""
+    return (logits is not None and logits.ndim == 2
+            and _width(_predict(target, x[:2], 2)) == logits.shape[1])
+
+
 def _agreement(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, batch_size: int) -> float:
     """Share of the first AGREEMENT_IMAGES inputs on which target and source predict alike
     (a report figure: a subset keeps its forward pass out of the alignment's cost)."""
@@ -380,9 +387,7 @@ def _distil_or_skip(report: AlignReport, target: nn.Module, x: torch.Tensor, log
     or leave the target as it is (``"none"``) when that is off or impossible."""
     from .calibrate import recalibrate_norms
 
-    can = (distill and steps > 0 and logits is not None and logits.ndim == 2
-           and _width(_predict(target, x[:2], 2)) == logits.shape[1])
-    if not can:
+    if not (distill and steps > 0 and _distillable(target, x, logits)):
         report.method, report.skipped, report.lr_factor = "none", True, 1.0
         report.note = f"{why}, the target is left as grafted"
         return
@@ -529,8 +534,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             params = [p for p in target.parameters() if p.requires_grad]
             opt = torch.optim.Adam([{"params": params, "lr": lr},
                                     {"params": projections.parameters(), "lr": lr}])
-            if kd_weight > 0 and distill and logits is not None and logits.ndim == 2 \
-                    and _width(_predict(target, x[:2], 2)) == logits.shape[1]:
+            if kd_weight > 0 and distill and _distillable(target, x, logits):
                 soft = F.softmax(logits / DISTILL_TEMPERATURE, dim=1)
                 report.kd_weight = kd_weight
             for idx in _batches(len(x), batch_size, steps, g, seconds):

@@ -679,8 +679,9 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
     if layer_transfer is _graft_layer:
+        close = sim >= DISTANT_SIMILARITY  # one family (at another size)
         if shrink == "auto":
-            shrink = "consecutive" if sim >= DISTANT_SIMILARITY else "uniform"
+            shrink = "consecutive" if close else "uniform"
         select = _selector(shrink, src_arch.layers)
         channel_map = adapt.group_map(
             (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
@@ -688,7 +689,6 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.
-        close = sim >= DISTANT_SIMILARITY
         layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map,
                                            split_noise=split_noise if close else 0.0,
                                            generator=torch.Generator().manual_seed(seed))
