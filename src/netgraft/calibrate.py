@@ -106,6 +106,19 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     return len(norms)
 
 
+def check_calibration_spec(spec: str) -> None:
+    """Raise the error `load_calibration` would for a calibration file that does not exist
+    (cheap: lets the CLI refuse before it builds any model)."""
+    from pathlib import Path
+
+    from .data import TENSOR_FILE_SUFFIXES
+
+    path = Path(spec)
+    if path.suffix in TENSOR_FILE_SUFFIXES and not path.is_file():
+        raise NetgraftError(f"calibration data not found: {path} (a .safetensors/.pt/.npy "
+                            f"file of inputs, or fashion-mnist:N / digits:N)")
+
+
 def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Unlabeled calibration inputs for a model taking ``input_shape`` (C, H, W …, no batch).
 
@@ -133,11 +146,9 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
         if len(x) < 2:
             raise NetgraftError(f"--calibration {spec}: ask for at least 2 images")
         return x
+    check_calibration_spec(spec)
     try:
         tensors = read_tensors(path)
-    except FileNotFoundError:
-        raise NetgraftError(f"calibration data not found: {path} (a .safetensors/.pt/.npy "
-                            f"file of inputs, or fashion-mnist:N / digits:N)") from None
     except ValueError as exc:
         raise NetgraftError(f"calibration data: {exc}") from None
     named = [k for k in ("x", "inputs") if k in tensors]

@@ -77,7 +77,7 @@ def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: in
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     from .checkpoint import save_json, save_state_dict
-    from .data import TENSOR_FILE_SUFFIXES
+    from .calibrate import check_calibration_spec
     from .transfer import transfer
 
     console = _console()
@@ -93,10 +93,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if args.calibration and args.method == "dpiat":
         raise NetgraftError("--calibration is for --method graft: dpiat is the paper's method "
                             "exactly, without calibration")
-    if args.calibration and Path(args.calibration).suffix in TENSOR_FILE_SUFFIXES \
-            and not Path(args.calibration).is_file():
-        raise NetgraftError(f"calibration data not found: {args.calibration} (a .safetensors/"
-                            f".pt/.npy file of inputs, or fashion-mnist:N / digits:N)")
+    if args.calibration:
+        check_calibration_spec(args.calibration)
     if not 0.0 <= args.split_noise < 1.0:
         raise NetgraftError(f"--split-noise {args.split_noise}: use 0 up to below 1")
     if args.align_steps is not None and args.align_steps < 0:
