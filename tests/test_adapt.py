@@ -8,6 +8,8 @@ from torch import nn
 import netgraft
 from netgraft import adapt
 from netgraft.adapt.mapping import channel_index, fan_in_scale, mixing_matrix
+from netgraft.trace import trace
+from netgraft.transfer import slimmable
 
 
 def test_channel_index_replicates_when_growing_and_spreads_when_shrinking():
@@ -161,13 +163,29 @@ def test_consecutive_shrink_keeps_the_first_channels_in_every_connected_tensor()
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(target(x), source(x), atol=1e-6)
     assert any("selected by consecutive" in t.how for p in report.pairs for t in p.tensors)
-    # the default (shrink="auto") selects consecutively within a family (a close pair)
-    default = copy.deepcopy(target)
+    assert report.shrink == "consecutive"
+
+
+def _grouped(width: int) -> nn.Sequential:
+    """A close pair's network with a grouped (not depthwise) conv, as in RegNet / ResNeXt."""
+    return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1, groups=2), nn.BatchNorm2d(width),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 10)).eval()
+
+
+def test_auto_shrink_keeps_the_first_channels_of_a_grouped_network():
+    """Within a family, ``shrink="auto"`` selects consecutively when the source has grouped
+    convolutions: a per-channel choice would break its groups."""
+    source, target = _grouped(8), _grouped(4)
     with torch.no_grad():
-        default[0].weight.zero_()
-    report = netgraft.transfer(source, default, example_input=torch.randn(1, 1, 8, 8))
-    assert report.similarity >= 0.4
-    assert torch.equal(default[0].weight, source[0].weight[:4])
+        source[1].weight.copy_(torch.arange(8.0))  # |γ| would keep channels 4..7
+    x = torch.randn(1, 1, 8, 8)
+    assert not slimmable(trace(source, x)) and slimmable(trace(_narrow_target(), x))
+    report = netgraft.transfer(source, target, example_input=x)
+    assert report.similarity >= 0.4 and report.shrink == "consecutive"
+    assert torch.equal(target[0].weight, source[0].weight[:4])
+    assert report.to_dict()["shrink"] == "consecutive"
 
 
 def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
@@ -186,6 +204,11 @@ def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
                                example_input=torch.randn(1, 1, 8, 8))
     _assert_kept(slim, source, keep)
     assert any("selected by norm scale" in t.how for p in report.pairs for t in p.tensors)
+    # the default within a family, for a network with batch norms and no grouped conv
+    default = copy.deepcopy(target)
+    report = netgraft.transfer(source, default, example_input=torch.randn(1, 1, 8, 8))
+    assert report.similarity >= 0.4 and report.shrink == "norm_scale"
+    _assert_kept(default, source, keep)
     by_weight = copy.deepcopy(target)
     netgraft.transfer(source, by_weight, shrink="importance", example_input=torch.randn(1, 1, 8, 8))
     assert not torch.equal(by_weight[0].weight, source[0].weight[keep])

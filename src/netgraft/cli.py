@@ -221,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shrink", default="auto", choices=SHRINK_POLICIES,
                    help="which channels a narrower target keeps: the first ones (consecutive), "
                         "evenly spaced (uniform), the largest-weight ones (importance), those "
-                        "with the largest batch-norm scales (norm_scale); auto: "
-                        "consecutive within a family, uniform across families")
+                        "with the largest batch-norm scales (norm_scale); auto: within a "
+                        "family norm_scale (consecutive for a source with grouped convs), "
+                        "uniform across families")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")
     p.add_argument("--split-noise", type=float, default=SPLIT_NOISE, metavar="F",
