@@ -209,6 +209,7 @@ def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
     report = netgraft.transfer(source, default, example_input=torch.randn(1, 1, 8, 8))
     assert report.similarity >= 0.4 and report.shrink == "norm_scale"
     _assert_kept(default, source, keep)
+    assert "5 narrower layers keep channels by norm_scale" in report.summary()  # 2 convs, 2 BNs, fc
     by_weight = copy.deepcopy(target)
     netgraft.transfer(source, by_weight, shrink="importance", example_input=torch.randn(1, 1, 8, 8))
     assert not torch.equal(by_weight[0].weight, source[0].weight[keep])

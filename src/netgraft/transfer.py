@@ -136,6 +136,9 @@ class TransferReport:
                 f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
                 f"{c['init']}, {self.seconds:.2f} s")
+        narrowed = sum(any("selected by" in (t.how or "") for t in p.tensors) for p in self.pairs)
+        if narrowed and self.shrink:
+            text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:
             text += f"; {self.probed_norms} norms' statistics re-estimated on a noise probe"
         if self.reset_norms:
