@@ -231,3 +231,15 @@ def test_group_channel_index_keeps_groups_whole():
     assert group_channel_index(4, 12, 2, 4).tolist() == [0, 1, 0, 2, 3, 2, 0, 1, 0, 2, 3, 2]
     # fewer groups: whole source groups are evenly selected
     assert group_channel_index(12, 8, 3, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("mobilenetv3_large_075", True), ("efficientnet_b0", True), ("resnet18", True),
+    ("regnetx_002", False),  # grouped convs: consecutive selection
+    ("convnext_atto", False),  # LayerNorms only: no batch-norm scale to rank by
+])
+def test_which_timm_families_shrink_by_norm_scale(name, expected):
+    import timm
+
+    model = timm.create_model(name, num_classes=10, in_chans=1)
+    assert slimmable(trace(model, torch.randn(1, 1, 32, 32))) is expected
