@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which channels a narrower target keeps: the first ones (consecutive), "
                         "evenly spaced (uniform), the largest-weight ones (importance), those "
                         "with the largest batch-norm scales (norm_scale); auto: within a "
-                        "family norm_scale (consecutive for a source with grouped convs), "
+                        "family norm_scale (consecutive for a source with grouped convs or "
+                        "no batch norms), "
                         "uniform across families")
     p.add_argument("--autoinit", action="store_true",
                    help="rescale layers nothing was transferred to so they preserve signal scale")

@@ -669,7 +669,8 @@ def slimmable(arch: Architecture) -> bool:
     family): it has batch norms with a scale and no grouped convolution other than depthwise.
     A grouped conv (RegNet, ResNeXt) ties its channels group by group, and there a per-channel
     choice breaks the groups: regnetx_004 → regnetx_002 kept 17% at step 0 by |γ| against 49%
-    with the first channels."""
+    with the first channels. Without batch norms (ConvNeXt's LayerNorms) the two were level
+    (``benchmarks/shrink_widths.py``), and the first channels are kept."""
     norms = any(layer.kind == "batchnorm" and "weight" in layer.param_names
                 for layer in arch.layers)
     grouped = any(layer.kind == "conv" and layer.groups > 1 and not layer.depthwise
