@@ -18,6 +18,9 @@ def _trained_looking(model):
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma") and p.ndim == 1:  # open ConvNeXt's layer scales
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
     return model.eval()
 
 
@@ -28,6 +31,10 @@ def _trained_looking(model):
     ("efficientnet_b0", "efficientnet_b3", "deeper and wider"),
     ("mobilenetv3_large_075", "mobilenetv3_large_100", "wider"),
     ("regnetz_b16", "regnetz_c16", "wider"),
+    # ×1.4 / ×2 wider: every stage has the shapes of the source's *next* stage, which shape
+    # scores alone matched (stages are matched by name)
+    ("mobilenetv2_100", "mobilenetv2_140", "wider"),
+    ("convnext_atto", "convnext_nano", "wider and deeper"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))
@@ -36,8 +43,11 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     x = torch.randn(2, 3, 64, 64)
     dst.eval()
     with torch.no_grad():
-        diff = (src(x) - dst(x)).abs().max().item()
-    assert diff < 1e-4, growth
+        expected = src(x)
+        diff = (expected - dst(x)).abs().max().item()
+    # float32 round-off grows with the logits' size (mobilenetv2 reaches |logits| ≈ 20 with
+    # these random statistics): 1e-4 absolute, relative beyond logits of 1
+    assert diff < 1e-4 * max(1.0, expected.abs().max().item()), growth
     assert report.coverage > 0.9
 
 

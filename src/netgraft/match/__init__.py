@@ -96,6 +96,14 @@ def _stages(arch: Architecture) -> list[str]:
     return list(dict.fromkeys(s for b in arch.blocks if (s := _stage_of(b)) is not None))
 
 
+class _Stage(list):
+    """The blocks of one named stage (``layer2``, ``s3``, ``blocks.4``)."""
+
+    def __init__(self, name: str, blocks: list):
+        super().__init__(blocks)
+        self.name = name
+
+
 def _staged_items(arch: Architecture) -> list:
     """Blocks grouped by stage: [stem layers, [block, block, ...], [block, ...], head layers]."""
     items: list = []
@@ -108,7 +116,7 @@ def _staged_items(arch: Architecture) -> list:
         elif stage == key:
             current.append(b.layers)
         else:
-            current, key = [b.layers], stage
+            current, key = _Stage(stage, [b.layers]), stage
             items.append(current)
     return items
 
@@ -117,8 +125,11 @@ def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list,
     """Two networks split into the same named stages (one family at two sizes: ``s1``..``s4``
     of RegNets, ``layer1``..``layer4`` of ResNets) are matched stage to stage, blocks inside
     stages: a stage with an extra block cannot shift every later block into the next stage
-    (regnetx_004 → regnetx_006, 2 vs 3 blocks in s2, 7 vs 5 in s3). Otherwise, blocks are one
-    flat sequence and the DP finds the correspondence."""
+    (regnetx_004 → regnetx_006, 2 vs 3 blocks in s2, 7 vs 5 in s3), and a stage only matches
+    its namesake — in a uniformly wider network a stage often has the very shapes of the
+    source's *next* stage (mobilenetv2_100 → _140: ×1.4 ≈ the stage-to-stage growth), which
+    shape scores alone would pair. Otherwise, blocks are one flat sequence and the DP finds
+    the correspondence."""
     stages = _stages(source)
     if len(stages) > 1 and stages == _stages(target):
         return _staged_items(source), _staged_items(target)
@@ -144,6 +155,8 @@ class _Aligner:
         self.cache: dict[tuple[int, int], tuple[float, list]] = {}
 
     def item_score(self, s: Any, t: Any) -> float:
+        if isinstance(s, _Stage) and isinstance(t, _Stage) and s.name != t.name:
+            return 0.0
         if isinstance(s, list) and isinstance(t, list):
             return self.lists(s, t)[0]
         if isinstance(s, int) and isinstance(t, int):
