@@ -136,7 +136,8 @@ class TransferReport:
                 f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
                 f"{c['init']}, {self.seconds:.2f} s")
-        narrowed = sum(any("selected by" in (t.how or "") for t in p.tensors) for p in self.pairs)
+        narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
+                       for p in self.pairs)
         if narrowed and self.shrink:
             text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:

@@ -93,6 +93,9 @@ class _Plan:
 
 
 Selector = Callable[[int, int], "torch.Tensor | None"]
+#: how a note says that a selection policy chose the kept units (``"out 96→48 selected by
+#: norm scale"``); the transfer report counts such layers by it
+SELECTED_BY = "selected by"
 
 
 def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
@@ -125,7 +128,7 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
     index = select(s, size) if select is not None and size < s else None
     if index is not None:  # a selection policy: the kept units as they are, no rescaling
         out = x.index_select(dim, index.to(x.device))
-        plan.notes.append(f"{role} {s}→{size} selected by {getattr(select, 'label', 'policy')}")
+        plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {getattr(select, 'label', 'policy')}")
         return out
     index = channel_map(s, size) if channel_map is not None else None
     grouped = index is not None
