@@ -35,6 +35,11 @@ def _trained_looking(model):
     # scores alone matched (stages are matched by name)
     ("mobilenetv2_100", "mobilenetv2_140", "wider"),
     ("convnext_atto", "convnext_nano", "wider and deeper"),
+    # ×2 / ×2.8 wider: inside a stage the later blocks have the shapes of the source's first
+    # block, and inside a block the expanded norm is closest to the target's projected one;
+    # shape scores alone miss the containment, pairing by role finds it (`match`)
+    ("mobilenetv2_050", "mobilenetv2_100", "wider"),
+    ("mobilenetv2_050", "mobilenetv2_140", "wider"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))

@@ -50,6 +50,22 @@ def test_deeper_target_reuses_source_blocks():
     assert {m.source_of(f"layer1.{i}.conv1").split(".")[0] for i in range(3)} == {"layer1"}
 
 
+def test_a_containing_target_is_matched_by_role_when_shapes_mislead():
+    """mobilenetv2_050 → _100: ×2 wider, so within a stage the target's later blocks have the
+    shapes of the source's first (downsampling) block; pairing by shape alone leaves that
+    block without a target. Pairing first blocks with first blocks finds the containment."""
+    a = netgraft.trace(timm.create_model("mobilenetv2_050"))
+    b = netgraft.trace(timm.create_model("mobilenetv2_100"))
+    m = netgraft.match(a, b)
+    assert all(m.source_of(f"blocks.{s}.0.conv_pw") == f"blocks.{s}.0.conv_pw" for s in range(1, 7))
+    assert {s for s in m.pairs.values() if s is not None} == {layer.index for layer in a.layers}
+    # a target that already holds every source layer keeps the shape-score matching, repeats
+    # included: efficientnet_b1's second stage-0 block repeats efficientnet_b0's only one
+    e = netgraft.match(netgraft.trace(timm.create_model("efficientnet_b0")),
+                       netgraft.trace(timm.create_model("efficientnet_b1")))
+    assert e.source_of("blocks.0.1.conv_dw") == "blocks.0.0.conv_dw"
+
+
 def _convnext(name: str, gamma: float | None = None) -> nn.Module:
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=10, in_chans=1)

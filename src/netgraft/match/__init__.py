@@ -150,8 +150,14 @@ def get_method(method: str) -> Method:
 
 
 class _Aligner:
-    def __init__(self, source: Architecture, target: Architecture, method: Method):
+    """Scores and aligns item lists, recursively. With `by_role`, the first block of a named
+    stage only pairs with the first block of its namesake, and two blocks made of the same
+    sequence of layer kinds pair their layers position by position (see `match`)."""
+
+    def __init__(self, source: Architecture, target: Architecture, method: Method,
+                 by_role: bool = False):
         self.source, self.target, self.method = source, target, method
+        self.by_role = by_role
         self.cache: dict[tuple[int, int], tuple[float, list]] = {}
 
     def item_score(self, s: Any, t: Any) -> float:
@@ -163,10 +169,23 @@ class _Aligner:
             return self.method.score(self.source.layers[s], self.target.layers[t])
         return 0.0
 
+    @staticmethod
+    def _kinds(items: list, arch: Architecture) -> list | None:
+        """(kind, depthwise) of each layer of a block; None for lists holding lists."""
+        if not all(isinstance(i, int) for i in items):
+            return None
+        return [(arch.layers[i].kind, arch.layers[i].depthwise) for i in items]
+
     def lists(self, src: list, tgt: list) -> tuple[float, list]:
         key = (id(src), id(tgt))
         if key not in self.cache:
             scores = [[self.item_score(s, t) for s in src] for t in tgt]
+            if self.by_role and isinstance(src, _Stage) and isinstance(tgt, _Stage):
+                scores = [[v if (i == 0) == (j == 0) else 0.0 for j, v in enumerate(row)]
+                          for i, row in enumerate(scores)]
+            elif self.by_role and self._kinds(src, self.source) == self._kinds(tgt, self.target):
+                scores = [[v if i == j else 0.0 for j, v in enumerate(row)]
+                          for i, row in enumerate(scores)]
             value, pairs = align(scores, len(src))
             self.cache[key] = (value, [(None if j is None else src[j], None if i is None else tgt[i],
                                         0.0 if i is None or j is None else scores[i][j])
@@ -210,23 +229,32 @@ def keep_shut(target: Architecture, pairs: dict[int, int | None]) -> dict[int, i
     return {i: None if target.layers[i].gate else s for i, s in pairs.items()}
 
 
+def _holds(small: Layer, large: Layer) -> bool:
+    """Whether `large` is `small`'s kind and at least as large in every dimension."""
+    wa, wb = small.weight_shape, large.weight_shape
+    if small.kind != large.kind or small.depthwise != large.depthwise or (wa is None) != (wb is None):
+        return False
+    return wa is None or (len(wa) == len(wb) and all(y >= x for x, y in zip(wa, wb)))
+
+
 def contains(matching: Matching) -> bool:
     """Whether the target contains the source: every source layer initialises some target
-    layer of the same kind that is at least as large in every dimension (growth, where the
-    graft is function-preserving and the source's norm statistics stay exact)."""
+    layer, and every target layer initialised holds its source layer (same kind, at least as
+    large in every dimension) — growth, where the graft is function-preserving and the
+    source's norm statistics stay exact."""
     src, tgt = matching.source, matching.target
-    used = set()
-    for t, s_idx in matching.pairs.items():
-        if s_idx is None:
-            continue
-        a, b = src.layers[s_idx], tgt.layers[t]
-        wa, wb = a.weight_shape, b.weight_shape
-        if a.kind != b.kind or a.depthwise != b.depthwise or (wa is None) != (wb is None):
-            return False
-        if wa is not None and (len(wa) != len(wb) or any(y < x for x, y in zip(wa, wb))):
-            return False
-        used.add(s_idx)
-    return len(used) == len(src.layers)
+    pairs = [(s, t) for t, s in matching.pairs.items() if s is not None]
+    return (all(_holds(src.layers[s], tgt.layers[t]) for s, t in pairs)
+            and len({s for s, _ in pairs}) == len(src.layers))
+
+
+def _embeds(matching: Matching) -> bool:
+    """Whether every source layer initialises at least one target layer that holds it (a
+    repeated block may be narrower: it starts as an identity, see `netgraft.growth`)."""
+    src, tgt = matching.source, matching.target
+    held = {s for t, s in matching.pairs.items()
+            if s is not None and _holds(src.layers[s], tgt.layers[t])}
+    return len(held) == len(src.layers)
 
 
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
@@ -237,16 +265,33 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     those receive does not reach the output, so a source grafted into a ConvNeXt from another
     family gives mostly its stem, downsampling layers and head."""
     m = get_method(method)
-    aligner = _Aligner(source, target, m)
     src_items, tgt_items = m.both(source, target)
+    found = _aligned(source, target, m, src_items, tgt_items)
+    if (not _embeds(found) and any(isinstance(i, _Stage) for i in src_items)
+            and _embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))):
+        # Shape scores alone can miss a containing target. Inside a stage of a ×2-wider
+        # target the later blocks have the shapes of the source's *first* block (its input
+        # width is the previous stage's), so the DP pairs the source's first block with one
+        # of them and the stage's downsampling block with nothing (mobilenetv2_050 → _100);
+        # inside a ×2.8-wider block, the source's expanded norm is closest in size to the
+        # target's projected one (mobilenetv2_050 → _140). When pairing by role — first
+        # block to first block, layers of like blocks in order — makes the target hold every
+        # source layer, that matching is the function-preserving one.
+        found = by_role
+    return found
+
+
+def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
+             tgt_items: list, by_role: bool = False) -> Matching:
+    aligner = _Aligner(source, target, m, by_role)
     value, _ = aligner.lists(src_items, tgt_items)
     found: dict[int, tuple[int, float]] = {}
     aligner.layer_pairs(src_items, tgt_items, found)
     pairs = {layer.index: found[layer.index][0] if layer.index in found else None
              for layer in target.layers}
     scores = {t: found[t][1] if t in found else 0.0 for t in pairs}
-    return Matching(method=method, source=source, target=target, pairs=pairs, scores=scores,
-                    value=open_value(value, target, pairs, scores, method), plain_value=value)
+    return Matching(method=m.name, source=source, target=target, pairs=pairs, scores=scores,
+                    value=open_value(value, target, pairs, scores, m.name), plain_value=value)
 
 
 def open_value(value: float, target: Architecture, pairs: dict[int, int | None],
