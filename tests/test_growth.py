@@ -54,6 +54,36 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     # these random statistics): 1e-4 absolute, relative beyond logits of 1
     assert diff < 1e-4 * max(1.0, expected.abs().max().item()), growth
     assert report.coverage > 0.9
+    # the report measured it too (on its own example input) and says so
+    assert report.function_gap < 1e-4 and "computes the source's function" in report.summary()
+
+
+@pytest.mark.parametrize("source, target, why", [
+    # LayerNorm over channels: replicating some channels but not others moves their mean and
+    # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)
+    ("convnext_atto", "convnext_femto", "layer norms widen by a non-integer factor"),
+    # RegNet's group width changes with the size: a grouped fan-in reads other channels
+    ("regnetx_002", "regnetx_004", "grouped convolutions change their grouping"),
+])
+def test_a_containing_target_that_cannot_compute_the_source_function_says_why(source, target, why):
+    src = _trained_looking(timm.create_model(source, num_classes=10)).train()
+    dst = timm.create_model(target, num_classes=10)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        gap = (src.eval()(x) - dst.eval()(x)).abs().max() / src(x).abs().max().clamp(min=1)
+    # measured on the report's example input: the same order of magnitude as on this one
+    assert 0.2 < report.function_gap / gap.item() < 5 and report.function_gap > 1e-2
+    assert why in report.function_note and why in report.summary()
+    assert report.to_dict()["function_gap"] == report.function_gap
+
+
+def test_function_gap_is_left_out_when_outputs_differ_and_modes_are_restored():
+    src = _trained_looking(timm.create_model("resnet18", num_classes=10)).train()
+    dst = timm.create_model("resnet34", num_classes=5)  # another head: outputs differ
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap is None and "function" not in report.summary()
+    assert src.training and dst.training and all(m.training for m in src.modules())
 
 
 def test_larger_kernels_and_wider_layers_preserve_the_function():

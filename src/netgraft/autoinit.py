@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import NetgraftError
-from .trace import Architecture, _first_tensor, _run, single_thread, trace
+from .trace import Architecture, _first_tensor, run_model, single_thread, trace
 
 __all__ = ["AutoInitReport", "autoinit"]
 
@@ -76,7 +76,7 @@ def _measure(model: nn.Module, module: nn.Module, probe: Any) -> tuple[torch.Ten
 
     handle = module.register_forward_hook(hook)
     try:
-        _run(model, probe)
+        run_model(model, probe)
     except _Stop:
         pass
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .trace import Architecture, Layer, _run, own_tensors
+from .trace import Architecture, Layer, own_tensors, run_model
 
 _TOLERANCE = 1e-6
 
@@ -37,7 +37,7 @@ def _capture_inputs(model: nn.Module, blocks: dict[str, nn.Module], example: Any
     model.eval()
     try:
         with torch.no_grad():
-            _run(model, example)
+            run_model(model, example)
     finally:
         for h in handles:
             h.remove()

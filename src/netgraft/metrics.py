@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .trace import run_model
+
 __all__ = ["ModelMetrics", "count_params", "count_flops", "measure_latency", "metrics"]
 
 
@@ -44,14 +46,6 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _call(model: nn.Module, example_input: Any):
-    if isinstance(example_input, dict):
-        return model(**example_input)
-    if isinstance(example_input, (tuple, list)):
-        return model(*example_input)
-    return model(example_input)
-
-
 def count_flops(model: nn.Module, example_input: Any) -> int:
     """FLOPs of one forward pass of `model` on `example_input` (FlopCounterMode's count)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -61,7 +55,7 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
     try:
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            _call(model, example_input)
+            run_model(model, example_input)
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
@@ -83,10 +77,10 @@ def measure_latency(model: nn.Module, example_input: Any, *, repeats: int = 30, 
         times = []
         with torch.inference_mode():
             for _ in range(warmup):
-                _call(model, example_input)
+                run_model(model, example_input)
             for _ in range(repeats):
                 start = time.perf_counter()
-                _call(model, example_input)
+                run_model(model, example_input)
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)

@@ -290,7 +290,9 @@ def _first_tensor(obj: Any) -> torch.Tensor | None:
     return None
 
 
-def _run(model: nn.Module, example: Any) -> Any:
+def run_model(model: nn.Module, example: Any) -> Any:
+    """Call `model` on an example input: a tensor, a tuple/list of arguments or a dict of
+    keyword arguments."""
     if isinstance(example, dict):
         return model(**example)
     if isinstance(example, (tuple, list)):
@@ -334,7 +336,7 @@ def _execution_order(model: nn.Module, example: Any,
     model.eval()
     try:
         with torch.no_grad(), single_thread():
-            out = _run(model, example)
+            out = run_model(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
         raise ModelForwardError(

@@ -20,10 +20,12 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks
-from .match import DEFAULT_METHOD, Matching, dp_value, gated_off, get_method, keep_shut, match
+from .match import (DEFAULT_METHOD, Matching, dp_value, embeds, gated_off, get_method,
+                    keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
                          pair_similarity, unrelated)
-from .trace import NORM_KINDS, Architecture, Layer, own_tensors, single_thread, trace
+from .trace import (NORM_KINDS, Architecture, Layer, own_tensors, run_model, single_thread,
+                    trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
@@ -38,6 +40,9 @@ WEAK_SCORE = 0.25
 #: default jitter of how a widened layer's fan-in is split among the replicas of a unit
 #: (zero-sum: the grafted function is unchanged; see adapt.mapping.replica_jitter)
 SPLIT_NOISE = 0.05
+#: a containing target whose relative output gap (``report.function_gap``) is below this
+#: computes its source's function (float32 round-off; the growth tests hold 1e-4)
+FUNCTION_GAP = 1e-4
 
 
 @dataclass
@@ -91,6 +96,12 @@ class TransferReport:
     gated_off: list[str] = field(default_factory=list)
     #: how a narrower target layer chose its channels (graft; ``shrink="auto"`` resolved)
     shrink: str | None = None
+    #: for a target that contains the source (growth): max |target − source| output on the
+    #: example input right after the graft, eval mode, relative to the source's largest
+    #: output (≈ 1e-7 when the graft is function-preserving); None when not measured
+    function_gap: float | None = None
+    #: why a containing target does not compute the source's function, when known
+    function_note: str = ""
 
     @property
     def matched(self) -> int:
@@ -112,7 +123,8 @@ class TransferReport:
                 "alignment": self.alignment.to_dict() if self.alignment is not None else None,
                 "autoinit": self.autoinit.to_dict() if self.autoinit is not None else None,
                 "gated_off": list(self.gated_off), "left_weak": list(self.left_weak),
-                "shrink": self.shrink,
+                "shrink": self.shrink, "function_gap": self.function_gap,
+                "function_note": self.function_note,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -138,6 +150,12 @@ class TransferReport:
                 f"{c['init']}, {self.seconds:.2f} s")
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
+        if self.function_gap is not None:
+            text += ("; computes the source's function" if self.function_gap < FUNCTION_GAP
+                     else "; contains the source but does not compute its function")
+            text += f" (relative output gap {self.function_gap:.1e})"
+            if self.function_note and self.function_gap >= FUNCTION_GAP:
+                text += f": {self.function_note}"
         if narrowed and self.shrink:
             text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:
@@ -383,6 +401,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink, split_noise, seed)
+        if method != "dpiat" and embeds(report.matching):
+            start = time.perf_counter()
+            report.function_gap, report.function_note = _function_gap(source, target, report)
+            report.seconds += time.perf_counter() - start
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -473,6 +495,55 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
         warnings.warn(NetgraftWarning(message.strip()), stacklevel=2)
     return report
+
+
+def _function_gap(source: nn.Module, target: nn.Module,
+                  report: TransferReport) -> tuple[float | None, str]:
+    """(gap, why) for a target holding every source layer (`embeds`): the largest
+    |target − source| output on the source's example input in eval mode, relative to the
+    source's largest output (at least 1); None when the target does not take that input or
+    the outputs differ in shape (e.g. another class count)."""
+    example = report.matching.source.example_input
+    modes = [(m, m.training) for m in (*source.modules(), *target.modules())]
+    try:
+        source.eval(), target.eval()
+        with torch.no_grad(), single_thread():
+            expected, got = run_model(source, example), run_model(target, example)
+    except Exception:  # a target that takes other inputs (its own example input differs)
+        return None, ""
+    finally:
+        for m, training in modes:
+            m.training = training
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
+            and expected.shape == got.shape and expected.is_floating_point()):
+        return None, ""
+    gap = ((got - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
+    return gap, _why_not_preserved(report.matching)
+
+
+def _why_not_preserved(matching: Matching) -> str:
+    """Known reasons a containing target cannot compute its source's function."""
+    src, tgt = matching.source, matching.target
+    norms, groups = [], []
+    for t, s in matching.pairs.items():
+        if s is None:
+            continue
+        a, b = src.layers[s], tgt.layers[t]
+        if (a.kind in ("layernorm", "groupnorm") and a.weight_shape and b.weight_shape
+                and b.weight_shape[0] % a.weight_shape[0]):
+            norms.append(f"{b.name} {a.weight_shape[0]}→{b.weight_shape[0]}")
+        elif a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1) \
+                and a.groups != b.groups:
+            groups.append(f"{b.name} {a.groups}→{b.groups} groups")
+    why = []
+    if norms:
+        why.append(f"{len(norms)} layer norms widen by a non-integer factor, which changes "
+                   f"the statistics they normalise by ({', '.join(norms[:3])}"
+                   f"{' …' if len(norms) > 3 else ''}); integer width factors keep them")
+    if groups:
+        why.append(f"{len(groups)} grouped convolutions change their grouping "
+                   f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+    return "; ".join(why)
 
 
 def default_min_score(matching: Matching, similarity: float) -> float:

@@ -248,7 +248,7 @@ def contains(matching: Matching) -> bool:
             and len({s for s, _ in pairs}) == len(src.layers))
 
 
-def _embeds(matching: Matching) -> bool:
+def embeds(matching: Matching) -> bool:
     """Whether every source layer initialises at least one target layer that holds it (a
     repeated block may be narrower: it starts as an identity, see `netgraft.growth`)."""
     src, tgt = matching.source, matching.target
@@ -267,8 +267,8 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     m = get_method(method)
     src_items, tgt_items = m.both(source, target)
     found = _aligned(source, target, m, src_items, tgt_items)
-    if (not _embeds(found) and any(isinstance(i, _Stage) for i in src_items)
-            and _embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))):
+    if (not embeds(found) and any(isinstance(i, _Stage) for i in src_items)
+            and embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))):
         # Shape scores alone can miss a containing target. Inside a stage of a ×2-wider
         # target the later blocks have the shapes of the source's *first* block (its input
         # width is the previous stage's), so the DP pairs the source's first block with one
