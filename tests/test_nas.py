@@ -289,3 +289,68 @@ def test_every_ready_space_builds_at_its_extremes(name):
         with torch.no_grad():
             out = model(torch.randn(2, 1, 28, 28))
         assert out.shape == (2, 10) and torch.isfinite(out).all(), space.describe(params)
+
+
+def test_cli_failed_start_leaves_no_study_behind(tmp_path, capsys):
+    db = tmp_path / "s.db"
+    good = ["--dataset", "digits", "--image-size", "16", "--train-size", "320", "--trials", "1",
+            "--storage", str(db), "--cold", "-q"]
+    for bad, msg in ((["--dataset", "cifar"], "unknown dataset 'cifar'"),
+                     (["--space", "bogus"], "unknown search space 'bogus'"),
+                     (["--space", "bogus", "--study", "named"], "unknown search space 'bogus'"),
+                     (["--objectives", "params"], "must include accuracy"),
+                     (["--batch-size", "0"], "--batch-size must be >= 1")):
+        assert nas_cli.main(good + bad) == 2, bad
+        captured = capsys.readouterr()
+        assert "netgraft search: error: " in captured.err and msg in captured.err, captured.err
+        assert "search '" not in captured.out  # failed before the header
+        assert not db.exists() and not (tmp_path / "s-pool").exists(), bad
+    # the typo did not pin the study to dataset 'cifar': the corrected command runs
+    assert nas_cli.main(good) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "on digits (320 training / 300 test images)" in out and "1 complete" in out
+    assert "warning" not in out  # the default --test-size (1000) is not the user's request
+    study = optuna.load_study(study_name="effnet-cold", storage=f"sqlite:///{db}")
+    assert study.user_attrs["dataset"] == "digits"
+
+
+def test_cli_warns_when_the_dataset_is_smaller_than_asked(tmp_path, capsys):
+    argv = ["--dataset", "digits", "--image-size", "16", "--train-size", "5000", "--test-size",
+            "5000", "--epochs", "0.2", "--trials", "1", "--storage", str(tmp_path / "s.db"),
+            "--cold", "-q"]
+    assert nas_cli.main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "warning: --train-size 5000: digits has only 1,497 training images; using all 1,497" in out
+    assert "warning: --test-size 5000: digits has only 300 test images; using all 300" in out
+    assert "on digits (1,497 training / 300 test images)" in out and "1 complete" in out
+
+
+def test_cli_storage_in_a_missing_folder_is_refused(tmp_path, capsys):
+    base = ["--dataset", "digits", "--trials", "1", "-q", "--storage"]
+    for storage in (str(tmp_path / "nodir" / "s.db"), f"sqlite:///{tmp_path}/nodir/s.db"):
+        assert nas_cli.main(base + [storage]) == 2
+        err = capsys.readouterr().err
+        assert f"--storage {storage}: folder does not exist: {tmp_path / 'nodir'}" in err, err
+        assert not (tmp_path / "nodir").exists()
+    nas_cli.check_storage_folder(str(tmp_path / "s.db"))  # an existing folder is fine
+    nas_cli.check_storage_folder("postgresql://user@host/db")  # a server's business, not ours
+
+
+def test_cli_help_names_the_command_as_invoked_and_shows_defaults(capsys):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-m", "netgraft.nas", "--help"], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    assert out.startswith("usage: python -m netgraft.nas ")
+    from netgraft.cli import build_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: netgraft search ")
+    help_text = " ".join(out.split())
+    for text in ("training batch size (default 64)", "(default 1000, or all when fewer)",
+                 "sampler and training seed (default 0)", "(default: no time limit)"):
+        assert text in help_text, text

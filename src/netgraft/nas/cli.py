@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ..errors import NetgraftError
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, default=None,
                         help="finished trials the study should reach (default 20, or no limit "
                              "when only --minutes is given)")
-    parser.add_argument("--minutes", type=float, help="stop starting trials after this long")
+    parser.add_argument("--minutes", type=float,
+                        help="stop starting trials after this long (default: no time limit)")
     parser.add_argument("--objectives", default="accuracy",
                         help="comma-separated: accuracy (required), params, flops, latency_ms; "
                              "several = Pareto search with NSGA-II (default: accuracy, TPE)")
@@ -47,20 +49,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--min-similarity", type=float, default=d.min_similarity,
                         help=f"graft only from pool models at least this similar (default "
                              f"{d.min_similarity}; 0 = always graft from the most similar)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="sampler and training seed")
-    parser.add_argument("--image-size", type=int, default=d.image_size, help="pixels (default 28)")
-    parser.add_argument("--train-size", type=int, default=d.train_size,
-                        help=f"training images (default {d.train_size})")
-    parser.add_argument("--test-size", type=int, default=d.test_size,
-                        help=f"test images the accuracy is measured on (default {d.test_size})")
-    parser.add_argument("--epochs", type=float, default=d.epochs, help="epochs per trial (default 1)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"sampler and training seed (default {d.seed})")
+    parser.add_argument("--image-size", type=int, default=d.image_size,
+                        help=f"pixels (default {d.image_size})")
+    # default None: only a size the user asked for is worth a warning when the data set is smaller
+    parser.add_argument("--train-size", type=int,
+                        help=f"training images (default {d.train_size}, or all when fewer)")
+    parser.add_argument("--test-size", type=int,
+                        help=f"test images the accuracy is measured on (default {d.test_size}, "
+                             f"or all when fewer)")
+    parser.add_argument("--epochs", type=float, default=d.epochs,
+                        help=f"epochs per trial (default {d.epochs:g})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"training batch size (default {d.batch_size})")
     parser.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help=f"torch threads (default {d.threads})")
     parser.add_argument("--heartbeat", type=int, default=d.heartbeat,
-                        help="seconds between a worker's heartbeats (default 10)")
+                        help=f"seconds between a worker's heartbeats (default {d.heartbeat})")
     parser.add_argument("--grace", type=int, default=d.grace,
-                        help="seconds without heartbeat before a trial is retried (default 30)")
+                        help=f"seconds without heartbeat before a trial is retried (default {d.grace})")
     parser.add_argument("--top", type=int, default=15, help="rows of the final table (default 15)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
@@ -75,14 +84,32 @@ def config_from_args(args: argparse.Namespace):
     from .search import SearchConfig
 
     trials = args.trials if args.trials is not None else (None if args.minutes else 20)
+    d = _defaults()
     return SearchConfig(
         dataset=args.dataset, space=args.space, objectives=args.objectives, trials=trials,
         minutes=args.minutes, warm=args.warm, storage=args.storage, study=args.study,
         pool=args.pool, pool_scope=args.pool_scope, min_similarity=args.min_similarity,
         seed=args.seed, image_size=args.image_size,
-        train_size=args.train_size, test_size=args.test_size, epochs=args.epochs,
+        train_size=d.train_size if args.train_size is None else args.train_size,
+        test_size=d.test_size if args.test_size is None else args.test_size, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, threads=args.threads, heartbeat=args.heartbeat,
         grace=args.grace)
+
+
+def check_storage_folder(storage: str) -> None:
+    """Refuse a sqlite file in a folder that does not exist (like `transfer --out`), before
+    anything is created; other storages (postgresql://…) are the database server's business."""
+    text = str(storage).strip()
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.split("+")[0].lower() != "sqlite":
+            return
+        text = (rest[1:] if rest.startswith("/") else rest).split("?", 1)[0]
+        if not text or text == ":memory:":
+            return  # storage_url explains what is wrong with these
+    folder = Path(text).expanduser().parent
+    if not folder.is_dir():
+        raise NetgraftError(f"--storage {storage}: folder does not exist: {folder}")
 
 
 def _fmt(v, kind: str) -> str:
@@ -132,15 +159,27 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
-    from .search import budget_counts, open_study, run_search
+    from .search import budget_counts, load_data, open_study, run_search, storage_url
+    from .space import get_space
 
-    cfg = config_from_args(args)
-    open_study(cfg)  # checks the storage, the study's settings and the options up front
     console = Console(highlight=False)
+    # every check that needs no storage comes first: a failed start leaves no study behind
+    cfg = config_from_args(args)  # objectives, budget, sizes
+    get_space(cfg.space)
+    check_storage_folder(cfg.storage)
+    storage_url(cfg.storage)  # the URL and its driver
+    data = load_data(cfg)  # the dataset
+    for option, asked, split, used in (("--train-size", args.train_size, "training", data.train),
+                                       ("--test-size", args.test_size, "test", data.test)):
+        if asked is not None and asked > len(used):
+            console.print(f"[yellow]warning:[/] {option} {asked}: {cfg.dataset} has only "
+                          f"{len(used):,} {split} images; using all {len(used):,}")
+    open_study(cfg)  # creates the study, or checks a stored one has the same settings
     total = cfg.trials
     mode = "warm-started" if cfg.warm else "cold"
     console.print(f"search '{cfg.study_name}' ({mode}, {', '.join(cfg.objectives)}) on "
-                  f"{cfg.dataset}: {total or 'unlimited'} trials"
+                  f"{cfg.dataset} ({len(data.train):,} training / {len(data.test):,} test "
+                  f"images): {total or 'unlimited'} trials"
                   + (f", {cfg.minutes:g} min" if cfg.minutes else ""))
     best = [None]
 
@@ -170,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                 desc += f", {counts['running']} running"
             progress.update(task, completed=counts["finished"], description=desc)
 
-        result = run_search(cfg, on_trial=on_trial)
+        result = run_search(cfg, on_trial=on_trial, data=data)
     study = result.study
     counts = budget_counts(study)
     console.print(front_table(study, args.top))
@@ -182,14 +221,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prog() -> str:
+    """The command as typed: `python -m netgraft.nas` (or `.nas.cli`), else `netgraft search`."""
+    if sys.argv and sys.argv[0]:
+        script = Path(sys.argv[0]).resolve()
+        here = Path(__file__).resolve()
+        if script == here.with_name("__main__.py"):
+            return "python -m netgraft.nas"
+        if script == here:
+            return "python -m netgraft.nas.cli"
+    return "netgraft search"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="netgraft search", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
     except NetgraftError as exc:
-        print(f"netgraft search: error: {exc}", file=sys.stderr)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished trials are saved in the study (run again to resume)",
