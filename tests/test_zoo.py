@@ -300,3 +300,235 @@ def test_coverage_fraction_agrees_with_adapt_graft(source, target, roles, kwargs
 
     _, plan = adapt.graft(torch.randn(source), target, roles, **kwargs)
     assert _graft_fraction(source, target, roles) == pytest.approx(plan.fraction, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- review fixes
+def _main(argv):
+    from netgraft.cli import main
+    return main(argv)
+
+
+def test_accuracy_is_a_fraction_or_a_percentage_and_out_of_range_is_refused(tmp_path, checkpoints,
+                                                                            capsys):
+    z = tmp_path / "z"
+    ckpt = str(checkpoints["mobilenetv3_small_050"])
+    for bad in ("150", "-1", "100.5", "nan", "inf"):
+        assert _main(["zoo", "add", ckpt, "--arch", "mobilenetv3_small_050", "--zoo", str(z),
+                      "--accuracy", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--accuracy" in err and "[0, 1]" in err and "(1, 100]" in err, err
+        assert not list(z.glob("*.json")) and not list(z.glob("*.safetensors"))  # nothing written
+    with pytest.raises(ZooError, match=r"--accuracy True is not a number"):
+        Zoo(z).add(ckpt, "mobilenetv3_small_050", accuracy=True)
+    # one convention: 83.3 (a percentage) and 0.833 (a fraction) are the same accuracy
+    assert _main(["zoo", "add", ckpt, "--arch", "mobilenetv3_small_050", "--zoo", str(z),
+                  "--name", "pct", "--accuracy", "83.3"]) == 0
+    assert _main(["zoo", "add", ckpt, "--arch", "mobilenetv3_small_050", "--zoo", str(z),
+                  "--name", "frac", "--accuracy", "0.833", "--force"]) == 0
+    assert _main(["zoo", "add", ckpt, "--arch", "mobilenetv3_small_050", "--zoo", str(z),
+                  "--name", "one", "--accuracy", "1", "--force"]) == 0
+    stored = {n: json.loads((z / f"{n}.json").read_text())["accuracy"] for n in ("pct", "frac", "one")}
+    assert stored == {"pct": pytest.approx(0.833), "frac": 0.833, "one": 1.0}
+    capsys.readouterr()
+    assert _main(["zoo", "list", "--zoo", str(z)]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.split()[1:2] in (["pct"], ["frac"], ["one"])}
+    assert "83.3%" in rows["pct"] and "83.3%" in rows["frac"] and "100.0%" in rows["one"]
+
+
+def test_zoos_written_before_the_accuracy_check_still_load(tmp_path, checkpoints, capsys):
+    z = tmp_path / "z"
+    Zoo(z).add(checkpoints["mobilenetv3_small_050"], "mobilenetv3_small_050", name="old_pct")
+    Zoo(z).add(checkpoints["mobilenetv3_small_050"], "mobilenetv3_small_050", name="old_bad",
+               force=True)
+    for name, value in (("old_pct", 83.3), ("old_bad", 150)):  # what the old `zoo add` wrote
+        data = json.loads((z / f"{name}.json").read_text())
+        data["accuracy"] = value
+        (z / f"{name}.json").write_text(json.dumps(data))
+    entries = {e.name: e for e in Zoo(z).entries()}
+    assert entries["old_pct"].accuracy == pytest.approx(0.833)  # a percentage, read as the fraction
+    assert entries["old_bad"].accuracy == 150  # kept, not refused: the zoo loads
+    assert _main(["zoo", "list", "--zoo", str(z)]) == 0
+    out = capsys.readouterr().out
+    assert "83.3%" in out and "150 (invalid)" in out
+    ranked = Zoo(z).rank("mobilenetv3_small_050", num_classes=5, in_chans=1)
+    assert {r.name: r.accuracy for r in ranked} == {"old_pct": pytest.approx(0.833), "old_bad": 150}
+
+
+def _blocks_filled_by(report):
+    """Target blocks a real transfer filled: a weight layer (or, in a block of norms only, any
+    layer) not left at init."""
+    from netgraft.trace import DIMENSIONAL_KINDS
+    arch = report.matching.target
+    record = {p.target: p for p in report.pairs}
+    n = 0
+    for block in arch.blocks:
+        layers = [arch.layers[i] for i in block.layers]
+        weights = [layer for layer in layers if layer.kind in DIMENSIONAL_KINDS] or layers
+        n += any(record[layer.name].action != "init" for layer in weights)
+    return n
+
+
+def test_why_says_what_the_default_transfer_does(zoo_dir):
+    import warnings
+
+    zoo = Zoo(zoo_dir)
+    ranked = {r.name: r for r in zoo.rank("efficientnet_b1", num_classes=5, in_chans=1)}
+    r18 = ranked["resnet18"]  # a distant pair: weak matches are left at init, the head tempered
+    assert 0.1 < r18.similarity < 0.4
+    assert r18.why == ("2/28 target blocks matched (weak ones left at init); stem left at init, "
+                       "0/7 stages; head tempered if over-confident (distant pair)")
+    assert "head copied" not in r18.why and "all 7 stages" not in r18.why
+    for r in ranked.values():
+        target = timm.create_model("efficientnet_b1", num_classes=5, in_chans=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = netgraft.transfer(zoo.load_source(r.entry), target)
+        assert r.matched_blocks == _blocks_filled_by(report), r.name
+        assert r.coverage == pytest.approx(report.coverage, abs=1e-3)
+        assert r.why.startswith(f"{r.matched_blocks}/28 target blocks matched (weak ones left at init)")
+    # an unrelated pair: the default transfer leaves the whole target at its init
+    unrelated = Zoo(zoo_dir).rank("resnet34", num_classes=5, in_chans=1)[1:]
+    assert [r.name for r in unrelated] == ["mobilenetv3_small_050", "convnext_atto"]
+    for r in unrelated:
+        assert r.similarity < 0.1 and r.coverage == 0.0 and r.matched_blocks == 0
+        assert r.why == (f"nothing transferred: unrelated pair (similarity {r.similarity:.2f} < 0.1), "
+                         f"the target keeps its init")
+        target = timm.create_model("resnet34", num_classes=5, in_chans=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert netgraft.transfer(zoo.load_source(r.entry), target).coverage == 0.0
+
+
+def test_explain_computes_the_similarity_when_not_given(zoo_dir):
+    from netgraft.zoo import explain
+    source = Zoo(zoo_dir).load_source("resnet18")
+    target = timm.create_model("efficientnet_b1", num_classes=5, in_chans=1)
+    m = netgraft.match(netgraft.trace(source), netgraft.trace(target))
+    sim = netgraft.similarity(netgraft.trace(source), netgraft.trace(target))
+    assert explain(m) == explain(m, sim)
+    assert explain(m)[2].endswith("head tempered if over-confident (distant pair)")
+
+
+_SIGNAL_MODELS = '''
+from torch import nn
+
+
+def _net(conv, bn, pool, num_classes, in_chans):
+    return nn.Sequential(
+        conv(in_chans, 32, 7, stride=2, padding=3), bn(32), nn.ReLU(),
+        conv(32, 64, 3, stride=2, padding=1), bn(64), nn.ReLU(),
+        conv(64, 128, 3, stride=2, padding=1), bn(128), nn.ReLU(),
+        pool(1), nn.Flatten(), nn.Linear(128, num_classes))
+
+
+def conv1d_net(num_classes=5, in_chans=1):
+    return _net(nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d, num_classes, in_chans)
+
+
+def conv2d_net(num_classes=5, in_chans=1):
+    return _net(nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d, num_classes, in_chans)
+'''
+
+
+@pytest.fixture
+def signal_zoo(tmp_path, monkeypatch, checkpoints):
+    """A zoo holding a Conv1d model next to 2-D ones, and its factory module importable."""
+    (tmp_path / "ng_signal_models.py").write_text(_SIGNAL_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    models = importlib.import_module("ng_signal_models")
+    torch.manual_seed(0)
+    path = tmp_path / "sig1d.safetensors"
+    save_state_dict(models.conv1d_net().state_dict(), path)
+    z = tmp_path / "z"
+    Zoo(z).add(path, "ng_signal_models:conv1d_net", name="sig1d")
+    Zoo(z).add(checkpoints["resnet18"], "resnet18")
+    yield z
+    sys.modules.pop("ng_signal_models", None)
+
+
+def test_a_source_of_another_conv_dimensionality_is_ranked_last(signal_zoo, tmp_path, capsys):
+    zoo = Zoo(signal_zoo)
+    # the 2-D twin of the 1-D model: the 1-D one is the most similar by structure, yet it
+    # cannot give its 1-D kernels to 2-D convolutions
+    ranked = zoo.rank("ng_signal_models:conv2d_net", num_classes=5, in_chans=1)
+    assert [r.name for r in ranked] == ["resnet18", "sig1d"]
+    sig = ranked[1]
+    assert sig.similarity > ranked[0].similarity and sig.rank == 2 and not sig.compatible
+    assert sig.why == "1-D convolutions, the target's are 2-D: cannot give its convs (ranked last)"
+    assert ranked[0].compatible and "convolutions" not in ranked[0].why
+    assert [r.name for r in zoo.rank("ng_signal_models:conv2d_net", top=1)] == ["resnet18"]
+    r = zoo.rank("efficientnet_b0", num_classes=5, in_chans=1)[-1]
+    assert (r.name, r.compatible, r.coverage) == ("sig1d", False, 0.0) and "head copied" not in r.why
+    assert r.why.startswith("1-D convolutions, the target's are 2-D")
+    # a 1-D target ranks the 1-D source first and the 2-D ones last
+    ranked = zoo.rank("ng_signal_models:conv1d_net", num_classes=5, in_chans=1)
+    assert [(r.name, r.compatible) for r in ranked] == [("sig1d", True), ("resnet18", False)]
+    assert ranked[1].why.startswith("2-D convolutions, the target's are 1-D")
+    assert _main(["rank", "--target", "ng_signal_models:conv2d_net", "--zoo", str(signal_zoo),
+                  "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["compatible"]) for r in doc["ranking"]] == [("resnet18", True), ("sig1d", False)]
+    # --then-transfer never grafts such a source, even when it is the only one
+    only = tmp_path / "only1d"
+    Zoo(only).add(tmp_path / "sig1d.safetensors", "ng_signal_models:conv1d_net", name="sig1d")
+    out = tmp_path / "t.safetensors"
+    assert _main(["rank", "--target", "ng_signal_models:conv2d_net", "--zoo", str(only),
+                  "--then-transfer", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "1 sig1d" in " ".join(captured.out.split())  # the ranking is still shown
+    assert "--then-transfer: the best source, 'sig1d'" in captured.err
+    assert "cannot give its convs" in captured.err and not out.exists()
+
+
+def test_rank_output_is_one_line_per_entry_when_piped_or_quiet(zoo_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")  # what rich assumes for a pipe
+    argv = ["rank", "--target", "efficientnet_b1", "--num-classes", "5", "--in-chans", "1",
+            "--zoo", str(zoo_dir)]
+    ranked = Zoo(zoo_dir).rank("efficientnet_b1", num_classes=5, in_chans=1)
+    assert _main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("sources for efficientnet_b1 [graft], best first (")
+    assert lines[1].split() == ["#", "name", "task", "accuracy", "similarity", "coverage", "why"]
+    assert len(lines) == 2 + len(ranked)  # one line per source: nothing wrapped
+    for line, r in zip(lines[2:], ranked):
+        assert line.split()[:6] == [str(r.rank), r.name, "fmnist", f"{r.accuracy:.1%}",
+                                    f"{r.similarity:.3f}", f"{r.coverage:.1%}"]
+        assert line.endswith("  " + r.why)  # the whole why, on the row's line
+    assert max(map(len, lines)) > 80 and not any(line != line.rstrip() for line in lines)
+    assert not any(c in "".join(lines) for c in "┃│┏━")  # plain, like the README's
+
+    assert _main(argv + ["-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{r.rank} {r.name} similarity {r.similarity:.3f} coverage {r.coverage:.1%} "
+                     f"accuracy {r.accuracy:.1%}: {r.why}" for r in ranked]
+
+    out_file = tmp_path / "g.safetensors"
+    assert _main(argv[:2] + ["resnet34"] + argv[3:] + ["-q", "--then-transfer", str(out_file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 + 2 and lines[3].startswith("resnet18 → resnet34 [graft]: ")
+    assert lines[4] == f"wrote {out_file} (grafted from 'resnet18')"
+
+
+def test_rank_table_on_a_narrow_terminal_puts_the_why_below(zoo_dir):
+    from rich.console import Console
+
+    from netgraft.zoo import rank_table
+    ranked = Zoo(zoo_dir).rank("efficientnet_b1", num_classes=5, in_chans=1)
+    for width in (80, 100):
+        console = Console(width=width, force_terminal=True, color_system=None, record=True)
+        console.print(rank_table(ranked, "sources", width))
+        lines = console.export_text().splitlines()
+        assert max(map(len, lines)) <= width
+        why_header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "why"])
+        assert why_header == 2 + len(ranked)  # first table: title, header, one row per source
+        for line, r in zip(lines[2:why_header], ranked):
+            assert line.split() == [str(r.rank), r.name, "fmnist", f"{r.accuracy:.1%}",
+                                    f"{r.similarity:.3f}", f"{r.coverage:.1%}"]
+        whys = " ".join(" ".join(lines[why_header + 1:]).split())
+        assert whys == " ".join(f"{r.rank} {r.why}" for r in ranked)  # wrapped, never cut
+    console = Console(width=300, force_terminal=True, color_system=None, record=True)
+    console.print(rank_table(ranked, "sources", 300))  # wide enough: one table, why last
+    lines = console.export_text().splitlines()
+    assert len(lines) == 2 + len(ranked) and lines[1].split()[-1] == "why"

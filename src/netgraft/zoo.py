@@ -3,7 +3,8 @@
 Layout of a zoo directory (default ``$NETGRAFT_ZOO`` or ``~/.cache/netgraft/zoo``)::
 
     <name>.safetensors   the weights (a copy, or a symlink with --link)
-    <name>.json          arch spec, num_classes / in_chans, task, accuracy, params, sha256, date
+    <name>.json          arch spec, num_classes / in_chans, task, accuracy (a fraction in [0, 1]),
+                         params, sha256, date
     index.sqlite         architecture fingerprints + cached pairwise DP values
 
 The index keys fingerprints by (arch spec, num_classes, in_chans, input size, fingerprint
@@ -35,6 +36,7 @@ import os
 import re
 import shutil
 import sqlite3
+import sys
 import time
 import zlib
 from contextlib import closing
@@ -47,8 +49,8 @@ from typing import Any, Iterable, Sequence
 from . import fingerprint as fpr
 from .errors import NetgraftError
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
-from .similarity import pair_similarity, unrelated
-from .trace import Architecture, Layer
+from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
+from .trace import DIMENSIONAL_KINDS, Architecture, Layer
 
 ENTRY_FORMAT = 1
 INDEX_FILE = "index.sqlite"
@@ -80,6 +82,40 @@ def _input_key(input_size: Sequence[int] | None) -> str:
 
 
 # ----------------------------------------------------------------------------- entries
+ACCURACY_RANGE = ("a fraction in [0, 1] (0.833) or a percentage in (1, 100] (83.3); "
+                  "both are stored as the fraction")
+
+
+def normalise_accuracy(accuracy: Any) -> float | None:
+    """An entry's accuracy as the fraction in [0, 1] the zoo stores (None stays None).
+
+    One convention, the README's (``--accuracy 0.833``): a value in [0, 1] is a fraction; a
+    value in (1, 100] is read as a percentage and divided by 100 (so 83.3 and 0.833 are the
+    same entry; 1 means 100%). Anything else (negative, above 100, NaN, not a number) is
+    refused with a :class:`ZooError` naming ``--accuracy`` and the accepted range."""
+    if accuracy is None:
+        return None
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) \
+            or not math.isfinite(accuracy):
+        raise ZooError(f"--accuracy {accuracy!r} is not a number: give {ACCURACY_RANGE}")
+    value = float(accuracy)
+    if 0.0 <= value <= 1.0:
+        return value
+    if 1.0 < value <= 100.0:
+        return value / 100.0
+    raise ZooError(f"--accuracy {accuracy:g} is out of range: give {ACCURACY_RANGE}")
+
+
+def _stored_accuracy(value: Any) -> Any:
+    """An accuracy read from an entry on disk: entries written before the convention may
+    hold a percentage (83.3), read as the fraction; a value out of range is kept as it is
+    (shown marked as invalid) so that the zoo still loads."""
+    try:
+        return normalise_accuracy(value)
+    except ZooError:
+        return value
+
+
 @dataclass
 class ZooEntry:
     """One checkpoint of the zoo (the content of ``<name>.json``)."""
@@ -104,9 +140,11 @@ class ZooEntry:
         if not isinstance(data, dict) or data.get("netgraft_zoo_entry") != ENTRY_FORMAT:
             raise ZooError(f"{where} is not a netgraft zoo entry (format {ENTRY_FORMAT})")
         try:
-            return cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
+            entry = cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
         except TypeError as exc:
             raise ZooError(f"{where}: incomplete zoo entry ({exc})") from exc
+        entry.accuracy = _stored_accuracy(entry.accuracy)
+        return entry
 
 
 @dataclass
@@ -125,6 +163,9 @@ class Ranked:
     why: str
     method: str
     entry: ZooEntry = field(repr=False)
+    #: False when the source's convolutions have another dimensionality than the target's
+    #: (:func:`conv_mismatch`): ranked after every other source, never transferred by the CLI
+    compatible: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -305,17 +346,83 @@ def _stage(block_name: str) -> str:
     return ".".join(parts[:-1]) or block_name
 
 
-def explain(matching: Matching) -> tuple[int, int, str]:
-    """(matched target blocks, target blocks, a one-line "why")."""
+def conv_dims(arch: Architecture) -> frozenset[int]:
+    """The spatial dimensionalities of an architecture's convolutions (1 for Conv1d, 2 for
+    Conv2d, 3 for Conv3d; transposed ones included), read off the kernels' shapes."""
+    return frozenset(len(layer.shapes["weight"]) - 2 for layer in arch.layers
+                     if layer.kind in ("conv", "conv_transpose") and "weight" in layer.shapes
+                     and len(layer.shapes["weight"]) > 2)
+
+
+def conv_mismatch(matching: Matching) -> str | None:
+    """Why the source cannot give the target its convolutions, or None: the source's
+    convolutions all have another dimensionality than the target's (a Conv1d signal model
+    for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D one,
+    which carries nothing of what the source learned, so ``Zoo.rank`` ranks such a source
+    last and ``rank --then-transfer`` refuses it."""
+    src, tgt = conv_dims(matching.source), conv_dims(matching.target)
+    if not src or not tgt or src & tgt:
+        return None
+
+    def dims(d: frozenset[int]) -> str:
+        return "/".join(f"{n}-D" for n in sorted(d))
+    return f"{dims(src)} convolutions, the target's are {dims(tgt)}: cannot give its convs"
+
+
+def explain(matching: Matching, similarity: float | None = None) -> tuple[int, int, str]:
+    """(target blocks the default transfer fills, target blocks, a one-line "why").
+
+    The text says what ``netgraft.transfer`` with its defaults (``min_score="auto"``,
+    ``head="auto"``) does for this pair, `similarity` being the pair's
+    (:func:`netgraft.similarity.pair_similarity`; computed when None): an unrelated pair
+    (``similarity.unrelated``) gets nothing; in a distant pair (``similarity.closes_gates``)
+    the layers matched below ``default_min_score`` and the gates stay at their init, so a
+    block counts as matched only when one of its weight layers (conv, linear, ...; its norms
+    alone do not count) keeps its match, and a copied head is tempered when it is more
+    confident than the target's own init head on a noise probe (scaled down to that
+    confidence, or reset to the init): "head tempered if over-confident" (whether it is depends
+    on the weights, which ranking does not read; trained sources usually are).
+    A source whose convolutions have another dimensionality says so instead."""
+    from .similarity import closes_gates
+    from .transfer import default_min_score, leaves_at_init
+
     src_arch, tgt_arch = matching.source, matching.target
-    matched_block = [any(matching.pairs.get(i) is not None for i in block.layers)
-                     for block in tgt_arch.blocks]
-    n_matched, n_blocks = sum(matched_block), len(tgt_arch.blocks)
+    if similarity is None:
+        from .match import dp_value
+        similarity = pair_similarity(matching, dp_value(tgt_arch, src_arch, matching.method),
+                                     dp_value(src_arch, src_arch, matching.method),
+                                     dp_value(tgt_arch, tgt_arch, matching.method))
+    n_blocks = len(tgt_arch.blocks)
+    mismatch = conv_mismatch(matching)
+    if unrelated(matching, similarity):
+        return 0, n_blocks, (f"{mismatch} (ranked last)" if mismatch else
+                             f"nothing transferred: unrelated pair (similarity "
+                             f"{similarity:.2f} < {UNRELATED_SIMILARITY}), the target keeps its init")
+    min_score = default_min_score(matching, similarity)
+
+    def kept(i: int) -> bool:  # a target layer the default transfer fills from the source
+        return (matching.pairs.get(i) is not None
+                and not leaves_at_init(tgt_arch.layers[i], matching.scores.get(i, 0.0), min_score))
+
+    def block_kept(block) -> bool:
+        # by its weight layers (conv, linear ...): a block that keeps only its norms (their
+        # statistics re-estimated anyway in a distant pair) is not given its function
+        layers = [i for i in block.layers if tgt_arch.layers[i].kind in DIMENSIONAL_KINDS]
+        return any(kept(i) for i in layers or block.layers)
+
+    matched_block = [block_kept(block) for block in tgt_arch.blocks]
+    n_matched = sum(matched_block)
+    if mismatch is not None:
+        return n_matched, n_blocks, f"{mismatch} (ranked last)"
     parts = [f"{n_matched}/{n_blocks} target blocks matched"]
+    if min_score > 0:
+        parts[0] += " (weak ones left at init)"
     body = []
     stem = [layer for layer in tgt_arch.layers if layer.role == "input"]
     if stem:
-        body.append("stem" if matching.pairs.get(stem[0].index) is not None else "stem unmatched")
+        i = stem[0].index
+        body.append("stem" if kept(i) else "stem left at init" if matching.pairs.get(i) is not None
+                    else "stem unmatched")
     stages: dict[str, list[bool]] = {}
     for block, ok in zip(tgt_arch.blocks, matched_block):
         if not block.single:
@@ -332,6 +439,8 @@ def explain(matching: Matching) -> tuple[int, int, str]:
             parts.append("head unmatched")
         elif _head_differs(src_arch.layers[s], heads[0]):
             parts.append(f"head differs ({src_arch.layers[s].out_dim}→{heads[0].out_dim} outputs)")
+        elif closes_gates(matching, similarity):
+            parts.append("head tempered if over-confident (distant pair)")
         else:
             parts.append("head copied")
     return n_matched, n_blocks, "; ".join(parts)
@@ -407,8 +516,7 @@ class Zoo:
         if link and checkpoint.suffix != ".safetensors":
             raise ZooError(f"--link needs a .safetensors file ({checkpoint} is converted, so it "
                            f"is copied): drop --link")
-        if accuracy is not None and not (isinstance(accuracy, (int, float)) and math.isfinite(accuracy)):
-            raise ZooError(f"accuracy {accuracy!r} is not a number")
+        accuracy = normalise_accuracy(accuracy)
 
         state = load_state_dict(checkpoint)
         kwargs = head_shape(arch, state)
@@ -578,7 +686,9 @@ class Zoo:
              input_size: Sequence[int] | None = None, method: str = DEFAULT_METHOD,
              top: int | None = None) -> list[Ranked]:
         """Every entry scored as a source for `target` (a model spec, module or Architecture),
-        best first: similarity, then coverage, then name."""
+        best first: similarity, then coverage, then name; a source whose convolutions have
+        another dimensionality than the target's (``Ranked.compatible`` False) comes after
+        all the others, whatever its similarity."""
         try:
             get_method(method)
         except ValueError as exc:
@@ -634,17 +744,18 @@ class Zoo:
             for entry, s in sources:
                 m = matching(s)
                 sim = pair_similarity(m, dp(tgt.hash, s), dp(s, s), dp(tgt.hash, tgt.hash))
-                n_matched, n_blocks, why = explain(m)
+                n_matched, n_blocks, why = explain(m, sim)
                 weak = default_min_score(m, sim)
                 results.append(Ranked(
                     rank=0, name=entry.name, arch=entry.arch, task=entry.task,
                     accuracy=entry.accuracy, similarity=sim,
                     coverage=0.0 if unrelated(m, sim) else coverage(m, tgt.identity, weak),
                     matched_blocks=n_matched,
-                    target_blocks=n_blocks, why=why, method=method, entry=entry))
+                    target_blocks=n_blocks, why=why, method=method, entry=entry,
+                    compatible=conv_mismatch(m) is None))
         finally:
             self.index.put_dp(new, method)
-        results.sort(key=lambda r: (-r.similarity, -r.coverage, r.name))
+        results.sort(key=lambda r: (not r.compatible, -r.similarity, -r.coverage, r.name))
         for i, r in enumerate(results, 1):
             r.rank = i
         return results[:top] if top else results
@@ -738,7 +849,9 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--arch", required=True, help="timm model name or package.module:factory")
     p.add_argument("--name", help="entry name (default: the file name without extension)")
     p.add_argument("--task", help="what it was trained on, e.g. fashion-mnist")
-    p.add_argument("--accuracy", type=float, help="its test accuracy")
+    p.add_argument("--accuracy", type=float,
+                   help="its test accuracy: a fraction in [0, 1] (0.833) or a percentage in "
+                        "(1, 100] (83.3), stored as the fraction")
     p.add_argument("--num-classes", type=int, help="default: read from the weights")
     p.add_argument("--in-chans", type=int, help="default: read from the weights")
     p.add_argument("--link", action="store_true", help="symlink the .safetensors file instead of copying it")
@@ -755,15 +868,27 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
-def _console():
+#: the width of a console that is not a terminal (a pipe, a file): wide enough that no line
+#: and no table column is ever wrapped, so `| cat`, `| grep` and `> file` get one row per line
+PIPE_WIDTH = 10_000
+
+
+def _console(stderr: bool = False):
+    """A rich console: the terminal's width on a terminal, else ``PIPE_WIDTH`` (rich would
+    wrap everything at 80 columns)."""
     from rich.console import Console
-    return Console(highlight=False)
+    console = Console(highlight=False, stderr=stderr)
+    if not console.is_terminal:
+        console = Console(highlight=False, stderr=stderr, width=PIPE_WIDTH)
+    return console
 
 
 def _fmt_acc(acc: float | None) -> str:
     if acc is None:
         return "-"
-    return f"{acc:.1%}" if acc <= 1 else f"{acc:.1f}"
+    if isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1:
+        return f"{acc:.1%}"
+    return f"{acc} (invalid)"  # out of range in an entry written before the check
 
 
 def run_zoo(args: argparse.Namespace) -> int:
@@ -803,7 +928,7 @@ def run_zoo(args: argparse.Namespace) -> int:
     for e in entries:
         table.add_row(*map(escape, (e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy),
                                     f"{e.params:,}", e.added[:16].replace("T", " "))))
-    console.print(table)
+    _print_table(console, table)
     return 0
 
 
@@ -818,6 +943,8 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--top", type=int, help="show the K best sources only")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no table: one plain line per source, whatever the terminal width")
     parser.add_argument("--then-transfer", metavar="OUT",
                         help="graft the best source onto the target and write it here (.safetensors)")
     parser.add_argument("--probe-data", metavar="DATA",
@@ -850,36 +977,98 @@ def run_rank(args: argparse.Namespace) -> int:
     best, probe = ranked[0], None
     if args.probe_data:
         best, probe = _probe_stage(zoo, ranked, args, input_size)
+    title = f"sources for {args.target} [{args.method}], best first ({seconds:.2f} s)"
     if args.json:
         doc = {"target": args.target, "method": args.method, "seconds": seconds,
                "ranking": [r.to_dict() for r in ranked]}
         if probe is not None:
             doc["probe"] = probe
         print(json.dumps(doc, indent=1))
-    else:
-        from rich.markup import escape
-        from rich.table import Table
-        table = Table(title=escape(f"sources for {args.target} [{args.method}], best first "
-                                   f"({seconds:.2f} s)"), title_justify="left")
-        for col, justify in (("#", "right"), ("name", "left"), ("arch", "left"), ("task", "left"),
-                             ("accuracy", "right"), ("similarity", "right"),
-                             ("coverage", "right"), ("why", "left")):
-            table.add_column(col, justify=justify, overflow="fold")
+    elif args.quiet:
         for r in ranked:
-            table.add_row(*map(escape, (str(r.rank), r.name, r.arch, r.task or "-",
-                                        _fmt_acc(r.accuracy), f"{r.similarity:.3f}",
-                                        f"{r.coverage:.1%}", r.why)))
-        console.print(table)
+            print(rank_line(r))
+        if probe is not None:
+            for line in _probe_lines(probe):
+                print(line)
+    else:
+        _print_table(console, rank_table(ranked, title, console.width))
         if probe is not None:
             _print_probe(console, probe)
+    if out is not None and not best.compatible:
+        raise ZooError(f"--then-transfer: the best source, '{best.name}' ({best.arch}), cannot "
+                       f"be grafted onto {args.target}: {best.why}; nothing was written")
     if out is not None:
         _, report = zoo.transfer_to(best.entry, args.target, num_classes=args.num_classes,
                                     in_chans=args.in_chans, input_size=input_size,
                                     method=args.method, out=out)
-        stream = console if not args.json else _console_err()
-        stream.print(report.summary(), markup=False)
-        stream.print(f"wrote {out} (grafted from '{best.name}')", markup=False)
+        stream = sys.stderr if args.json else sys.stdout
+        print(_one_line(report.summary()), file=stream)
+        print(f"wrote {out} (grafted from '{best.name}')", file=stream)
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def rank_line(r: Ranked) -> str:
+    """One ranked source as one plain line (``rank -q``): never wrapped, never more than one
+    line, whatever the terminal."""
+    arch = "" if r.arch == r.name else f" ({r.arch})"
+    acc = "" if r.accuracy is None else f" accuracy {_fmt_acc(r.accuracy)}"
+    return _one_line(f"{r.rank} {r.name}{arch} similarity {r.similarity:.3f} coverage "
+                     f"{r.coverage:.1%}{acc}: {r.why}")
+
+
+def rank_table(ranked: Sequence[Ranked], title: str, width: int | None = None):
+    """The ranking as a plain table (no box, like the README's): #, name, then arch / task /
+    accuracy only when some entry has something to say there (an arch other than its name, a
+    task, an accuracy), similarity, coverage, why. Number columns never wrap. When the table
+    is wider than `width` (a narrow terminal), the why column moves to a second table below,
+    # and why only, where it wraps at word boundaries instead of being squeezed into a
+    few characters. Piped, `_console` is wide enough that nothing wraps."""
+    from rich.console import Console, Group
+    from rich.markup import escape
+    from rich.table import Table
+
+    def plain(title: str | None = None):
+        return Table(title=None if title is None else escape(title), title_justify="left",
+                     box=None, pad_edge=False, show_edge=False)
+
+    columns = [("#", "right", lambda r: str(r.rank)), ("name", "left", lambda r: r.name)]
+    if any(r.arch != r.name for r in ranked):
+        columns.append(("arch", "left", lambda r: r.arch))
+    if any(r.task for r in ranked):
+        columns.append(("task", "left", lambda r: r.task or "-"))
+    if any(r.accuracy is not None for r in ranked):
+        columns.append(("accuracy", "right", lambda r: _fmt_acc(r.accuracy)))
+    columns += [("similarity", "right", lambda r: f"{r.similarity:.3f}"),
+                ("coverage", "right", lambda r: f"{r.coverage:.1%}")]
+    why = ("why", "left", lambda r: r.why)
+
+    def build(table, cols):
+        for col, justify, _ in cols:
+            table.add_column(col, justify=justify, overflow="fold",
+                             no_wrap=col not in ("name", "arch", "task", "why"))
+        for r in ranked:
+            table.add_row(*(escape(value(r)) for _, _, value in cols))
+        return table
+
+    table = build(plain(title), columns + [why])
+    if width is None or Console(width=PIPE_WIDTH).measure(table).maximum <= width:
+        return table
+    return Group(build(plain(title), columns), build(plain(), [columns[0], why]))
+
+
+def _print_table(console, renderable) -> None:
+    """Print a table; piped, without the trailing spaces rich pads every line with."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as capture:
+        console.print(renderable)
+    text = "\n".join(line.rstrip() for line in capture.get().splitlines())
+    console.file.write(text + "\n")
 
 
 def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
@@ -898,7 +1087,11 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     if args.num_classes is not None and int(data[1].max()) >= args.num_classes:
         raise ProbeError(f"--probe-data has label {int(data[1].max())} but the target has "
                          f"--num-classes {args.num_classes}")
-    shortlist = ranked[:args.probe_top]
+    # a source that cannot give its convs (another dimensionality) is not worth a graft
+    shortlist = [r for r in ranked if r.compatible][:args.probe_top]
+    if not shortlist:
+        raise ZooError(f"--probe-data: no source in the ranking can be grafted onto "
+                       f"{args.target} ({ranked[0].why})")
     err = _console_err()
     start = time.perf_counter()
     with err.status("probing") as status:
@@ -913,25 +1106,45 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     return probed[0][0], summary
 
 
+def _probe_rows(probe: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for i, p in enumerate(probe["ranking"], 1):
+        tuned = ((f"{p['tuned']:.1%}", f"{p['tuned_baseline']:.1%}") if p["tuned"] is not None
+                 else ("-", "-"))
+        rows.append((str(i), p["name"], str(p["data_free_rank"]), f"{p['gain'] * 100:+.1f} pts",
+                     *tuned, f"{p['accuracy']:.1%}", f"{p['cka']:.2f}"))
+    return rows
+
+
+def _probe_title(probe: dict[str, Any]) -> str:
+    what = f"{probe['steps']}-step fine-tune" if probe["steps"] else "linear probe"
+    return (f"probe: {probe['candidates']} candidates on {probe['examples']} labelled examples, "
+            f"ranked by {what} gain over random init ({probe['seconds']:.1f} s)")
+
+
+_PROBE_COLUMNS = ("#", "name", "data-free #", "gain", "fine-tuned", "random", "linear probe", "CKA")
+
+
+def _probe_lines(probe: dict[str, Any]) -> list[str]:
+    """The probe stage for ``rank -q``: one plain line per probed source."""
+    return [_one_line(f"probe {row[0]} {row[1]} gain {row[3]} (data-free #{row[2]}, fine-tuned "
+                      f"{row[4]}, random {row[5]}, linear probe {row[6]}, CKA {row[7]})")
+            for row in _probe_rows(probe)]
+
+
 def _print_probe(console, probe: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    what = f"{probe['steps']}-step fine-tune" if probe["steps"] else "linear probe"
-    table = Table(title=escape(f"probe: {probe['candidates']} candidates on {probe['examples']} "
-                               f"labelled examples, ranked by {what} gain over random init "
-                               f"({probe['seconds']:.1f} s)"), title_justify="left")
-    for col in ("#", "name", "data-free #", "gain", "fine-tuned", "random", "linear probe", "CKA"):
-        table.add_column(col, justify="left" if col == "name" else "right")
-    for i, p in enumerate(probe["ranking"], 1):
-        tuned = ((f"{p['tuned']:.1%}", f"{p['tuned_baseline']:.1%}") if p["tuned"] is not None
-                 else ("-", "-"))
-        table.add_row(str(i), escape(p["name"]), str(p["data_free_rank"]),
-                      f"{p['gain'] * 100:+.1f} pts", *tuned, f"{p['accuracy']:.1%}",
-                      f"{p['cka']:.2f}")
-    console.print(table)
+    table = Table(title=escape(_probe_title(probe)), title_justify="left", box=None,
+                  pad_edge=False, show_edge=False)
+    for col in _PROBE_COLUMNS:
+        table.add_column(col, justify="left" if col == "name" else "right", overflow="fold",
+                         no_wrap=col != "name")
+    for row in _probe_rows(probe):
+        table.add_row(*map(escape, row))
+    _print_table(console, table)
 
 
 def _console_err():
-    from rich.console import Console
-    return Console(stderr=True, highlight=False)
+    return _console(stderr=True)
