@@ -102,7 +102,7 @@ def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
     (["--calibration", "digits:64", "--method", "dpiat"], "--calibration is for --method graft"),
     (["--calibration", "digits:1"], "ask for at least 2"),
     (["--calibration", "imagenet:64"], "unknown dataset"),
-    (["--calibration", "WRONG_SHAPE"], "but the model takes (N, 1, 32, 32)"),
+    (["--calibration", "WRONG_SHAPE"], "but the model takes (N, 1, H, W), e.g. (N, 1, 32, 32)"),
     (["--calibration", "TWO"], "holds 2 tensors (a, b): name the inputs 'x'"),
 ])
 def test_bad_calibration_gives_a_clear_error_and_no_output(tmp_path, capsys, args, message):
@@ -157,3 +157,67 @@ def test_python_dash_m_runs_the_cli():
                          text=True, timeout=120)
     assert out.returncode == 0
     assert all(cmd in out.stdout for cmd in ("transfer", "similarity", "rank", "zoo", "search"))
+
+
+def _resnet10t_args(tmp_path):
+    src = timm.create_model("resnet10t", num_classes=10, in_chans=1)
+    _save(src, tmp_path / "src.safetensors")
+    return src, ["--source", "resnet10t", "--source-weights", str(tmp_path / "src.safetensors"),
+                 "--target", "resnet14t", "--num-classes", "10", "--in-chans", "1", "-q"]
+
+
+def test_outputs_are_never_overwritten_without_force_and_never_onto_an_input(tmp_path, capsys):
+    src, args = _resnet10t_args(tmp_path)
+    weights = tmp_path / "src.safetensors"
+    before = weights.read_bytes()
+    # the source's own weights: refused even with --force
+    for extra in ([], ["--force"]):
+        assert main(["transfer", *args, "--out", str(weights), *extra]) == 2
+        assert "is the file given as --source-weights" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+    out = tmp_path / "dst.safetensors"
+    assert main(["transfer", *args, "--out", str(out), "--report", str(out)]) == 2
+    assert "--out and --report are the same file" in capsys.readouterr().err
+    out.write_bytes(b"keep me")
+    assert main(["transfer", *args, "--out", str(out)]) == 2
+    assert "already exists: pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(["transfer", *args, "--out", str(out), "--force"]) == 0
+    assert load_file(str(out))["conv1.0.weight"].shape == (24, 1, 3, 3)
+
+
+def test_shape_flags_and_hints_name_the_side_they_belong_to(tmp_path, capsys):
+    _, args = _resnet10t_args(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["transfer", *args, "--num-classes", "-3", "--out", str(tmp_path / "o.safetensors")])
+    assert "give a whole number of at least 1" in capsys.readouterr().err
+    # the source file was trained with 1 input channel: the hint names the source's flags
+    code = main(["transfer", "--source", "resnet10t", "--source-weights",
+                 str(tmp_path / "src.safetensors"), "--source-in-chans", "3", "--target",
+                 "resnet14t", "--out", str(tmp_path / "o.safetensors"), "-q"])
+    assert code == 2
+    assert "--source-num-classes and --source-in-chans" in capsys.readouterr().err
+
+
+def test_a_broken_source_is_blamed_on_the_source(tmp_path, capsys):
+    src, args = _resnet10t_args(tmp_path)
+    with torch.no_grad():
+        src.bn1.running_var[0] = -1.0
+    _save(src, tmp_path / "src.safetensors")
+    out = tmp_path / "dst.safetensors"
+    assert main(["transfer", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'bn1.running_var' has negative variances" in err and not out.exists()
+
+
+def test_library_warnings_name_the_cli_flags(tmp_path, capsys):
+    src = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    _save(src, tmp_path / "src.safetensors")
+    code = main(["transfer", "--source", "resnet18", "--source-weights",
+                 str(tmp_path / "src.safetensors"), "--target", "efficientnet_b0",
+                 "--num-classes", "10", "--in-chans", "1", "-q",
+                 "--out", str(tmp_path / "dst.safetensors")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "warning: resnet18 → efficientnet_b0 is a distant pair" in " ".join(text.split())
+    assert "--calibration" in text and "calibration_data=" not in text and "cli.py" not in text

@@ -416,3 +416,72 @@ def test_unrelated_pair_leaves_the_whole_target_at_its_init():
                                  timm.create_model("efficientnet_b0", num_classes=10,
                                                    in_chans=1), example_input=x)
     assert near.similarity >= UNRELATED_SIMILARITY and near.matched > 0
+
+
+def test_a_head_reset_to_its_init_counts_as_init_not_as_transferred():
+    """A copied head more confident than an init head that gives zero logits on the noise
+    probe (resnet18 → efficientnet_b0 at timm's init) is reset to that init: the report must
+    then say the head holds nothing of the source, exactly as head="reset" would."""
+    src = timm.create_model("resnet18", num_classes=10, in_chans=1)
+    torch.manual_seed(0)
+    dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    with pytest.warns(netgraft.NetgraftWarning):
+        report = netgraft.transfer(src, dst)
+    head = next(p for p in report.pairs if p.target == "classifier")
+    if report.head_scale != 0:
+        pytest.skip(f"head tempered ×{report.head_scale:.3g}, not reset, with this timm version")
+    assert head.action == "init" and all(t.filled == 0 for t in head.tensors)
+    assert "reset to its init" in head.note and "classifier reset to its init" in report.summary()
+    torch.manual_seed(0)
+    ref = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
+    with pytest.warns(netgraft.NetgraftWarning):
+        reset = netgraft.transfer(src, ref, head="reset")
+    assert report.coverage == pytest.approx(reset.coverage)
+    assert torch.equal(dst.classifier.weight, ref.classifier.weight)
+
+
+def test_a_containing_pair_below_the_distant_threshold_is_not_warned_about():
+    """convnext_atto → convnext_nano (×2 wider, deeper) scores 0.39 < 0.4, but the target
+    holds the source: growth, not a distant pair — no warning, nothing left at init."""
+    import warnings
+
+    src = timm.create_model("convnext_atto", num_classes=10)
+    dst = timm.create_model("convnext_nano", num_classes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", netgraft.NetgraftWarning)
+        report = netgraft.transfer(src, dst)
+    assert report.similarity < 0.4 and report.left_weak == [] and report.head_scale is None
+
+
+def test_a_vit_built_at_a_small_size_is_traced_at_that_size_without_inputs():
+    src = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
+    dst = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=4, num_classes=10)
+    assert netgraft.trace(src).example_input.shape == (1, 3, 32, 32)
+    report = netgraft.transfer(src, dst)
+    # ×2 wider (192 → 384 dims, 3 → 6 heads of 64): heads and LayerNorms replicated evenly
+    assert report.coverage > 0.99 and report.function_gap < 1e-4
+
+
+def test_the_source_is_traced_on_the_targets_input_when_it_takes_it():
+    class Tokens(nn.Module):  # an input no guess can produce: token ids
+        def __init__(self, dim):
+            super().__init__()
+            self.embed = nn.Embedding(30, dim)
+            self.out = nn.Linear(dim, 4)
+
+        def forward(self, ids):
+            return self.out(self.embed(ids).mean(1))
+
+    ids = torch.randint(0, 30, (2, 5))
+    report = netgraft.transfer(Tokens(8), Tokens(16), example_input=ids)
+    assert report.matching.source.example_input is ids and report.coverage > 0.9
+
+
+def test_submodules_load_on_first_use():
+    import subprocess
+    import sys
+
+    code = ("import sys, netgraft; assert 'optuna' not in sys.modules; "
+            "print(netgraft.zoo.Zoo.__name__, netgraft.nas.WarmStartPool.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["Zoo", "WarmStartPool"]

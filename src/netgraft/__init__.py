@@ -16,6 +16,17 @@ from .transfer import LayerRecord, TransferReport, transfer
 
 __version__ = "0.1.0"
 
+#: submodules imported on first use (``netgraft.zoo.Zoo``, ``netgraft.nas.WarmStartPool``):
+#: they pull in Optuna, SQLite, plotting, data sets — more than a transfer needs
+_LAZY = ("bench", "calibrate", "checkpoint", "data", "models", "nas", "probe", "report", "zoo")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "AlignReport", "AutoInitReport", "NetgraftWarning", "align", "autoinit",
     "Architecture", "Block", "CheckpointError", "DEFAULT_METHOD", "Layer", "LayerRecord",

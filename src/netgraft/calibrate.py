@@ -119,6 +119,10 @@ def check_calibration_spec(spec: str) -> None:
                             f"file of inputs, or fashion-mnist:N / digits:N)")
 
 
+#: names of the spatial dimensions after (N, C) by input rank without N
+_SPATIAL = {2: "L", 3: "H, W", 4: "D, H, W"}
+
+
 def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Unlabeled calibration inputs for a model taking ``input_shape`` (C, H, W …, no batch).
 
@@ -158,8 +162,9 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     x = tensors[named[0]] if named else next(iter(tensors.values()))
     if x.ndim != len(input_shape) + 1 or tuple(x.shape[1:2]) != tuple(input_shape[:1]):
         raise NetgraftError(f"{path}: inputs of shape {tuple(x.shape)}, but the model takes "
-                            f"(N, {', '.join(map(str, input_shape))}); save a batch of inputs "
-                            f"as the model sees them")
+                            f"(N, {input_shape[0]}, {_SPATIAL.get(len(input_shape), '…')}), "
+                            f"e.g. (N, {', '.join(map(str, input_shape))}); save a batch of "
+                            f"inputs as the model sees them")
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
     return x.float()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -37,10 +38,19 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"{path} could not be loaded as a torch checkpoint with weights_only=True ({exc}). "
+            f"{path} could not be loaded as a torch checkpoint with weights_only=True "
+            f"({_first_line(exc)}). "
             f"Only tensors are loaded, never code: save a state_dict "
             f"(torch.save(model.state_dict(), path)) or a .safetensors file") from exc
     return _unwrap(obj, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal colour codes (torch's
+    weights_only error runs over many lines and advises weights_only=False, which would run
+    the file's code)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -59,9 +69,11 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str = "model",
-                 source: str | os.PathLike | None = None) -> None:
+                 source: str | os.PathLike | None = None,
+                 flags: str = "--num-classes and --in-chans") -> None:
     """Load `path` (or an already loaded state dict, read from `source`) into `model`, or
-    explain exactly how the file and the architecture differ."""
+    explain exactly how the file and the architecture differ (`flags`: the options that set
+    the model's shape, named in that explanation)."""
     if isinstance(path, dict):
         state, path = path, source or "the state dict"
     else:
@@ -81,7 +93,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
             parts.append(f"{len(unexpected)} unexpected tensors, e.g. {', '.join(unexpected[:3])}")
         raise CheckpointError(
             f"{path} does not fit the {what} architecture ({type(model).__name__}): "
-            f"{'; '.join(parts)}. Check the model name, --num-classes and --in-chans the weights "
+            f"{'; '.join(parts)}. Check the model name, {flags} the weights "
             f"were trained with.")
     model.load_state_dict(state)
 

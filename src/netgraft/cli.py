@@ -53,6 +53,77 @@ def _min_score(text: str) -> float | str:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number of at least 1")
+    return value
+
+
+#: how the library's warnings name its keyword arguments, and the flags that set them here
+_FLAGS = [("example_input= (CLI: --input-size C,H,W)", "--input-size C,H,W"),
+          ("source_input= (CLI: --source-input-size C,H,W)", "--source-input-size C,H,W"),
+          ("calibration_data=", "--calibration"), ("align=True", "--align on"),
+          ("min_score=0", "--min-score 0"), ("head='reset'", "--head reset"),
+          ("source_input=", "--source-input-size"), ("example_input=", "--input-size")]
+
+
+def _flags(text: str) -> str:
+    """A library message with its keyword arguments named as this command's flags."""
+    for keyword, flag in _FLAGS:
+        text = text.replace(keyword, flag)
+    return text
+
+
+@contextmanager
+def _cli_warnings(console) -> Iterator[None]:
+    """Print the library's warnings as `warning: ...` lines that name this command's flags
+    (not the Python keyword arguments, nor the file and line they were raised at)."""
+    import warnings
+
+    from rich.markup import escape
+
+    from .errors import NetgraftWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, NetgraftWarning):
+            return shown(message, category, filename, lineno, file, line)
+        console.print(f"[yellow]warning:[/] {escape(_flags(str(message)))}", highlight=False)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def _check_outputs(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to overwrite an input, to write two outputs to one file, or to replace an
+    existing file without --force."""
+    report = Path(args.report) if args.report else None
+    for path in (out, report):
+        if path is not None and not path.parent.is_dir():
+            raise NetgraftError(f"output folder does not exist: {path.parent}")
+    resolved = out.resolve()
+    for flag, given in (("--source-weights", args.source_weights),
+                        ("--target-weights", args.target_weights)):
+        if given and Path(given).resolve() == resolved and (flag == "--source-weights"
+                                                            or not args.force):
+            raise NetgraftError(f"--out {out} is the file given as {flag}: writing it would "
+                                f"replace those weights; choose another --out")
+    if report is not None and report.resolve() == resolved:
+        raise NetgraftError(f"--out and --report are the same file ({out}): give two names")
+    for flag, path in (("--out", out), ("--report", report)):
+        if path is not None and path.exists() and not args.force:
+            raise NetgraftError(f"{flag} {path} already exists: pass --force to replace it, "
+                                f"or choose another name")
+
+
 def _input_shape(text: str | None):
     from .models import parse_input_size
 
@@ -60,7 +131,8 @@ def _input_shape(text: str | None):
     return None if dims is None else torch.randn(1, *dims)
 
 
-def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None, role: str):
+def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None,
+           role: str, flags: str = "--num-classes and --in-chans"):
     from .checkpoint import load_state_dict, load_weights
     from .models import create_model, head_shape
 
@@ -71,7 +143,7 @@ def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: in
                    if v is not None})
     model = create_model(spec, **kwargs)
     if state is not None:
-        load_weights(model, state, what=f"{role} '{spec}'", source=weights)
+        load_weights(model, state, what=f"{role} '{spec}'", source=weights, flags=flags)
     return model
 
 
@@ -84,9 +156,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
         raise NetgraftError(f"--out {out}: use a .safetensors (recommended) or .pt file name")
-    for path in (out, Path(args.report) if args.report else None):
-        if path is not None and not path.parent.is_dir():
-            raise NetgraftError(f"output folder does not exist: {path.parent}")
+    _check_outputs(args, out)
     if args.align != "off" and not args.calibration:
         raise NetgraftError(f"--align {args.align} needs --calibration: the inputs on which the "
                             f"target is aligned to the source")
@@ -105,7 +175,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     with _steps(not args.quiet, 5) as step:
         step(f"building source {args.source}")
         source = _build(args.source, args.source_weights, args.source_num_classes,
-                        args.source_in_chans, "source")
+                        args.source_in_chans, "source",
+                        "--source-num-classes and --source-in-chans")
         step(f"building target {args.target}")
         target = _build(args.target, args.target_weights, args.num_classes, args.in_chans, "target")
         example = _input_shape(args.input_size)
@@ -127,13 +198,22 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                           align={"off": False, "on": True, "auto": "auto"}[args.align],
                           align_steps=args.align_steps)
         step("checking the grafted model")
-        target.eval()
-        probe = report.matching.target.example_input
-        with torch.no_grad():
-            y = target(probe)
-        if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
-            raise NetgraftError("the grafted target produces NaN/inf on a random input; nothing "
-                                "was written. Please report this with the two model names.")
+        from .trace import run_model
+
+        for model, what in ((source, f"the source {args.source}"),
+                            (target, f"the grafted target {args.target}")):
+            model.eval()
+            arch = report.matching.source if model is source else report.matching.target
+            with torch.no_grad():
+                y = run_model(model, arch.example_input)
+            if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
+                if model is source:
+                    raise NetgraftError(
+                        f"{what} itself produces NaN/inf on a random input: its weights or "
+                        f"batch-norm statistics (--source-weights) are broken; nothing was "
+                        f"written")
+                raise NetgraftError(f"{what} produces NaN/inf on a random input; nothing was "
+                                    f"written. Please report this with the two model names.")
         step(f"writing {out.name}")
         if args.report:
             save_json(report.to_dict(), args.report)
@@ -141,7 +221,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
             "netgraft_source": args.source, "netgraft_target": args.target,
             "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"})
     if args.quiet:
-        console.print(report.summary())
+        console.print(report.summary(), soft_wrap=True)
     else:
         _print_report(console, report, args.all)
     console.print(f"wrote {out}")
@@ -207,13 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="initialise a target model from a trained source model")
     p.add_argument("--source", required=True, help="timm model name or package.module:factory")
     p.add_argument("--source-weights", help=".safetensors or torch checkpoint of the source")
-    p.add_argument("--source-num-classes", type=int, help="default: read from the weights")
-    p.add_argument("--source-in-chans", type=int, help="default: read from the weights")
+    p.add_argument("--source-num-classes", type=_positive_int, help="default: read from the weights")
+    p.add_argument("--source-in-chans", type=_positive_int, help="default: read from the weights")
     p.add_argument("--source-input-size", help="C,H,W example input of the source (default: inferred)")
     p.add_argument("--target", required=True, help="timm model name or package.module:factory")
     p.add_argument("--target-weights", help="start the target from these weights instead of its init")
-    p.add_argument("--num-classes", type=int, help="classes of the target")
-    p.add_argument("--in-chans", type=int, help="input channels of the target")
+    p.add_argument("--num-classes", type=_positive_int, help="classes of the target")
+    p.add_argument("--in-chans", type=_positive_int, help="input channels of the target")
     p.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
     p.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
     p.add_argument("--head", default="auto", choices=HEAD_POLICIES,
@@ -244,8 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "source's on those inputs (auto: only for distant pairs)")
     p.add_argument("--align-steps", type=int, metavar="N",
                    help="training steps of the alignment (default 30)")
-    p.add_argument("--out", required=True, help="where to write the grafted target (.safetensors)")
+    p.add_argument("--out", required=True,
+                   help="where to write the grafted target: .safetensors (recommended) or "
+                        ".pt/.pth/.bin (a torch state_dict); an existing file needs --force")
     p.add_argument("--report", help="also write the full report as JSON here")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out / --report if they exist (never --source-weights)")
     p.add_argument("--all", action="store_true", help="print every layer of the report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one-line summary")
     p.set_defaults(func=cmd_transfer)
@@ -258,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show the traced layers and blocks of a model")
     p.add_argument("model")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--in-chans", type=int)
+    p.add_argument("--num-classes", type=_positive_int)
+    p.add_argument("--in-chans", type=_positive_int)
     p.add_argument("--input-size", help="C,H,W example input (default: inferred)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
@@ -299,9 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _cli_warnings(_console()):
+            return args.func(args)
     except NetgraftError as exc:
-        print(f"netgraft {args.command}: error: {exc}", file=sys.stderr)
+        print(f"netgraft {args.command}: error: {_flags(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)

@@ -241,6 +241,9 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...]:
     if isinstance(cfg, dict) and cfg.get("input_size"):
         c, h, w = cfg["input_size"][-3:]
         c = getattr(model, "in_chans", None) or _first_layer_channels(model) or c
+        built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+        if built is not None:  # a fixed-size model built at another size (img_size=32)
+            h, w = (built, built) if isinstance(built, int) else tuple(built)[-2:]
         if not cfg.get("fixed_input_size", False):
             patch = _patch_size(model)
             side = max(64, 2 * patch) if patch else 64

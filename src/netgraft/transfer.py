@@ -162,8 +162,10 @@ class TransferReport:
             text += f"; {self.probed_norms} norms' statistics re-estimated on a noise probe"
         if self.reset_norms:
             text += f"; {self.reset_norms} norms' statistics reset"
-        if self.head_scale is not None:
+        if self.head_scale:
             text += f"; classifier tempered ×{self.head_scale:.3g}"
+        elif self.head_scale is not None:
+            text += "; copied classifier reset to its init"
         if self.alignment is not None:
             text += "; " + self.alignment.summary()
         return text
@@ -244,6 +246,11 @@ def _check_finite(value: torch.Tensor, src: Layer, name: str) -> None:
         raise NetgraftError(
             f"source tensor '{_qual(src.name, name)}' contains NaN or inf: the source weights are "
             f"broken; retrain or reload them before grafting")
+    if name == "running_var" and (value < 0).any():
+        raise NetgraftError(
+            f"source tensor '{_qual(src.name, name)}' has negative variances (min "
+            f"{value.min().item():.3g}): the source's batch-norm statistics are broken; "
+            f"re-estimate them (netgraft.calibrate.recalibrate_norms) or reload the weights")
 
 
 def _write(target: torch.Tensor, value: torch.Tensor, src: Layer, tgt: Layer, name: str) -> None:
@@ -299,8 +306,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `align` (needs `calibration_data`): after the graft, regress the target's stages onto the
     source's and fit its classifier to the source's logits (``netgraft.align``; costs about
     as much as `align_steps` training steps, 30 by default). ``True`` always, ``"auto"`` for
-    distant pairs only (similarity below ``DISTANT_SIMILARITY``: other families, where copied
-    tensors alone transfer little), ``False`` (default) never. When the grafted stages explain
+    distant pairs only (similarity below ``DISTANT_SIMILARITY`` and a target that does not
+    contain the source: other families, where copied tensors alone transfer little),
+    ``False`` (default) never. When the grafted stages explain
     less than 30% of the source's feature variance (measured: aligning such pairs stage by
     stage ended behind the plain graft), the same steps distil the source's logits into the
     whole target instead (``report.alignment.method == "logits"``).
@@ -429,7 +437,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report.probed_norms = _probe_norm_stats(target, report)
             report.seconds += time.perf_counter() - start
         aligning = calibration_data is not None and method != "dpiat" and (
-            align is True or (align == "auto" and report.similarity < DISTANT_SIMILARITY))
+            align is True or (align == "auto" and distant))
         # a target left wholly at its init is distilled straight away (its random features have
         # nothing to align stage by stage), and that re-estimates the norms at its end
         distil_only = aligning and untouched
@@ -463,8 +471,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             f"target keeps its init (grafts this distant measured no better than random init). "
             f"Pass calibration_data= and align=True to distil the source into it, or "
             f"min_score=0 to copy what matched anyway."), stacklevel=2)
-    elif (calibration_data is None and method != "dpiat"
-          and report.similarity < DISTANT_SIMILARITY):
+    elif calibration_data is None and method != "dpiat" and distant:
         weak = report.weak_layers()
         probed = (" (batch-norm statistics were re-estimated on a noise probe)"
                   if report.probed_norms else "")
@@ -652,10 +659,14 @@ def _temper_head(target: nn.Module, report: TransferReport,
                 else:  # the init head gives zero logits: it is the init tensors themselves
                     t.copy_(init[n])
         report.head_scale = scale
-        _add_note(record, f"tempered ×{scale:.3g}: its logits on a noise probe were "
-                          f"{float(r_copied / r_init):.3g}× those of the target's init head "
-                          f"(features of another family)" if scale > 0 else
-                          "reset: the target's init head gives zero logits on a noise probe")
+        if scale > 0:
+            _add_note(record, f"tempered ×{scale:.3g}: its logits on a noise probe were "
+                              f"{float(r_copied / r_init):.3g}× those of the target's init "
+                              f"head (features of another family)")
+        else:  # nothing of the source is left in it
+            _set_init(record, "reset to its init: the target's init head gives zero logits "
+                              "on a noise probe")
+            report.coverage = _coverage(report.pairs)
 
 
 def leaves_at_init(layer: Layer, score: float, min_score: float) -> bool:
@@ -706,10 +717,15 @@ def _leave_all(report: TransferReport, target: nn.Module, init: dict[str, torch.
 
 def _mark_left(report: TransferReport, record: LayerRecord, note: str) -> None:
     """Record that a matched layer was put back to its init, and why."""
+    _set_init(record, note)
+    report.left_weak.append(record.target)
+
+
+def _set_init(record: LayerRecord, note: str) -> None:
+    """Record that every tensor of a layer holds its init (nothing of the source)."""
     for t in record.tensors:
         t.action, t.how, t.filled = "init", note, 0
     record.note = note
-    report.left_weak.append(record.target)
 
 
 def _coverage(records: list[LayerRecord]) -> float:
@@ -767,8 +783,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
               target_arch: Architecture | None, grow: bool,
               shrink: str = "auto", split_noise: float = 0.0, seed: int = 0) -> TransferReport:
     start = time.perf_counter()
-    src_arch = source_arch or trace(source, source_input,
-                                    input_hint="source_input= (CLI: --source-input-size C,H,W)")
+    src_arch = source_arch or _trace_source(source, source_input, example_input)
     tgt_arch = target_arch or trace(target, example_input)
     matching = match(src_arch, tgt_arch, method)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
@@ -813,6 +828,19 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
                           shrink=resolved, gated_off=[tgt_arch.blocks[b].name
                                      for b in gated_off(tgt_arch, matching.pairs)]
                           if method == "graft" else [])
+
+
+def _trace_source(source: nn.Module, source_input: Any, example_input: Any) -> Architecture:
+    """Trace the source on `source_input`; without one, on the target's `example_input` when
+    the source takes it (a model whose input cannot be guessed, a ViT built at a small size),
+    else on an input guessed for it."""
+    hint = "source_input= (CLI: --source-input-size C,H,W)"
+    if source_input is None and example_input is not None:
+        try:
+            return trace(source, example_input, input_hint=hint)
+        except NetgraftError:
+            pass  # another input shape (channels, size): guess the source's own
+    return trace(source, source_input, input_hint=hint)
 
 
 def _layer_record(tgt: Layer, src_arch: Architecture, matching: Matching, head: str,
