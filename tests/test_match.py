@@ -113,3 +113,15 @@ def test_layer_scale_gates_are_traced_and_shut_blocks_do_not_count():
     # so the same-family score is untouched while the cross-family one drops
     assert netgraft.similarity(trained, femto) > 0.6
     assert netgraft.similarity(resnet, femto) < 0.1
+
+
+def test_kernels_of_another_dimensionality_do_not_match_but_pointwise_convs_do():
+    def net(conv, k):
+        return nn.Sequential(conv(3, 16, k), nn.ReLU(), conv(16, 32, 1))
+
+    one_d = netgraft.trace(net(nn.Conv1d, 7), torch.randn(1, 3, 32))
+    two_d = netgraft.trace(net(nn.Conv2d, 3), torch.randn(1, 3, 16, 16))
+    m = netgraft.match(one_d, two_d)
+    assert m.source_of("0") is None  # a 7-tap kernel says nothing about a 3×3 one
+    assert m.source_of("2") == "2" and m.scores[two_d["2"].index] == 0.5  # both pointwise
+    assert netgraft.match(two_d, two_d).source_of("0") == "0"

@@ -64,6 +64,13 @@ def _structure(layer: Layer) -> tuple[float, ...]:
     return tuple(w) if w else tuple(next(iter(layer.shapes.values()), ()))
 
 
+def _spatial(layer: Layer) -> int | None:
+    """The number of spatial dimensions of a (transposed) conv's kernel; None otherwise."""
+    if layer.kind not in ("conv", "conv_transpose"):
+        return None
+    return len(layer.shapes["weight"]) - 2
+
+
 def graft_score(source: Layer, target: Layer) -> float:
     """Score for the default method: compatible kinds (conv ~ linear, any norm ~ any norm),
     shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise."""
@@ -80,6 +87,12 @@ def graft_score(source: Layer, target: Layer) -> float:
     a, b = _structure(source), _structure(target)
     if len(a) != len(b) and not {source.kind, target.kind} <= {"conv", "linear"}:
         return 0.0
+    if _spatial(source) != _spatial(target) and None not in (_spatial(source), _spatial(target)):
+        # a 1-D kernel says nothing about a 2-D one; pointwise convs of any dimensionality
+        # are linear maps over channels, as a conv and a linear layer are to each other
+        if a[2] != 1 or b[2] != 1:
+            return 0.0
+        compat = min(compat, 0.5)
     if len(a) == 3 and len(b) == 3:
         score = ratio(a[0], b[0]) * ratio(a[1], b[1]) * math.sqrt(ratio(a[2], b[2]))
     else:
