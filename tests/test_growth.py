@@ -40,6 +40,9 @@ def _trained_looking(model):
     # shape scores alone miss the containment, pairing by role finds it (`match`)
     ("mobilenetv2_050", "mobilenetv2_100", "wider"),
     ("mobilenetv2_050", "mobilenetv2_140", "wider"),
+    # b0's stage 0 is one lone conv, b1's two convs grouped as one block: matched by module
+    # name, and b1's extra conv block, merged into that block, starts as the identity
+    ("tf_efficientnetv2_b0", "tf_efficientnetv2_b1", "deeper"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))

@@ -115,28 +115,54 @@ def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
     """Make the given blocks of `arch` identities where they are residual.
 
     Returns {block id: zeroed layer names} for the blocks that became identities."""
-    modules: dict[str, nn.Module] = {}
-    for b in block_ids:
-        name = arch.blocks[b].name
-        if not name:
-            continue
+    named = {arch.blocks[b].name: b for b in block_ids if arch.blocks[b].name}
+    done = identity_modules(model, {name: [arch.layers[i] for i in arch.blocks[b].layers]
+                                    for name, b in named.items()}, example)
+    return {named[name]: zeroed for name, zeroed in done.items()}
+
+
+def identity_modules(model: nn.Module, modules: dict[str, list[Layer]],
+                     example: Any) -> dict[str, list[str]]:
+    """Make the named submodules of `model` (with their layers) identities where they are
+    residual. Returns {module name: zeroed layer names} for those that became identities."""
+    found: dict[str, nn.Module] = {}
+    for name in modules:
         try:
-            modules[name] = model.get_submodule(name)
+            found[name] = model.get_submodule(name)
         except AttributeError:
             continue
-    if not modules:
+    if not found:
         return {}
-    inputs = _capture_inputs(model, modules, example)
-    done: dict[int, list[str]] = {}
-    for b in block_ids:
-        name = arch.blocks[b].name
+    inputs = _capture_inputs(model, found, example)
+    done: dict[str, list[str]] = {}
+    for name, layers in modules.items():
         if name not in inputs:
             continue
-        layers = [arch.layers[i] for i in arch.blocks[b].layers]
         try:
-            zeroed = make_identity(modules[name], layers, *inputs[name])
+            zeroed = make_identity(found[name], layers, *inputs[name])
         except Exception:  # a block that cannot be re-run on its own input is left as grafted
             zeroed = []
         if zeroed:
-            done[b] = zeroed
+            done[name] = zeroed
     return done
+
+
+def unmatched_submodules(arch: Architecture, block: int, own: set[int]) -> dict[str, list[Layer]]:
+    """The largest named submodules inside a block of `arch` none of whose layers is in
+    `own` (the layers with a source of their own: a new or repeated sub-block the block
+    grouping merged with another, tf_efficientnetv2_b1's ``blocks.0.1`` inside its stage-0
+    block), with their layers."""
+    layers = [arch.layers[i] for i in arch.blocks[block].layers]
+    prefix = arch.blocks[block].name
+    out: dict[str, list[Layer]] = {}
+    for layer in layers:
+        if layer.index in own or not layer.name.startswith(prefix + "."):
+            continue
+        parts = layer.name[len(prefix) + 1:].split(".")
+        for depth in range(1, len(parts)):  # the shallowest module holding no matched layer
+            name = ".".join([prefix, *parts[:depth]])
+            inside = [x for x in layers if x.name.startswith(name + ".")]
+            if not any(x.index in own for x in inside):
+                out.setdefault(name, inside)
+                break
+    return out

@@ -19,7 +19,7 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
-from .growth import identity_blocks
+from .growth import identity_blocks, identity_modules, unmatched_submodules
 from .match import (DEFAULT_METHOD, Matching, dp_value, embeds, gated_off, get_method,
                     keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
@@ -888,11 +888,23 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
 def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Architecture,
                      matching: Matching, records: list[LayerRecord]) -> None:
     extra = _extra_blocks(src_arch, tgt_arch, matching)
-    if not extra:
-        return
-    zeroed = identity_blocks(target, tgt_arch, extra, tgt_arch.example_input)
+    zeroed = list(identity_blocks(target, tgt_arch, extra, tgt_arch.example_input).values()) \
+        if extra else []
+    if embeds(matching):
+        # growth: a new or repeated sub-block that the block grouping merged into a block
+        # with a source of its own
+        own, used = set(), set()
+        for t, s in sorted(matching.pairs.items()):
+            if s is not None and s not in used:
+                own.add(t)
+                used.add(s)
+        subs = {name: layers for b, block in enumerate(tgt_arch.blocks)
+                if b not in extra and not block.single and block.name
+                for name, layers in unmatched_submodules(tgt_arch, b, own).items()}
+        if subs:
+            zeroed += identity_modules(target, subs, tgt_arch.example_input).values()
     by_name = {r.target: r for r in records}
-    for names in zeroed.values():
+    for names in zeroed:
         for name in names:
             record = by_name[name]
             record.note = "zeroed: residual block with no source of its own starts as the identity"

@@ -260,6 +260,11 @@ def embeds(matching: Matching) -> bool:
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
     """Match `source` layers onto `target` layers (block DP, then layer DP inside blocks).
 
+    With the default method, when that matching leaves some source layer without a target
+    layer holding it, two fallbacks are tried for a target that may contain the source:
+    pairing blocks by role, then layers by module name; the first that holds every source
+    layer is kept (growth within a family, where it is the function-preserving matching).
+
     With the default method, ``value`` is scaled by the share of the matched layers' scores
     that lies outside target blocks left gated off after the graft (see `gated_off`): what
     those receive does not reach the output, so a source grafted into a ConvNeXt from another
@@ -278,7 +283,38 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         # block to first block, layers of like blocks in order — makes the target hold every
         # source layer, that matching is the function-preserving one.
         found = by_role
+    elif (m.name == "graft" and not embeds(found)
+          and (by_name := _by_name(source, target, m, found)) is not None):
+        found = by_name
     return found
+
+
+def _by_name(source: Architecture, target: Architecture, m: Method,
+             found: Matching) -> Matching | None:
+    """Pair every source layer with the target layer of the same module name, when the
+    target has each one and it holds it (one family, grown by depth: the same code builds
+    both). The last resort for a containing target whose block grouping differs from its
+    source's — tf_efficientnetv2_b0's lone stage-0 conv faces b1's two-block stage. None
+    when some source layer has no namesake holding it. The DP value stays `found`'s."""
+    by_name = {layer.name: layer for layer in target.layers}
+    pairs: dict[int, int | None] = {layer.index: None for layer in target.layers}
+    for layer in source.layers:
+        twin = by_name.get(layer.name)
+        if twin is None or not _holds(layer, twin):
+            return None
+        pairs[twin.index] = layer.index
+    # a block the source lacks (blocks.1.2) repeats the nearest earlier one it has (blocks.1.1),
+    # as the block DP's runs do; it starts as the identity (netgraft.growth)
+    src_names = {layer.name: layer for layer in source.layers}
+    for t in [t for t, s in pairs.items() if s is None]:
+        earlier = _earlier_namesake(target.layers[t].name, src_names)
+        if earlier is not None and m.score(earlier, target.layers[t]) > 0:
+            pairs[t] = earlier.index
+    scores = {t: 0.0 if s is None else m.score(source.layers[s], target.layers[t])
+              for t, s in pairs.items()}
+    value = found.plain_value if found.plain_value is not None else found.value
+    return Matching(method=m.name, source=source, target=target, pairs=pairs, scores=scores,
+                    value=open_value(value, target, pairs, scores, m.name), plain_value=value)
 
 
 def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
@@ -292,6 +328,20 @@ def _aligned(source: Architecture, target: Architecture, m: Method, src_items: l
     scores = {t: found[t][1] if t in found else 0.0 for t in pairs}
     return Matching(method=m.name, source=source, target=target, pairs=pairs, scores=scores,
                     value=open_value(value, target, pairs, scores, m.name), plain_value=value)
+
+
+def _earlier_namesake(name: str, layers: dict[str, Layer]) -> Layer | None:
+    """The layer of `layers` named like `name` with its deepest numeric part lowered as
+    little as possible (``blocks.1.2.conv_pw`` → ``blocks.1.1.conv_pw``); None if none."""
+    parts = name.split(".")
+    for p in reversed(range(len(parts))):
+        if parts[p].isdigit():
+            for n in range(int(parts[p]) - 1, -1, -1):
+                found = layers.get(".".join([*parts[:p], str(n), *parts[p + 1:]]))
+                if found is not None:
+                    return found
+            return None
+    return None
 
 
 def open_value(value: float, target: Architecture, pairs: dict[int, int | None],
