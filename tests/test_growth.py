@@ -61,6 +61,21 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     assert report.function_gap < 1e-4 and "computes the source's function" in report.summary()
 
 
+@pytest.mark.parametrize("source, target", [
+    ("resnet26", "resnet50"), ("resnet50d", "resnet101d"), ("resnet14t", "resnet26t"),
+    ("efficientnet_lite0", "efficientnet_lite1"), ("efficientnet_b0", "efficientnet_b4"),
+    ("tf_efficientnetv2_b0", "tf_efficientnetv2_b3"), ("mobilenetv2_100", "mobilenetv2_110d"),
+    ("mobilenetv3_small_075", "mobilenetv3_small_100"), ("semnasnet_050", "semnasnet_100"),
+    ("mnasnet_050", "mnasnet_100"), ("lcnet_050", "lcnet_100"), ("tinynet_e", "tinynet_a"),
+    ("repvgg_a0", "repvgg_a1"),
+])
+def test_more_timm_families_grow_function_preserving(source, target):
+    """Beyond the pairs above, as measured by the report itself (its example input)."""
+    src = _trained_looking(timm.create_model(source, num_classes=10))
+    report = netgraft.transfer(src, timm.create_model(target, num_classes=10))
+    assert report.function_gap is not None and report.function_gap < 1e-4
+
+
 @pytest.mark.parametrize("source, target, why", [
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)
