@@ -231,6 +231,35 @@ def test_group_channel_index_keeps_groups_whole():
     assert group_channel_index(4, 12, 2, 4).tolist() == [0, 1, 0, 2, 3, 2, 0, 1, 0, 2, 3, 2]
     # fewer groups: whole source groups are evenly selected
     assert group_channel_index(12, 8, 3, 2).tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    # wider with fewer, twice as wide groups (RegNetX 200MF → 400MF): 3 source groups of 2
+    # packed two per target group, the spare slot tiled from the first again
+    assert group_channel_index(6, 8, 3, 2).tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+
+
+def test_packed_groups_compute_the_source_grouped_conv():
+    """3 groups of 4 → 2 groups of 8 (after a 1×1 widening 12 → 16 channels): the target's
+    block-diagonal packing computes the source's grouped sum exactly."""
+    import netgraft
+
+    torch.manual_seed(0)
+
+    def net(width, groups):
+        return nn.Sequential(nn.Conv2d(3, width, 1), nn.ReLU(),
+                             nn.Conv2d(width, width, 3, padding=1, groups=groups), nn.ReLU(),
+                             nn.Conv2d(width, 5, 1))
+
+    src, dst = net(12, 3), net(16, 2)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(1, 3, 8, 8))
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        assert (src(x) - dst(x)).abs().max() < 1e-5
+    how = next(t.how for p in report.pairs if p.target == "2" for t in p.tensors
+               if t.name == "weight")
+    assert "groups 3→2: whole source groups packed" in how
+    # within each target group a filter reads only its own source group: zeros elsewhere
+    w = dst[2].weight.detach()
+    assert (w[:4, 4:8] == 0).all() and (w[4:8, :4] == 0).all()
+    assert (w[:4, :4] != 0).all() and (w[4:8, 4:8] != 0).all()
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -43,6 +43,8 @@ def _trained_looking(model):
     # b0's stage 0 is one lone conv, b1's two convs grouped as one block: matched by module
     # name, and b1's extra conv block, merged into that block, starts as the identity
     ("tf_efficientnetv2_b0", "tf_efficientnetv2_b1", "deeper"),
+    # group width 8 → 16, fewer groups: whole source groups packed two by two
+    ("regnetx_002", "regnetx_004", "wider and deeper"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))
@@ -80,8 +82,6 @@ def test_more_timm_families_grow_function_preserving(source, target):
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)
     ("convnext_atto", "convnext_femto", "layer norms widen by a non-integer factor"),
-    # RegNet's group width changes with the size: a grouped fan-in reads other channels
-    ("regnetx_002", "regnetx_004", "grouped convolutions change their grouping"),
 ])
 def test_a_containing_target_that_cannot_compute_the_source_function_says_why(source, target, why):
     src = _trained_looking(timm.create_model(source, num_classes=10)).train()
@@ -94,6 +94,21 @@ def test_a_containing_target_that_cannot_compute_the_source_function_says_why(so
     assert 0.2 < report.function_gap / gap.item() < 5 and report.function_gap > 1e-2
     assert why in report.function_note and why in report.summary()
     assert report.to_dict()["function_gap"] == report.function_gap
+
+
+def test_a_grouping_that_cannot_be_packed_is_named():
+    """4 groups of 4 → 3 groups of 6: a target group cannot hold whole source groups."""
+    def net(width, groups):
+        return nn.Sequential(nn.Conv2d(3, width, 1), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.Conv2d(width, width, 3, padding=1, groups=groups),
+                             nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(width, 5))
+
+    torch.manual_seed(0)
+    report = netgraft.transfer(_trained_looking(net(16, 4)), net(18, 3),
+                               example_input=torch.randn(2, 3, 8, 8))
+    assert report.function_gap > 1e-3
+    assert "grouped convolutions change their grouping (3 4→3 groups)" in report.function_note
 
 
 def test_function_gap_is_left_out_when_outputs_differ_and_modes_are_restored():

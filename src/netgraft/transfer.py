@@ -197,14 +197,20 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             dim_roles = adapt.roles(tgt, name, target.ndim)
             by_group = (channel_map is not None and src.groups > 1
                         and channel_map(src.out_dim or 0, tgt.out_dim or 0) is not None)
-            if src.groups != tgt.groups and not by_group:
-                # a grouped fan-in is not a sum over the same inputs (unless mapped by group)
-                dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
-            value, plan = adapt.graft(
-                source, shape, dim_roles,
-                mix_input=tgt.role == "input" and tgt.kind == "conv",
-                tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
-                channel_map=channel_map, split_noise=split_noise, generator=generator)
+            packed = (adapt.pack_grouped(source, shape, src.groups, tgt.groups, channel_map)
+                      if by_group and name == "weight" and src.groups != tgt.groups
+                      and not src.depthwise and not tgt.depthwise else None)
+            if packed is not None:  # whole source groups side by side in wider groups
+                value, plan = packed
+            else:
+                if src.groups != tgt.groups and not by_group:
+                    # a grouped fan-in is not a sum over the same inputs (unless mapped by group)
+                    dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
+                value, plan = adapt.graft(
+                    source, shape, dim_roles,
+                    mix_input=tgt.role == "input" and tgt.kind == "conv",
+                    tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
+                    channel_map=channel_map, split_noise=split_noise, generator=generator)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -539,8 +545,9 @@ def _why_not_preserved(matching: Matching) -> str:
         if (a.kind in ("layernorm", "groupnorm") and a.weight_shape and b.weight_shape
                 and b.weight_shape[0] % a.weight_shape[0]):
             norms.append(f"{b.name} {a.weight_shape[0]}→{b.weight_shape[0]}")
-        elif a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1) \
-                and a.groups != b.groups:
+        elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
+              and a.groups != b.groups and not (a.in_dim and b.in_dim and adapt.packs_groups(
+                  a.in_dim, b.in_dim, a.groups, b.groups))):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
     why = []
     if norms:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..trace import Layer
 from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
+                      packs_groups,
                       importance_index, mixing_matrix, replica_jitter)
 
 
@@ -248,6 +249,40 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
 
     channel_map.groups = groups  # type: ignore[attr-defined]
     return channel_map
+
+
+def pack_grouped(source: torch.Tensor, shape: tuple[int, ...], source_groups: int,
+                 target_groups: int, channel_map: Selector) -> tuple[torch.Tensor, _Plan] | None:
+    """A grouped conv's weight when whole source groups are packed into fewer, wider target
+    groups (`packs_groups`): each target filter copies its source filter's weights onto the
+    target inputs holding that filter's source group, split among replicas within its target
+    group, and zeros onto the inputs of the other source groups packed beside it — exactly
+    the source's grouped sum. None when the channels are not packed (or kernels differ)."""
+    s_out, ws = source.shape[:2]
+    t_out, wt = shape[:2]
+    s_in, t_in = ws * source_groups, wt * target_groups
+    if tuple(source.shape[2:]) != tuple(shape[2:]) or not packs_groups(
+            s_in, t_in, source_groups, target_groups):
+        return None
+    out_index = channel_map(s_out, t_out) if t_out != s_out else torch.arange(t_out)
+    in_index = channel_map(s_in, t_in)
+    if out_index is None or in_index is None:
+        return None
+    group = torch.arange(t_out) // (t_out // target_groups)  # target group of each filter
+    positions = group[:, None] * wt + torch.arange(wt)[None, :]  # its inputs, (T_out, wt)
+    reads = in_index[positions]  # the source channel at each of them
+    own = (reads // ws) == (out_index // (s_out // source_groups))[:, None]
+    counts = torch.zeros(target_groups, s_in, dtype=torch.float64)
+    counts.scatter_add_(1, in_index.view(target_groups, wt),
+                        torch.ones(target_groups, wt, dtype=torch.float64))
+    scale = own.to(torch.float64) / counts[group[:, None], reads]
+    x = source.detach()[out_index[:, None], reads % ws]  # (T_out, wt, *kernel)
+    x = x * scale.to(x.dtype).view(*scale.shape, *([1] * (x.ndim - 2)))
+    plan = _Plan()
+    plan.notes.append(f"out {s_out}→{t_out} replicated by group; groups {source_groups}→"
+                      f"{target_groups}: whole source groups packed, rescaled")
+    plan.fraction = (s_out * ws) / (t_out * wt)
+    return x, plan
 
 
 # ----------------------------------------------------------------------------- importance

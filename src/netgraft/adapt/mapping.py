@@ -32,11 +32,25 @@ def group_channel_index(source: int, target: int, source_groups: int,
     from one whole source group (groups tiled or evenly selected), and inside it the channels
     are tiled or selected as usual. A grouped conv then reads, in every target group, replicas
     of the inputs its source group read, so Net2Net's widening stays exact (RegNet's group
-    width 16 → 24: plain tiling would mix two source groups in one target group)."""
+    width 16 → 24: plain tiling would mix two source groups in one target group). When the
+    target has fewer groups, each a multiple of the source's width, whole source groups are
+    packed side by side instead (`packs_groups`; the grouped conv's weight is then
+    block-diagonal within each target group, `adapt.pack_grouped`)."""
     ws, wt = source // source_groups, target // target_groups
     t = torch.arange(target)
+    if packs_groups(source, target, source_groups, target_groups):
+        # fewer, wider target groups: each holds several whole source groups side by side
+        # (RegNetX-200MF → 400MF: 3 groups of 8 → 2 groups of 16), tiled over the slots
+        return channel_index(source_groups, target // ws)[t // ws] * ws + t % ws
     group = channel_index(source_groups, target_groups)[t // wt]
     return group * ws + channel_index(ws, wt)[t % wt]
+
+
+def packs_groups(source: int, target: int, source_groups: int, target_groups: int) -> bool:
+    """Whether widening S channels in `source_groups` to T in `target_groups` packs whole
+    source groups into each target group: fewer target groups, each a multiple as wide."""
+    ws, wt = source // source_groups, target // target_groups
+    return target > source and target_groups < source_groups and wt > ws and wt % ws == 0
 
 
 def importance_index(scores: torch.Tensor, target: int) -> torch.Tensor:
