@@ -256,6 +256,16 @@ def test_packed_groups_compute_the_source_grouped_conv():
     how = next(t.how for p in report.pairs if p.target == "2" for t in p.tensors
                if t.name == "weight")
     assert "groups 3→2: whole source groups packed" in how
+    # a grouped conv with twice as many outputs as inputs, and a larger kernel
+    def wide(width, groups, kernel):
+        return nn.Sequential(nn.Conv2d(3, width, 1), nn.ReLU(),
+                             nn.Conv2d(width, 2 * width, kernel, padding=kernel // 2,
+                                       groups=groups), nn.ReLU(), nn.Conv2d(2 * width, 5, 1))
+
+    src2, dst2 = wide(12, 3, 3), wide(16, 2, 5)
+    netgraft.transfer(src2, dst2, example_input=torch.randn(1, 3, 8, 8))
+    with torch.no_grad():
+        assert (src2(x) - dst2(x)).abs().max() < 1e-5
     # within each target group a filter reads only its own source group: zeros elsewhere
     w = dst[2].weight.detach()
     assert (w[:4, 4:8] == 0).all() and (w[4:8, :4] == 0).all()

@@ -175,6 +175,13 @@ def test_outputs_are_never_overwritten_without_force_and_never_onto_an_input(tmp
         assert main(["transfer", *args, "--out", str(weights), *extra]) == 2
         assert "is the file given as --source-weights" in capsys.readouterr().err
     assert weights.read_bytes() == before
+    # nor the report, even with --force, even through a hard link
+    import os
+
+    os.link(weights, tmp_path / "hard.safetensors")
+    assert main(["transfer", *args, "--out", str(tmp_path / "o.safetensors"), "--force",
+                 "--report", str(tmp_path / "hard.safetensors")]) == 2
+    assert "--report" in capsys.readouterr().err and weights.read_bytes() == before
     out = tmp_path / "dst.safetensors"
     assert main(["transfer", *args, "--out", str(out), "--report", str(out)]) == 2
     assert "--out and --report are the same file" in capsys.readouterr().err
@@ -218,6 +225,10 @@ def test_library_warnings_name_the_cli_flags(tmp_path, capsys):
                  "--num-classes", "10", "--in-chans", "1", "-q",
                  "--out", str(tmp_path / "dst.safetensors")])
     assert code == 0
-    text = capsys.readouterr().out
-    assert "warning: resnet18 → efficientnet_b0 is a distant pair" in " ".join(text.split())
+    out, text = capsys.readouterr()
+    assert "warning: resnet18 → efficientnet_b0 is a distant pair" in text  # on stderr
     assert "--calibration" in text and "calibration_data=" not in text and "cli.py" not in text
+    assert "warning:" not in out
+    from netgraft.cli import _flags
+
+    assert _flags("pass calibration_data= or malign=True") == "pass --calibration or malign=True"

@@ -111,6 +111,30 @@ def test_a_grouping_that_cannot_be_packed_is_named():
     assert "grouped convolutions change their grouping (3 4→3 groups)" in report.function_note
 
 
+def test_function_gap_is_of_the_model_handed_back():
+    """Re-estimating the norms on calibration data changes the grown function: the gap is
+    measured at the end and says so."""
+    src = _trained_looking(timm.create_model("resnet18", num_classes=10))
+    report = netgraft.transfer(src, timm.create_model("resnet34", num_classes=10),
+                               calibration_data=torch.randn(16, 3, 64, 64))
+    assert report.calibrated > 0 and report.function_gap > 1e-3
+    assert "after the graft, norm statistics were re-estimated on the calibration data" in \
+        report.function_note
+
+
+def test_a_family_sharing_module_names_is_not_taken_for_growth():
+    """mobilenetv2 and efficientnet name their layers alike (blocks.i.j.conv_pw ...) but
+    efficientnet's blocks add squeeze-excitation: not a grown mobilenetv2, so a distant
+    pair's rules still apply (weak matches left at init, norms probed)."""
+    from netgraft.match import contains
+
+    with pytest.warns(netgraft.NetgraftWarning, match="distant pair"):
+        report = netgraft.transfer(timm.create_model("mobilenetv2_050"),
+                                   timm.create_model("efficientnet_b3"))
+    assert not contains(report.matching) and report.left_weak and report.probed_norms > 0
+    assert report.function_gap is None
+
+
 def test_function_gap_is_left_out_when_outputs_differ_and_modes_are_restored():
     src = _trained_looking(timm.create_model("resnet18", num_classes=10)).train()
     dst = timm.create_model("resnet34", num_classes=5)  # another head: outputs differ

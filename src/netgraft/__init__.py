@@ -27,6 +27,10 @@ def __getattr__(name: str):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
     "AlignReport", "AutoInitReport", "NetgraftWarning", "align", "autoinit",
     "Architecture", "Block", "CheckpointError", "DEFAULT_METHOD", "Layer", "LayerRecord",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,9 +15,9 @@ import torch
 from .errors import NetgraftError
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
-    return Console(stderr=False, highlight=False)
+    return Console(stderr=stderr, highlight=False)
 
 
 @contextmanager
@@ -72,16 +74,18 @@ _FLAGS = [("example_input= (CLI: --input-size C,H,W)", "--input-size C,H,W"),
 
 
 def _flags(text: str) -> str:
-    """A library message with its keyword arguments named as this command's flags."""
+    """A library message with its keyword arguments named as `netgraft transfer`'s flags
+    (whole keywords only: ``malign=True`` stays as it is)."""
     for keyword, flag in _FLAGS:
-        text = text.replace(keyword, flag)
+        text = re.sub(r"(?<![\w-])" + re.escape(keyword), lambda _: flag, text)
     return text
 
 
 @contextmanager
-def _cli_warnings(console) -> Iterator[None]:
-    """Print the library's warnings as `warning: ...` lines that name this command's flags
-    (not the Python keyword arguments, nor the file and line they were raised at)."""
+def _cli_warnings(console, translate: bool) -> Iterator[None]:
+    """Print the library's warnings as `warning: ...` lines on `console` (stderr: never in
+    the middle of --json output), without the file and line they were raised at; with
+    `translate`, naming `netgraft transfer`'s flags instead of Python keyword arguments."""
     import warnings
 
     from rich.markup import escape
@@ -93,7 +97,8 @@ def _cli_warnings(console) -> Iterator[None]:
     def show(message, category, filename, lineno, file=None, line=None):
         if not issubclass(category, NetgraftWarning):
             return shown(message, category, filename, lineno, file, line)
-        console.print(f"[yellow]warning:[/] {escape(_flags(str(message)))}", highlight=False)
+        text = _flags(str(message)) if translate else str(message)
+        console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
     warnings.showwarning = show
     try:
@@ -109,19 +114,26 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     for path in (out, report):
         if path is not None and not path.parent.is_dir():
             raise NetgraftError(f"output folder does not exist: {path.parent}")
-    resolved = out.resolve()
-    for flag, given in (("--source-weights", args.source_weights),
-                        ("--target-weights", args.target_weights)):
-        if given and Path(given).resolve() == resolved and (flag == "--source-weights"
-                                                            or not args.force):
-            raise NetgraftError(f"--out {out} is the file given as {flag}: writing it would "
-                                f"replace those weights; choose another --out")
-    if report is not None and report.resolve() == resolved:
+    for name, path in (("--out", out), ("--report", report)):
+        for flag, given in (("--source-weights", args.source_weights),
+                            ("--target-weights", args.target_weights)):
+            if path is not None and given and _same_file(path, Path(given)) and (
+                    flag == "--source-weights" or name == "--report" or not args.force):
+                raise NetgraftError(f"{name} {path} is the file given as {flag}: writing it "
+                                    f"would replace those weights; choose another {name}")
+    if report is not None and _same_file(report, out):
         raise NetgraftError(f"--out and --report are the same file ({out}): give two names")
     for flag, path in (("--out", out), ("--report", report)):
         if path is not None and path.exists() and not args.force:
             raise NetgraftError(f"{flag} {path} already exists: pass --force to replace it, "
                                 f"or choose another name")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (symbolic or hard links included)."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def _input_shape(text: str | None):
@@ -383,10 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with _cli_warnings(_console()):
+        with _cli_warnings(_console(stderr=True), translate=args.command == "transfer"):
             return args.func(args)
     except NetgraftError as exc:
-        print(f"netgraft {args.command}: error: {_flags(str(exc))}", file=sys.stderr)
+        text = _flags(str(exc)) if args.command == "transfer" else str(exc)
+        print(f"netgraft {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)

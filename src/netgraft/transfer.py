@@ -415,10 +415,6 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink, split_noise, seed)
-        if method != "dpiat" and embeds(report.matching):
-            start = time.perf_counter()
-            report.function_gap, report.function_note = _function_gap(source, target, report)
-            report.seconds += time.perf_counter() - start
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -467,6 +463,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                 report.calibrated = (report.alignment.calibrated
                                      or recalibrate_norms(target, calibration_data))
                 report.seconds += time.perf_counter() - start
+        if method != "dpiat" and embeds(report.matching):  # of the model handed back
+            start = time.perf_counter()
+            report.function_gap, report.function_note = _function_gap(source, target, report)
+            report.seconds += time.perf_counter() - start
     except BaseException:
         target.load_state_dict(backup)
         raise
@@ -531,23 +531,26 @@ def _function_gap(source: nn.Module, target: nn.Module,
             and expected.shape == got.shape and expected.is_floating_point()):
         return None, ""
     gap = ((got - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
-    return gap, _why_not_preserved(report.matching)
+    return gap, _why_not_preserved(report)
 
 
-def _why_not_preserved(matching: Matching) -> str:
-    """Known reasons a containing target cannot compute its source's function."""
+def _why_not_preserved(report: TransferReport) -> str:
+    """Known reasons a target holding its source does not compute the source's function:
+    what the graft cannot preserve, and the later steps that changed the grafted model."""
+    matching = report.matching
     src, tgt = matching.source, matching.target
+    records = {r.target: r for r in report.pairs}
     norms, groups = [], []
     for t, s in matching.pairs.items():
         if s is None:
             continue
         a, b = src.layers[s], tgt.layers[t]
+        weight = next((r for r in records[b.name].tensors if r.name == "weight"), None)
         if (a.kind in ("layernorm", "groupnorm") and a.weight_shape and b.weight_shape
                 and b.weight_shape[0] % a.weight_shape[0]):
             norms.append(f"{b.name} {a.weight_shape[0]}→{b.weight_shape[0]}")
         elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
-              and a.groups != b.groups and not (a.in_dim and b.in_dim and adapt.packs_groups(
-                  a.in_dim, b.in_dim, a.groups, b.groups))):
+              and a.groups != b.groups and not (weight and "packed" in weight.how)):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
     why = []
     if norms:
@@ -557,6 +560,16 @@ def _why_not_preserved(matching: Matching) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+    later = [text for done, text in (
+        (report.left_weak, f"{len(report.left_weak)} weak matches were left at init"),
+        (report.reset_norms, "norm statistics were reset"),
+        (report.probed_norms, "norm statistics were re-estimated on a noise probe"),
+        (report.head_scale is not None, "the copied classifier was tempered"),
+        (report.calibrated, "norm statistics were re-estimated on the calibration data"),
+        (report.alignment, "the target was aligned to the source on the calibration data"))
+        if done]
+    if later:
+        why.append("after the graft, " + " and ".join(later))
     return "; ".join(why)
 
 

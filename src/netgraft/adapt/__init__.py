@@ -232,14 +232,17 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
     """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions.
 
     From the matched (source, target) conv pairs where both are grouped and the target is
-    wider: channel count S → T is then mapped group by group (`group_channel_index`) in every
-    tensor, so each target group holds one source group. None when no such pair exists."""
+    wider: channel count S → T of what they read and of what they write is then mapped group
+    by group (`group_channel_index`) in every tensor, so each target group holds one source
+    group (or several, packed). None when no such pair exists."""
     groups: dict[tuple[int, int], tuple[int, int]] = {}
     for src, tgt in pairs:
         if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
-                and not src.depthwise and not tgt.depthwise
-                and src.out_dim and tgt.out_dim and tgt.out_dim > src.out_dim):
-            groups.setdefault((src.out_dim, tgt.out_dim), (src.groups, tgt.groups))
+                and not src.depthwise and not tgt.depthwise):
+            # the channels it reads and those it writes (one space when in = out)
+            for s, t in ((src.out_dim, tgt.out_dim), (src.in_dim, tgt.in_dim)):
+                if s and t and t > s:
+                    groups.setdefault((s, t), (src.groups, tgt.groups))
     if not groups:
         return None
 
@@ -257,13 +260,17 @@ def pack_grouped(source: torch.Tensor, shape: tuple[int, ...], source_groups: in
     groups (`packs_groups`): each target filter copies its source filter's weights onto the
     target inputs holding that filter's source group, split among replicas within its target
     group, and zeros onto the inputs of the other source groups packed beside it — exactly
-    the source's grouped sum. None when the channels are not packed (or kernels differ)."""
+    the source's grouped sum (a smaller kernel zero-padded around the centre). None when the
+    channels are not packed this way."""
     s_out, ws = source.shape[:2]
     t_out, wt = shape[:2]
     s_in, t_in = ws * source_groups, wt * target_groups
-    if tuple(source.shape[2:]) != tuple(shape[2:]) or not packs_groups(
-            s_in, t_in, source_groups, target_groups):
+    if len(source.shape) != len(shape) or not packs_groups(s_in, t_in, source_groups,
+                                                           target_groups):
         return None
+    plan = _Plan()
+    for dim in range(2, len(shape)):  # kernels first: zero-padded around the centre
+        source = _resize_dim(source.detach(), dim, shape[dim], "k", plan, False)
     out_index = channel_map(s_out, t_out) if t_out != s_out else torch.arange(t_out)
     in_index = channel_map(s_in, t_in)
     if out_index is None or in_index is None:
@@ -278,10 +285,9 @@ def pack_grouped(source: torch.Tensor, shape: tuple[int, ...], source_groups: in
     scale = own.to(torch.float64) / counts[group[:, None], reads]
     x = source.detach()[out_index[:, None], reads % ws]  # (T_out, wt, *kernel)
     x = x * scale.to(x.dtype).view(*scale.shape, *([1] * (x.ndim - 2)))
-    plan = _Plan()
     plan.notes.append(f"out {s_out}→{t_out} replicated by group; groups {source_groups}→"
                       f"{target_groups}: whole source groups packed, rescaled")
-    plan.fraction = (s_out * ws) / (t_out * wt)
+    plan.fraction *= (s_out * ws) / (t_out * wt)
     return x, plan
 
 

@@ -183,7 +183,8 @@ class _Aligner:
             if self.by_role and isinstance(src, _Stage) and isinstance(tgt, _Stage):
                 scores = [[v if (i == 0) == (j == 0) else 0.0 for j, v in enumerate(row)]
                           for i, row in enumerate(scores)]
-            elif self.by_role and self._kinds(src, self.source) == self._kinds(tgt, self.target):
+            elif (self.by_role and (kinds := self._kinds(src, self.source)) is not None
+                  and kinds == self._kinds(tgt, self.target)):
                 scores = [[v if i == j else 0.0 for j, v in enumerate(row)]
                           for i, row in enumerate(scores)]
             value, pairs = align(scores, len(src))
@@ -273,7 +274,8 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     src_items, tgt_items = m.both(source, target)
     found = _aligned(source, target, m, src_items, tgt_items)
     if (not embeds(found) and any(isinstance(i, _Stage) for i in src_items)
-            and embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))):
+            and embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))
+            and _like_blocks(by_role)):
         # Shape scores alone can miss a containing target. Inside a stage of a ×2-wider
         # target the later blocks have the shapes of the source's *first* block (its input
         # width is the previous stage's), so the DP pairs the source's first block with one
@@ -281,8 +283,9 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         # inside a ×2.8-wider block, the source's expanded norm is closest in size to the
         # target's projected one (mobilenetv2_050 → _140). When pairing by role — first
         # block to first block, layers of like blocks in order — makes the target hold every
-        # source layer, that matching is the function-preserving one.
-        found = by_role
+        # source layer, that matching is the function-preserving one. Its DP value is
+        # the plain DP's (`dp_value`), which similarity and the zoo's cache read.
+        found = _rescored(by_role, found.plain_value)
     elif (m.name == "graft" and not embeds(found)
           and (by_name := _by_name(source, target, m, found)) is not None):
         found = by_name
@@ -300,21 +303,63 @@ def _by_name(source: Architecture, target: Architecture, m: Method,
     pairs: dict[int, int | None] = {layer.index: None for layer in target.layers}
     for layer in source.layers:
         twin = by_name.get(layer.name)
-        if twin is None or not _holds(layer, twin):
+        if twin is None or twin.type != layer.type or not _holds(layer, twin):
             return None
         pairs[twin.index] = layer.index
+    # a block both have must have the same layers: a family that shares module names but not
+    # blocks (mobilenetv2's blocks.1.0 vs efficientnet's, which adds squeeze-excitation) is
+    # another architecture, not a grown one
+    src_names = {layer.name: layer for layer in source.layers}
+    for layer in target.layers:
+        if pairs[layer.index] is None and _block_prefix(layer.name) is not None and any(
+                n.startswith(_block_prefix(layer.name) + ".") for n in src_names):
+            return None
     # a block the source lacks (blocks.1.2) repeats the nearest earlier one it has (blocks.1.1),
     # as the block DP's runs do; it starts as the identity (netgraft.growth)
-    src_names = {layer.name: layer for layer in source.layers}
     for t in [t for t, s in pairs.items() if s is None]:
         earlier = _earlier_namesake(target.layers[t].name, src_names)
         if earlier is not None and m.score(earlier, target.layers[t]) > 0:
             pairs[t] = earlier.index
     scores = {t: 0.0 if s is None else m.score(source.layers[s], target.layers[t])
               for t, s in pairs.items()}
-    value = found.plain_value if found.plain_value is not None else found.value
-    return Matching(method=m.name, source=source, target=target, pairs=pairs, scores=scores,
-                    value=open_value(value, target, pairs, scores, m.name), plain_value=value)
+    return _rescored(Matching(method=m.name, source=source, target=target, pairs=pairs,
+                              scores=scores, value=0.0), found.plain_value)
+
+
+def _rescored(matching: Matching, plain_value: float | None) -> Matching:
+    """`matching` carrying another plain DP value (and the open value computed from it)."""
+    value = plain_value if plain_value is not None else matching.value
+    matching.plain_value = value
+    matching.value = open_value(value, matching.target, matching.pairs, matching.scores,
+                                matching.method)
+    return matching
+
+
+def _block_prefix(name: str) -> str | None:
+    """A layer's module path up to its deepest numeric part (``blocks.1.2`` for
+    ``blocks.1.2.conv_pw``): the block it belongs to; None without a numeric part."""
+    parts = name.split(".")
+    for p in reversed(range(len(parts) - 1)):
+        if parts[p].isdigit():
+            return ".".join(parts[:p + 1])
+    return None
+
+
+def _like_blocks(matching: Matching) -> bool:
+    """Whether every target block that received source layers has the same sequence of
+    layer kinds as the source block they came from (most of them): growth within a family
+    whose blocks stay alike, not another family with the same stage names."""
+    src, tgt = matching.source, matching.target
+    for block in tgt.blocks:
+        sources = [src.layers[s].block for i in block.layers
+                   if (s := matching.pairs.get(i)) is not None]
+        if not sources:
+            continue
+        origin = src.blocks[max(set(sources), key=sources.count)]
+        if ([(tgt.layers[i].kind, tgt.layers[i].depthwise) for i in block.layers]
+                != [(src.layers[i].kind, src.layers[i].depthwise) for i in origin.layers]):
+            return False
+    return True
 
 
 def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
