@@ -96,11 +96,13 @@ class TransferReport:
     gated_off: list[str] = field(default_factory=list)
     #: how a narrower target layer chose its channels (graft; ``shrink="auto"`` resolved)
     shrink: str | None = None
-    #: for a target that contains the source (growth): max |target − source| output on the
-    #: example input right after the graft, eval mode, relative to the source's largest
-    #: output (≈ 1e-7 when the graft is function-preserving); None when not measured
+    #: for a target that holds every source layer (growth): max |target − source| output on
+    #: the source's example input, eval mode, of the model handed back (after calibration or
+    #: alignment, if any), relative to the source's largest output (≈ 1e-7 when
+    #: function-preserving); None when not measured
     function_gap: float | None = None
-    #: why a containing target does not compute the source's function, when known
+    #: why such a target does not compute the source's function, when known (including
+    #: the steps after the graft that changed it)
     function_note: str = ""
 
     @property
