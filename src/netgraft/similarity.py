@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from .match import DEFAULT_METHOD, Matching, contains, dp_value, keep_shut, open_value
+from .match import (DEFAULT_METHOD, Matching, contained, contains, dp_value, keep_shut,
+                    open_value)
 from .trace import Architecture, trace
 
 #: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
@@ -31,12 +32,18 @@ def similarity_from_values(ab: float, ba: float, aa: float, bb: float) -> float:
     return min(1.0, math.sqrt(ab * ba / (aa * bb)))
 
 
+def one_family(matching: Matching, similarity: float) -> bool:
+    """Whether a pair is one family at two sizes: similar enough (≥ ``DISTANT_SIMILARITY``),
+    or one network contains the other whatever the score (a 2× width change scores below it:
+    convnext_nano → convnext_atto 0.39)."""
+    return similarity >= DISTANT_SIMILARITY or contains(matching) or contained(matching)
+
+
 def closes_gates(matching: Matching, similarity: float) -> bool:
-    """Whether a default transfer treats this as a distant pair whose target does not contain
-    the source (``transfer(min_score="auto")``): weak matches and the target's gates stay at
-    their init."""
-    return (matching.method != "dpiat" and similarity < DISTANT_SIMILARITY
-            and not contains(matching))
+    """Whether a default transfer treats this as a distant pair (not `one_family`)
+    (``transfer(min_score="auto")``): weak matches and the target's gates stay at their
+    init."""
+    return matching.method != "dpiat" and not one_family(matching, similarity)
 
 
 def unrelated(matching: Matching, similarity: float) -> bool:

@@ -22,7 +22,7 @@ from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks, identity_modules, unmatched_submodules
 from .match import (DEFAULT_METHOD, Matching, dp_value, embeds, gated_off, get_method,
                     keep_shut, match)
-from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates,
+from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, own_tensors, run_model, single_thread,
                     trace)
@@ -97,12 +97,13 @@ class TransferReport:
     #: how a narrower target layer chose its channels (graft; ``shrink="auto"`` resolved)
     shrink: str | None = None
     #: for a target that holds every source layer (growth): max |target − source| output on
-    #: the source's example input, eval mode, of the model handed back (after calibration or
-    #: alignment, if any), relative to the source's largest output (≈ 1e-7 when
-    #: function-preserving); None when not measured
+    #: the source's example input, eval mode, right after the graft (before the steps that
+    #: change it on purpose: calibration, alignment, ...), relative to the source's largest
+    #: output (≈ 1e-7 when function-preserving); None when not measured
     function_gap: float | None = None
-    #: why such a target does not compute the source's function, when known (including
-    #: the steps after the graft that changed it)
+    #: why the graft does not compute the source's function, when known, and which later
+    #: steps changed the grafted model (re-estimating the norms on calibration data does to
+    #: a grown target what it would do to its source)
     function_note: str = ""
 
     @property
@@ -142,7 +143,8 @@ class TransferReport:
     def weak_layers(self, threshold: float = WEAK_SCORE) -> list[str]:
         """Target layers filled from a source layer that matched them poorly."""
         return [p.target for p in self.pairs
-                if p.source is not None and p.action != "init" and p.score < threshold]
+                if p.source is not None and p.action != "init" and p.score < threshold
+                and not p.note.startswith("zeroed")]  # an identity block's, set on purpose
 
     def summary(self) -> str:
         c = self.counts()
@@ -153,17 +155,21 @@ class TransferReport:
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
         if self.function_gap is not None:
-            text += ("; computes the source's function" if self.function_gap < FUNCTION_GAP
-                     else "; contains the source but does not compute its function")
+            text += ("; the graft computes the source's function"
+                     if self.function_gap < FUNCTION_GAP
+                     else "; the target holds the source but the graft does not compute its "
+                          "function")
             text += f" (relative output gap {self.function_gap:.1e})"
-            if self.function_note and self.function_gap >= FUNCTION_GAP:
-                text += f": {self.function_note}"
+            if self.function_note:
+                text += f"; {self.function_note}"
         if narrowed and self.shrink:
             text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:
             text += f"; {self.probed_norms} norms' statistics re-estimated on a noise probe"
         if self.reset_norms:
             text += f"; {self.reset_norms} norms' statistics reset"
+        if self.calibrated:
+            text += f"; {self.calibrated} norms' statistics re-estimated on the calibration data"
         if self.head_scale:
             text += f"; classifier tempered ×{self.head_scale:.3g}"
         elif self.head_scale is not None:
@@ -417,6 +423,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink, split_noise, seed)
+        if method != "dpiat" and embeds(report.matching):  # the graft's own function
+            start = time.perf_counter()
+            report.function_gap = _function_gap(source, target, report)
+            report.seconds += time.perf_counter() - start
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -465,10 +475,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                 report.calibrated = (report.alignment.calibrated
                                      or recalibrate_norms(target, calibration_data))
                 report.seconds += time.perf_counter() - start
-        if method != "dpiat" and embeds(report.matching):  # of the model handed back
-            start = time.perf_counter()
-            report.function_gap, report.function_note = _function_gap(source, target, report)
-            report.seconds += time.perf_counter() - start
+        if report.function_gap is not None:
+            report.function_note = _why_not_preserved(report)
     except BaseException:
         target.load_state_dict(backup)
         raise
@@ -512,9 +520,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     return report
 
 
-def _function_gap(source: nn.Module, target: nn.Module,
-                  report: TransferReport) -> tuple[float | None, str]:
-    """(gap, why) for a target holding every source layer (`embeds`): the largest
+def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
+    """For a target holding every source layer (`embeds`): the largest
     |target − source| output on the source's example input in eval mode, relative to the
     source's largest output (at least 1); None when the target does not take that input or
     the outputs differ in shape (e.g. another class count)."""
@@ -525,15 +532,14 @@ def _function_gap(source: nn.Module, target: nn.Module,
         with torch.no_grad(), single_thread():
             expected, got = run_model(source, example), run_model(target, example)
     except Exception:  # a target that takes other inputs (its own example input differs)
-        return None, ""
+        return None
     finally:
         for m, training in modes:
             m.training = training
     if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
             and expected.shape == got.shape and expected.is_floating_point()):
-        return None, ""
-    gap = ((got - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
-    return gap, _why_not_preserved(report)
+        return None
+    return ((got - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
 
 
 def _why_not_preserved(report: TransferReport) -> str:
@@ -562,6 +568,8 @@ def _why_not_preserved(report: TransferReport) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+    if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
+        why = []  # what would break it did not matter here
     later = [text for done, text in (
         (report.left_weak, f"{len(report.left_weak)} weak matches were left at init"),
         (report.reset_norms, "norm statistics were reset"),
@@ -571,7 +579,7 @@ def _why_not_preserved(report: TransferReport) -> str:
         (report.alignment, "the target was aligned to the source on the calibration data"))
         if done]
     if later:
-        why.append("after the graft, " + " and ".join(later))
+        why.append("then " + " and ".join(later))
     return "; ".join(why)
 
 
@@ -812,7 +820,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
     resolved = None
     if layer_transfer is _graft_layer:
-        close = sim >= DISTANT_SIMILARITY  # one family (at another size)
+        close = one_family(matching, sim)  # one family (at another size)
         if shrink == "auto":
             shrink = ("norm_scale" if slimmable(src_arch) else "consecutive") if close \
                 else "uniform"

@@ -249,6 +249,16 @@ def contains(matching: Matching) -> bool:
             and len({s for s, _ in pairs}) == len(src.layers))
 
 
+def contained(matching: Matching) -> bool:
+    """Whether the source contains the target (a shrink within a family): every target layer
+    is initialised by a source layer that holds it, from a source block made of the same
+    kinds of layers (`_like_blocks`: a family that only shares shapes does not count)."""
+    src, tgt = matching.source, matching.target
+    return (all(s is not None and _holds(tgt.layers[t], src.layers[s])
+                for t, s in matching.pairs.items())
+            and _like_blocks(matching))
+
+
 def embeds(matching: Matching) -> bool:
     """Whether every source layer initialises at least one target layer that holds it (a
     repeated block may be narrower: it starts as an identity, see `netgraft.growth`)."""
@@ -273,9 +283,9 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     m = get_method(method)
     src_items, tgt_items = m.both(source, target)
     found = _aligned(source, target, m, src_items, tgt_items)
-    if (not embeds(found) and any(isinstance(i, _Stage) for i in src_items)
-            and embeds(by_role := _aligned(source, target, m, src_items, tgt_items, True))
-            and _like_blocks(by_role)):
+    if (not (embeds(found) or contained(found)) and any(isinstance(i, _Stage) for i in src_items)
+            and _like_blocks(by_role := _aligned(source, target, m, src_items, tgt_items, True))
+            and (embeds(by_role) or contained(by_role))):
         # Shape scores alone can miss a containing target. Inside a stage of a ×2-wider
         # target the later blocks have the shapes of the source's *first* block (its input
         # width is the previous stage's), so the DP pairs the source's first block with one
