@@ -232,3 +232,13 @@ def test_library_warnings_name_the_cli_flags(tmp_path, capsys):
     from netgraft.cli import _flags
 
     assert _flags("pass calibration_data= or malign=True") == "pass --calibration or malign=True"
+
+
+def test_align_steps_without_align_is_refused_and_auto_says_when_it_does_nothing(tmp_path, capsys):
+    _, args = _resnet10t_args(tmp_path)
+    out = tmp_path / "o.safetensors"
+    assert main(["transfer", *args, "--out", str(out), "--align-steps", "5"]) == 2
+    assert "--align-steps sets the steps of the alignment" in capsys.readouterr().err
+    assert main(["transfer", *args, "--out", str(out), "--calibration", "digits:16",
+                 "--align", "auto"]) == 0
+    assert "--align auto aligns distant pairs only" in " ".join(capsys.readouterr().out.split())

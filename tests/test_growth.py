@@ -140,6 +140,22 @@ def test_a_two_fold_shrink_within_a_family_is_not_a_distant_pair():
         netgraft.transfer(timm.create_model("efficientnet_b3"), timm.create_model("mobilenetv2_050"))
 
 
+def test_a_shallower_target_says_which_source_layers_it_drops():
+    report = netgraft.transfer(timm.create_model("resnet34", num_classes=10),
+                               timm.create_model("resnet18", num_classes=10))
+    unused = report.unused_source_layers()
+    # 16 basic blocks → 8: 8 blocks of 2 convs and 2 norms each are left behind
+    assert len(unused) == 32 and report.to_dict()["unused_source_layers"] == unused
+    assert "32 source layers not carried over" in report.summary()
+
+
+def test_aligning_an_exact_growth_is_warned_about():
+    src = _trained_looking(timm.create_model("resnet18", num_classes=10))
+    with pytest.warns(netgraft.NetgraftWarning, match="already computes the source's function"):
+        netgraft.transfer(src, timm.create_model("resnet34", num_classes=10), align=True,
+                          calibration_data=torch.randn(16, 3, 64, 64), align_steps=1)
+
+
 def test_a_family_sharing_module_names_is_not_taken_for_growth():
     """mobilenetv2 and efficientnet name their layers alike (blocks.i.j.conv_pw ...) but
     efficientnet's blocks add squeeze-excitation: not a grown mobilenetv2, so a distant

@@ -79,8 +79,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
     else:
         state = load_state_dict(path)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    # buffers that only count steps make poor examples of what is missing
+    missing = sorted((k for k in expected if k not in state),
+                     key=lambda k: k.endswith("num_batches_tracked"))
+    unexpected = sorted((k for k in state if k not in expected),
+                        key=lambda k: k.endswith("num_batches_tracked"))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
              for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
     if missing or unexpected or wrong:

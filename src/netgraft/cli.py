@@ -179,6 +179,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         check_calibration_spec(args.calibration)
     if not 0.0 <= args.split_noise < 1.0:
         raise NetgraftError(f"--split-noise {args.split_noise}: use 0 up to below 1")
+    if args.align_steps is not None and args.align == "off":
+        raise NetgraftError("--align-steps sets the steps of the alignment: give --align on "
+                            "(or auto) with it")
     if args.align_steps is not None and args.align_steps < 0:
         raise NetgraftError(f"--align-steps {args.align_steps}: use 0 or more")
     if not args.source_weights:
@@ -232,6 +235,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         save_state_dict(target.state_dict(), out, metadata={
             "netgraft_source": args.source, "netgraft_target": args.target,
             "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"})
+    if args.align == "auto" and report.alignment is None:
+        console.print(f"note: --align auto aligns distant pairs only; {args.source} → "
+                      f"{args.target} is one family (similarity {report.similarity:.2f}), "
+                      f"nothing was aligned (--align on forces it)", highlight=False)
     if args.quiet:
         console.print(report.summary(), soft_wrap=True)
     else:

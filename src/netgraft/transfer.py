@@ -20,8 +20,8 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .growth import identity_blocks, identity_modules, unmatched_submodules
-from .match import (DEFAULT_METHOD, Matching, dp_value, embeds, gated_off, get_method,
-                    keep_shut, match)
+from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
+                    get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, own_tensors, run_model, single_thread,
@@ -127,6 +127,7 @@ class TransferReport:
                 "autoinit": self.autoinit.to_dict() if self.autoinit is not None else None,
                 "gated_off": list(self.gated_off), "left_weak": list(self.left_weak),
                 "shrink": self.shrink, "function_gap": self.function_gap,
+                "unused_source_layers": self.unused_source_layers(),
                 "function_note": self.function_note,
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
@@ -139,6 +140,14 @@ class TransferReport:
             rows.append((p.target or "<root>", p.kind, p.source if p.source is not None else "-",
                          f"{p.score:.2f}", p.action, detail))
         return rows
+
+    def unused_source_layers(self) -> list[str]:
+        """Source layers no target layer was initialised from (a shallower or narrower-in-
+        depth target drops them), in execution order."""
+        if self.matching is None:
+            return []
+        used = {s for s in self.matching.pairs.values() if s is not None}
+        return [layer.name for layer in self.matching.source.layers if layer.index not in used]
 
     def weak_layers(self, threshold: float = WEAK_SCORE) -> list[str]:
         """Target layers filled from a source layer that matched them poorly."""
@@ -154,6 +163,10 @@ class TransferReport:
                 f"{c['init']}, {self.seconds:.2f} s")
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
+        unused = self.unused_source_layers()
+        if unused and self.matching is not None and contained(self.matching):
+            text += (f"; {len(unused)} source layers not carried over (a shallower target: "
+                     f"{', '.join(unused[:3])}{' …' if len(unused) > 3 else ''})")
         if self.function_gap is not None:
             text += ("; the graft computes the source's function"
                      if self.function_gap < FUNCTION_GAP
@@ -452,6 +465,11 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report.seconds += time.perf_counter() - start
         aligning = calibration_data is not None and method != "dpiat" and (
             align is True or (align == "auto" and distant))
+        if aligning and report.function_gap is not None and report.function_gap < FUNCTION_GAP:
+            warnings.warn(NetgraftWarning(
+                f"{report.source} → {report.target}: the graft already computes the source's "
+                f"function (relative output gap {report.function_gap:.1e}); aligning it to the "
+                f"source can only move it away (align=False keeps it exact)"), stacklevel=2)
         # a target left wholly at its init is distilled straight away (its random features have
         # nothing to align stage by stage), and that re-estimates the norms at its end
         distil_only = aligning and untouched
