@@ -181,7 +181,7 @@ class TransferReport:
             text += f"; {self.probed_norms} norms' statistics re-estimated on a noise probe"
         if self.reset_norms:
             text += f"; {self.reset_norms} norms' statistics reset"
-        if self.calibrated:
+        if self.calibrated and self.function_gap is None:  # else function_note says it
             text += f"; {self.calibrated} norms' statistics re-estimated on the calibration data"
         if self.head_scale:
             text += f"; classifier tempered ×{self.head_scale:.3g}"
