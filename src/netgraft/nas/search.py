@@ -330,7 +330,10 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
     attrs = study.user_attrs
     wanted = _study_attrs(cfg, pool_dir)
     if "objectives" not in attrs:
-        for k, v in wanted.items():
+        # "objectives" marks a study whose settings are recorded: written last, so that a
+        # worker loading the study while its creator is still writing never compares
+        # against a half-written record (two workers started together)
+        for k, v in sorted(wanted.items(), key=lambda kv: kv[0] == "objectives"):
             study.set_user_attr(k, v)
     else:
         for k in ("objectives", "warm", "space", "dataset"):
