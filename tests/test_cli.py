@@ -160,10 +160,11 @@ def test_python_dash_m_runs_the_cli():
 
 
 def _resnet10t_args(tmp_path):
+    """`_tiny_nets`, quiet, and the source module it saved."""
+    args = [*_tiny_nets(tmp_path), "-q"]
     src = timm.create_model("resnet10t", num_classes=10, in_chans=1)
-    _save(src, tmp_path / "src.safetensors")
-    return src, ["--source", "resnet10t", "--source-weights", str(tmp_path / "src.safetensors"),
-                 "--target", "resnet14t", "--num-classes", "10", "--in-chans", "1", "-q"]
+    src.load_state_dict(load_file(str(tmp_path / "src.safetensors")))
+    return src, args
 
 
 def test_outputs_are_never_overwritten_without_force_and_never_onto_an_input(tmp_path, capsys):

@@ -213,14 +213,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                           align={"off": False, "on": True, "auto": "auto"}[args.align],
                           align_steps=args.align_steps)
         step("checking the grafted model")
-        from .trace import run_model
+        from .trace import eval_output
 
         for model, what in ((source, f"the source {args.source}"),
                             (target, f"the grafted target {args.target}")):
-            model.eval()
             arch = report.matching.source if model is source else report.matching.target
-            with torch.no_grad():
-                y = run_model(model, arch.example_input)
+            y = eval_output(model, arch.example_input)
             if isinstance(y, torch.Tensor) and not torch.isfinite(y).all():
                 if model is source:
                     raise NetgraftError(

@@ -303,6 +303,19 @@ def run_model(model: nn.Module, example: Any) -> Any:
     return model(example)
 
 
+def eval_output(model: nn.Module, example: Any) -> Any:
+    """`model`'s output on `example` in eval mode, without gradients, on one thread; every
+    submodule's train/eval mode is restored afterwards (also when the call fails)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad(), single_thread():
+            return run_model(model, example)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def _execution_order(model: nn.Module, example: Any,
                      hint: str) -> tuple[dict[str, int], str | None, list[str]]:
     """Names of modules in the order the forward pass first reaches them, plus which module

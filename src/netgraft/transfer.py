@@ -24,7 +24,7 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
-from .trace import (NORM_KINDS, Architecture, Layer, own_tensors, run_model, single_thread,
+from .trace import (NORM_KINDS, Architecture, Layer, eval_output, own_tensors, single_thread,
                     trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -544,16 +544,10 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     source's largest output (at least 1); None when the target does not take that input or
     the outputs differ in shape (e.g. another class count)."""
     example = report.matching.source.example_input
-    modes = [(m, m.training) for m in (*source.modules(), *target.modules())]
     try:
-        source.eval(), target.eval()
-        with torch.no_grad(), single_thread():
-            expected, got = run_model(source, example), run_model(target, example)
+        expected, got = eval_output(source, example), eval_output(target, example)
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
-    finally:
-        for m, training in modes:
-            m.training = training
     if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
             and expected.shape == got.shape and expected.is_floating_point()):
         return None
@@ -576,7 +570,7 @@ def _why_not_preserved(report: TransferReport) -> str:
                 and b.weight_shape[0] % a.weight_shape[0]):
             norms.append(f"{b.name} {a.weight_shape[0]}→{b.weight_shape[0]}")
         elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
-              and a.groups != b.groups and not (weight and "packed" in weight.how)):
+              and a.groups != b.groups and not (weight and adapt.PACKED in weight.how)):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
     why = []
     if norms:

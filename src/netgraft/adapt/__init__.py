@@ -97,6 +97,9 @@ Selector = Callable[[int, int], "torch.Tensor | None"]
 #: how a note says that a selection policy chose the kept units (``"out 96→48 selected by
 #: norm scale"``); the transfer report counts such layers by it
 SELECTED_BY = "selected by"
+#: how a grouped conv's note says that whole source groups were packed into wider target
+#: groups (`pack_grouped`); the transfer report tells a packed regrouping from a lossy one by it
+PACKED = "whole source groups packed"
 
 
 def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
@@ -286,7 +289,7 @@ def pack_grouped(source: torch.Tensor, shape: tuple[int, ...], source_groups: in
     x = source.detach()[out_index[:, None], reads % ws]  # (T_out, wt, *kernel)
     x = x * scale.to(x.dtype).view(*scale.shape, *([1] * (x.ndim - 2)))
     plan.notes.append(f"out {s_out}→{t_out} replicated by group; groups {source_groups}→"
-                      f"{target_groups}: whole source groups packed, rescaled")
+                      f"{target_groups}: {PACKED}, rescaled")
     plan.fraction *= (s_out * ws) / (t_out * wt)
     return x, plan
 
