@@ -15,9 +15,19 @@ import torch
 from .errors import NetgraftError
 
 
-def _console(stderr: bool = False):
+#: the width of a console that is not a terminal (a pipe, a file): wide enough that no line
+#: and no table column is ever wrapped, so `| cat`, `| grep` and `> file` get one row per line
+PIPE_WIDTH = 10_000
+
+
+def make_console(stderr: bool = False):
+    """A rich console: the terminal's width on a terminal, else ``PIPE_WIDTH`` (rich would
+    wrap everything at 80 columns)."""
     from rich.console import Console
-    return Console(stderr=stderr, highlight=False)
+    out = Console(highlight=False, stderr=stderr)
+    if not out.is_terminal:
+        out = Console(highlight=False, stderr=stderr, width=PIPE_WIDTH)
+    return out
 
 
 @contextmanager
@@ -29,7 +39,7 @@ def _steps(enabled: bool, total: int) -> Iterator:
         yield lambda description: None
         return
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True, console=_console()) as progress:
+                  TimeElapsedColumn(), transient=True, console=make_console()) as progress:
         task = progress.add_task("starting", total=total)
         first = [True]
 
@@ -164,7 +174,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from .calibrate import check_calibration_spec
     from .transfer import transfer
 
-    console = _console()
+    console = make_console()
     out = Path(args.out)
     if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
         raise NetgraftError(f"--out {out}: use a .safetensors (recommended) or .pt file name")
@@ -400,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with _cli_warnings(_console(stderr=True), translate=args.command == "transfer"):
+        with _cli_warnings(make_console(stderr=True), translate=args.command == "transfer"):
             return args.func(args)
     except NetgraftError as exc:
         text = _flags(str(exc)) if args.command == "transfer" else str(exc)

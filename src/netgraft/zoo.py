@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
+from .cli import PIPE_WIDTH, make_console as _console
 from .errors import NetgraftError
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
 from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
@@ -868,21 +869,6 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
-#: the width of a console that is not a terminal (a pipe, a file): wide enough that no line
-#: and no table column is ever wrapped, so `| cat`, `| grep` and `> file` get one row per line
-PIPE_WIDTH = 10_000
-
-
-def _console(stderr: bool = False):
-    """A rich console: the terminal's width on a terminal, else ``PIPE_WIDTH`` (rich would
-    wrap everything at 80 columns)."""
-    from rich.console import Console
-    console = Console(highlight=False, stderr=stderr)
-    if not console.is_terminal:
-        console = Console(highlight=False, stderr=stderr, width=PIPE_WIDTH)
-    return console
-
-
 def _fmt_acc(acc: float | None) -> str:
     if acc is None:
         return "-"
@@ -1092,7 +1078,7 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     if not shortlist:
         raise ZooError(f"--probe-data: no source in the ranking can be grafted onto "
                        f"{args.target} ({ranked[0].why})")
-    err = _console_err()
+    err = _console(stderr=True)
     start = time.perf_counter()
     with err.status("probing") as status:
         probed = zoo.probe(shortlist, args.target, data, steps=args.probe_steps,
@@ -1146,5 +1132,3 @@ def _print_probe(console, probe: dict[str, Any]) -> None:
     _print_table(console, table)
 
 
-def _console_err():
-    return _console(stderr=True)
