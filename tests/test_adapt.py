@@ -282,3 +282,38 @@ def test_which_timm_families_shrink_by_norm_scale(name, expected):
 
     model = timm.create_model(name, num_classes=10, in_chans=1)
     assert slimmable(trace(model, torch.randn(1, 1, 32, 32))) is expected
+
+
+def test_concat_index_pairs_segments_by_producer_and_marks_new_channels():
+    source = (("a", 0, 4, 4), ("b", 0, 2, 2))
+    target = (("A", 0, 8, 8), ("B", 0, 2, 2), ("C", 0, 3, 3))
+    # A is a widened a (tiled 0..3, 0..3), B is b, C has no source
+    index = adapt.concat_index(source, target, {"A": "a", "B": "b"})
+    assert index.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, -1, -1, -1]
+    # the k-th segment of one producer pairs with the k-th in the source (GhostNet's two
+    # copies of one conv's output); a cut segment keeps its channels' positions
+    source = (("p", 0, 2, 2), ("p", 0, 1, 2))
+    target = (("P", 0, 4, 4), ("P", 0, 2, 4))
+    assert adapt.concat_index(source, target, {"P": "p"}).tolist() == [0, 1, 0, 1, 2, -1]
+    # narrower: the producer's selection (here the first channels) decides
+    source = (("a", 0, 4, 4), ("b", 0, 2, 2))
+    target = (("A", 0, 2, 2), ("B", 0, 2, 2))
+    index = adapt.concat_index(source, target, {"A": "a", "B": "b"},
+                               select=adapt.consecutive_selector)
+    assert index.tolist() == [0, 1, 4, 5]
+
+
+def test_a_dimension_read_from_a_concatenation_keeps_the_sum_and_zeroes_new_inputs():
+    x = torch.arange(1.0, 7.0).reshape(1, 6)  # one unit reading a (4 channels) and b (2)
+    index = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 4, 5, -1, -1])
+    out, plan = adapt.graft(x, (1, 12), ("out", "in"), in_index=index)
+    # a's replicas share their weight, b copied, the channels with no source weigh nothing
+    assert out.tolist() == [[0.5, 1, 1.5, 2, 0.5, 1, 1.5, 2, 5, 6, 0, 0]]
+    inputs = torch.tensor([1.0, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8])  # a replicated, new at 7, 8
+    assert float(out[0] @ inputs) == float(x[0] @ torch.tensor([1.0, 2, 3, 4, 5, 6]))
+    assert plan.notes == ["in 6→12 by concatenated segments, 2 channels without a source "
+                          "zero-weighted"] and plan.fraction == pytest.approx(10 / 12)
+    # per channel (a norm's scale): the source's values, the target's own where new
+    base = torch.full((12,), -1.0)
+    out, plan = adapt.graft(x[0], (12,), ("ch",), in_index=index, base=base)
+    assert out.tolist() == [1, 2, 3, 4, 1, 2, 3, 4, 5, 6, -1, -1]

@@ -5,23 +5,8 @@ import torch
 from torch import nn
 
 import netgraft
+from benchmarks.growth_sweep import trained_looking as _trained_looking
 from netgraft.calibrate import recalibrate_norms
-
-
-def _trained_looking(model):
-    """Random but non-trivial norm statistics and affines, so that a wrong channel map shows."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-        for name, p in model.named_parameters():
-            if name.endswith("gamma") and p.ndim == 1:  # open ConvNeXt's layer scales
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("source, target, growth", [
@@ -45,6 +30,9 @@ def _trained_looking(model):
     ("tf_efficientnetv2_b0", "tf_efficientnetv2_b1", "deeper"),
     # group width 8 → 16, fewer groups: whole source groups packed two by two
     ("regnetx_002", "regnetx_004", "wider and deeper"),
+    # dense blocks 3 and 4 get 8 and 16 more layers: the layers after them read
+    # concatenations whose new channels weigh nothing, and the transitions get wider
+    ("densenet121", "densenet169", "deeper (concatenations)"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))
@@ -82,6 +70,9 @@ def test_more_timm_families_grow_function_preserving(source, target):
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)
     ("convnext_atto", "convnext_femto", "layer norms widen by a non-integer factor"),
+    # a ghost module's concatenation is added to the shortcut, whose channels are replicated in
+    # another order than the concatenation's two halves
+    ("ghostnet_050", "ghostnet_100", "residual sums add a concatenation"),
 ])
 def test_a_containing_target_that_cannot_compute_the_source_function_says_why(source, target, why):
     src = _trained_looking(timm.create_model(source, num_classes=10)).train()
@@ -341,3 +332,25 @@ def test_split_noise_keeps_timm_growth_exact(source, target):
     dst.eval()
     with torch.no_grad():
         assert (src(x) - dst(x)).abs().max().item() < 1e-4
+
+
+def test_concatenated_inputs_grow_function_preserving_and_say_how():
+    from concat_nets import TinyDense
+
+    src = _trained_looking(TinyDense(width=8, layers=2))
+    dst = TinyDense(width=12, layers=3)  # wider stem, one more dense layer
+    x = torch.randn(2, 3, 16, 16)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        assert (src(x) - dst.eval()(x)).abs().max() < 1e-5
+    how = {r.target: next(t.how for t in r.tensors if t.name == "weight") for r in report.pairs}
+    # reads stem (8 → 12, replicated) and layer 0 (4): the stem's replicas share their weight
+    assert how["layers.1.2"].startswith("in 12→16 by concatenated segments")
+    # the new layer's 4 channels weigh nothing in the head, and the norm keeps its init there
+    assert how["head"].startswith("in 16→24 by concatenated segments, 4 channels without a "
+                                  "source zero-weighted")
+    assert how["norm"] == "ch 16→24 by concatenated segments, 4 channels without a source kept at init"
+    assert torch.equal(dst.head.weight[:, 20:], torch.zeros(3, 4))
+    assert report.function_gap < 1e-6
+    # the repeated layer is a new producer: its channels are not taken for layer 1's
+    assert dst.norm.weight[20:].eq(1).all()

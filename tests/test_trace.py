@@ -82,3 +82,24 @@ def test_architecture_to_dict_is_json_ready():
     data = json.loads(json.dumps(arch.to_dict()))
     assert len(data["layers"]) == 41 and data["layers"][0]["name"] == "conv1"
     assert "conv1" in str(arch)
+
+
+def test_concatenated_inputs_record_where_their_channels_come_from():
+    from concat_nets import TinyDense, TinyGhost
+
+    arch = netgraft.trace(TinyDense(layers=2), torch.randn(1, 3, 8, 8))
+    # a layer reading one whole output of one layer needs no layout
+    assert arch["stem"].in_layout is None and arch["layers.0.2"].in_layout is None
+    assert arch["layers.1.2"].in_layout == (("stem", 0, 8, 8), ("layers.0.2", 0, 4, 4))
+    # through a norm, an activation and pooling: the norm and the head read all three
+    expected = (("stem", 0, 8, 8), ("layers.0.2", 0, 4, 4), ("layers.1.2", 0, 4, 4))
+    assert arch["norm"].in_layout == expected and arch["head"].in_layout == expected
+    assert arch.mixed_sums == []
+
+    arch = netgraft.trace(TinyGhost(width=6, out=10), torch.randn(1, 3, 8, 8))
+    # the depthwise conv keeps its input's channels; the slice cuts the second copy to 4
+    assert arch["mix"].in_layout == (("primary", 0, 6, 6), ("primary", 0, 4, 6))
+    # a split along the channels: the first half of mix's output
+    assert arch["left"].in_layout == (("mix", 0, 5, 10),)
+    # the concatenation is added to the stem's output (GhostNet's shortcut)
+    assert arch.mixed_sums == [(("primary",), ("stem",))]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import ModelForwardError, UnsupportedModelError
 
@@ -90,6 +91,10 @@ class Layer:
     #: last norm of a residual branch in timm's ResNets and RegNets, ``zero_init_last``):
     #: whatever the block holds does not act until training opens it
     gate: bool = False
+    #: where the channels this layer reads come from, when its input is a concatenation (or a
+    #: slice of one): segments ``(producer, start, stop, width)`` — channels start..stop of
+    #: the output of layer `producer` (``""``: the model input), which has `width` channels
+    in_layout: tuple[tuple[str, int, int, int], ...] | None = None
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -141,6 +146,10 @@ class Architecture:
     input_shape: tuple[int, ...] | None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
     example_input: Any = field(default=None, repr=False, compare=False)
+    #: sums of a concatenation and a tensor laid out otherwise, as (producers of the
+    #: concatenation, producers of the other term): a widening cannot keep both exact
+    mixed_sums: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -316,11 +325,127 @@ def eval_output(model: nn.Module, example: Any) -> Any:
             m.training = training
 
 
-def _execution_order(model: nn.Module, example: Any,
-                     hint: str) -> tuple[dict[str, int], str | None, list[str]]:
-    """Names of modules in the order the forward pass first reaches them, plus which module
-    reads the model input and which one produces the output."""
+# ----------------------------------------------------------------------------- channel sources
+#: a tensor's channels (dim 1) as segments ``(producer, start, stop, width)``
+Layout = tuple[tuple[str, int, int, int], ...]
+_SPLITS = frozenset({"split", "chunk", "tensor_split", "split_with_sizes"})
+_SUMS = frozenset({"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "__sub__"})
+
+
+def _cut(layout: Layout, start: int, stop: int) -> Layout:
+    """Channels start..stop of a tensor laid out as `layout`."""
+    out, pos = [], 0
+    for producer, a, b, width in layout:
+        lo, hi = max(start, pos), min(stop, pos + b - a)
+        if lo < hi:
+            out.append((producer, a + lo - pos, a + hi - pos, width))
+        pos += b - a
+    return tuple(out)
+
+
+class _ChannelSources(TorchFunctionMode):
+    """Follows, through one forward pass, which layer's output each channel of each tensor
+    comes from: a channel-mixing layer (conv, linear) starts a new source; concatenations,
+    splits and slices along dim 1 combine and cut sources; every other op keeps the sources of
+    its first input with as many channels (norms, activations, pooling, residual sums)."""
+
+    def __init__(self):
+        super().__init__()
+        self._known: dict[int, tuple[torch.Tensor, Layout]] = {}  # references keep ids unique
+        #: sums of a concatenation and a tensor laid out otherwise (GhostNet's shortcut):
+        #: (producers of the concatenation, producers of the other term)
+        self.mixed_sums: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self.read: dict[str, Layout] = {}  # layer name → what it reads (first call)
+
+    def get(self, t: Any) -> Layout | None:
+        entry = self._known.get(id(t)) if isinstance(t, torch.Tensor) else None
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    def set(self, t: torch.Tensor, layout: Layout | None) -> None:
+        if layout is not None and t.ndim >= 2 and sum(b - a for _, a, b, _ in layout) == t.shape[1]:
+            self._known[id(t)] = (t, layout)
+        else:
+            self._known.pop(id(t), None)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        try:
+            self._follow(func, args, kwargs, out)
+        except Exception:  # bookkeeping only: never break the user's forward
+            pass
+        return out
+
+    def _follow(self, func, args, kwargs, out) -> None:
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else None
+        if name in ("cat", "concat", "concatenate"):
+            parts = list(first) if isinstance(first, (list, tuple)) else []
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
+            if parts and isinstance(out, torch.Tensor) and out.ndim >= 2 and dim % out.ndim == 1:
+                layouts = [self.get(t) for t in parts]
+                if all(l is not None for l in layouts):
+                    self.set(out, tuple(seg for l in layouts for seg in l))
+                return
+        if name in _SUMS and len(args) > 1:
+            a, b = self.get(first), self.get(args[1])
+            if a is not None and b is not None and a != b and max(len(a), len(b)) > 1:
+                cat, other = (a, b) if len(a) > 1 else (b, a)
+                self.mixed_sums.append((tuple(dict.fromkeys(p for p, *_ in cat)),
+                                        tuple(dict.fromkeys(p for p, *_ in other))))
+        if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
+            layout = self.get(first)
+            if name in _SPLITS and isinstance(out, (tuple, list)):
+                dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+                if dim % first.ndim == 1:
+                    pos = 0
+                    for t in out:
+                        self.set(t, _cut(layout, pos, pos + t.shape[1]))
+                        pos += t.shape[1]
+                    return
+            if name == "narrow":
+                dim, start, length = (list(args[1:4]) + [None] * 3)[:3]
+                if dim is not None and dim % first.ndim == 1:
+                    self.set(out, _cut(layout, int(start), int(start) + int(length)))
+                    return
+            if name == "__getitem__" and isinstance(args[1], tuple) and len(args[1]) >= 2:
+                head, chans = args[1][0], args[1][1]
+                if (head == slice(None) and isinstance(chans, slice)
+                        and chans.step in (None, 1)):
+                    start, stop, _ = chans.indices(first.shape[1])
+                    self.set(out, _cut(layout, start, stop))
+                    return
+        if isinstance(out, torch.Tensor) and out.ndim >= 2 and self.get(out) is None:
+            for t in args:
+                if (isinstance(t, torch.Tensor) and t.ndim >= 2 and t.shape[1] == out.shape[1]
+                        and self.get(t) is not None):
+                    self.set(out, self.get(t))
+                    break
+
+
+def _concatenated(layout: Layout, layer: Layer) -> bool:
+    """Whether `layout` (what `layer` reads) is more than one whole output of one layer, and
+    spans the channels the layer reads."""
+    whole = len(layout) == 1 and layout[0][1] == 0 and layout[0][2] == layout[0][3]
+    return not whole and sum(b - a for _, a, b, _ in layout) == layer.in_dim
+
+
+def _channel_mixing(module: nn.Module) -> bool:
+    """A layer whose outputs are new channels (not one per input channel, as a norm's)."""
+    kind = layer_kind(module)
+    if kind == "conv":
+        return not (module.groups > 1 and module.groups == module.in_channels
+                    == module.out_channels)
+    return kind in ("linear", "conv_transpose")
+
+
+def _execution_order(model: nn.Module, example: Any, hint: str
+                     ) -> tuple[dict[str, int], str | None, list[str], _ChannelSources]:
+    """Names of modules in the order the forward pass first reaches them, which module reads
+    the model input, which one produces the output, and where the channels each layer reads
+    come from (`_ChannelSources`)."""
     order: dict[str, int] = {}
+    sources = _ChannelSources()
     outputs: dict[str, torch.Tensor] = {}  # references, so that no pointer is reused meanwhile
     input_reader: list[str] = []
     inp = _first_tensor(example)
@@ -332,6 +457,8 @@ def _execution_order(model: nn.Module, example: Any,
             if name not in order:
                 order[name] = len(order)
             first = _first_tensor(args)
+            if name not in sources.read and sources.get(first) is not None and own_tensors(module):
+                sources.read[name] = sources.get(first)
             if inp_ptr is not None and first is not None and first.data_ptr() == inp_ptr \
                     and layer_kind(module) in DIMENSIONAL_KINDS and not input_reader:
                 input_reader.append(name)
@@ -342,6 +469,8 @@ def _execution_order(model: nn.Module, example: Any,
             t = _first_tensor(out)
             if t is not None:
                 outputs[name] = t
+                if _channel_mixing(module) and t.ndim >= 2:  # new channels start here
+                    sources.set(t, ((name, 0, t.shape[1], t.shape[1]),))
         return hook
 
     for name, module in model.named_modules():
@@ -351,7 +480,9 @@ def _execution_order(model: nn.Module, example: Any,
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), single_thread():
+        if inp is not None and inp.ndim >= 2:
+            sources.set(inp, (("", 0, inp.shape[1], inp.shape[1]),))
+        with torch.no_grad(), single_thread(), sources:
             out = run_model(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
@@ -376,7 +507,7 @@ def _execution_order(model: nn.Module, example: Any,
                 if not t.ndim or width(t) != width(out_t):
                     break
                 producers.append(name)
-    return order, (input_reader[0] if input_reader else None), producers
+    return order, (input_reader[0] if input_reader else None), producers, sources
 
 
 def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> Layer:
@@ -447,7 +578,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         example_input = torch.randn(*shape, device=param.device if param is not None else "cpu",
                                     dtype=param.dtype if param is not None else torch.float32)
     inp = _first_tensor(example_input)
-    order, input_layer, output_layers = _execution_order(model, example_input, input_hint)
+    order, input_layer, output_layers, sources = _execution_order(model, example_input,
+                                                                  input_hint)
 
     modules = dict(model.named_modules())
     layers: list[Layer] = []
@@ -473,6 +605,9 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     for i, layer in enumerate(layers):
         layer.index = i
         layer.executed = layer.name in order
+        layout = sources.read.get(layer.name)
+        if layout is not None and _concatenated(layout, layer):
+            layer.in_layout = layout
         if layer.name == input_layer:
             layer.role = "input"
         elif layer.name in output_layers:
@@ -483,7 +618,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
-                        example_input=example_input)
+                        example_input=example_input, mixed_sums=sources.mixed_sums)
 
 
 class _Own:

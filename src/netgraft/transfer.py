@@ -204,8 +204,10 @@ class TransferReport:
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
-                 generator: torch.Generator | None = None) -> list[TensorRecord]:
+                 generator: torch.Generator | None = None,
+                 producers: dict[str, str] | None = None) -> list[TensorRecord]:
     records = []
+    in_index = _concat_index(src, tgt, producers, select, channel_map)
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
         source = src_t.get(name)
@@ -216,6 +218,9 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             value, how, fraction = source.detach(), "", 1.0
         else:
             dim_roles = adapt.roles(tgt, name, target.ndim)
+            if in_index is not None and not _mixes_channels(tgt):  # one entry per channel read
+                dim_roles = tuple("ch" if r == "out" and n == tgt.in_dim and m == src.in_dim
+                                  else r for r, n, m in zip(dim_roles, shape, source.shape))
             by_group = (channel_map is not None and src.groups > 1
                         and channel_map(src.out_dim or 0, tgt.out_dim or 0) is not None)
             packed = (adapt.pack_grouped(source, shape, src.groups, tgt.groups, channel_map)
@@ -231,7 +236,8 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     source, shape, dim_roles,
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
                     tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
-                    channel_map=channel_map, split_noise=split_noise, generator=generator)
+                    channel_map=channel_map, split_noise=split_noise, generator=generator,
+                    in_index=in_index)
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -244,6 +250,27 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             action="copied" if not how else "adapted", how=how,
             filled=round(numel * fraction), numel=numel, parameter=name in tgt.param_names))
     return records
+
+
+def _mixes_channels(layer: Layer) -> bool:
+    return layer.kind in ("linear", "conv_transpose") or (
+        layer.kind == "conv" and not (layer.depthwise and layer.in_dim == layer.out_dim))
+
+
+def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
+                  select: Callable | None, channel_map: Callable | None) -> torch.Tensor | None:
+    """Where each channel `tgt` reads from a concatenation sits in what `src` reads
+    (`adapt.concat_index`), when both read concatenations and the layer either sums over its
+    inputs densely or acts channel by channel; None otherwise (size-keyed rules apply)."""
+    if producers is None or not src.in_layout or not tgt.in_layout:
+        return None
+    for layer in (src, tgt):
+        if layer.kind == "conv" and layer.groups > 1 and not (
+                layer.depthwise and layer.in_dim == layer.out_dim):
+            return None  # a grouped fan-in: each group reads its own slice
+    if _mixes_channels(src) != _mixes_channels(tgt):
+        return None
+    return adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map)
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -580,6 +607,11 @@ def _why_not_preserved(report: TransferReport) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+    if tgt.mixed_sums:
+        cat, other = tgt.mixed_sums[0]
+        why.append(f"{len(tgt.mixed_sums)} residual sums add a concatenation to a tensor "
+                   f"laid out otherwise (e.g. {cat[0]}'s concatenated outputs + {other[0]}'s): "
+                   f"a widening replicates the two sides' channels in different orders")
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     later = [text for done, text in (
@@ -844,9 +876,17 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.
+        # the layers the channels of a concatenation come from, target name → source name
+        # (a target layer repeating a source layer an earlier one took writes new channels)
+        producers = {"": ""}
+        for t, s in sorted(matching.pairs.items()):
+            name = src_arch.layers[s].name if s is not None else None
+            if name is not None and name not in producers.values():
+                producers[tgt_arch.layers[t].name] = name
         layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map,
                                            split_noise=split_noise if close else 0.0,
-                                           generator=torch.Generator().manual_seed(seed))
+                                           generator=torch.Generator().manual_seed(seed),
+                                           producers=producers)
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..trace import Layer
+from ..trace import Layer, Layout
 from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
                       packs_groups,
                       importance_index, mixing_matrix, replica_jitter)
@@ -102,6 +102,103 @@ SELECTED_BY = "selected by"
 PACKED = "whole source groups packed"
 
 
+def unit_index(s: int, size: int, select: Selector | None = None,
+               channel_map: Selector | None = None) -> tuple[torch.Tensor, str]:
+    """Which of `s` source units fills each of `size` target units, and by which rule:
+    ``"selected"`` (`select`, for a narrower dimension), ``"group"`` (`channel_map`) or
+    ``"plain"`` (`channel_index`). Every channel dimension of every tensor goes through it, so
+    connected layers agree."""
+    if s == size:
+        return torch.arange(size), "plain"
+    index = select(s, size) if select is not None and size < s else None
+    if index is not None:
+        return index, "selected"
+    index = channel_map(s, size) if channel_map is not None else None
+    if index is not None:
+        return index, "group"
+    return channel_index(s, size), "plain"
+
+
+def concat_index(source: Layout, target: Layout, producers: dict[str, str],
+                 select: Selector | None = None,
+                 channel_map: Selector | None = None) -> torch.Tensor:
+    """For each channel a target layer reads from a concatenation, the position of the same
+    channel in what its source layer reads, or -1 for channels with no source (those of a
+    target layer the source lacks).
+
+    `source`/`target` are the layers' ``in_layout`` segments; `producers` maps a target layer's
+    name to its matched source layer's. A segment's channels are those of its producer's output,
+    which was resized by `unit_index` (so target channel j of the producer is source channel
+    index[j]); the k-th segment of one producer pairs with the k-th in the source."""
+    segments: dict[str, list[tuple[int, int, int]]] = {}  # producer → (position, start, stop)
+    widths: dict[str, int] = {}
+    pos = 0
+    for producer, a, b, width in source:
+        widths[producer] = width
+        segments.setdefault(producer, []).append((pos, a, b))
+        pos += b - a
+    counts: dict[str, int] = {}
+    for producer, *_ in target:
+        counts[producer] = counts.get(producer, 0) + 1
+    seen: dict[str, int] = {}
+    out: list[int] = []
+    for producer, a, b, width in target:
+        k = seen.get(producer, 0)
+        seen[producer] = k + 1
+        mate = producers.get(producer)
+        if mate not in widths:
+            out += [-1] * (b - a)
+            continue
+        index, _ = unit_index(widths[mate], width, select, channel_map)
+        # as many segments on both sides: the k-th with the k-th; else wherever it is
+        own = segments[mate]
+        candidates = [own[k]] if len(own) == counts[producer] else own
+        for j in range(a, b):
+            c = int(index[j])
+            out.append(next((p + c - lo for p, lo, hi in candidates if lo <= c < hi), -1))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: _Plan,
+               base: torch.Tensor | None) -> torch.Tensor:
+    """Resize a dimension that holds the channels a layer reads from a concatenation, by an
+    explicit `index` (`concat_index`; -1: a channel with no source). ``in`` (summed over):
+    replicas share their unit's weight (Net2Net), channels with no source get weight 0, so the
+    layer computes what its source computed; ``ch`` (per channel, e.g. a norm's scale): the
+    source's values, the target's own (`base`) where there is no source."""
+    s, size = x.shape[dim], len(index)
+    mapped = index >= 0
+    safe = index.clamp(min=0).to(x.device)
+    out = x.index_select(dim, safe)
+    view = [1] * x.ndim
+    view[dim] = size
+    new = int((~mapped).sum())
+    note = f"{role} {s}→{size} by concatenated segments"
+    if role == "in":
+        counts = torch.bincount(index[mapped], minlength=s).to(torch.float64)
+        distinct = int((counts > 0).sum())
+        scale = torch.where(mapped, 1.0 / counts[safe.cpu()].clamp_min(1), 0.0)
+        if distinct < s:  # source inputs dropped: keep the pre-activation's variance
+            scale = scale * math.sqrt(s / max(distinct, 1))
+        out = out * scale.to(dtype=x.dtype, device=x.device).view(view)
+        if new:
+            note += f", {new} channels without a source zero-weighted"
+        if size - new > distinct and plan.split_noise > 0:  # replicas: break their symmetry
+            spare = torch.where(mapped, index, torch.full_like(index, s))
+            jitter = replica_jitter(spare, s + 1, tuple(out.shape), dim, plan.split_noise,
+                                    plan.generator)
+            out = out * jitter.to(dtype=out.dtype, device=out.device)
+            note += f", split jittered ±{plan.split_noise:g}"
+    elif new:
+        if base is not None and tuple(base.shape) == tuple(out.shape):
+            keep = mapped.to(x.device).view(view)
+            out = torch.where(keep, out, base.detach().to(out.dtype).to(out.device))
+        note += f", {new} channels without a source kept at init"
+    plan.fraction *= 1.0 - new / size
+    plan.notes.append(note)
+    return out
+
+
 def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
                 mix: bool, select: Selector | None = None,
                 channel_map: Selector | None = None) -> torch.Tensor:
@@ -129,17 +226,13 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
                  for p in x.chunk(3, dim)]
         plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
         return torch.cat(parts, dim)
-    index = select(s, size) if select is not None and size < s else None
-    if index is not None:  # a selection policy: the kept units as they are, no rescaling
+    index, how = unit_index(s, size, select, channel_map)
+    if how == "selected":  # a selection policy: the kept units as they are, no rescaling
         out = x.index_select(dim, index.to(x.device))
         plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {getattr(select, 'label', 'policy')}")
         return out
-    index = channel_map(s, size) if channel_map is not None else None
-    grouped = index is not None
-    if index is None:
-        index = channel_index(s, size)
     out = x.index_select(dim, index.to(x.device))
-    verb = ("replicated" if size > s else "selected") + (" by group" if grouped else "")
+    verb = ("replicated" if size > s else "selected") + (" by group" if how == "group" else "")
     if role == "in":
         scale = fan_in_scale(s, size, index).to(x.dtype).to(x.device)
         view = [1] * x.ndim
@@ -192,7 +285,8 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
           base: torch.Tensor | None = None,
           select: Selector | None = None,
           channel_map: Selector | None = None, split_noise: float = 0.0,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, _Plan]:
+          generator: torch.Generator | None = None,
+          in_index: torch.Tensor | None = None) -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
 
     `select(S, T)` (optional) picks which of S channels a narrower dimension of T keeps
@@ -205,15 +299,22 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
 
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
-    of `base` (the target's current tensor)."""
+    of `base` (the target's current tensor).
+
+    `in_index` (`concat_index`): the channels the layer reads come from a concatenation; the
+    dimensions of role ``in`` (summed over) and ``ch`` (one entry per channel read, e.g. a
+    norm's) follow it instead of the size-keyed rules (`_index_dim`)."""
     plan = _Plan(split_noise=split_noise, generator=generator)
     x = source.detach()
     x = _match_ndim(x, len(shape), plan)
     if tokens and x.ndim == 3 and x.shape[1] != shape[1]:
         x = _resample_tokens(x, shape[1], plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
-        if role != "rows":
-            x = _resize_dim(x, dim, size, role, plan, mix_input, select, channel_map)
+        if in_index is not None and role in ("in", "ch") and len(in_index) == size:
+            x = _index_dim(x, dim, in_index, role, plan, base)
+        elif role != "rows":
+            x = _resize_dim(x, dim, size, "out" if role == "ch" else role, plan, mix_input,
+                            select, channel_map)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         s = x.shape[dim]
         if role == "rows" and s != size:

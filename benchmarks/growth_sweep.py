@@ -1,0 +1,132 @@
+"""Which timm growth pairs does the default graft make function-preserving? No training.
+
+    python benchmarks/growth_sweep.py [--pairs resnet18:resnet34,...] [--json benchmarks/results/growth_sweep.json]
+
+Each source is a timm model with random but non-trivial batch-norm statistics and affines (a
+wrong channel map then shows; as in ``tests/test_growth.py``), grafted with the default
+``netgraft.transfer`` onto a larger model of its family. The gap is the largest
+|target − source| logit on a random 64×64 batch in eval mode, relative to the source's largest
+logit (at least 1): *exact* below 1e-4. *contains* says whether the target holds every source
+layer (``match.embeds``, what ``report.function_gap`` is measured for); for those that are not
+exact, the report's ``function_note`` names the known reason. Prints a table, writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import netgraft
+from netgraft.bench import machine_info
+from netgraft.checkpoint import atomic_write
+from netgraft.match import embeds
+
+EXACT = 1e-4
+PAIRS = (
+    # deeper
+    "resnet18:resnet34,resnet18d:resnet34d,resnet26:resnet50,resnet50:resnet101,"
+    "resnet50d:resnet101d,resnet14t:resnet26t,efficientnet_b0:efficientnet_b1,"
+    "efficientnet_lite0:efficientnet_lite1,tf_efficientnetv2_b0:tf_efficientnetv2_b1,"
+    "tf_efficientnetv2_b0:tf_efficientnetv2_b3,densenet121:densenet169,"
+    # wider, or both
+    "efficientnet_b0:efficientnet_b3,efficientnet_b0:efficientnet_b4,"
+    "mobilenetv2_050:mobilenetv2_100,mobilenetv2_050:mobilenetv2_140,"
+    "mobilenetv2_100:mobilenetv2_140,mobilenetv2_100:mobilenetv2_110d,"
+    "mobilenetv3_large_075:mobilenetv3_large_100,mobilenetv3_small_075:mobilenetv3_small_100,"
+    "mobilenetv3_small_050:mobilenetv3_small_100,mnasnet_050:mnasnet_100,"
+    "semnasnet_050:semnasnet_100,lcnet_050:lcnet_100,tinynet_e:tinynet_a,repvgg_a0:repvgg_a1,"
+    "regnetz_b16:regnetz_c16,regnetx_002:regnetx_004,regnetx_016:regnetx_032,"
+    "convnext_atto:convnext_nano,convnext_atto:convnext_femto,ghostnet_050:ghostnet_100,"
+    # a stage gets shallower or block types change: not growth
+    "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
+    "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"
+    "resnext26ts:resnext50_32x4d")
+
+
+def trained_looking(model: nn.Module, seed: int = 1) -> nn.Module:
+    """`model` in eval mode with random but non-trivial norm statistics and affines, and
+    ConvNeXt's layer scales opened, so that a wrong channel map shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("gamma") and p.ndim == 1:  # open ConvNeXt's layer scales
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def measure(source_name: str, target_name: str, size: int = 64) -> dict:
+    import timm
+
+    torch.manual_seed(0)
+    source = trained_looking(timm.create_model(source_name, num_classes=10))
+    target = timm.create_model(target_name, num_classes=10)
+    start = time.perf_counter()
+    report = netgraft.transfer(source, target)
+    seconds = time.perf_counter() - start
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        expected = source(x)
+        gap = ((target.eval()(x) - expected).abs().max()
+               / expected.abs().max().clamp(min=1.0)).item()
+    return {"source": source_name, "target": target_name, "contains": embeds(report.matching),
+            "gap": gap, "exact": gap < EXACT, "coverage": round(report.coverage, 4),
+            "similarity": round(report.similarity, 4), "note": report.function_note or "",
+            "transfer_seconds": round(seconds, 2)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default=PAIRS,
+                        help="comma-separated source:target timm names (default: 38 pairs)")
+    parser.add_argument("--json", default="benchmarks/results/growth_sweep.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = parser.parse_args(argv)
+    pairs = [p.split(":") for p in args.pairs.split(",") if p]
+    bad = [":".join(p) for p in pairs if len(p) != 2]
+    if bad:
+        parser.error(f"--pairs: write each pair as source:target, got {bad}")
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=netgraft.NetgraftWarning)
+    start, rows = time.perf_counter(), []
+    for source, target in pairs:
+        row = measure(source, target)
+        rows.append(row)
+        verdict = "exact" if row["exact"] else "contains" if row["contains"] else "no"
+        print(f"{source} → {target}: {verdict}, gap {row['gap']:.1e}", flush=True)
+    lines = ["| source → target | holds the source | relative gap | exact | coverage | "
+             "known reason |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['source']} → {r['target']} | {'yes' if r['contains'] else 'no'} | "
+                     f"{r['gap']:.1e} | {'yes' if r['exact'] else 'no'} | "
+                     f"{100 * r['coverage']:.0f}% | {r['note'][:90]} |")
+    exact = sum(r["exact"] for r in rows)
+    held = sum(r["contains"] and not r["exact"] for r in rows)
+    summary = (f"{exact} of {len(rows)} exact; {held} hold the source but are not exact; "
+               f"{len(rows) - exact - held} do not hold it")
+    table = "\n".join(lines)
+    print("\n" + table + "\n\n" + summary)
+    payload = {"benchmark": "growth_sweep",
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine_info(torch.device("cpu")), "exact_below": EXACT,
+               "wall_seconds": round(time.perf_counter() - start, 1), "pairs": rows,
+               "summary": summary, "table": table}
+    out = atomic_write(args.json, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Small networks whose layers read concatenations (DenseNet- and GhostNet-like), shared by the
+tracing and growth tests."""
+import torch
+from torch import nn
+
+
+class TinyDense(nn.Module):
+    """A stem and a dense block: every layer reads the concatenation of all earlier outputs."""
+
+    def __init__(self, width: int = 8, growth: int = 4, layers: int = 2, classes: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(width + i * growth), nn.ReLU(),
+                          nn.Conv2d(width + i * growth, growth, 3, padding=1))
+            for i in range(layers))
+        self.norm = nn.BatchNorm2d(width + layers * growth)
+        self.head = nn.Linear(width + layers * growth, classes)
+
+    def forward(self, x):
+        feats = [self.stem(x)]
+        for layer in self.layers:
+            feats.append(layer(torch.cat(feats, 1)))
+        return self.head(self.norm(torch.cat(feats, 1)).relu().mean((2, 3)))
+
+
+class TinyGhost(nn.Module):
+    """GhostNet's module: a conv, a depthwise conv on its output, both concatenated and cut to
+    `out` channels, added to a shortcut; then a split in two halves."""
+
+    def __init__(self, width: int = 6, out: int = 10, classes: int = 3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, out, 3, padding=1)
+        self.primary = nn.Conv2d(out, width, 1)
+        self.cheap = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.mix = nn.Conv2d(out, out, 1)
+        self.left = nn.Linear(out // 2, classes)
+        self.out = out
+
+    def forward(self, x):
+        x = self.stem(x)
+        a = self.primary(x)
+        y = torch.cat([a, self.cheap(a)], dim=1)[:, :self.out] + x
+        left, right = self.mix(y).mean((2, 3)).split(self.out // 2, dim=1)
+        return self.left(left) + right.sum(1, keepdim=True)
