@@ -44,6 +44,9 @@ PAIRS = (
     "semnasnet_050:semnasnet_100,lcnet_050:lcnet_100,tinynet_e:tinynet_a,repvgg_a0:repvgg_a1,"
     "regnetz_b16:regnetz_c16,regnetx_002:regnetx_004,regnetx_016:regnetx_032,"
     "convnext_atto:convnext_nano,convnext_atto:convnext_femto,ghostnet_050:ghostnet_100,"
+    # through concatenations and channel splits (added 2026-11-26, session 10)
+    "densenet121:densenet201,ghostnet_050:ghostnet_130,cs3darknet_s:cs3darknet_m,"
+    "cs3darknet_m:cs3darknet_l,cs3darknet_focus_s:cs3darknet_focus_m,"
     # a stage gets shallower or block types change: not growth
     "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
     "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"
@@ -90,7 +93,7 @@ def measure(source_name: str, target_name: str, size: int = 64) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default=PAIRS,
-                        help="comma-separated source:target timm names (default: 38 pairs)")
+                        help="comma-separated source:target timm names (default: 43 pairs)")
     parser.add_argument("--json", default="benchmarks/results/growth_sweep.json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)

@@ -33,6 +33,12 @@ from netgraft.calibrate import recalibrate_norms
     # dense blocks 3 and 4 get 8 and 16 more layers: the layers after them read
     # concatenations whose new channels weigh nothing, and the transitions get wider
     ("densenet121", "densenet169", "deeper (concatenations)"),
+    # a ghost module's two concatenated halves are added to the shortcut: the stem's and the
+    # shortcut convs' channels are replicated half by half, as the concatenation's are
+    ("ghostnet_050", "ghostnet_100", "wider (concatenation + shortcut)"),
+    # cross-stage partial stages: a conv's output split in halves, each widened on its own;
+    # the source groups a whole stage as one block, the target its blocks apart
+    ("cs3darknet_s", "cs3darknet_m", "wider and deeper (split halves)"),
 ])
 def test_containing_target_computes_the_source_function(source, target, growth):
     src = _trained_looking(timm.create_model(source, num_classes=10))
@@ -70,9 +76,11 @@ def test_more_timm_families_grow_function_preserving(source, target):
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)
     ("convnext_atto", "convnext_femto", "layer norms widen by a non-integer factor"),
-    # a ghost module's concatenation is added to the shortcut, whose channels are replicated in
-    # another order than the concatenation's two halves
-    ("ghostnet_050", "ghostnet_100", "residual sums add a concatenation"),
+    # the 0.5× width rounding gives one source block equal input and output widths, hence a
+    # skip connection its wider counterpart (24 → 48 → 40 channels) does not have
+    ("mobilenetv3_small_050", "mobilenetv3_small_100",
+     "1 residual sum of the source has no counterpart in the target (the source's blocks.3.0 "
+     "adds a skip connection"),
 ])
 def test_a_containing_target_that_cannot_compute_the_source_function_says_why(source, target, why):
     src = _trained_looking(timm.create_model(source, num_classes=10)).train()
@@ -354,3 +362,39 @@ def test_concatenated_inputs_grow_function_preserving_and_say_how():
     assert report.function_gap < 1e-6
     # the repeated layer is a new producer: its channels are not taken for layer 1's
     assert dst.norm.weight[20:].eq(1).all()
+
+
+def test_a_conv_added_to_a_concatenation_follows_its_channel_order():
+    from concat_nets import TinyGhost
+
+    src = _trained_looking(TinyGhost(width=5, out=10, split=False))
+    dst = TinyGhost(width=10, out=20, split=False)
+    x = torch.randn(2, 3, 8, 8)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        assert (src(x) - dst.eval()(x)).abs().max() < 1e-5
+    # the concatenation's halves replicate the primary conv 5 → 10 each: 0..4 0..4 | 5..9 5..9
+    order = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9]
+    assert torch.equal(dst.stem.weight, src.stem.weight[order])
+    how = {r.target: next(t.how for t in r.tensors if t.name == "weight") for r in report.pairs}
+    assert how["stem"] == "out 10→20 as the concatenation it is added to"
+    assert how["mix"].startswith("out 10→20 replicated; in 10→20 by concatenated segments")
+
+
+def test_split_halves_widen_on_their_own_and_an_enclosing_residual_is_found():
+    from concat_nets import TinyCSP
+
+    src = _trained_looking(TinyCSP(width=8, depth=1))
+    dst = TinyCSP(width=12, depth=2)
+    x = torch.randn(2, 3, 8, 8)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        assert (src(x) - dst.eval()(x)).abs().max() < 1e-5
+    # the expansion's two halves of 8 become halves of 12: 0..7 0..3 | 8..15 8..11
+    order = [*range(8), *range(4), *range(8, 16), *range(8, 12)]
+    assert torch.equal(dst.exp[0].bias, src.exp[0].bias[order])
+    how = {r.target: r for r in report.pairs}
+    assert how["exp.0"].tensors[0].how.startswith("out 16→24 piece by piece, as it is read")
+    # the repeated block's branch is zeroed: its residual sum is in the module around it
+    assert how["blocks.1.branch.4"].note.startswith("zeroed")
+    assert dst.blocks[1].branch[4].weight.abs().max() == 0

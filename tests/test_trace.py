@@ -22,6 +22,14 @@ def test_resnet18_layers_in_execution_order():
     # 8 residual blocks of 4 or 6 layers, plus stem and head singles
     multi = [b for b in arch.blocks if not b.single]
     assert len(multi) == 8 and {len(b.layers) for b in multi} == {4, 6}
+    # the residual sums, by the layers whose outputs are added (through norms, activations)
+    # and the block whose forward adds them
+    assert len(arch.summed) == 8 and ("layer1.0", "conv1", "layer1.0.conv2") in arch.summed
+    assert ("layer2.0", "layer2.0.conv2", "layer2.0.downsample.0") in arch.summed
+    # a residual sum's channels are its stream's: the earlier of the two terms
+    assert ("layer1.1", "conv1", "layer1.1.conv2") in arch.summed
+    assert arch["layer1.1.conv1"].in_layout == (("conv1", 0, 64, 64),)
+    assert arch["layer3.1.conv1"].in_layout == (("layer3.0.conv2", 0, 256, 256),)
 
 
 def test_registration_order_differs_from_execution_order():
@@ -88,9 +96,11 @@ def test_concatenated_inputs_record_where_their_channels_come_from():
     from concat_nets import TinyDense, TinyGhost
 
     arch = netgraft.trace(TinyDense(layers=2), torch.randn(1, 3, 8, 8))
-    # a layer reading one whole output of one layer needs no layout
-    assert arch["stem"].in_layout is None and arch["layers.0.2"].in_layout is None
+    # a layer reading one whole output of one layer (or the input, "")
+    assert arch["stem"].in_layout == (("", 0, 3, 3),) and not arch["stem"].concatenated
+    assert arch["layers.0.2"].in_layout == (("stem", 0, 8, 8),)
     assert arch["layers.1.2"].in_layout == (("stem", 0, 8, 8), ("layers.0.2", 0, 4, 4))
+    assert arch["layers.1.2"].concatenated
     # through a norm, an activation and pooling: the norm and the head read all three
     expected = (("stem", 0, 8, 8), ("layers.0.2", 0, 4, 4), ("layers.1.2", 0, 4, 4))
     assert arch["norm"].in_layout == expected and arch["head"].in_layout == expected
@@ -102,4 +112,5 @@ def test_concatenated_inputs_record_where_their_channels_come_from():
     # a split along the channels: the first half of mix's output
     assert arch["left"].in_layout == (("mix", 0, 5, 10),)
     # the concatenation is added to the stem's output (GhostNet's shortcut)
-    assert arch.mixed_sums == [(("primary",), ("stem",))]
+    assert arch.mixed_sums == [((("primary", 0, 6, 6), ("primary", 0, 4, 6)),
+                                (("stem", 0, 10, 10),))]

@@ -126,25 +126,46 @@ def identity_modules(model: nn.Module, modules: dict[str, list[Layer]],
     """Make the named submodules of `model` (with their layers) identities where they are
     residual. Returns {module name: zeroed layer names} for those that became identities."""
     found: dict[str, nn.Module] = {}
-    for name in modules:
-        try:
-            found[name] = model.get_submodule(name)
-        except AttributeError:
-            continue
+    tried = {name: _enclosing(model, name, layers) for name, layers in modules.items()}
+    for names in tried.values():
+        for name in names:
+            try:
+                found[name] = model.get_submodule(name)
+            except AttributeError:
+                continue
     if not found:
         return {}
     inputs = _capture_inputs(model, found, example)
     done: dict[str, list[str]] = {}
     for name, layers in modules.items():
-        if name not in inputs:
-            continue
-        try:
-            zeroed = make_identity(found[name], layers, *inputs[name])
-        except Exception:  # a block that cannot be re-run on its own input is left as grafted
-            zeroed = []
-        if zeroed:
-            done[name] = zeroed
+        for candidate in tried[name]:  # the module, then enclosing ones holding only its layers
+            if candidate not in inputs:
+                continue
+            try:
+                zeroed = make_identity(found[candidate], layers, *inputs[candidate])
+            except Exception:  # a block that cannot be re-run on its own input: left as grafted
+                zeroed = []
+            if zeroed:
+                done[name] = zeroed
+                break
     return done
+
+
+def _enclosing(model: nn.Module, name: str, layers: list[Layer]) -> list[str]:
+    """`name`, then the modules enclosing it that hold no parametric layer but `layers`: the
+    residual sum of ``x + self.branch(x)`` happens in the module around the branch the block
+    grouping saw."""
+    own = {layer.name for layer in layers}
+    names = [name]
+    parent = name
+    while "." in parent:
+        parent = parent.rpartition(".")[0]
+        held = {f"{parent}.{sub}" for sub, m in model.get_submodule(parent).named_modules()
+                if sub and own_tensors(m)}
+        if held != own:
+            break
+        names.append(parent)
+    return names
 
 
 def unmatched_submodules(arch: Architecture, block: int, own: set[int]) -> dict[str, list[Layer]]:

@@ -91,9 +91,10 @@ class Layer:
     #: last norm of a residual branch in timm's ResNets and RegNets, ``zero_init_last``):
     #: whatever the block holds does not act until training opens it
     gate: bool = False
-    #: where the channels this layer reads come from, when its input is a concatenation (or a
-    #: slice of one): segments ``(producer, start, stop, width)`` — channels start..stop of
-    #: the output of layer `producer` (``""``: the model input), which has `width` channels
+    #: where the channels this layer reads come from (None: not followed): segments
+    #: ``(producer, start, stop, width)`` — channels start..stop of the output of layer
+    #: `producer` (``""``: the model input), which has `width` channels. More than one whole
+    #: output when the layer reads a concatenation or a slice (`concatenated`)
     in_layout: tuple[tuple[str, int, int, int], ...] | None = None
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
@@ -109,6 +110,12 @@ class Layer:
         if "in_proj_weight" in self.shapes:
             return self.shapes["in_proj_weight"]
         return None
+
+    @property
+    def concatenated(self) -> bool:
+        """Whether this layer reads something other than one whole output of one layer."""
+        lay = self.in_layout
+        return lay is not None and not (len(lay) == 1 and lay[0][1] == 0 and lay[0][2] == lay[0][3])
 
     @property
     def depthwise(self) -> bool:
@@ -146,10 +153,17 @@ class Architecture:
     input_shape: tuple[int, ...] | None
     model: nn.Module | None = field(default=None, repr=False, compare=False)
     example_input: Any = field(default=None, repr=False, compare=False)
-    #: sums of a concatenation and a tensor laid out otherwise, as (producers of the
-    #: concatenation, producers of the other term): a widening cannot keep both exact
-    mixed_sums: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(
+    #: sums (or products) of a concatenation and a tensor laid out otherwise, as (the
+    #: concatenation's layout, the other term's): GhostNet's ghost module + shortcut, a
+    #: squeeze-excitation gate on a concatenation. The other term's channels must then be
+    #: mapped as the concatenation's are (`transfer` does it when it is one layer's output)
+    mixed_sums: list[tuple[Layout, Layout]] = field(
         default_factory=list, repr=False, compare=False)
+    #: residual sums, as (the module whose forward adds them, and the two layers whose whole
+    #: outputs are added): a target block that does not add what its source block adds
+    #: cannot compute the source's function
+    summed: frozenset[tuple[str, str, str]] = field(default_factory=frozenset, repr=False,
+                                                    compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -329,7 +343,8 @@ def eval_output(model: nn.Module, example: Any) -> Any:
 #: a tensor's channels (dim 1) as segments ``(producer, start, stop, width)``
 Layout = tuple[tuple[str, int, int, int], ...]
 _SPLITS = frozenset({"split", "chunk", "tensor_split", "split_with_sizes"})
-_SUMS = frozenset({"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "__sub__"})
+_ADDS = frozenset({"add", "add_", "__add__", "__iadd__", "__radd__"})
+_SUMS = _ADDS | {"sub", "__sub__", "mul", "mul_", "__mul__", "__imul__", "__rmul__"}
 
 
 def _cut(layout: Layout, start: int, stop: int) -> Layout:
@@ -352,10 +367,13 @@ class _ChannelSources(TorchFunctionMode):
     def __init__(self):
         super().__init__()
         self._known: dict[int, tuple[torch.Tensor, Layout]] = {}  # references keep ids unique
-        #: sums of a concatenation and a tensor laid out otherwise (GhostNet's shortcut):
-        #: (producers of the concatenation, producers of the other term)
-        self.mixed_sums: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        #: sums and products of a concatenation and a tensor laid out otherwise
+        #: (`Architecture.mixed_sums`)
+        self.mixed_sums: list[tuple[Layout, Layout]] = []
         self.read: dict[str, Layout] = {}  # layer name → what it reads (first call)
+        self.summed: set[tuple[str, str, str]] = set()  # (module, layer, layer) added
+        self.running: list[str] = []  # the modules whose forward is running, innermost last
+        self.order: dict[str, int] = {}  # module name → when the forward first reached it
 
     def get(self, t: Any) -> Layout | None:
         entry = self._known.get(id(t)) if isinstance(t, torch.Tensor) else None
@@ -389,10 +407,18 @@ class _ChannelSources(TorchFunctionMode):
                 return
         if name in _SUMS and len(args) > 1:
             a, b = self.get(first), self.get(args[1])
-            if a is not None and b is not None and a != b and max(len(a), len(b)) > 1:
-                cat, other = (a, b) if len(a) > 1 else (b, a)
-                self.mixed_sums.append((tuple(dict.fromkeys(p for p, *_ in cat)),
-                                        tuple(dict.fromkeys(p for p, *_ in other))))
+            if a is not None and b is not None and name in _ADDS and len(a) == len(b) == 1:
+                if self.running:
+                    self.summed.add((self.running[-1],) + tuple(sorted((a[0][0], b[0][0]))))
+                if isinstance(out, torch.Tensor) and a != b:
+                    # a residual sum's channels are its stream's: the earlier of the two
+                    # (f(x) + x is x's, whatever the order of the terms), so a block a deeper
+                    # target inserts does not look like a new source of channels
+                    self.set(out, min((a, b), key=lambda lay: self.order.get(lay[0][0], -1)))
+                    return
+            if (a is not None and b is not None and a != b and max(len(a), len(b)) > 1
+                    and (a, b) not in self.mixed_sums and (b, a) not in self.mixed_sums):
+                self.mixed_sums.append((a, b) if len(a) > 1 else (b, a))
         if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
             layout = self.get(first)
             if name in _SPLITS and isinstance(out, (tuple, list)):
@@ -423,13 +449,6 @@ class _ChannelSources(TorchFunctionMode):
                     break
 
 
-def _concatenated(layout: Layout, layer: Layer) -> bool:
-    """Whether `layout` (what `layer` reads) is more than one whole output of one layer, and
-    spans the channels the layer reads."""
-    whole = len(layout) == 1 and layout[0][1] == 0 and layout[0][2] == layout[0][3]
-    return not whole and sum(b - a for _, a, b, _ in layout) == layer.in_dim
-
-
 def _channel_mixing(module: nn.Module) -> bool:
     """A layer whose outputs are new channels (not one per input channel, as a norm's)."""
     kind = layer_kind(module)
@@ -446,6 +465,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     come from (`_ChannelSources`)."""
     order: dict[str, int] = {}
     sources = _ChannelSources()
+    sources.order = order
     outputs: dict[str, torch.Tensor] = {}  # references, so that no pointer is reused meanwhile
     input_reader: list[str] = []
     inp = _first_tensor(example)
@@ -456,6 +476,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str
         def hook(module, args):
             if name not in order:
                 order[name] = len(order)
+            sources.running.append(name)
             first = _first_tensor(args)
             if name not in sources.read and sources.get(first) is not None and own_tensors(module):
                 sources.read[name] = sources.get(first)
@@ -473,10 +494,15 @@ def _execution_order(model: nn.Module, example: Any, hint: str
                     sources.set(t, ((name, 0, t.shape[1], t.shape[1]),))
         return hook
 
+    def leave(module, args, out):
+        if sources.running:
+            sources.running.pop()
+
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
         if own_tensors(module) and layer_kind(module) in DIMENSIONAL_KINDS:
             handles.append(module.register_forward_hook(post_hook(name)))
+        handles.append(module.register_forward_hook(leave, always_call=True))
     was_training = model.training
     model.eval()
     try:
@@ -606,7 +632,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         layer.index = i
         layer.executed = layer.name in order
         layout = sources.read.get(layer.name)
-        if layout is not None and _concatenated(layout, layer):
+        if layout is not None and sum(b - a for _, a, b, _ in layout) == layer.in_dim:
             layer.in_layout = layout
         if layer.name == input_layer:
             layer.role = "input"
@@ -618,7 +644,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
-                        example_input=example_input, mixed_sums=sources.mixed_sums)
+                        example_input=example_input, mixed_sums=sources.mixed_sums,
+                        summed=frozenset(sources.summed))
 
 
 class _Own:

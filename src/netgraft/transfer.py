@@ -136,7 +136,9 @@ class TransferReport:
         """(target layer, kind, source layer, score, action, detail) per target layer."""
         rows = []
         for p in self.pairs:
-            detail = p.note or "; ".join(sorted({t.how for t in p.tensors if t.how}))
+            # each step once, in the order of the tensors (a bias repeats its weight's "out")
+            detail = p.note or "; ".join(dict.fromkeys(
+                part for t in p.tensors if t.how for part in t.how.split("; ")))
             rows.append((p.target or "<root>", p.kind, p.source if p.source is not None else "-",
                          f"{p.score:.2f}", p.action, detail))
         return rows
@@ -205,9 +207,14 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
                  generator: torch.Generator | None = None,
-                 producers: dict[str, str] | None = None) -> list[TensorRecord]:
+                 producers: dict[str, str] | None = None,
+                 out_maps: dict[str, tuple[torch.Tensor, str]] | None = None
+                 ) -> list[TensorRecord]:
     records = []
-    in_index = _concat_index(src, tgt, producers, select, channel_map)
+    out_how = {k: how for k, (_, how) in (out_maps or {}).items()}
+    out_maps = {k: index for k, (index, _) in (out_maps or {}).items()}
+    in_index = _concat_index(src, tgt, producers, select, channel_map, out_maps)
+    out_index = out_maps.get(tgt.name) if _mixes_channels(tgt) else None
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
         source = src_t.get(name)
@@ -237,7 +244,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
                     tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
-                    in_index=in_index)
+                    in_index=in_index, out_index=out_index, out_how=out_how.get(tgt.name, ""))
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -258,11 +265,17 @@ def _mixes_channels(layer: Layer) -> bool:
 
 
 def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
-                  select: Callable | None, channel_map: Callable | None) -> torch.Tensor | None:
-    """Where each channel `tgt` reads from a concatenation sits in what `src` reads
-    (`adapt.concat_index`), when both read concatenations and the layer either sums over its
-    inputs densely or acts channel by channel; None otherwise (size-keyed rules apply)."""
+                  select: Callable | None, channel_map: Callable | None,
+                  out_maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Where each channel `tgt` reads sits in what `src` reads (`adapt.concat_index`), when
+    both read concatenations (or `tgt` reads a layer whose channels follow one, `out_maps`)
+    and the layer either sums over its inputs densely or acts channel by channel; None
+    otherwise (the size-keyed rules apply: a concatenation read from a plain tensor has no
+    segments to pair)."""
     if producers is None or not src.in_layout or not tgt.in_layout:
+        return None
+    if not ((src.concatenated and tgt.concatenated)
+            or any(seg[0] in out_maps for seg in tgt.in_layout)):
         return None
     for layer in (src, tgt):
         if layer.kind == "conv" and layer.groups > 1 and not (
@@ -270,7 +283,71 @@ def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
             return None  # a grouped fan-in: each group reads its own slice
     if _mixes_channels(src) != _mixes_channels(tgt):
         return None
-    return adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map)
+    return adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map,
+                              out_maps)
+
+
+def _cuts(arch: Architecture) -> dict[str, list[int]]:
+    """Layers whose output is read in pieces (split, or cut by a slice): the piece bounds."""
+    cuts: dict[str, set[int]] = {}
+    layouts = [l.in_layout for l in arch.layers if l.in_layout]
+    layouts += [lay for pair in arch.mixed_sums for lay in pair]
+    for layout in layouts:
+        for producer, a, b, width in layout:
+            cuts.setdefault(producer, {0, width}).update((a, b))
+    return {p: sorted(c) for p, c in cuts.items() if len(c) > 2}
+
+
+def _split_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
+                select: Callable | None, channel_map: Callable | None) -> dict[str, torch.Tensor]:
+    """Channel maps for the layers whose output is read in pieces (a CSP stage's two halves,
+    a ghost module's cut copy): each piece is widened or narrowed on its own, so a piece of
+    the target holds the units of the same piece of the source (the size-keyed rule would
+    tile the whole output, and each half would hold units of both). Only when the source's
+    counterpart is cut into as many pieces. Target layer name → source channel of each output."""
+    source, maps = _cuts(src_arch), {}
+    for name, bounds in _cuts(tgt_arch).items():
+        mate = producers.get(name)
+        theirs = source.get(mate) if mate else None
+        if theirs is None or len(theirs) != len(bounds) or name == "":
+            continue
+        parts = [lo + adapt.unit_index(hi - lo, b - a, select, channel_map)[0]
+                 for lo, hi, a, b in zip(theirs, theirs[1:], bounds, bounds[1:])]
+        maps[name] = torch.cat(parts)
+    return maps
+
+
+def _sum_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
+              select: Callable | None, channel_map: Callable | None,
+              out_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Channel maps for the layers whose whole output is added to (or multiplies) a
+    concatenation (`Architecture.mixed_sums`): their channels must follow the concatenation's,
+    not the size-keyed rule — GhostNet's stem and shortcut convs, whose outputs are added to
+    ghost modules' concatenated halves. Target layer name → source channel of each output."""
+    whole = lambda lay: len(lay) == 1 and lay[0][1] == 0 and lay[0][2] == lay[0][3]
+    source_sums = {other[0][0]: cat for cat, other in src_arch.mixed_sums if whole(other)}
+    maps: dict[str, torch.Tensor] = {}
+    for cat, other in tgt_arch.mixed_sums:
+        name = other[0][0]
+        mate = source_sums.get(producers.get(name)) if whole(other) else None
+        if mate is None or name in maps:
+            continue
+        index = adapt.concat_index(mate, cat, producers, select, channel_map, out_maps)
+        if len(index) == other[0][3] and bool((index >= 0).all()):
+            maps[name] = index
+    return maps
+
+
+def _out_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
+              select: Callable | None, channel_map: Callable | None
+              ) -> dict[str, tuple[torch.Tensor, str]]:
+    """The layers whose output channels follow a map of their own instead of the size-keyed
+    rule: those read in pieces (`_split_maps`), then those added to a concatenation
+    (`_sum_maps`). Target layer name → (source channel of each output channel, how)."""
+    split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
+    summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, split)
+    return ({k: (v, "piece by piece, as it is read") for k, v in split.items()}
+            | {k: (v, "as the concatenation it is added to") for k, v in summed.items()})
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -607,11 +684,24 @@ def _why_not_preserved(report: TransferReport) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+    mates = {src.layers[s].name: tgt.layers[t].name for t, s in matching.pairs.items()
+             if s is not None}
+    lacks = [module for module, p, q in sorted(src.summed)
+             if p in mates and q in mates
+             and not _adds_alike(module, p, q, mates[p], mates[q], tgt.summed)]
+    if lacks:
+        why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
+                   f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
+                   f"(the source's {', '.join(lacks[:3])}{' …' if len(lacks) > 3 else ''} "
+                   f"add{'s' if len(lacks) == 1 else ''} a skip connection its counterpart "
+                   f"in the target lacks; without it the target cannot compute the same "
+                   f"function)")
     if tgt.mixed_sums:
         cat, other = tgt.mixed_sums[0]
-        why.append(f"{len(tgt.mixed_sums)} residual sums add a concatenation to a tensor "
-                   f"laid out otherwise (e.g. {cat[0]}'s concatenated outputs + {other[0]}'s): "
-                   f"a widening replicates the two sides' channels in different orders")
+        why.append(f"{len(tgt.mixed_sums)} sums or products combine a concatenation with a "
+                   f"tensor laid out otherwise (e.g. {cat[0][0]}'s concatenated outputs and "
+                   f"{other[0][0]}'s): a widening may replicate the two sides' channels in "
+                   f"different orders")
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     later = [text for done, text in (
@@ -625,6 +715,20 @@ def _why_not_preserved(report: TransferReport) -> str:
     if later:
         why.append("then " + " and ".join(later))
     return "; ".join(why)
+
+
+def _adds_alike(module: str, p: str, q: str, p_mate: str, q_mate: str,
+                summed: frozenset[tuple[str, str, str]]) -> bool:
+    """Whether the target adds something to `p`'s counterpart in the module that holds it as
+    `module` holds `p` (the source adds `p` and `q` there). Which layer is added may differ:
+    a deeper target adds the output of an identity block it inserted before."""
+    for own, other in ((p, p_mate), (q, q_mate)):
+        if own.startswith(module + "."):
+            rel = own[len(module) + 1:]
+            if other.endswith("." + rel):
+                where = other[:-len(rel) - 1]
+                return any(m == where and other in (a, b) for m, a, b in summed)
+    return True  # neither layer is inside the adding module: nothing to compare
 
 
 def default_min_score(matching: Matching, similarity: float) -> float:
@@ -883,10 +987,11 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             name = src_arch.layers[s].name if s is not None else None
             if name is not None and name not in producers.values():
                 producers[tgt_arch.layers[t].name] = name
-        layer_transfer = functools.partial(_graft_layer, select=select, channel_map=channel_map,
-                                           split_noise=split_noise if close else 0.0,
-                                           generator=torch.Generator().manual_seed(seed),
-                                           producers=producers)
+        layer_transfer = functools.partial(
+            _graft_layer, select=select, channel_map=channel_map,
+            split_noise=split_noise if close else 0.0,
+            generator=torch.Generator().manual_seed(seed), producers=producers,
+            out_maps=_out_maps(src_arch, tgt_arch, producers, select, channel_map))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)
@@ -951,19 +1056,24 @@ def _layer_record(tgt: Layer, src_arch: Architecture, matching: Matching, head: 
 
 def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matching) -> list[int]:
     """Target blocks with no source block of their own: unmatched, or repeating a source block
-    an earlier target block already took."""
+    an earlier target block already took — unless every source layer it takes is one no
+    earlier target layer took (a source that grouped a whole stage as one block, whose blocks
+    the target keeps apart: cs3darknet_s → _m)."""
     taken: set[int] = set()
+    used: set[int] = set()  # source layers taken by earlier target layers
     extra = []
     for b, block in enumerate(tgt_arch.blocks):
+        layers = [s for i in block.layers if (s := matching.pairs[i]) is not None]
         if block.single:
+            used.update(layers)
             continue
-        sources = [src_arch.layers[s].block for i in block.layers
-                   if (s := matching.pairs[i]) is not None]
+        sources = [src_arch.layers[s].block for s in layers]
         main = max(set(sources), key=sources.count) if sources else None
-        if main is None or main in taken:
+        if main is None or (main in taken and not used.isdisjoint(layers)):
             extra.append(b)
         else:
             taken.add(main)
+        used.update(layers)
     return extra
 
 

@@ -121,7 +121,8 @@ def unit_index(s: int, size: int, select: Selector | None = None,
 
 def concat_index(source: Layout, target: Layout, producers: dict[str, str],
                  select: Selector | None = None,
-                 channel_map: Selector | None = None) -> torch.Tensor:
+                 channel_map: Selector | None = None,
+                 out_maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """For each channel a target layer reads from a concatenation, the position of the same
     channel in what its source layer reads, or -1 for channels with no source (those of a
     target layer the source lacks).
@@ -129,7 +130,8 @@ def concat_index(source: Layout, target: Layout, producers: dict[str, str],
     `source`/`target` are the layers' ``in_layout`` segments; `producers` maps a target layer's
     name to its matched source layer's. A segment's channels are those of its producer's output,
     which was resized by `unit_index` (so target channel j of the producer is source channel
-    index[j]); the k-th segment of one producer pairs with the k-th in the source."""
+    index[j]), or by ``out_maps[producer]`` when given there; the k-th segment of one
+    producer pairs with the k-th in the source."""
     segments: dict[str, list[tuple[int, int, int]]] = {}  # producer → (position, start, stop)
     widths: dict[str, int] = {}
     pos = 0
@@ -149,7 +151,9 @@ def concat_index(source: Layout, target: Layout, producers: dict[str, str],
         if mate not in widths:
             out += [-1] * (b - a)
             continue
-        index, _ = unit_index(widths[mate], width, select, channel_map)
+        index = (out_maps or {}).get(producer)
+        if index is None or len(index) != width:
+            index, _ = unit_index(widths[mate], width, select, channel_map)
         # as many segments on both sides: the k-th with the k-th; else wherever it is
         own = segments[mate]
         candidates = [own[k]] if len(own) == counts[producer] else own
@@ -160,7 +164,7 @@ def concat_index(source: Layout, target: Layout, producers: dict[str, str],
 
 
 def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: _Plan,
-               base: torch.Tensor | None) -> torch.Tensor:
+               base: torch.Tensor | None, how: str = "") -> torch.Tensor:
     """Resize a dimension that holds the channels a layer reads from a concatenation, by an
     explicit `index` (`concat_index`; -1: a channel with no source). ``in`` (summed over):
     replicas share their unit's weight (Net2Net), channels with no source get weight 0, so the
@@ -173,7 +177,7 @@ def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: 
     view = [1] * x.ndim
     view[dim] = size
     new = int((~mapped).sum())
-    note = f"{role} {s}→{size} by concatenated segments"
+    note = f"{role} {s}→{size} " + (how or "by concatenated segments")
     if role == "in":
         counts = torch.bincount(index[mapped], minlength=s).to(torch.float64)
         distinct = int((counts > 0).sum())
@@ -286,7 +290,9 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
           select: Selector | None = None,
           channel_map: Selector | None = None, split_noise: float = 0.0,
           generator: torch.Generator | None = None,
-          in_index: torch.Tensor | None = None) -> tuple[torch.Tensor, _Plan]:
+          in_index: torch.Tensor | None = None,
+          out_index: torch.Tensor | None = None,
+          out_how: str = "") -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
 
     `select(S, T)` (optional) picks which of S channels a narrower dimension of T keeps
@@ -303,7 +309,10 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
 
     `in_index` (`concat_index`): the channels the layer reads come from a concatenation; the
     dimensions of role ``in`` (summed over) and ``ch`` (one entry per channel read, e.g. a
-    norm's) follow it instead of the size-keyed rules (`_index_dim`)."""
+    norm's) follow it instead of the size-keyed rules (`_index_dim`). `out_index`: the same for
+    the channels the layer writes (``out``), when they are read in pieces or must line up with a
+    concatenation they are added to (GhostNet's shortcut); `out_how` says which, in the note.
+    """
     plan = _Plan(split_noise=split_noise, generator=generator)
     x = source.detach()
     x = _match_ndim(x, len(shape), plan)
@@ -312,6 +321,8 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if in_index is not None and role in ("in", "ch") and len(in_index) == size:
             x = _index_dim(x, dim, in_index, role, plan, base)
+        elif out_index is not None and role == "out" and len(out_index) == size:
+            x = _index_dim(x, dim, out_index, role, plan, base, out_how)
         elif role != "rows":
             x = _resize_dim(x, dim, size, "out" if role == "ch" else role, plan, mix_input,
                             select, channel_map)
