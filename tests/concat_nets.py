@@ -75,3 +75,26 @@ class TinyCSP(nn.Module):
     def forward(self, x):
         a, b = self.exp(self.stem(x)).chunk(2, dim=1)
         return self.head(self.transition(torch.cat([self.blocks(a), b], dim=1)).mean((2, 3)))
+
+
+class TinyRes2(nn.Module):
+    """Res2Net's block: a conv's output split in `scale` pieces; each piece is *added* to the
+    previous piece's output before its own conv, and the outputs are concatenated."""
+
+    def __init__(self, width: int = 4, scale: int = 2, classes: int = 3):
+        super().__init__()
+        self.width = width
+        self.conv1 = nn.Conv2d(3, width * scale, 1)
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+            for _ in range(scale - 1))
+        self.conv3 = nn.Conv2d(width * scale, 8, 1)
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x):
+        pieces = self.conv1(x).split(self.width, dim=1)
+        outs, sp = [], None
+        for conv, piece in zip(self.convs, pieces):
+            sp = conv(piece if sp is None else sp + piece)
+            outs.append(sp)
+        return self.head(self.conv3(torch.cat(outs + [pieces[-1]], dim=1)).mean((2, 3)))

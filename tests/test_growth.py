@@ -80,7 +80,7 @@ def test_more_timm_families_grow_function_preserving(source, target):
     # skip connection its wider counterpart (24 → 48 → 40 channels) does not have
     ("mobilenetv3_small_050", "mobilenetv3_small_100",
      "1 residual sum of the source has no counterpart in the target (the source's blocks.3.0 "
-     "adds a skip connection"),
+     "adds a skip connection that the target's blocks.3.0 lacks)"),
 ])
 def test_a_containing_target_that_cannot_compute_the_source_function_says_why(source, target, why):
     src = _trained_looking(timm.create_model(source, num_classes=10)).train()
@@ -357,7 +357,7 @@ def test_concatenated_inputs_grow_function_preserving_and_say_how():
     # the new layer's 4 channels weigh nothing in the head, and the norm keeps its init there
     assert how["head"].startswith("in 16→24 by concatenated segments, 4 channels without a "
                                   "source zero-weighted")
-    assert how["norm"] == "ch 16→24 by concatenated segments, 4 channels without a source kept at init"
+    assert how["norm"] == "out 16→24 by concatenated segments, 4 channels without a source kept at init"
     assert torch.equal(dst.head.weight[:, 20:], torch.zeros(3, 4))
     assert report.function_gap < 1e-6
     # the repeated layer is a new producer: its channels are not taken for layer 1's
@@ -377,7 +377,7 @@ def test_a_conv_added_to_a_concatenation_follows_its_channel_order():
     order = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 5, 6, 7, 8, 9]
     assert torch.equal(dst.stem.weight, src.stem.weight[order])
     how = {r.target: next(t.how for t in r.tensors if t.name == "weight") for r in report.pairs}
-    assert how["stem"] == "out 10→20 as the concatenation it is added to"
+    assert how["stem"] == "out 10→20 in the order of the concatenation it is added to"
     assert how["mix"].startswith("out 10→20 replicated; in 10→20 by concatenated segments")
 
 
@@ -394,7 +394,39 @@ def test_split_halves_widen_on_their_own_and_an_enclosing_residual_is_found():
     order = [*range(8), *range(4), *range(8, 16), *range(8, 12)]
     assert torch.equal(dst.exp[0].bias, src.exp[0].bias[order])
     how = {r.target: r for r in report.pairs}
-    assert how["exp.0"].tensors[0].how.startswith("out 16→24 piece by piece, as it is read")
+    assert how["exp.0"].tensors[0].how.startswith("out 16→24 piece by piece (read as 12 + 12)")
+    # each half's readers say which piece they read
+    assert how["blocks.0.branch.0"].tensors[0].how.endswith(
+        "in 8→12 as channels 0..11 of exp.0's 24 (a piece of a split), split jittered ±0.05")
     # the repeated block's branch is zeroed: its residual sum is in the module around it
     assert how["blocks.1.branch.4"].note.startswith("zeroed")
     assert dst.blocks[1].branch[4].weight.abs().max() == 0
+
+
+def test_zero_weighted_new_scales_are_kept_only_when_closer_to_the_source(monkeypatch):
+    """Res2Net's scales: new convs between shared ones. Two scales → four: the new convs'
+    outputs are concatenated only, and zero-weighting them keeps the function. res2net50
+    26w_4s → 26w_8s: the matching pairs the shared convs so that they read a piece *plus* a
+    new conv's output; zero-weighting does not keep the function there, the graft is redone
+    with the size-keyed rule, which is closer, and that one is kept."""
+    import sys
+
+    from concat_nets import TinyRes2
+    from netgraft.adapt import ZERO_WEIGHTED
+
+    def zero_weighted(report):
+        return any(ZERO_WEIGHTED in t.how for r in report.pairs for t in r.tensors)
+
+    x = torch.randn(2, 3, 8, 8)
+    src, dst = _trained_looking(TinyRes2(width=4, scale=2)), TinyRes2(width=4, scale=4)
+    report = netgraft.transfer(src, dst, example_input=x)
+    assert zero_weighted(report) and report.function_gap < 1e-6
+
+    src = _trained_looking(timm.create_model("res2net50_26w_4s", num_classes=10))
+    report = netgraft.transfer(src, timm.create_model("res2net50_26w_8s", num_classes=10))
+    assert not zero_weighted(report)
+    # the zero-weighted graft, kept as it was: further from the source's function
+    monkeypatch.setattr(sys.modules["netgraft.transfer"], "_without_zero_weights",
+                        lambda s, t, r, *a: r)
+    zeroed = netgraft.transfer(src, timm.create_model("res2net50_26w_8s", num_classes=10))
+    assert zero_weighted(zeroed) and report.function_gap < zeroed.function_gap

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from .errors import ModelForwardError, UnsupportedModelError
 
@@ -344,7 +345,17 @@ def eval_output(model: nn.Module, example: Any) -> Any:
 Layout = tuple[tuple[str, int, int, int], ...]
 _SPLITS = frozenset({"split", "chunk", "tensor_split", "split_with_sizes"})
 _ADDS = frozenset({"add", "add_", "__add__", "__iadd__", "__radd__"})
-_SUMS = _ADDS | {"sub", "__sub__", "mul", "mul_", "__mul__", "__imul__", "__rmul__"}
+_PRODUCTS = frozenset({"mul", "mul_", "__mul__", "__imul__", "__rmul__"})
+_SUMS = _ADDS | _PRODUCTS | {"sub", "__sub__"}
+#: ops that move channels (or move another dimension into dim 1): what they return has no layout
+_REORDERS = frozenset({"flip", "roll", "transpose", "transpose_", "permute", "movedim",
+                       "moveaxis", "swapaxes", "swapdims", "t", "index_select", "gather",
+                       "take_along_dim", "channel_shuffle", "native_channel_shuffle",
+                       "pixel_shuffle", "pixel_unshuffle", "fliplr", "rot90", "sort",
+                       "argsort"})
+#: ops that keep channels in place only when they keep dims 0 and 1 (x.flatten(1) of pooled
+#: features, x.view(n, c)); a channel shuffle's view(n, groups, c // groups, h, w) does not
+_RESHAPES = frozenset({"reshape", "view", "flatten", "unflatten", "view_as", "reshape_as"})
 
 
 def _cut(layout: Layout, start: int, stop: int) -> Layout:
@@ -360,13 +371,16 @@ def _cut(layout: Layout, start: int, stop: int) -> Layout:
 
 class _ChannelSources(TorchFunctionMode):
     """Follows, through one forward pass, which layer's output each channel of each tensor
-    comes from: a channel-mixing layer (conv, linear) starts a new source; concatenations,
-    splits and slices along dim 1 combine and cut sources; every other op keeps the sources of
-    its first input with as many channels (norms, activations, pooling, residual sums)."""
+    comes from: a channel-mixing layer (a conv, or a linear on (N, C) features) starts a new
+    source; concatenations, splits and slices along dim 1 combine and cut sources; ops that
+    move channels (flips, shuffles, transposes, reshapes) lose them; every other op keeps the
+    sources of its first input with as many channels (norms, activations, pooling), a residual
+    sum those of its stream, a product those of its larger term (not a gate's)."""
 
     def __init__(self):
         super().__init__()
-        self._known: dict[int, tuple[torch.Tensor, Layout]] = {}  # references keep ids unique
+        # weak keys: the forward's intermediate tensors are freed as usual
+        self._known = WeakTensorKeyDictionary()
         #: sums and products of a concatenation and a tensor laid out otherwise
         #: (`Architecture.mixed_sums`)
         self.mixed_sums: list[tuple[Layout, Layout]] = []
@@ -376,14 +390,15 @@ class _ChannelSources(TorchFunctionMode):
         self.order: dict[str, int] = {}  # module name → when the forward first reached it
 
     def get(self, t: Any) -> Layout | None:
-        entry = self._known.get(id(t)) if isinstance(t, torch.Tensor) else None
-        return entry[1] if entry is not None and entry[0] is t else None
+        return self._known.get(t) if isinstance(t, torch.Tensor) else None
 
-    def set(self, t: torch.Tensor, layout: Layout | None) -> None:
+    def set(self, t: Any, layout: Layout | None) -> None:
+        if not isinstance(t, torch.Tensor):
+            return
         if layout is not None and t.ndim >= 2 and sum(b - a for _, a, b, _ in layout) == t.shape[1]:
-            self._known[id(t)] = (t, layout)
-        else:
-            self._known.pop(id(t), None)
+            self._known[t] = layout
+        elif t in self._known:
+            del self._known[t]
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -405,6 +420,12 @@ class _ChannelSources(TorchFunctionMode):
                 if all(l is not None for l in layouts):
                     self.set(out, tuple(seg for l in layouts for seg in l))
                 return
+        if name in _REORDERS or (
+                name in _RESHAPES and isinstance(first, torch.Tensor)
+                and isinstance(out, torch.Tensor) and out.shape[:2] != first.shape[:2]):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                self.set(t, None)
+            return
         if name in _SUMS and len(args) > 1:
             a, b = self.get(first), self.get(args[1])
             if a is not None and b is not None and name in _ADDS and len(a) == len(b) == 1:
@@ -419,6 +440,11 @@ class _ChannelSources(TorchFunctionMode):
             if (a is not None and b is not None and a != b and max(len(a), len(b)) > 1
                     and (a, b) not in self.mixed_sums and (b, a) not in self.mixed_sums):
                 self.mixed_sums.append((a, b) if len(a) > 1 else (b, a))
+            if (name in _PRODUCTS and a is not None and b is not None and a != b
+                    and isinstance(out, torch.Tensor)):
+                # x * gate(x): the feature map's channels, not the (N, C, 1, 1) gate's
+                self.set(out, a if first.numel() >= args[1].numel() else b)
+                return
         if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
             layout = self.get(first)
             if name in _SPLITS and isinstance(out, (tuple, list)):
@@ -436,10 +462,12 @@ class _ChannelSources(TorchFunctionMode):
                     return
             if name == "__getitem__" and isinstance(args[1], tuple) and len(args[1]) >= 2:
                 head, chans = args[1][0], args[1][1]
-                if (head == slice(None) and isinstance(chans, slice)
-                        and chans.step in (None, 1)):
-                    start, stop, _ = chans.indices(first.shape[1])
-                    self.set(out, _cut(layout, start, stop))
+                if head == slice(None) and chans is not Ellipsis and chans != slice(None):
+                    if isinstance(chans, slice) and chans.step in (None, 1):
+                        start, stop, _ = chans.indices(first.shape[1])
+                        self.set(out, _cut(layout, start, stop))
+                    else:  # channels picked by index: not followed
+                        self.set(out, None)
                     return
         if isinstance(out, torch.Tensor) and out.ndim >= 2 and self.get(out) is None:
             for t in args:
@@ -490,7 +518,9 @@ def _execution_order(model: nn.Module, example: Any, hint: str
             t = _first_tensor(out)
             if t is not None:
                 outputs[name] = t
-                if _channel_mixing(module) and t.ndim >= 2:  # new channels start here
+                if _channel_mixing(module) and (t.ndim == 2 or layer_kind(module) != "linear"):
+                    # new channels start here (a linear's on (N, C) features only: on tokens
+                    # (N, L, D), dim 1 is not channels)
                     sources.set(t, ((name, 0, t.shape[1], t.shape[1]),))
         return hook
 
@@ -506,7 +536,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     was_training = model.training
     model.eval()
     try:
-        if inp is not None and inp.ndim >= 2:
+        if inp is not None and inp.ndim >= 2 and inp.is_floating_point():  # not token ids
             sources.set(inp, (("", 0, inp.shape[1], inp.shape[1]),))
         with torch.no_grad(), single_thread(), sources:
             out = run_model(model, example)

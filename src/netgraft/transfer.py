@@ -208,12 +208,13 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  channel_map: Callable | None = None, split_noise: float = 0.0,
                  generator: torch.Generator | None = None,
                  producers: dict[str, str] | None = None,
-                 out_maps: dict[str, tuple[torch.Tensor, str]] | None = None
-                 ) -> list[TensorRecord]:
+                 out_maps: dict[str, tuple[torch.Tensor, str]] | None = None,
+                 grow: bool = False) -> list[TensorRecord]:
     records = []
     out_how = {k: how for k, (_, how) in (out_maps or {}).items()}
     out_maps = {k: index for k, (index, _) in (out_maps or {}).items()}
-    in_index = _concat_index(src, tgt, producers, select, channel_map, out_maps)
+    found = _concat_index(src, tgt, producers, select, channel_map, out_maps, grow)
+    in_index, in_how = found if found is not None else (None, "")
     out_index = out_maps.get(tgt.name) if _mixes_channels(tgt) else None
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
@@ -244,7 +245,8 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
                     tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
-                    in_index=in_index, out_index=out_index, out_how=out_how.get(tgt.name, ""))
+                    in_index=in_index, in_how=in_how, out_index=out_index,
+                    out_how=out_how.get(tgt.name, ""))
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -266,12 +268,18 @@ def _mixes_channels(layer: Layer) -> bool:
 
 def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
                   select: Callable | None, channel_map: Callable | None,
-                  out_maps: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """Where each channel `tgt` reads sits in what `src` reads (`adapt.concat_index`), when
-    both read concatenations (or `tgt` reads a layer whose channels follow one, `out_maps`)
-    and the layer either sums over its inputs densely or acts channel by channel; None
-    otherwise (the size-keyed rules apply: a concatenation read from a plain tensor has no
-    segments to pair)."""
+                  out_maps: dict[str, torch.Tensor], grow: bool = False
+                  ) -> tuple[torch.Tensor, str] | None:
+    """Where each channel `tgt` reads sits in what `src` reads (`adapt.concat_index`), and how
+    to say so, when both read concatenations (or `tgt` reads a layer whose channels follow a
+    map of their own, `out_maps`) and the layer either sums over its inputs densely or acts
+    channel by channel; None otherwise (the size-keyed rules apply: a concatenation read from
+    a plain tensor has no segments to pair).
+
+    Channels with no source are zero-weighted, which keeps the function only in a growth
+    (`grow`: the target holds the source) that still reads every source input; anywhere else
+    such a map falls back to the size-keyed rules (in a shrink or across families it would
+    leave inputs — up to all of a layer's — weighing nothing)."""
     if producers is None or not src.in_layout or not tgt.in_layout:
         return None
     if not ((src.concatenated and tgt.concatenated)
@@ -283,8 +291,26 @@ def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
             return None  # a grouped fan-in: each group reads its own slice
     if _mixes_channels(src) != _mixes_channels(tgt):
         return None
-    return adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map,
-                              out_maps)
+    index = adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map,
+                               out_maps)
+    new = index < 0
+    distinct = len(set(index[~new].tolist()))
+    if bool(new.all()) or (bool(new.any()) and not (grow and distinct == src.in_dim)):
+        return None
+    if not bool(new.any()) and distinct < (src.in_dim or 0) <= len(index):
+        return None  # as wide but some source inputs unread: neither a growth nor a selection
+    if len(tgt.in_layout) > 1:
+        how = "by concatenated segments"
+    elif tgt.concatenated:
+        producer, a, b, width = tgt.in_layout[0]
+        how = f"as channels {a}..{b - 1} of {producer}'s {width} (a piece of a split)"
+    else:
+        how = f"as {tgt.in_layout[0][0]}'s channels were mapped"
+    return index, how
+
+
+#: how a layer's note says its output channels follow a concatenation it is added to
+SUM_ORDER = "in the order of the concatenation it is added to"
 
 
 def _cuts(arch: Architecture) -> dict[str, list[int]]:
@@ -299,12 +325,14 @@ def _cuts(arch: Architecture) -> dict[str, list[int]]:
 
 
 def _split_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
-                select: Callable | None, channel_map: Callable | None) -> dict[str, torch.Tensor]:
+                select: Callable | None, channel_map: Callable | None
+                ) -> dict[str, tuple[torch.Tensor, str]]:
     """Channel maps for the layers whose output is read in pieces (a CSP stage's two halves,
     a ghost module's cut copy): each piece is widened or narrowed on its own, so a piece of
     the target holds the units of the same piece of the source (the size-keyed rule would
     tile the whole output, and each half would hold units of both). Only when the source's
-    counterpart is cut into as many pieces. Target layer name → source channel of each output."""
+    counterpart is cut into as many pieces. Target layer name → (source channel of each
+    output, how)."""
     source, maps = _cuts(src_arch), {}
     for name, bounds in _cuts(tgt_arch).items():
         mate = producers.get(name)
@@ -313,7 +341,8 @@ def _split_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[
             continue
         parts = [lo + adapt.unit_index(hi - lo, b - a, select, channel_map)[0]
                  for lo, hi, a, b in zip(theirs, theirs[1:], bounds, bounds[1:])]
-        maps[name] = torch.cat(parts)
+        sizes = " + ".join(str(b - a) for a, b in zip(bounds, bounds[1:]))
+        maps[name] = (torch.cat(parts), f"piece by piece (read as {sizes})")
     return maps
 
 
@@ -345,9 +374,9 @@ def _out_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[st
     rule: those read in pieces (`_split_maps`), then those added to a concatenation
     (`_sum_maps`). Target layer name → (source channel of each output channel, how)."""
     split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
-    summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, split)
-    return ({k: (v, "piece by piece, as it is read") for k, v in split.items()}
-            | {k: (v, "as the concatenation it is added to") for k, v in summed.items()})
+    summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map,
+                       {k: index for k, (index, _) in split.items()})
+    return split | {k: (v, SUM_ORDER) for k, v in summed.items()}
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -544,6 +573,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             start = time.perf_counter()
             report.function_gap = _function_gap(source, target, report)
             report.seconds += time.perf_counter() - start
+            if (report.function_gap is not None and report.function_gap >= FUNCTION_GAP
+                    and _zero_weights_new(report)):
+                report = _without_zero_weights(source, target, report, backup, head,
+                                               identity_blocks, shrink, split_noise, seed)
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -642,6 +675,33 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     return report
 
 
+def _zero_weights_new(report: TransferReport) -> bool:
+    return any(adapt.ZERO_WEIGHTED in t.how for r in report.pairs for t in r.tensors)
+
+
+def _without_zero_weights(source: nn.Module, target: nn.Module, report: TransferReport,
+                          backup: dict[str, torch.Tensor], head: str, identity_blocks: bool,
+                          shrink: str, split_noise: float, seed: int) -> TransferReport:
+    """A containing target that zero-weighted the channels of its new layers and still does
+    not compute the source's function: its shared layers do not read what their sources read
+    (a new layer's output is *added* to their input — res2net_4s → _8s — not concatenated),
+    and the zeros only make it worse. Graft again with the size-keyed rules for those
+    channels and keep whichever is closer to the source's function."""
+    first = {k: v.detach().clone() for k, v in target.state_dict().items()}
+    target.load_state_dict(backup)
+    with single_thread():
+        other = _transfer(source, target, None, None, report.method, head,
+                          report.matching.source, report.matching.target, identity_blocks,
+                          shrink, split_noise, seed, zero_new=False)
+    other.function_gap = _function_gap(source, target, other)
+    other.seconds += report.seconds
+    if other.function_gap is not None and other.function_gap < report.function_gap:
+        return other
+    target.load_state_dict(first)
+    report.seconds = other.seconds
+    return report
+
+
 def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
     """For a target holding every source layer (`embeds`): the largest
     |target − source| output on the source's example input in eval mode, relative to the
@@ -686,22 +746,24 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
     mates = {src.layers[s].name: tgt.layers[t].name for t, s in matching.pairs.items()
              if s is not None}
-    lacks = [module for module, p, q in sorted(src.summed)
+    lacks = [(module, where) for module, p, q in sorted(src.summed)
              if p in mates and q in mates
-             and not _adds_alike(module, p, q, mates[p], mates[q], tgt.summed)]
+             and (where := _missing_sum(module, p, q, mates[p], mates[q], tgt.summed))]
     if lacks:
+        shown = "; ".join(f"the source's {m} adds a skip connection that the target's {w} lacks"
+                          for m, w in lacks[:2])
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
-                   f"(the source's {', '.join(lacks[:3])}{' …' if len(lacks) > 3 else ''} "
-                   f"add{'s' if len(lacks) == 1 else ''} a skip connection its counterpart "
-                   f"in the target lacks; without it the target cannot compute the same "
-                   f"function)")
-    if tgt.mixed_sums:
-        cat, other = tgt.mixed_sums[0]
-        why.append(f"{len(tgt.mixed_sums)} sums or products combine a concatenation with a "
-                   f"tensor laid out otherwise (e.g. {cat[0][0]}'s concatenated outputs and "
-                   f"{other[0][0]}'s): a widening may replicate the two sides' channels in "
-                   f"different orders")
+                   f"({shown}{' …' if len(lacks) > 2 else ''})")
+    reordered = {r.target for r in report.pairs if any(SUM_ORDER in t.how for t in r.tensors)}
+    mixed = [(cat, other) for cat, other in tgt.mixed_sums
+             if not (len(other) == 1 and other[0][0] in reordered)]
+    if mixed:
+        cat, other = mixed[0]
+        producers = ", ".join(dict.fromkeys(seg[0] for seg in cat))
+        why.append(f"{len(mixed)} sums or products combine a concatenation (or a slice) with "
+                   f"a tensor whose channels the graft could not put in its order (e.g. the "
+                   f"outputs of {producers} with {other[0][0]}'s)")
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     later = [text for done, text in (
@@ -717,18 +779,20 @@ def _why_not_preserved(report: TransferReport) -> str:
     return "; ".join(why)
 
 
-def _adds_alike(module: str, p: str, q: str, p_mate: str, q_mate: str,
-                summed: frozenset[tuple[str, str, str]]) -> bool:
-    """Whether the target adds something to `p`'s counterpart in the module that holds it as
-    `module` holds `p` (the source adds `p` and `q` there). Which layer is added may differ:
-    a deeper target adds the output of an identity block it inserted before."""
+def _missing_sum(module: str, p: str, q: str, p_mate: str, q_mate: str,
+                 summed: frozenset[tuple[str, str, str]]) -> str | None:
+    """The target module that should add something to `p`'s counterpart, as `module` adds `p`
+    and `q` in the source, when it adds nothing there; None when it does (which layer is
+    added may differ: a deeper target adds the output of an identity block it inserted) or
+    when there is nothing to compare."""
     for own, other in ((p, p_mate), (q, q_mate)):
         if own.startswith(module + "."):
             rel = own[len(module) + 1:]
             if other.endswith("." + rel):
                 where = other[:-len(rel) - 1]
-                return any(m == where and other in (a, b) for m, a, b in summed)
-    return True  # neither layer is inside the adding module: nothing to compare
+                return None if any(m == where and other in (a, b) for m, a, b in summed) \
+                    else where
+    return None
 
 
 def default_min_score(matching: Matching, similarity: float) -> float:
@@ -959,7 +1023,8 @@ def _selector(shrink: str, source_layers: list[Layer]) -> Callable | None:
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
               method: str, head: str, source_arch: Architecture | None,
               target_arch: Architecture | None, grow: bool,
-              shrink: str = "auto", split_noise: float = 0.0, seed: int = 0) -> TransferReport:
+              shrink: str = "auto", split_noise: float = 0.0, seed: int = 0,
+              zero_new: bool = True) -> TransferReport:
     start = time.perf_counter()
     src_arch = source_arch or _trace_source(source, source_input, example_input)
     tgt_arch = target_arch or trace(target, example_input)
@@ -991,7 +1056,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             _graft_layer, select=select, channel_map=channel_map,
             split_noise=split_noise if close else 0.0,
             generator=torch.Generator().manual_seed(seed), producers=producers,
-            out_maps=_out_maps(src_arch, tgt_arch, producers, select, channel_map))
+            out_maps=_out_maps(src_arch, tgt_arch, producers, select, channel_map),
+            grow=zero_new and embeds(matching))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

@@ -100,6 +100,9 @@ SELECTED_BY = "selected by"
 #: how a grouped conv's note says that whole source groups were packed into wider target
 #: groups (`pack_grouped`); the transfer report tells a packed regrouping from a lossy one by it
 PACKED = "whole source groups packed"
+#: how a note says that the channels a layer reads from a target layer with no source weigh
+#: nothing (`_index_dim`); the transfer report finds such grafts by it
+ZERO_WEIGHTED = "without a source zero-weighted"
 
 
 def unit_index(s: int, size: int, select: Selector | None = None,
@@ -177,7 +180,8 @@ def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: 
     view = [1] * x.ndim
     view[dim] = size
     new = int((~mapped).sum())
-    note = f"{role} {s}→{size} " + (how or "by concatenated segments")
+    # a norm's channels are "out" in every other note
+    note = f"{'out' if role == 'ch' else role} {s}→{size} " + (how or "by concatenated segments")
     if role == "in":
         counts = torch.bincount(index[mapped], minlength=s).to(torch.float64)
         distinct = int((counts > 0).sum())
@@ -186,7 +190,7 @@ def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: 
             scale = scale * math.sqrt(s / max(distinct, 1))
         out = out * scale.to(dtype=x.dtype, device=x.device).view(view)
         if new:
-            note += f", {new} channels without a source zero-weighted"
+            note += f", {new} channels {ZERO_WEIGHTED}"
         if size - new > distinct and plan.split_noise > 0:  # replicas: break their symmetry
             spare = torch.where(mapped, index, torch.full_like(index, s))
             jitter = replica_jitter(spare, s + 1, tuple(out.shape), dim, plan.split_noise,
@@ -290,7 +294,7 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
           select: Selector | None = None,
           channel_map: Selector | None = None, split_noise: float = 0.0,
           generator: torch.Generator | None = None,
-          in_index: torch.Tensor | None = None,
+          in_index: torch.Tensor | None = None, in_how: str = "",
           out_index: torch.Tensor | None = None,
           out_how: str = "") -> tuple[torch.Tensor, _Plan]:
     """Resize `source` to `shape`, dimension by dimension, by the rule of each role.
@@ -320,7 +324,7 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
         x = _resample_tokens(x, shape[1], plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if in_index is not None and role in ("in", "ch") and len(in_index) == size:
-            x = _index_dim(x, dim, in_index, role, plan, base)
+            x = _index_dim(x, dim, in_index, role, plan, base, in_how)
         elif out_index is not None and role == "out" and len(out_index) == size:
             x = _index_dim(x, dim, out_index, role, plan, base, out_how)
         elif role != "rows":
