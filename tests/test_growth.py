@@ -430,3 +430,21 @@ def test_zero_weighted_new_scales_are_kept_only_when_closer_to_the_source(monkey
                         lambda s, t, r, *a: r)
     zeroed = netgraft.transfer(src, timm.create_model("res2net50_26w_8s", num_classes=10))
     assert zero_weighted(zeroed) and report.function_gap < zeroed.function_gap
+
+
+@pytest.mark.parametrize("source, target", [
+    ("densenet121", "densenet169"), ("mobilenetv2_050", "mobilenetv2_100"),
+    ("cs3darknet_s", "cs3darknet_m"),
+])
+def test_another_class_count_grafts_the_same_body(source, target):
+    """Fine-tuning for other classes: the head is new, the body grows exactly as it does with
+    the source's class count (matching, identity blocks and zero-weighted channels alike)."""
+    src = _trained_looking(timm.create_model(source, num_classes=10))
+    same, other = (timm.create_model(target, num_classes=n) for n in (10, 5))
+    netgraft.transfer(src, same)
+    report = netgraft.transfer(src, other)
+    head = other.default_cfg["classifier"]
+    body = [k for k in same.state_dict() if not k.startswith(head)]
+    assert all(torch.equal(same.state_dict()[k], other.state_dict()[k]) for k in body)
+    assert report.function_gap is None  # 5 logits cannot be compared with 10
+    assert next(r for r in report.pairs if r.target.startswith(head)).action == "init"

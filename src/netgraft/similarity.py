@@ -36,7 +36,8 @@ def one_family(matching: Matching, similarity: float) -> bool:
     """Whether a pair is one family at two sizes: similar enough (≥ ``DISTANT_SIMILARITY``),
     or one network contains the other whatever the score (a 2× width change scores below it:
     convnext_nano → convnext_atto 0.39)."""
-    return similarity >= DISTANT_SIMILARITY or contains(matching) or contained(matching)
+    return (similarity >= DISTANT_SIMILARITY or contains(matching, classifier=False)
+            or contained(matching, classifier=False))
 
 
 def closes_gates(matching: Matching, similarity: float) -> bool:

@@ -352,7 +352,8 @@ _REORDERS = frozenset({"flip", "roll", "transpose", "transpose_", "permute", "mo
                        "moveaxis", "swapaxes", "swapdims", "t", "index_select", "gather",
                        "take_along_dim", "channel_shuffle", "native_channel_shuffle",
                        "pixel_shuffle", "pixel_unshuffle", "fliplr", "rot90", "sort",
-                       "argsort"})
+                       "argsort", "matmul", "__matmul__", "__rmatmul__", "bmm", "einsum", "mm",
+                       "tensordot"})
 #: ops that keep channels in place only when they keep dims 0 and 1 (x.flatten(1) of pooled
 #: features, x.view(n, c)); a channel shuffle's view(n, groups, c // groups, h, w) does not
 _RESHAPES = frozenset({"reshape", "view", "flatten", "unflatten", "view_as", "reshape_as"})
@@ -440,10 +441,14 @@ class _ChannelSources(TorchFunctionMode):
             if (a is not None and b is not None and a != b and max(len(a), len(b)) > 1
                     and (a, b) not in self.mixed_sums and (b, a) not in self.mixed_sums):
                 self.mixed_sums.append((a, b) if len(a) > 1 else (b, a))
-            if (name in _PRODUCTS and a is not None and b is not None and a != b
-                    and isinstance(out, torch.Tensor)):
-                # x * gate(x): the feature map's channels, not the (N, C, 1, 1) gate's
-                self.set(out, a if first.numel() >= args[1].numel() else b)
+            if name in _PRODUCTS and isinstance(out, torch.Tensor) and (a is not None
+                                                                        or b is not None):
+                # x * gate(x): the feature map's channels, not the (N, C, 1, 1) gate's; none
+                # when the feature map's own are not known
+                big = first if not isinstance(args[1], torch.Tensor) or (
+                    isinstance(first, torch.Tensor) and first.numel() >= args[1].numel()) \
+                    else args[1]
+                self.set(out, self.get(big))
                 return
         if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
             layout = self.get(first)

@@ -101,6 +101,8 @@ class TransferReport:
     #: change it on purpose: calibration, alignment, ...), relative to the source's largest
     #: output (≈ 1e-7 when function-preserving); None when not measured
     function_gap: float | None = None
+    #: why the graft was redone with the size-keyed channel maps (`_without_zero_weights`)
+    regrafted: str = field(default="", repr=False)
     #: why the graft does not compute the source's function, when known, and which later
     #: steps changed the grafted model (re-estimating the norms on calibration data does to
     #: a grown target what it would do to its source)
@@ -166,7 +168,7 @@ class TransferReport:
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
         unused = self.unused_source_layers()
-        if unused and self.matching is not None and contained(self.matching):
+        if unused and self.matching is not None and contained(self.matching, classifier=False):
             text += (f"; {len(unused)} source layers not carried over (a shallower target: "
                      f"{', '.join(unused[:3])}{' …' if len(unused) > 3 else ''})")
         if self.function_gap is not None:
@@ -569,14 +571,13 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             report = _transfer(source, target, example_input, source_input, method, head,
                                source_arch, target_arch, identity_blocks and method != "dpiat",
                                shrink, split_noise, seed)
+        if method != "dpiat" and _zero_weights_new(report):
+            report = _without_zero_weights(source, target, report, backup, head,
+                                           identity_blocks, shrink, split_noise, seed)
         if method != "dpiat" and embeds(report.matching):  # the graft's own function
             start = time.perf_counter()
             report.function_gap = _function_gap(source, target, report)
             report.seconds += time.perf_counter() - start
-            if (report.function_gap is not None and report.function_gap >= FUNCTION_GAP
-                    and _zero_weights_new(report)):
-                report = _without_zero_weights(source, target, report, backup, head,
-                                               identity_blocks, shrink, split_noise, seed)
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -682,24 +683,73 @@ def _zero_weights_new(report: TransferReport) -> bool:
 def _without_zero_weights(source: nn.Module, target: nn.Module, report: TransferReport,
                           backup: dict[str, torch.Tensor], head: str, identity_blocks: bool,
                           shrink: str, split_noise: float, seed: int) -> TransferReport:
-    """A containing target that zero-weighted the channels of its new layers and still does
-    not compute the source's function: its shared layers do not read what their sources read
-    (a new layer's output is *added* to their input — res2net_4s → _8s — not concatenated),
-    and the zeros only make it worse. Graft again with the size-keyed rules for those
-    channels and keep whichever is closer to the source's function."""
+    """A growth that zero-weighted the channels of new layers keeps the source's function only
+    if the shared layers still read what their sources read. When the features reaching the
+    classifier say it did not (a new layer's output is *added* to a shared layer's input —
+    res2net_4s → _8s — not concatenated), graft again with the size-keyed rules for those
+    channels and keep whichever features are closer to the source's. Measured on the
+    classifier's input, so a new head (another class count, ``head="reset"``) does not decide."""
+    start = time.perf_counter()
+    gap = _feature_gap(source, target, report)
+    if gap is None or gap < FUNCTION_GAP:
+        report.seconds += time.perf_counter() - start
+        return report
     first = {k: v.detach().clone() for k, v in target.state_dict().items()}
     target.load_state_dict(backup)
     with single_thread():
         other = _transfer(source, target, None, None, report.method, head,
                           report.matching.source, report.matching.target, identity_blocks,
                           shrink, split_noise, seed, zero_new=False)
-    other.function_gap = _function_gap(source, target, other)
-    other.seconds += report.seconds
-    if other.function_gap is not None and other.function_gap < report.function_gap:
-        return other
-    target.load_state_dict(first)
-    report.seconds = other.seconds
-    return report
+    other_gap = _feature_gap(source, target, other)
+    if other_gap is not None and other_gap < gap:
+        other.regrafted = (f"zero-weighting the new layers' channels left the features "
+                           f"{gap:.2g} from the source's (its new layers' outputs are added to, "
+                           f"not concatenated with, what shared layers read); the size-keyed "
+                           f"graft ({other_gap:.2g}) was kept")
+        kept = other
+    else:
+        target.load_state_dict(first)
+        kept = report
+    kept.seconds = report.seconds + time.perf_counter() - start
+    return kept
+
+
+def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
+    """How far the features reaching the target's classifier are from the source's, on the
+    source's example input (eval mode): for each target feature, the nearest source feature
+    (a widened target replicates them), largest |difference| relative to the source's largest
+    feature. None when there is no such pair of layers or the shapes do not compare."""
+    matching = report.matching
+    heads = [(t, s) for t, s in matching.pairs.items() if s is not None
+             and matching.target.layers[t].role == "output"]
+    if not heads:
+        return None
+    t, s = heads[0]
+    seen: dict[str, torch.Tensor] = {}
+
+    def catch(key):
+        def hook(module, args):
+            if key not in seen and args and isinstance(args[0], torch.Tensor):
+                seen[key] = args[0].detach()
+        return hook
+
+    handles = [matching.source.layers[s].module.register_forward_pre_hook(catch("s")),
+               matching.target.layers[t].module.register_forward_pre_hook(catch("t"))]
+    try:
+        eval_output(source, matching.source.example_input)
+        eval_output(target, matching.source.example_input)
+    except Exception:  # a target that takes other inputs
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    a, b = seen.get("s"), seen.get("t")
+    if a is None or b is None or a.ndim < 2 or a.shape[2:] != b.shape[2:] or a.shape[0] != b.shape[0]:
+        return None
+    rows_a = a.transpose(0, 1).reshape(a.shape[1], -1).float()
+    rows_b = b.transpose(0, 1).reshape(b.shape[1], -1).float()
+    nearest = torch.cdist(rows_b, rows_a, p=float("inf")).min(1).values.max()
+    return (nearest / a.abs().max().clamp(min=1.0)).item()
 
 
 def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
@@ -755,6 +805,8 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
                    f"({shown}{' …' if len(lacks) > 2 else ''})")
+    if report.regrafted:
+        why.append(report.regrafted)
     reordered = {r.target for r in report.pairs if any(SUM_ORDER in t.how for t in r.tensors)}
     mixed = [(cat, other) for cat, other in tgt.mixed_sums
              if not (len(other) == 1 and other[0][0] in reordered)]
@@ -1057,7 +1109,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             split_noise=split_noise if close else 0.0,
             generator=torch.Generator().manual_seed(seed), producers=producers,
             out_maps=_out_maps(src_arch, tgt_arch, producers, select, channel_map),
-            grow=zero_new and embeds(matching))
+            grow=zero_new and embeds(matching, classifier=False))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)
@@ -1148,7 +1200,7 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
     extra = _extra_blocks(src_arch, tgt_arch, matching)
     zeroed = list(identity_blocks(target, tgt_arch, extra, tgt_arch.example_input).values()) \
         if extra else []
-    if embeds(matching):
+    if embeds(matching, classifier=False):
         # growth: a new or repeated sub-block that the block grouping merged into a block
         # with a source of its own
         own, used = set(), set()

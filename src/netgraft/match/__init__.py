@@ -238,34 +238,41 @@ def _holds(small: Layer, large: Layer) -> bool:
     return wa is None or (len(wa) == len(wb) and all(y >= x for x, y in zip(wa, wb)))
 
 
-def contains(matching: Matching) -> bool:
+def contains(matching: Matching, *, classifier: bool = True) -> bool:
     """Whether the target contains the source: every source layer initialises some target
     layer, and every target layer initialised holds its source layer (same kind, at least as
     large in every dimension) — growth, where the graft is function-preserving and the
-    source's norm statistics stay exact."""
+    source's norm statistics stay exact. ``classifier=False``: the layers producing the output
+    may differ (another class count)."""
     src, tgt = matching.source, matching.target
     pairs = [(s, t) for t, s in matching.pairs.items() if s is not None]
-    return (all(_holds(src.layers[s], tgt.layers[t]) for s, t in pairs)
+    return (all(_holds(src.layers[s], tgt.layers[t]) for s, t in pairs
+                if classifier or tgt.layers[t].role != "output")
             and len({s for s, _ in pairs}) == len(src.layers))
 
 
-def contained(matching: Matching) -> bool:
+def contained(matching: Matching, *, classifier: bool = True) -> bool:
     """Whether the source contains the target (a shrink within a family): every target layer
     is initialised by a source layer that holds it, from a source block made of the same
-    kinds of layers (`_like_blocks`: a family that only shares shapes does not count)."""
+    kinds of layers (`_like_blocks`: a family that only shares shapes does not count).
+    ``classifier=False``: the layers producing the output may differ (another class count)."""
     src, tgt = matching.source, matching.target
-    return (all(s is not None and _holds(tgt.layers[t], src.layers[s])
+    return (all(s is not None and (_holds(tgt.layers[t], src.layers[s])
+                                   or (not classifier and tgt.layers[t].role == "output"))
                 for t, s in matching.pairs.items())
             and _like_blocks(matching))
 
 
-def embeds(matching: Matching) -> bool:
+def embeds(matching: Matching, *, classifier: bool = True) -> bool:
     """Whether every source layer initialises at least one target layer that holds it (a
-    repeated block may be narrower: it starts as an identity, see `netgraft.growth`)."""
+    repeated block may be narrower: it starts as an identity, see `netgraft.growth`).
+    ``classifier=False`` leaves out the layers that produce the output (a target with
+    another class count still holds the rest)."""
     src, tgt = matching.source, matching.target
     held = {s for t, s in matching.pairs.items()
             if s is not None and _holds(src.layers[s], tgt.layers[t])}
-    return len(held) == len(src.layers)
+    return all(i in held for i, layer in enumerate(src.layers)
+               if classifier or layer.role != "output")
 
 
 def match(source: Architecture, target: Architecture, method: str = DEFAULT_METHOD) -> Matching:
@@ -283,9 +290,11 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     m = get_method(method)
     src_items, tgt_items = m.both(source, target)
     found = _aligned(source, target, m, src_items, tgt_items)
-    if (not (embeds(found) or contained(found)) and any(isinstance(i, _Stage) for i in src_items)
+    # (another class count does not make a grown network another one: classifier=False)
+    if (not (embeds(found, classifier=False) or contained(found, classifier=False))
+            and any(isinstance(i, _Stage) for i in src_items)
             and _like_blocks(by_role := _aligned(source, target, m, src_items, tgt_items, True))
-            and (embeds(by_role) or contained(by_role))):
+            and (embeds(by_role, classifier=False) or contained(by_role, classifier=False))):
         # Shape scores alone can miss a containing target. Inside a stage of a ×2-wider
         # target the later blocks have the shapes of the source's *first* block (its input
         # width is the previous stage's), so the DP pairs the source's first block with one
@@ -296,7 +305,7 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         # source layer, that matching is the function-preserving one. Its DP value is
         # the plain DP's (`dp_value`), which similarity and the zoo's cache read.
         found = _rescored(by_role, found.plain_value)
-    elif (m.name == "graft" and not embeds(found)
+    elif (m.name == "graft" and not embeds(found, classifier=False)
           and (by_name := _by_name(source, target, m, found)) is not None):
         found = by_name
     return found
@@ -313,7 +322,8 @@ def _by_name(source: Architecture, target: Architecture, m: Method,
     pairs: dict[int, int | None] = {layer.index: None for layer in target.layers}
     for layer in source.layers:
         twin = by_name.get(layer.name)
-        if twin is None or twin.type != layer.type or not _holds(layer, twin):
+        if twin is None or twin.type != layer.type or not (
+                _holds(layer, twin) or layer.role == "output"):  # a head: any class count
             return None
         pairs[twin.index] = layer.index
     # a block both have must have the same layers: a family that shares module names but not
