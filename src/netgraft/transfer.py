@@ -209,15 +209,11 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
                  generator: torch.Generator | None = None,
-                 producers: dict[str, str] | None = None,
-                 out_maps: dict[str, tuple[torch.Tensor, str]] | None = None,
-                 grow: bool = False) -> list[TensorRecord]:
+                 channels: _ChannelPlan | None = None) -> list[TensorRecord]:
     records = []
-    out_how = {k: how for k, (_, how) in (out_maps or {}).items()}
-    out_maps = {k: index for k, (index, _) in (out_maps or {}).items()}
-    found = _concat_index(src, tgt, producers, select, channel_map, out_maps, grow)
+    found = _concat_index(src, tgt, channels, select, channel_map) if channels else None
     in_index, in_how = found if found is not None else (None, "")
-    out_index = out_maps.get(tgt.name) if _mixes_channels(tgt) else None
+    out_index = channels.maps.get(tgt.name) if channels and _mixes_channels(tgt) else None
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
         source = src_t.get(name)
@@ -248,7 +244,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
                     in_index=in_index, in_how=in_how, out_index=out_index,
-                    out_how=out_how.get(tgt.name, ""))
+                    out_how=channels.how.get(tgt.name, "") if channels else "")
             how, fraction = "; ".join(plan.notes), plan.fraction
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
@@ -268,24 +264,33 @@ def _mixes_channels(layer: Layer) -> bool:
         layer.kind == "conv" and not (layer.depthwise and layer.in_dim == layer.out_dim))
 
 
-def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
-                  select: Callable | None, channel_map: Callable | None,
-                  out_maps: dict[str, torch.Tensor], grow: bool = False
+@dataclass
+class _ChannelPlan:
+    """What the graph tells about channels, for one transfer (built once in `_transfer`)."""
+
+    producers: dict[str, str]  # target layer → its source layer, where it writes the same
+    maps: dict[str, torch.Tensor]  # target layer → source channel of each output channel
+    how: dict[str, str]  # target layer in `maps` → how its note says so
+    grow: bool  # the target holds the source (classifier aside): new channels weigh zero
+
+
+def _concat_index(src: Layer, tgt: Layer, channels: _ChannelPlan,
+                  select: Callable | None, channel_map: Callable | None
                   ) -> tuple[torch.Tensor, str] | None:
     """Where each channel `tgt` reads sits in what `src` reads (`adapt.concat_index`), and how
     to say so, when both read concatenations (or `tgt` reads a layer whose channels follow a
-    map of their own, `out_maps`) and the layer either sums over its inputs densely or acts
+    map of their own, `channels.maps`) and the layer either sums over its inputs densely or acts
     channel by channel; None otherwise (the size-keyed rules apply: a concatenation read from
     a plain tensor has no segments to pair).
 
     Channels with no source are zero-weighted, which keeps the function only in a growth
-    (`grow`: the target holds the source) that still reads every source input; anywhere else
+    (`channels.grow`: the target holds the source) that still reads every source input; else
     such a map falls back to the size-keyed rules (in a shrink or across families it would
     leave inputs — up to all of a layer's — weighing nothing)."""
-    if producers is None or not src.in_layout or not tgt.in_layout:
+    if not src.in_layout or not tgt.in_layout:
         return None
     if not ((src.concatenated and tgt.concatenated)
-            or any(seg[0] in out_maps for seg in tgt.in_layout)):
+            or any(seg[0] in channels.maps for seg in tgt.in_layout)):
         return None
     for layer in (src, tgt):
         if layer.kind == "conv" and layer.groups > 1 and not (
@@ -293,11 +298,12 @@ def _concat_index(src: Layer, tgt: Layer, producers: dict[str, str] | None,
             return None  # a grouped fan-in: each group reads its own slice
     if _mixes_channels(src) != _mixes_channels(tgt):
         return None
-    index = adapt.concat_index(src.in_layout, tgt.in_layout, producers, select, channel_map,
-                               out_maps)
+    index = adapt.concat_index(src.in_layout, tgt.in_layout, channels.producers, select,
+                               channel_map, channels.maps)
     new = index < 0
     distinct = len(set(index[~new].tolist()))
-    if bool(new.all()) or (bool(new.any()) and not (grow and distinct == src.in_dim)):
+    if bool(new.all()) or (bool(new.any()) and not (channels.grow
+                                                    and distinct == src.in_dim)):
         return None
     if not bool(new.any()) and distinct < (src.in_dim or 0) <= len(index):
         return None  # as wide but some source inputs unread: neither a growth nor a selection
@@ -369,16 +375,24 @@ def _sum_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[st
     return maps
 
 
-def _out_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
-              select: Callable | None, channel_map: Callable | None
-              ) -> dict[str, tuple[torch.Tensor, str]]:
-    """The layers whose output channels follow a map of their own instead of the size-keyed
-    rule: those read in pieces (`_split_maps`), then those added to a concatenation
-    (`_sum_maps`). Target layer name → (source channel of each output channel, how)."""
+def _channel_plan(src_arch: Architecture, tgt_arch: Architecture, matching: Matching,
+                  select: Callable | None, channel_map: Callable | None,
+                  grow: bool) -> _ChannelPlan:
+    """The producers' pairing, and the layers whose output channels follow a map of their
+    own instead of the size-keyed rule: those read in pieces (`_split_maps`), then those
+    added to a concatenation (`_sum_maps`)."""
+    # a target layer repeating a source layer an earlier one took writes new channels
+    producers = {"": ""}
+    for t, s in sorted(matching.pairs.items()):
+        name = src_arch.layers[s].name if s is not None else None
+        if name is not None and name not in producers.values():
+            producers[tgt_arch.layers[t].name] = name
     split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
-    summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map,
-                       {k: index for k, (index, _) in split.items()})
-    return split | {k: (v, SUM_ORDER) for k, v in summed.items()}
+    maps = {k: index for k, (index, _) in split.items()}
+    summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, maps)
+    return _ChannelPlan(producers=producers, maps=maps | summed,
+                        how={k: how for k, (_, how) in split.items()}
+                        | dict.fromkeys(summed, SUM_ORDER), grow=grow)
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -1097,19 +1111,12 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.
-        # the layers the channels of a concatenation come from, target name → source name
-        # (a target layer repeating a source layer an earlier one took writes new channels)
-        producers = {"": ""}
-        for t, s in sorted(matching.pairs.items()):
-            name = src_arch.layers[s].name if s is not None else None
-            if name is not None and name not in producers.values():
-                producers[tgt_arch.layers[t].name] = name
         layer_transfer = functools.partial(
             _graft_layer, select=select, channel_map=channel_map,
             split_noise=split_noise if close else 0.0,
-            generator=torch.Generator().manual_seed(seed), producers=producers,
-            out_maps=_out_maps(src_arch, tgt_arch, producers, select, channel_map),
-            grow=zero_new and embeds(matching, classifier=False))
+            generator=torch.Generator().manual_seed(seed),
+            channels=_channel_plan(src_arch, tgt_arch, matching, select, channel_map,
+                                   grow=zero_new and embeds(matching, classifier=False)))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

@@ -183,11 +183,11 @@ def _index_dim(x: torch.Tensor, dim: int, index: torch.Tensor, role: str, plan: 
     # a norm's channels are "out" in every other note
     note = f"{'out' if role == 'ch' else role} {s}→{size} " + (how or "by concatenated segments")
     if role == "in":
-        counts = torch.bincount(index[mapped], minlength=s).to(torch.float64)
-        distinct = int((counts > 0).sum())
-        scale = torch.where(mapped, 1.0 / counts[safe.cpu()].clamp_min(1), 0.0)
-        if distinct < s:  # source inputs dropped: keep the pre-activation's variance
-            scale = scale * math.sqrt(s / max(distinct, 1))
+        # the usual fan-in rule on the channels with a source, weight 0 on the others
+        kept = index[mapped]
+        distinct = int(kept.unique().numel())
+        scale = torch.zeros(size, dtype=torch.float64)
+        scale[mapped] = fan_in_scale(s, len(kept), kept)
         out = out * scale.to(dtype=x.dtype, device=x.device).view(view)
         if new:
             note += f", {new} channels {ZERO_WEIGHTED}"
