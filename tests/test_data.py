@@ -11,6 +11,7 @@ from netgraft.data import (
     DEFAULT_FASHION_MNIST_ROOT,
     FASHION_MNIST_ENV,
     DatasetNotFoundError,
+    dataset_name,
     ImageDataset,
     load_dataset,
     load_digits,
@@ -93,6 +94,17 @@ def test_bad_arguments():
         load_digits("train", in_chans=0)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("cifar10", "train")
+
+
+def test_dataset_names_are_canonical():
+    # one name per dataset, whatever the spelling: a search resumed (or a pool shared) as
+    # "Fashion_MNIST" must find what "fashion-mnist" recorded
+    for spelling in ("fashion-mnist", "Fashion_MNIST", " FashionMNIST "):
+        assert dataset_name(spelling) == "fashion-mnist"
+    assert dataset_name("Digits") == "digits"
+    assert load_dataset("DIGITS", "test", size=8).x.shape == (300, 1, 8, 8)
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        dataset_name("mnist")
 
 
 # ----------------------------------------------------------------- subset / batches

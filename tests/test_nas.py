@@ -95,6 +95,9 @@ def test_cold_search_and_resume_keeps_finished_trials(tmp_path, data):
     assert len(set(params)) == 4
     # a third run with the same budget has nothing to do
     assert run_search(tiny(tmp_path, warm=False, trials=4), data=data).ran == []
+    # ... also when the dataset is spelled otherwise (the study records its canonical name)
+    assert run_search(tiny(tmp_path, warm=False, trials=4, dataset="Digits"), data=data).ran == []
+    assert first.user_attrs["dataset"] == "digits"
     # resuming with other settings is refused
     with pytest.raises(NetgraftError, match="created with objectives"):
         open_study(tiny(tmp_path, warm=False, objectives="accuracy,flops"))

@@ -34,6 +34,7 @@ __all__ = [
     "load_digits",
     "load_dataset",
     "load_dataset_spec",
+    "dataset_name",
     "read_tensors",
     "TENSOR_FILE_SUFFIXES",
     "DEFAULT_FASHION_MNIST_ROOT",
@@ -272,10 +273,10 @@ def load_dataset(
     warning and the digits dataset is returned instead (check ``.name``).
     Corrupt files still raise: silently swapping datasets would hide them.
     """
-    key = name.lower().replace("_", "-")
+    key = dataset_name(name)
     if key == "digits":
         return load_digits(split, size=size, in_chans=in_chans)
-    if key in ("fashion-mnist", "fashionmnist"):
+    if key == "fashion-mnist":
         try:
             return load_fashion_mnist(split, size=size, in_chans=in_chans, root=root)
         except DatasetNotFoundError as e:
@@ -287,7 +288,18 @@ def load_dataset(
                 stacklevel=2,
             )
             return load_digits(split, size=size, in_chans=in_chans)
-    raise ValueError(f"unknown dataset {name!r}; expected 'fashion-mnist' or 'digits'")
+    raise AssertionError(key)  # dataset_name accepts nothing else
+
+
+def dataset_name(name: str) -> str:
+    """The canonical name of a built-in dataset (``"Fashion_MNIST"`` → ``"fashion-mnist"``),
+    so that a search resumed or a pool shared with another spelling finds its own records;
+    ValueError for an unknown name."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist"}.get(key, key)
+    if key not in ("fashion-mnist", "digits"):
+        raise ValueError(f"unknown dataset {name!r}; expected 'fashion-mnist' or 'digits'")
+    return key
 
 
 def load_dataset_spec(spec: str, *, size: int | None, in_chans: int,

@@ -103,6 +103,11 @@ class SearchConfig:
 
     def __post_init__(self):
         self.objectives = parse_objectives(self.objectives)
+        from ..data import dataset_name
+        try:
+            self.dataset = dataset_name(self.dataset)
+        except ValueError as exc:
+            raise NetgraftError(f"--dataset: {exc}") from None
         if self.trials is not None and self.trials < 1:
             raise NetgraftError(f"--trials must be >= 1, got {self.trials}")
         if self.trials is None and self.minutes is None:
