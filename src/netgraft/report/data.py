@@ -152,7 +152,7 @@ def redact(storage: str | Path) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(storage))
 
 
-def storage_url(storage: str | Path) -> str:
+def existing_storage_url(storage: str | Path) -> str:
     """A sqlite file path or an Optuna storage URL -> storage URL, checking that a sqlite file
     exists and holds Optuna tables (Optuna would otherwise create a new, empty database)."""
     text = str(storage)
@@ -190,7 +190,7 @@ def load_studies(storage: str | Path, studies: Sequence[str] | None = None) -> l
     """Load the named studies (default: every study, in creation order) from `storage`."""
     import optuna
 
-    url = storage_url(storage)
+    url = existing_storage_url(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         with warnings.catch_warnings():
