@@ -50,7 +50,24 @@ PAIRS = (
     # a stage gets shallower or block types change: not growth
     "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
     "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"
-    "resnext26ts:resnext50_32x4d")
+    "resnext26ts:resnext50_32x4d,"
+    # vision transformers (added 2026-11-26, session 11), built for 64 px (`MODEL_KWARGS`)
+    "vit_tiny_patch16_224:vit_small_patch16_224,deit_tiny_patch16_224:deit_small_patch16_224,"
+    "vit_small_patch16_224:vit_base_patch16_224,"
+    "swin_tiny_patch4_window7_224:swin_small_patch4_window7_224,"
+    "swinv2_cr_tiny_224:swinv2_cr_small_224,levit_128s:levit_128,pit_ti_224:pit_xs_224,"
+    "convit_tiny:convit_small")
+
+#: how a model is built for the sweep's 64 px inputs (transformers fix their input size)
+_SMALL = {"img_size": 64}
+MODEL_KWARGS: dict[str, dict] = {
+    **dict.fromkeys(("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
+                     "deit_tiny_patch16_224", "deit_small_patch16_224", "swinv2_cr_tiny_224",
+                     "swinv2_cr_small_224", "levit_128s", "levit_128", "pit_ti_224",
+                     "pit_xs_224", "convit_tiny", "convit_small"), _SMALL),
+    **dict.fromkeys(("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224"),
+                    {"img_size": 64, "window_size": 4}),
+}
 
 
 def trained_looking(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -74,10 +91,13 @@ def measure(source_name: str, target_name: str, size: int = 64) -> dict:
     import timm
 
     torch.manual_seed(0)
-    source = trained_looking(timm.create_model(source_name, num_classes=10))
-    target = timm.create_model(target_name, num_classes=10)
+    source = trained_looking(timm.create_model(source_name, num_classes=10,
+                                               **MODEL_KWARGS.get(source_name, {})))
+    target = timm.create_model(target_name, num_classes=10, **MODEL_KWARGS.get(target_name, {}))
     start = time.perf_counter()
-    report = netgraft.transfer(source, target)
+    # a model built for 64 px is traced on 64 px (LeViT keeps no record of its size)
+    example = torch.randn(2, 3, size, size) if source_name in MODEL_KWARGS else None
+    report = netgraft.transfer(source, target, example_input=example)
     seconds = time.perf_counter() - start
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
@@ -93,7 +113,7 @@ def measure(source_name: str, target_name: str, size: int = 64) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default=PAIRS,
-                        help="comma-separated source:target timm names (default: 43 pairs)")
+                        help="comma-separated source:target timm names (default: the 51 pairs above)")
     parser.add_argument("--json", default="benchmarks/results/growth_sweep.json")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)

@@ -72,6 +72,29 @@ def test_more_timm_families_grow_function_preserving(source, target):
     assert report.function_gap is not None and report.function_gap < 1e-4
 
 
+@pytest.mark.parametrize("source, target, kwargs", [
+    # wider: more heads of the same size; tiled units keep whole heads, so the copies attend
+    # as the source's heads do and the output projection averages them
+    ("vit_tiny_patch16_224", "vit_small_patch16_224", dict(img_size=64)),
+    # deeper (stage 3: 6 → 18 blocks): each Swin block is one residual unit (a Swin stage
+    # used to be one flat block whose layers the DP spread over several target blocks)
+    ("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224",
+     dict(img_size=64, window_size=4)),
+    ("swinv2_cr_tiny_224", "swinv2_cr_small_224", dict(img_size=64)),
+])
+def test_transformers_grow_function_preserving(source, target, kwargs):
+    src = _trained_looking(timm.create_model(source, num_classes=10, **kwargs))
+    dst = timm.create_model(target, num_classes=10, **kwargs)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 64, 64)
+    dst.eval()
+    with torch.no_grad():
+        expected = src(x)
+        diff = (expected - dst(x)).abs().max().item()
+    assert diff < 1e-4 * max(1.0, expected.abs().max().item())
+    assert report.function_gap < 1e-4 and report.coverage > 0.8
+
+
 @pytest.mark.parametrize("source, target, why", [
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)

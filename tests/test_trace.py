@@ -114,3 +114,30 @@ def test_concatenated_inputs_record_where_their_channels_come_from():
     # the concatenation is added to the stem's output (GhostNet's shortcut)
     assert arch.mixed_sums == [((("primary", 0, 6, 6), ("primary", 0, 4, 6)),
                                 (("stem", 0, 10, 10),))]
+
+
+def test_residual_units_are_blocks_of_their_own():
+    """A module whose forward adds its own input back is a residual unit, whatever the layout
+    of its tensors (Swin's are channels-last); a block holding several is cut into one block
+    per unit — DPIAT's rule flattened each Swin stage (downsampling + blocks) into one."""
+    model = timm.create_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4,
+                              num_classes=10)
+    arch = netgraft.trace(model)
+    assert {f"layers.2.blocks.{i}" for i in range(6)} <= arch.residual
+    assert "layers.2" not in arch.residual and "layers.2.downsample" not in arch.residual
+    names = [b.name for b in arch.blocks]
+    at = names.index("layers.2.downsample")
+    assert names[at:at + 7] == ["layers.2.downsample"] + [f"layers.2.blocks.{i}" for i in range(6)]
+    unit = arch.blocks[at + 1]
+    assert [arch.layers[i].name for i in unit.layers] == [
+        "layers.2.blocks.0." + n for n in ("norm1", "attn", "attn.qkv", "attn.proj", "norm2",
+                                           "mlp.fc1", "mlp.fc2")]
+    assert all(arch.layers[i].block == at + 1 for i in unit.layers)
+    # blocks a unit already fills stay as they were: resnet18's basic blocks
+    res = netgraft.trace(timm.create_model("resnet18", num_classes=10))
+    assert [b.name for b in res.blocks][2:4] == ["layer1.0", "layer1.1"]
+    assert {"layer1.0", "layer1.1"} <= res.residual
+    # convolutional units keep DPIAT's grouping: a CSP stage stays one block
+    csp = netgraft.trace(timm.create_model("cs3darknet_s", num_classes=10))
+    assert "stages.1.blocks.0" in csp.residual and "stages.1" in [b.name for b in csp.blocks]
+    assert not any(b.name.startswith("stages.1.blocks") for b in csp.blocks)

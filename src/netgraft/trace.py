@@ -165,6 +165,9 @@ class Architecture:
     #: cannot compute the source's function
     summed: frozenset[tuple[str, str, str]] = field(default_factory=frozenset, repr=False,
                                                     compare=False)
+    #: modules whose forward adds their own input back (x + f(x)): the residual units; those
+    #: without convolutions (attention, MLP) are one block each (see `_split_units`)
+    residual: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -388,6 +391,10 @@ class _ChannelSources(TorchFunctionMode):
         self.read: dict[str, Layout] = {}  # layer name → what it reads (first call)
         self.summed: set[tuple[str, str, str]] = set()  # (module, layer, layer) added
         self.running: list[str] = []  # the modules whose forward is running, innermost last
+        self.inputs: list[Any] = []  # the first input tensor of each running module
+        #: modules whose forward adds its own input to a tensor of the same shape (x + f(x)):
+        #: residual units, whatever the layout of their tensors (`Architecture.residual`)
+        self.residual: set[str] = set()
         self.order: dict[str, int] = {}  # module name → when the forward first reached it
 
     def get(self, t: Any) -> Layout | None:
@@ -427,6 +434,11 @@ class _ChannelSources(TorchFunctionMode):
             for t in (out if isinstance(out, (tuple, list)) else (out,)):
                 self.set(t, None)
             return
+        if (name in _ADDS and len(args) > 1 and self.inputs and self.inputs[-1] is not None
+                and any(t is self.inputs[-1] for t in args[:2])
+                and all(isinstance(t, torch.Tensor) for t in args[:2])
+                and first.shape == args[1].shape):
+            self.residual.add(self.running[-1])
         if name in _SUMS and len(args) > 1:
             a, b = self.get(first), self.get(args[1])
             if a is not None and b is not None and name in _ADDS and len(a) == len(b) == 1:
@@ -511,6 +523,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str
                 order[name] = len(order)
             sources.running.append(name)
             first = _first_tensor(args)
+            sources.inputs.append(first)
             if name not in sources.read and sources.get(first) is not None and own_tensors(module):
                 sources.read[name] = sources.get(first)
             if inp_ptr is not None and first is not None and first.data_ptr() == inp_ptr \
@@ -532,6 +545,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     def leave(module, args, out):
         if sources.running:
             sources.running.pop()
+            sources.inputs.pop()
 
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
@@ -674,13 +688,13 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         elif layer.name in output_layers:
             layer.role = "output"
 
-    blocks = _blocks(model, layers)
+    blocks = _split_units(_blocks(model, layers), layers, sources.residual)
     cfg = getattr(model, "pretrained_cfg", None)
     arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input, mixed_sums=sources.mixed_sums,
-                        summed=frozenset(sources.summed))
+                        summed=frozenset(sources.summed), residual=frozenset(sources.residual))
 
 
 class _Own:
@@ -732,6 +746,46 @@ def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
         for i in block.layers:
             layers[i].block = b
     return blocks
+
+
+def _split_units(blocks: list[Block], layers: list[Layer], units: frozenset[str] | set[str]
+                 ) -> list[Block]:
+    """Blocks holding a token-mixing residual unit (`_ChannelSources.residual`: a module
+    adding its input back, with no convolution: attention, MLP) and more, cut into one block
+    per unit. DPIAT's standardisation flattens a module with more single layers than
+    sub-blocks into one block (a Swin stage: its downsampling norm and linear, then blocks of
+    norm, attention, norm, MLP), and the layer-level matching then spread one source unit's
+    layers over several target units, with no kernel shape to anchor them. Layers outside
+    every unit (the downsampling) keep a block of their own per run. Convolutional units keep
+    DPIAT's grouping: cut apart, a CSP network and a ResNet looked alike (similarity 0.07 →
+    0.49) and the full graft between them was no better than random init."""
+    convs = {u for u in units for layer in layers
+             if layer.kind in ("conv", "conv_transpose") and layer.name.startswith(u + ".")}
+    units = set(units) - convs
+
+    def unit(name: str, block: str) -> str | None:
+        found = [u for u in units if (name == u or name.startswith(u + ".")) and u != block
+                 and (not block or u.startswith(block + "."))]
+        return min(found, key=len) if found else None
+
+    out: list[Block] = []
+    for block in blocks:
+        keys = [unit(layers[i].name, block.name) for i in block.layers]
+        if len(set(keys)) < 2 or not any(keys):
+            out.append(block)
+            continue
+        runs: list[list[int]] = []
+        for i, (index, key) in enumerate(zip(block.layers, keys)):
+            if i and key == keys[i - 1]:
+                runs[-1].append(index)
+            else:
+                runs.append([index])
+        out += [Block(name=_common_prefix([layers[i].name for i in run]), layers=run)
+                for run in runs]
+    for b, block in enumerate(out):
+        for i in block.layers:
+            layers[i].block = b
+    return out
 
 
 def _common_prefix(names: Iterable[str]) -> str:
