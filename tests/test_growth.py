@@ -81,18 +81,34 @@ def test_more_timm_families_grow_function_preserving(source, target):
     ("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224",
      dict(img_size=64, window_size=4)),
     ("swinv2_cr_tiny_224", "swinv2_cr_small_224", dict(img_size=64)),
+    # deeper and more heads: DPIAT's grouping cut each LeViT block into attention and MLP,
+    # and a target MLP was filled from a source attention (gap 0.055)
+    ("levit_128s", "levit_128", dict(img_size=64)),
 ])
 def test_transformers_grow_function_preserving(source, target, kwargs):
     src = _trained_looking(timm.create_model(source, num_classes=10, **kwargs))
     dst = timm.create_model(target, num_classes=10, **kwargs)
-    report = netgraft.transfer(src, dst)
     x = torch.randn(2, 3, 64, 64)
+    report = netgraft.transfer(src, dst, example_input=x)  # LeViT keeps no record of 64 px
     dst.eval()
     with torch.no_grad():
         expected = src(x)
         diff = (expected - dst(x)).abs().max().item()
     assert diff < 1e-4 * max(1.0, expected.abs().max().item())
     assert report.function_gap < 1e-4 and report.coverage > 0.8
+
+
+def test_a_deeper_vit_computes_the_source_function():
+    # each ViT block is one block (DPIAT's grouping cut it into norm, attention, norm, MLP,
+    # and the DP interleaved the pieces of 6 source blocks with 12 target ones: gap 0.69)
+    src = _trained_looking(timm.create_model("vit_tiny_patch16_224", num_classes=10,
+                                             img_size=64, depth=6))
+    dst = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=64, depth=12)
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap < 1e-4
+    # the 6 new blocks start as identities: their attention and MLP outputs are zeroed
+    zeroed = [p.target for p in report.pairs if p.note.startswith("zeroed")]
+    assert len(zeroed) == 12 and all(n.endswith(("attn.proj", "mlp.fc2")) for n in zeroed)
 
 
 @pytest.mark.parametrize("source, target, why", [

@@ -133,6 +133,14 @@ def test_residual_units_are_blocks_of_their_own():
         "layers.2.blocks.0." + n for n in ("norm1", "attn", "attn.qkv", "attn.proj", "norm2",
                                            "mlp.fc1", "mlp.fc2")]
     assert all(arch.layers[i].block == at + 1 for i in unit.layers)
+    # ... and the sub-blocks DPIAT cut a unit into are one block again (LeViT: attention, MLP)
+    levit = netgraft.trace(timm.create_model("levit_128s", num_classes=10, img_size=64),
+                           torch.randn(1, 3, 64, 64))
+    unit = next(b for b in levit.blocks if b.name == "stages.0.blocks.0")
+    assert [levit.layers[i].name for i in unit.layers][::4] == [
+        "stages.0.blocks.0.attn", "stages.0.blocks.0.attn.proj.ln.bn",
+        "stages.0.blocks.0.mlp.ln2.bn"]
+    assert not any(b.name.startswith("stages.0.blocks.0.") for b in levit.blocks)
     # blocks a unit already fills stay as they were: resnet18's basic blocks
     res = netgraft.trace(timm.create_model("resnet18", num_classes=10))
     assert [b.name for b in res.blocks][2:4] == ["layer1.0", "layer1.1"]

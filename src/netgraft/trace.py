@@ -750,38 +750,49 @@ def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
 
 def _split_units(blocks: list[Block], layers: list[Layer], units: frozenset[str] | set[str]
                  ) -> list[Block]:
-    """Blocks holding a token-mixing residual unit (`_ChannelSources.residual`: a module
-    adding its input back, with no convolution: attention, MLP) and more, cut into one block
-    per unit. DPIAT's standardisation flattens a module with more single layers than
-    sub-blocks into one block (a Swin stage: its downsampling norm and linear, then blocks of
-    norm, attention, norm, MLP), and the layer-level matching then spread one source unit's
-    layers over several target units, with no kernel shape to anchor them. Layers outside
-    every unit (the downsampling) keep a block of their own per run. Convolutional units keep
+    """One block per token-mixing residual unit (`_ChannelSources.residual`: a module adding
+    its input back, with no convolution: a transformer block). DPIAT's standardisation cuts
+    such a unit into sub-blocks when it has more sub-blocks than single layers (LeViT's
+    attention and MLP), and flattens a module with more single layers than sub-blocks into
+    one block (a Swin stage: its downsampling norm and linear, then blocks of norm,
+    attention, norm, MLP); either way the block DP then paired pieces of units with pieces of
+    others (a LeViT MLP filled from an attention, a Swin block's projection taken from
+    another block's attention), with no kernel shape to anchor them. Here sub-blocks of one
+    unit are merged, and a block holding a unit and more is cut at its edges (layers outside
+    every unit, a downsampling, keep a block of their own per run). Convolutional units keep
     DPIAT's grouping: cut apart, a CSP network and a ResNet looked alike (similarity 0.07 →
     0.49) and the full graft between them was no better than random init."""
-    convs = {u for u in units for layer in layers
-             if layer.kind in ("conv", "conv_transpose") and layer.name.startswith(u + ".")}
-    units = set(units) - convs
+    inside = {u: [layer for layer in layers if layer.name == u or layer.name.startswith(u + ".")]
+              for u in units}
+    # a unit that is a single layer (ConvNeXt-V2's GRN adds its input back) is no block
+    tokens = {u for u, held in inside.items() if len(held) > 1
+              and not any(layer.kind in ("conv", "conv_transpose") for layer in held)}
 
-    def unit(name: str, block: str) -> str | None:
-        found = [u for u in units if (name == u or name.startswith(u + ".")) and u != block
-                 and (not block or u.startswith(block + "."))]
+    def unit(name: str) -> str | None:
+        found = [u for u in tokens if name == u or name.startswith(u + ".")]
         return min(found, key=len) if found else None
 
-    out: list[Block] = []
+    runs: list[tuple[str | None, list[int]]] = []
     for block in blocks:
-        keys = [unit(layers[i].name, block.name) for i in block.layers]
-        if len(set(keys)) < 2 or not any(keys):
-            out.append(block)
-            continue
-        runs: list[list[int]] = []
-        for i, (index, key) in enumerate(zip(block.layers, keys)):
-            if i and key == keys[i - 1]:
-                runs[-1].append(index)
+        keys = [unit(layers[i].name) for i in block.layers]
+        if len(set(keys)) == 1:  # one unit, a piece of one, or none
+            pieces = [(keys[0], list(block.layers))]
+        else:
+            pieces = []
+            for index, key in zip(block.layers, keys):
+                if pieces and pieces[-1][0] == key:
+                    pieces[-1][1].append(index)
+                else:
+                    pieces.append((key, [index]))
+        for key, members in pieces:
+            if key is not None and runs and runs[-1][0] == key:
+                runs[-1][1].extend(members)  # the next piece of the same unit
             else:
-                runs.append([index])
-        out += [Block(name=_common_prefix([layers[i].name for i in run]), layers=run)
-                for run in runs]
+                runs.append((key, members))
+    out = [Block(name=_common_prefix([layers[i].name for i in members]), layers=members)
+           for _, members in runs]
+    if [b.layers for b in out] == [b.layers for b in blocks]:
+        return blocks
     for b, block in enumerate(out):
         for i in block.layers:
             layers[i].block = b
