@@ -166,7 +166,7 @@ class Architecture:
     summed: frozenset[tuple[str, str, str]] = field(default_factory=frozenset, repr=False,
                                                     compare=False)
     #: modules whose forward adds their own input back (x + f(x)): the residual units; those
-    #: without convolutions (attention, MLP) are one block each (see `_split_units`)
+    #: without convolutions (attention, MLP) are one block each (see `_unit_blocks`)
     residual: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -688,7 +688,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         elif layer.name in output_layers:
             layer.role = "output"
 
-    blocks = _split_units(_blocks(model, layers), layers, sources.residual)
+    blocks = _unit_blocks(_blocks(model, layers), layers, sources.residual)
     cfg = getattr(model, "pretrained_cfg", None)
     arch_name = name or (cfg.get("architecture") if isinstance(cfg, dict) else None)
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
@@ -748,7 +748,7 @@ def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
     return blocks
 
 
-def _split_units(blocks: list[Block], layers: list[Layer], units: frozenset[str] | set[str]
+def _unit_blocks(blocks: list[Block], layers: list[Layer], units: frozenset[str] | set[str]
                  ) -> list[Block]:
     """One block per token-mixing residual unit (`_ChannelSources.residual`: a module adding
     its input back, with no convolution: a transformer block). DPIAT's standardisation cuts
