@@ -134,6 +134,19 @@ def test_a_containing_target_that_cannot_compute_the_source_function_says_why(so
     assert report.to_dict()["function_gap"] == report.function_gap
 
 
+def test_swin_blocks_of_the_other_shift_are_named():
+    # Swin's blocks alternate plain and shifted windows, a setting without parameters: two
+    # deeper stages put source block 1 (shifted) into target block 2 (plain)
+    kw = dict(img_size=64, window_size=4, num_classes=10)
+    src = _trained_looking(timm.create_model("swin_tiny_patch4_window7_224", **kw))
+    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224",
+                                                      depths=(4, 4, 6, 2), **kw))
+    assert report.function_gap > 1e-3
+    assert ("2 blocks compute otherwise than the source blocks they were copied from, by "
+            "settings that hold no parameters (layers.0.blocks.2: shift_size (2, 2) → (0, 0); "
+            "layers.1.blocks.2: shift_size (2, 2) → (0, 0))") in report.function_note
+
+
 def test_a_grouping_that_cannot_be_packed_is_named():
     """4 groups of 4 → 3 groups of 6: a target group cannot hold whole source groups."""
     def net(width, groups):

@@ -819,6 +819,11 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
                    f"({shown}{' …' if len(lacks) > 2 else ''})")
+    settings = _unit_settings(report)
+    if settings:
+        why.append(f"{len(settings)} blocks compute otherwise than the source blocks they were "
+                   f"copied from, by settings that hold no parameters ({'; '.join(settings[:2])}"
+                   f"{' …' if len(settings) > 2 else ''})")
     if report.regrafted:
         why.append(report.regrafted)
     reordered = {r.target for r in report.pairs if any(SUM_ORDER in t.how for t in r.tensors)}
@@ -843,6 +848,45 @@ def _why_not_preserved(report: TransferReport) -> str:
     if later:
         why.append("then " + " and ".join(later))
     return "; ".join(why)
+
+
+#: block settings without parameters that change what a block computes (Swin's shifted
+#: windows alternate block by block: a source block copied into a block of the other parity
+#: attends over other windows)
+UNIT_SETTINGS = ("shift_size", "window_size")
+
+
+def _unit_settings(report: TransferReport) -> list[str]:
+    """"<target unit>: <setting> <source> → <target>" for every transformer unit
+    (`Architecture.residual`) copied from a source unit whose `UNIT_SETTINGS` differ;
+    blocks started as identities do not count."""
+    matching = report.matching
+    src, tgt = matching.source, matching.target
+    if src.model is None or tgt.model is None:
+        return []
+    s_mods, t_mods = dict(src.model.named_modules()), dict(tgt.model.named_modules())
+    zeroed = {r.target for r in report.pairs if r.note.startswith("zeroed")}
+
+    def enclosing(name: str, units: frozenset[str]) -> str | None:
+        found = [u for u in units if name.startswith(u + ".")]
+        return max(found, key=len) if found else None
+
+    seen, out = set(), []
+    for t, s in sorted(matching.pairs.items()):
+        if s is None:
+            continue
+        tu = enclosing(tgt.layers[t].name, tgt.residual)
+        su = enclosing(src.layers[s].name, src.residual)
+        if tu is None or su is None or tu in seen:
+            continue
+        seen.add(tu)
+        if any(name.startswith(tu + ".") for name in zeroed):
+            continue
+        for key in UNIT_SETTINGS:
+            a, b = getattr(s_mods.get(su), key, None), getattr(t_mods.get(tu), key, None)
+            if a is not None and b is not None and a != b:
+                out.append(f"{tu}: {key} {a} → {b}")
+    return out
 
 
 def _missing_sum(module: str, p: str, q: str, p_mate: str, q_mate: str,
