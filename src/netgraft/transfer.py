@@ -821,7 +821,9 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"({shown}{' …' if len(lacks) > 2 else ''})")
     settings = _unit_settings(report)
     if settings:
-        why.append(f"{len(settings)} blocks compute otherwise than the source blocks they were "
+        many = len(settings) > 1
+        why.append(f"{len(settings)} block{'s' if many else ''} compute{'' if many else 's'} "
+                   f"otherwise than the source block{'s they were' if many else ' it was'} "
                    f"copied from, by settings that hold no parameters ({'; '.join(settings[:2])}"
                    f"{' …' if len(settings) > 2 else ''})")
     if report.regrafted:
