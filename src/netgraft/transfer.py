@@ -859,35 +859,27 @@ UNIT_SETTINGS = ("shift_size", "window_size")
 
 
 def _unit_settings(report: TransferReport) -> list[str]:
-    """"<target unit>: <setting> <source> → <target>" for every transformer unit
-    (`Architecture.residual`) copied from a source unit whose `UNIT_SETTINGS` differ;
-    blocks started as identities do not count."""
+    """"<target block>: <setting> <source> → <target>" for every target block copied from a
+    source block whose modules differ in `UNIT_SETTINGS` (a transformer block is one block,
+    named after its module); blocks started as identities do not count."""
     matching = report.matching
     src, tgt = matching.source, matching.target
     if src.model is None or tgt.model is None:
         return []
     s_mods, t_mods = dict(src.model.named_modules()), dict(tgt.model.named_modules())
-    zeroed = {r.target for r in report.pairs if r.note.startswith("zeroed")}
-
-    def enclosing(name: str, units: frozenset[str]) -> str | None:
-        found = [u for u in units if name.startswith(u + ".")]
-        return max(found, key=len) if found else None
-
-    seen, out = set(), []
-    for t, s in sorted(matching.pairs.items()):
-        if s is None:
+    block_of = {layer.name: layer.block for layer in tgt.layers}
+    zeroed = {block_of[r.target] for r in report.pairs if r.note.startswith("zeroed")}
+    mates = {tgt.layers[t].block: src.layers[s].block
+             for t, s in sorted(matching.pairs.items(), reverse=True) if s is not None}
+    out = []
+    for tb, sb in sorted(mates.items()):
+        if tb in zeroed:
             continue
-        tu = enclosing(tgt.layers[t].name, tgt.residual)
-        su = enclosing(src.layers[s].name, src.residual)
-        if tu is None or su is None or tu in seen:
-            continue
-        seen.add(tu)
-        if any(name.startswith(tu + ".") for name in zeroed):
-            continue
+        a_mod, b_mod = s_mods.get(src.blocks[sb].name), t_mods.get(tgt.blocks[tb].name)
         for key in UNIT_SETTINGS:
-            a, b = getattr(s_mods.get(su), key, None), getattr(t_mods.get(tu), key, None)
+            a, b = getattr(a_mod, key, None), getattr(b_mod, key, None)
             if a is not None and b is not None and a != b:
-                out.append(f"{tu}: {key} {a} → {b}")
+                out.append(f"{tgt.blocks[tb].name}: {key} {a} → {b}")
     return out
 
 
