@@ -1,12 +1,14 @@
 """The transfer-quality benchmark (netgraft.bench): metrics, pair list, outputs, a micro run."""
 import json
 import math
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from netgraft import bench
+from netgraft.models import split_specs
 from netgraft.bench import (BUDGETS, INITS, PAIRS, QUICK_PAIRS, RELATIONS, ZOO, Config, Pair,
                             budget_steps, compute_metrics, eval_points, format_speedup, mean_curve,
                             speedup, steps_to_reach, to_markdown, write_outputs)
@@ -168,6 +170,21 @@ def test_find_pairs():
     assert custom == Pair("a", "b", "wider") and custom.family == "same-family"
     with pytest.raises(ValueError, match="relation"):
         bench.find_pairs(["resnet18:vgg11"])
+    # models with builder arguments: split at the colons and commas outside them
+    spec = "resnet18:vit_tiny_patch16_224(img_size=32,patch_size=8):cross-family,a:b:deeper"
+    vit = bench.find_pairs(split_specs(spec))[0]
+    assert vit == Pair("resnet18", "vit_tiny_patch16_224(img_size=32,patch_size=8)", "cross-family")
+
+
+def test_source_cache_names_are_file_names_apart():
+    cfg = bench.Config()
+    assert bench._source_stem("resnet18", cfg).startswith("resnet18__")
+    stems = {bench._source_stem(f"vit_tiny_patch16_224(img_size=32, patch_size={p})", cfg)
+             for p in (4, 8)}
+    assert len(stems) == 2
+    for stem in stems:
+        assert stem.startswith("vit_tiny_patch16_224_img_size=32_patch_size=")
+        assert re.fullmatch(r"[A-Za-z0-9_.=-]+", stem)
 
 
 def test_inits_registry():

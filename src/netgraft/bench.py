@@ -77,6 +77,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -146,14 +147,17 @@ QUICK_PAIRS = ("resnet18:resnet34", "convnext_atto:convnext_femto", "convnext_at
 
 
 def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
-    """Pairs from ``source:target`` (one of `PAIRS`) or ``source:target:relation`` (any)."""
+    """Pairs from ``source:target`` (one of `PAIRS`) or ``source:target:relation`` (any; a
+    model may carry builder arguments, ``vit_tiny_patch16_224(img_size=32,patch_size=8)``)."""
+    from .models import split_specs
+
     known = {p.key: p for p in PAIRS}
     out = []
     for spec in specs:
         spec = spec.strip()
         if not spec:
             continue
-        parts = spec.split(":")
+        parts = [part.strip() for part in split_specs(spec, ":")]
         if len(parts) == 2 and spec in known:
             out.append(known[spec])
         elif len(parts) == 3 and parts[2] in RELATIONS:
@@ -891,7 +895,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- sources
 def _source_stem(name: str, cfg: Config) -> str:
-    return (f"{name}__{cfg.dataset}{cfg.image_size}c{cfg.in_chans}__{cfg.source_steps}x"
+    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
+    if safe != name:  # builder arguments: readable, and told apart by a digest of the spec
+        safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return (f"{safe}__{cfg.dataset}{cfg.image_size}c{cfg.in_chans}__{cfg.source_steps}x"
             f"{cfg.source_batch_size}_lr{cfg.source_lr:g}_{cfg.optimizer}_s{cfg.source_seed}")
 
 
@@ -1271,6 +1278,8 @@ def recompute(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    from .models import split_specs
+
     cfg = Config(dataset=args.dataset, image_size=args.image_size, epochs=args.epochs,
                  source_steps=args.source_steps, batch_size=args.batch_size,
                  source_batch_size=args.source_batch_size, share_identical=not args.no_share,
@@ -1280,7 +1289,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.seeds = (0,)
         cfg.regimes = {"main": 2000}
     if args.pairs:
-        cfg.pairs = find_pairs(args.pairs.split(","))
+        cfg.pairs = find_pairs(split_specs(args.pairs))
     if args.inits:
         names = [n.strip() for n in args.inits.split(",") if n.strip()]
         unknown = [n for n in names if n not in INITS]

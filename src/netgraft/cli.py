@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import NetgraftError
+from .models import MODEL_SPEC_HELP
 
 
 #: the width of a console that is not a terminal (a pipe, a file): wide enough that no line
@@ -312,12 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("transfer", help="initialise a target model from a trained source model")
-    p.add_argument("--source", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--source", required=True, help=MODEL_SPEC_HELP)
     p.add_argument("--source-weights", help=".safetensors or torch checkpoint of the source")
     p.add_argument("--source-num-classes", type=_positive_int, help="default: read from the weights")
     p.add_argument("--source-in-chans", type=_positive_int, help="default: read from the weights")
     p.add_argument("--source-input-size", help="C,H,W example input of the source (default: inferred)")
-    p.add_argument("--target", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--target", required=True, help=MODEL_SPEC_HELP)
     p.add_argument("--target-weights", help="start the target from these weights instead of its init")
     p.add_argument("--num-classes", type=_positive_int, help="classes of the target")
     p.add_argument("--in-chans", type=_positive_int, help="input channels of the target")

@@ -1,6 +1,9 @@
-"""Turn a model spec into a module: a timm name, or ``package.module:factory`` for your own."""
+"""Turn a model spec into a module: a timm name, or ``package.module:factory`` for your own,
+either followed by keyword arguments for the builder: ``vit_tiny_patch16_224(img_size=32,
+patch_size=8)`` (Python literals; quote the spec in a shell)."""
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import inspect
@@ -11,17 +14,82 @@ from torch import nn
 from .errors import ModelSpecError
 
 
+#: the command line's help for an option that names a model
+MODEL_SPEC_HELP = ("timm model name or package.module:factory, optionally with builder "
+                   "arguments: 'vit_tiny_patch16_224(img_size=32,patch_size=8)'")
+_SPEC_HELP = ("write name(key=value, ...) with Python literals as values, e.g. "
+              "vit_tiny_patch16_224(img_size=32, patch_size=8)")
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``name(key=value, ...)`` → ``(name, {key: value})``; a bare name → ``(name, {})``.
+
+    Values are Python literals (numbers, strings, tuples, lists, True/False/None), read with
+    `ast.literal_eval`, never evaluated as code."""
+    spec = spec.strip()
+    head, paren, rest = spec.partition("(")
+    head = head.strip()
+    if not paren:
+        return spec, {}
+    if not head:
+        raise ModelSpecError(f"model spec {spec!r} has no model name before '('; {_SPEC_HELP}")
+    try:
+        call = ast.parse("_(" + rest, mode="eval").body
+    except SyntaxError as exc:
+        raise ModelSpecError(f"model spec {spec!r}: cannot read its arguments ({exc.msg}); "
+                             f"{_SPEC_HELP}") from None
+    if (not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name) or call.args
+            or any(k.arg is None for k in call.keywords)):
+        raise ModelSpecError(f"model spec {spec!r}: only key=value arguments are accepted; "
+                             f"{_SPEC_HELP}")
+    kwargs: dict[str, Any] = {}
+    for keyword in call.keywords:
+        try:
+            kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise ModelSpecError(
+                f"model spec {spec!r}: the value of {keyword.arg} "
+                f"({ast.unparse(keyword.value)}) is not a Python literal; {_SPEC_HELP}") from None
+    return head, kwargs
+
+
+def split_specs(text: str, sep: str = ",") -> list[str]:
+    """Split `text` at `sep` outside parentheses, so that a list of specs may hold specs with
+    arguments: ``"resnet18,vit_tiny_patch16_224(img_size=32,patch_size=8)"`` → 2 items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch == sep and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
 def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | None = None,
                  pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build the model named by `spec` (randomly initialised unless `pretrained`).
 
     `spec` is a timm model name (``resnet18``) or ``package.module:factory`` where `factory`
-    returns a ``torch.nn.Module``; `num_classes` / `in_chans` are passed on when not None.
+    returns a ``torch.nn.Module``, either optionally with keyword arguments for the builder
+    (``vit_tiny_patch16_224(img_size=32, patch_size=8)``, see `parse_spec`);
+    `num_classes` / `in_chans` are passed on when not None.
     """
+    spec, from_spec = parse_spec(spec)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
+    clash = sorted(k for k in from_spec if k in kwargs and kwargs[k] != from_spec[k])
+    if clash:
+        raise ModelSpecError(
+            f"model '{spec}': {', '.join(f'{k}={from_spec[k]!r}' for k in clash)} in the spec but "
+            f"{', '.join(f'{k}={kwargs[k]!r}' for k in clash)} asked otherwise (an option such as "
+            f"--num-classes, or read off the weights); give it once")
+    kwargs.update(from_spec)
     if ":" in spec:
         return _from_factory(spec, kwargs)
     import timm
@@ -69,6 +137,7 @@ def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
 def head_shape(spec: str, state: dict[str, Any]) -> dict[str, int]:
     """num_classes / in_chans a timm model needs to accept `state` (read off its classifier and
     first conv), so that a checkpoint loads without the user repeating how it was trained."""
+    spec, _ = parse_spec(spec)
     if ":" in spec:
         return {}
     import timm

@@ -49,6 +49,7 @@ from typing import Any, Iterable, Sequence
 from . import fingerprint as fpr
 from .cli import PIPE_WIDTH, make_console as _console
 from .errors import NetgraftError
+from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
 from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
 from .trace import DIMENSIONAL_KINDS, Architecture, Layer
@@ -847,7 +848,7 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     sub = parser.add_subparsers(dest="zoo_command", required=True)
     p = sub.add_parser("add", help="add a trained checkpoint to the zoo")
     p.add_argument("checkpoint", help=".safetensors or torch state_dict file")
-    p.add_argument("--arch", required=True, help="timm model name or package.module:factory")
+    p.add_argument("--arch", required=True, help=MODEL_SPEC_HELP)
     p.add_argument("--name", help="entry name (default: the file name without extension)")
     p.add_argument("--task", help="what it was trained on, e.g. fashion-mnist")
     p.add_argument("--accuracy", type=float,
@@ -922,7 +923,7 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     """`netgraft rank --target ARCH [--zoo DIR] [--top K] [--then-transfer OUT]`."""
     from .match import METHODS
 
-    parser.add_argument("--target", required=True, help="timm model name or package.module:factory")
+    parser.add_argument("--target", required=True, help=MODEL_SPEC_HELP)
     parser.add_argument("--num-classes", type=int, help="classes of the target")
     parser.add_argument("--in-chans", type=int, help="input channels of the target")
     parser.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
