@@ -1222,7 +1222,8 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     an earlier target block already took — unless every source layer it takes is one no
     earlier target layer took (a source that grouped a whole stage as one block, whose blocks
     the target keeps apart: cs3darknet_s → _m)."""
-    taken: set[int] = set()
+    keeper: dict[int, int] = {}  # source block → the target block that keeps its copy
+    repeats: dict[int, list[int]] = {}  # source block → target blocks repeating it
     used: set[int] = set()  # source layers taken by earlier target layers
     extra = []
     for b, block in enumerate(tgt_arch.blocks):
@@ -1232,12 +1233,31 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
             continue
         sources = [src_arch.layers[s].block for s in layers]
         main = max(set(sources), key=sources.count) if sources else None
-        if main is None or (main in taken and not used.isdisjoint(layers)):
+        if main is None or (main in keeper and not used.isdisjoint(layers)):
             extra.append(b)
+            if main is not None:
+                repeats.setdefault(main, []).append(b)
         else:
-            taken.add(main)
+            keeper[main] = b
         used.update(layers)
-    return extra
+    # a run of blocks repeating one source block keeps the copy in a block computing like it
+    # (Swin alternates plain and shifted windows: source block 1, shifted, grown into target
+    # blocks 2 and 3 is kept in block 3) and makes the others identities
+    for main, runs in repeats.items():
+        want = _block_settings(src_arch, src_arch.blocks[main].name)
+        if _block_settings(tgt_arch, tgt_arch.blocks[keeper[main]].name) != want:
+            alike = [b for b in runs if _block_settings(tgt_arch, tgt_arch.blocks[b].name) == want]
+            if alike:
+                extra[extra.index(alike[0])] = keeper[main]
+    return sorted(extra)
+
+
+def _block_settings(arch: Architecture, name: str | None) -> tuple:
+    """The `UNIT_SETTINGS` of block module `name` (empty without a model or a module)."""
+    module = dict(arch.model.named_modules()).get(name) if arch.model is not None and name \
+        else None
+    return tuple((key, value) for key in UNIT_SETTINGS
+                 if (value := getattr(module, key, None)) is not None)
 
 
 def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Architecture,
