@@ -88,6 +88,25 @@ def test_position_embedding_grid_is_resampled_keeping_the_class_token():
     assert "14×14→4×4" in plan.notes[0]
 
 
+def test_patch_embeddings_are_resampled_not_cropped():
+    from timm.layers import resample_patch_embed
+
+    w = torch.randn(6, 3, 8, 8)
+    out, plan = adapt.graft(w, (12, 3, 4, 4), ("out", "in", "k", "k"), patches=True)
+    assert torch.allclose(out, resample_patch_embed(w, [4, 4]).repeat(2, 1, 1, 1))
+    assert plan.notes == ["patches 8×8→4×4 resampled (FlexiViT)", "out 6→12 replicated"]
+    # a 1-D patch embedding (time series): a 2×-resized patch is embedded as the source does
+    w1 = torch.randn(5, 2, 4)
+    out, plan = adapt.graft(w1, (5, 2, 8), ("out", "in", "k"), patches=True)
+    x = torch.randn(7, 2, 4)
+    x8 = F.interpolate(x.unsqueeze(2), size=(1, 8), mode="bicubic", antialias=True).squeeze(2)
+    assert torch.allclose(torch.einsum("oik,nik->no", out, x8),
+                          torch.einsum("oik,nik->no", w1, x), atol=1e-4)
+    # other convs keep the crop / zero-padding
+    out, plan = adapt.graft(w, (6, 3, 4, 4), ("out", "in", "k", "k"))
+    assert torch.equal(out, w[:, :, 2:6, 2:6])
+
+
 def test_linear_and_pointwise_conv_exchange_weights():
     lin = torch.randn(6, 4)
     w, plan = adapt.graft(lin, (6, 4, 1, 1), ("out", "in", "k", "k"))

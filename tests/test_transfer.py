@@ -462,6 +462,28 @@ def test_a_vit_built_at_a_small_size_is_traced_at_that_size_without_inputs():
     assert report.coverage > 0.99 and report.function_gap < 1e-4
 
 
+def test_a_vit_with_larger_patches_sees_a_larger_image_as_the_source_saw_the_smaller():
+    """FlexiViT: 8-pixel patches of a 32-pixel image → 16-pixel patches of a 64-pixel image
+    (the same 4×4 token grid). Each patch upsampled as the resampling assumes, the target
+    computes the source's function; a zero-padded kernel did not."""
+    import torch.nn.functional as F
+
+    kw = dict(num_classes=10, depth=2)
+    src = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, **kw).eval()
+    dst = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=16, **kw).eval()
+    report = netgraft.transfer(src, dst)
+    embed = next(r for r in report.pairs if r.target == "patch_embed.proj")
+    assert embed.tensors[0].how == "patches 8×8→16×16 resampled (FlexiViT)"
+    x = torch.randn(3, 3, 32, 32)
+    patches = x.unfold(2, 8, 8).unfold(3, 8, 8).reshape(3, 3, 16, 8, 8)
+    big = F.interpolate(patches.reshape(-1, 1, 8, 8), size=(16, 16), mode="bicubic",
+                        antialias=True).reshape(3, 3, 4, 4, 16, 16)
+    x64 = big.permute(0, 1, 2, 4, 3, 5).reshape(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = src(x)
+        assert (dst(x64) - expected).abs().max() < 1e-3 * expected.abs().max()
+
+
 def test_the_source_is_traced_on_the_targets_input_when_it_takes_it():
     class Tokens(nn.Module):  # an input no guess can produce: token ids
         def __init__(self, dim):

@@ -241,7 +241,9 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                 value, plan = adapt.graft(
                     source, shape, dim_roles,
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
-                    tokens=tgt.kind == "param" and "pos" in name, base=target, select=select,
+                    tokens=tgt.kind == "param" and "pos" in name,
+                    patches=adapt.is_patchify(src) and adapt.is_patchify(tgt),
+                    base=target, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
                     in_index=in_index, in_how=in_how, out_index=out_index,
                     out_how=channels.how.get(tgt.name, "") if channels else "")

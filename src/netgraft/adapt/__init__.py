@@ -10,7 +10,10 @@ Two families:
   or zero-padded (a 3×3 kernel inside a 5×5 computes the same thing), the packed
   query/key/value projection (``qkv``) is resized one third at a time, the input channels of
   the first layer (``mix``) are mixed so that any number of input channels maps onto any other,
-  and token grids of position embeddings are resampled.
+  token grids of position embeddings are resampled, and the kernels of patch embeddings (a
+  conv whose stride is its kernel) are resized as FlexiViT does (``patches``): a q×q patch is
+  embedded as the source embeds it resized to p×p (timm's pseudo-inverse
+  `resample_patch_embed`), instead of a crop that would keep only the kernel's centre.
 """
 from __future__ import annotations
 
@@ -288,8 +291,27 @@ def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
     return torch.cat([x[:, :prefix], grid], dim=1)
 
 
+def is_patchify(layer: Layer) -> bool:
+    """A conv cutting its input into non-overlapping patches (a ViT's patch embedding)."""
+    return (layer.kind == "conv" and len(layer.kernel) in (1, 2) and layer.kernel == layer.stride
+            and min(layer.kernel) > 1)
+
+
+def _resample_patches(x: torch.Tensor, size: tuple[int, ...], plan: _Plan) -> torch.Tensor:
+    """A patch embedding's kernel (out, in, *k) resized to `size` by FlexiViT's pseudo-inverse
+    resize (1-D kernels as 1×k images)."""
+    from timm.layers import resample_patch_embed
+
+    flat = x.ndim == 3
+    y = resample_patch_embed(x.float().unsqueeze(2) if flat else x.float(),
+                             [1, size[0]] if flat else list(size))
+    plan.notes.append(f"patches {'×'.join(map(str, x.shape[2:]))}→{'×'.join(map(str, size))} "
+                      f"resampled (FlexiViT)")
+    return (y.squeeze(2) if flat else y).to(x.dtype)
+
+
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
-          mix_input: bool = False, tokens: bool = False,
+          mix_input: bool = False, tokens: bool = False, patches: bool = False,
           base: torch.Tensor | None = None,
           select: Selector | None = None,
           channel_map: Selector | None = None, split_noise: float = 0.0,
@@ -307,6 +329,9 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     `split_noise` > 0 jitters how a replicated fan-in is split among the replicas (zero-sum,
     so the function is unchanged; `mapping.replica_jitter`), drawn from `generator`.
 
+    `patches`: `source` and the target are both patch embeddings (`is_patchify`); a kernel of
+    another size is resampled (`_resample_patches`), not cropped or zero-padded.
+
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
     of `base` (the target's current tensor).
@@ -322,6 +347,9 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     x = _match_ndim(x, len(shape), plan)
     if tokens and x.ndim == 3 and x.shape[1] != shape[1]:
         x = _resample_tokens(x, shape[1], plan)
+    if patches and x.ndim in (3, 4) and x.shape[2:] != tuple(shape[2:]) \
+            and dim_roles[2:] == ("k",) * (x.ndim - 2):
+        x = _resample_patches(x, tuple(shape[2:]), plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if in_index is not None and role in ("in", "ch") and len(in_index) == size:
             x = _index_dim(x, dim, in_index, role, plan, base, in_how)
