@@ -57,7 +57,7 @@ def test_create_model_passes_the_arguments_to_timm():
     assert head_shape(VIT, state) == {"num_classes": 4, "in_chans": 1}
 
 
-def test_cli_grafts_models_built_with_arguments(tmp_path):
+def test_cli_grafts_models_built_with_arguments(tmp_path, capsys):
     """A ViT built for 32-pixel images grows into a deeper, wider one computing the same."""
     src, out = tmp_path / "src.safetensors", tmp_path / "dst.safetensors"
     torch.manual_seed(0)
@@ -68,6 +68,8 @@ def test_cli_grafts_models_built_with_arguments(tmp_path):
     code = main(["transfer", "--source", VIT, "--source-weights", str(src), "--target", target_spec,
                  "--num-classes", "10", "--in-chans", "1", "--out", str(out), "-q"])
     assert code == 0
+    # the summary names the models as given, and its "[graft]" is text, not console markup
+    assert f"{VIT} → {target_spec} [graft]: " in capsys.readouterr().out.replace("\n", "")
     target = create_model(target_spec, num_classes=10, in_chans=1).eval()
     target.load_state_dict(load_file(str(out)))
     x = torch.randn(4, 1, 32, 32)

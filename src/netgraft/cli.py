@@ -223,6 +223,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                           calibration_data=calibration,
                           align={"off": False, "on": True, "auto": "auto"}[args.align],
                           align_steps=args.align_steps)
+        report.source, report.target = args.source, args.target  # as the user named them
         step("checking the grafted model")
         from .trace import eval_output
 
@@ -249,7 +250,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                       f"{args.target} is one family (similarity {report.similarity:.2f}), "
                       f"nothing was aligned (--align on forces it)", highlight=False)
     if args.quiet:
-        console.print(report.summary(), soft_wrap=True)
+        console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
     else:
         _print_report(console, report, args.all)
     console.print(f"wrote {out}")
@@ -257,9 +258,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def _print_report(console, report, show_all: bool) -> None:
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=report.summary(), title_justify="left", show_lines=False)
+    # the summary says "[graft]", the rows hold layer names and notes: text, not markup
+    table = Table(title=Text(report.summary()), title_justify="left", show_lines=False)
     for col in ("target layer", "kind", "source layer", "score", "action", "detail"):
         table.add_column(col, overflow="fold")
     colours = {"copied": "green", "adapted": "cyan", "init": "yellow"}
@@ -267,7 +271,8 @@ def _print_report(console, report, show_all: bool) -> None:
     shown = rows if show_all or len(rows) <= 60 else rows[:25] + [("…",) * 6] + rows[-25:]
     for r in shown:
         colour = colours.get(r[4])
-        table.add_row(*r[:4], f"[{colour}]{r[4]}[/]" if colour else r[4], r[5])
+        table.add_row(*map(escape, r[:4]), f"[{colour}]{r[4]}[/]" if colour else escape(r[4]),
+                      escape(r[5]))
     console.print(table)
     if len(shown) < len(rows):
         console.print(f"({len(rows) - len(shown) + 1} rows hidden; --all shows every layer)")
