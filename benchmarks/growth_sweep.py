@@ -13,19 +13,15 @@ exact, the report's ``function_note`` names the known reason. Prints a table, wr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 from torch import nn
 
 import netgraft
-from netgraft.bench import machine_info
-from netgraft.checkpoint import atomic_write
+from netgraft.bench import save_result
 from netgraft.match import embeds
 
 EXACT = 1e-4
@@ -141,13 +137,8 @@ def main(argv=None) -> int:
                f"{len(rows) - exact - held} do not hold it")
     table = "\n".join(lines)
     print("\n" + table + "\n\n" + summary)
-    payload = {"benchmark": "growth_sweep",
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine_info(torch.device("cpu")), "exact_below": EXACT,
-               "wall_seconds": round(time.perf_counter() - start, 1), "pairs": rows,
-               "summary": summary, "table": table}
-    out = atomic_write(args.json, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
-    print(f"wrote {out}")
+    save_result(args.json, "growth_sweep", {"exact_below": EXACT, "pairs": rows,
+                                             "summary": summary, "table": table}, start=start)
     return 0
 
 

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 import netgraft
-from netgraft.bench import Config, get_source, machine_info
-from netgraft.checkpoint import atomic_write
+from netgraft.bench import Config, get_source, save_result
 from netgraft.data import load_dataset
 from netgraft.training import train
 
@@ -117,13 +114,8 @@ def main(argv=None) -> int:
                          + " | ".join(f"{m:.1f}" for m in mean) + f" | {diffs} |")
     table = "\n".join(lines)
     print("\n" + table)
-    payload = {"benchmark": "shrink_widths",
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine_info(device), "seeds": args.seeds, "steps": list(STEPS),
-               "wall_seconds": round(time.perf_counter() - start, 1), "runs": rows,
-               "table": table}
-    out = atomic_write(args.json, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
-    print(f"wrote {out}")
+    save_result(args.json, "shrink_widths", {"seeds": args.seeds, "steps": list(STEPS),
+                                              "runs": rows, "table": table}, start=start)
     return 0
 
 

@@ -93,7 +93,8 @@ __all__ = [
     "BUDGETS", "Config", "EQUAL_TIME_BUDGETS", "INITS", "PAIRS", "Pair", "QUICK_PAIRS", "RELATIONS", "ZOO",
     "add_arguments", "budget_steps", "compute_metrics", "equal_time", "eval_points",
     "find_pairs", "main", "measure_step_seconds",
-    "mean_curve", "recompute", "run", "speedup", "steps_to_reach", "summarize", "to_markdown",
+    "mean_curve", "recompute", "run", "save_result", "speedup", "steps_to_reach", "summarize",
+    "to_markdown",
     "write_outputs",
 ]
 
@@ -865,6 +866,21 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def save_result(path: str | os.PathLike, benchmark: str, fields: dict[str, Any], *,
+                start: float, device: torch.device = torch.device("cpu")) -> Path:
+    """Write a benchmark script's JSON (its name, the date, the machine and the wall time since
+    `start`, then `fields`) atomically, and say where."""
+    from .checkpoint import atomic_write
+
+    payload = {"benchmark": benchmark,
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine_info(device),
+               "wall_seconds": round(time.perf_counter() - start, 1), **fields}
+    out = atomic_write(path, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
+    print(f"wrote {out}")
+    return Path(out)
 
 
 # ----------------------------------------------------------------------------- machine
