@@ -174,6 +174,10 @@ def test_find_pairs():
     spec = "resnet18:vit_tiny_patch16_224(img_size=32,patch_size=8):cross-family,a:b:deeper"
     vit = bench.find_pairs(split_specs(spec))[0]
     assert vit == Pair("resnet18", "vit_tiny_patch16_224(img_size=32,patch_size=8)", "cross-family")
+    # a named list, and its pairs by name
+    assert bench.find_pairs(["transformers"]) == bench.TRANSFORMER_PAIRS
+    vit = bench.TRANSFORMER_PAIRS[0]
+    assert bench.find_pairs([vit.key]) == (vit,) and vit.relation == "deeper"
 
 
 def test_source_cache_names_are_file_names_apart():

@@ -90,7 +90,8 @@ import torch
 from torch import nn
 
 __all__ = [
-    "BUDGETS", "Config", "EQUAL_TIME_BUDGETS", "INITS", "PAIRS", "Pair", "QUICK_PAIRS", "RELATIONS", "ZOO",
+    "BUDGETS", "Config", "EQUAL_TIME_BUDGETS", "INITS", "PAIRS", "PAIR_SETS", "Pair", "QUICK_PAIRS",
+    "RELATIONS", "TRANSFORMER_PAIRS", "ZOO",
     "add_arguments", "budget_steps", "compute_metrics", "equal_time", "eval_points",
     "find_pairs", "main", "measure_step_seconds",
     "mean_curve", "recompute", "run", "save_result", "speedup", "steps_to_reach", "summarize",
@@ -146,17 +147,36 @@ PAIRS: tuple[Pair, ...] = (
 )
 QUICK_PAIRS = ("resnet18:resnet34", "convnext_atto:convnext_femto", "convnext_atto:resnet18")
 
+# Vision transformers built for the benchmark's 32-pixel images (8-pixel patches, 4×4 tokens,
+# 6 blocks): ``--pairs transformers``.
+_VIT_T6 = "vit_tiny_patch16_224(img_size=32,patch_size=8,depth=6)"
+_VIT_T12 = "vit_tiny_patch16_224(img_size=32,patch_size=8,depth=12)"
+_VIT_S6 = "vit_small_patch16_224(img_size=32,patch_size=8,depth=6)"
+TRANSFORMER_PAIRS: tuple[Pair, ...] = (
+    Pair(_VIT_T6, _VIT_T12, "deeper", "12 vs 6 blocks"),
+    Pair(_VIT_T6, _VIT_S6, "wider", "384 vs 192 dims, 6 vs 3 heads"),
+    Pair(_VIT_S6, _VIT_T6, "narrower", "192 vs 384 dims"),
+    Pair("resnet18", _VIT_T6, "cross-family"),
+    Pair(_VIT_T6, "resnet18", "cross-family"),
+)
+#: named pair lists for ``--pairs``
+PAIR_SETS = {"transformers": TRANSFORMER_PAIRS}
+
 
 def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
-    """Pairs from ``source:target`` (one of `PAIRS`) or ``source:target:relation`` (any; a
-    model may carry builder arguments, ``vit_tiny_patch16_224(img_size=32,patch_size=8)``)."""
+    """Pairs from ``source:target`` (one of `PAIRS`), ``source:target:relation`` (any; a
+    model may carry builder arguments, ``vit_tiny_patch16_224(img_size=32,patch_size=8)``) or
+    the name of a list in `PAIR_SETS` (``transformers``)."""
     from .models import split_specs
 
-    known = {p.key: p for p in PAIRS}
+    known = {p.key: p for p in PAIRS + TRANSFORMER_PAIRS}
     out = []
     for spec in specs:
         spec = spec.strip()
         if not spec:
+            continue
+        if spec in PAIR_SETS:
+            out.extend(PAIR_SETS[spec])
             continue
         parts = [part.strip() for part in split_specs(spec, ":")]
         if len(parts) == 2 and spec in known:
@@ -1238,7 +1258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--out", default="benchmarks/results",
                         help="output directory for JSON, markdown and plots (default benchmarks/results)")
     parser.add_argument("--pairs", help="comma-separated source:target pairs (default: all, or the "
-                                        "quick ones); source:target:relation for a pair not listed")
+                                        "quick ones); source:target:relation for a pair not "
+                                        "listed; 'transformers' for five ViT pairs")
     parser.add_argument("--inits", help=f"comma-separated inits (default: {','.join(INITS)}); "
                                         f"'{BASELINE}' is always included")
     parser.add_argument("--seeds", type=int, help="number of seeds (default 2, quick 1)")
