@@ -44,8 +44,8 @@ def write_report(storage: str | os.PathLike, out: str | os.PathLike,
         reasons = Counter(t.fail_reason or t.state for s in data for t in s.trials if t.state != "COMPLETE")
         no_acc = sum(1 for s in data for t in s.trials if t.state == "COMPLETE")
         if no_acc:
-            reasons[f"complete without an 'accuracy' (user attribute or objective; not a "
-                    f"netgraft search?)"] = no_acc
+            reasons["complete without an 'accuracy' (user attribute or objective; not a "
+                    "netgraft search?)"] = no_acc
         why = "; ".join(f"{n}× {r}" for r, n in reasons.most_common(3))
         raise ReportError(f"{redact(storage)}: no finished trials in {', '.join(s.name for s in data)} "
                           f"— nothing to plot" + (f" ({why})" if why else " (no trials yet)"))
