@@ -868,7 +868,6 @@ def _unit_settings(report: TransferReport) -> list[str]:
     src, tgt = matching.source, matching.target
     if src.model is None or tgt.model is None:
         return []
-    s_mods, t_mods = dict(src.model.named_modules()), dict(tgt.model.named_modules())
     block_of = {layer.name: layer.block for layer in tgt.layers}
     zeroed = {block_of[r.target] for r in report.pairs if r.note.startswith("zeroed")}
     mates = {tgt.layers[t].block: src.layers[s].block
@@ -877,11 +876,10 @@ def _unit_settings(report: TransferReport) -> list[str]:
     for tb, sb in sorted(mates.items()):
         if tb in zeroed:
             continue
-        a_mod, b_mod = s_mods.get(src.blocks[sb].name), t_mods.get(tgt.blocks[tb].name)
-        for key in UNIT_SETTINGS:
-            a, b = getattr(a_mod, key, None), getattr(b_mod, key, None)
-            if a is not None and b is not None and a != b:
-                out.append(f"{tgt.blocks[tb].name}: {key} {a} → {b}")
+        a = _block_settings(src, src.blocks[sb].name)
+        b = _block_settings(tgt, tgt.blocks[tb].name)
+        out += [f"{tgt.blocks[tb].name}: {key} {a[key]} → {b[key]}" for key in a
+                if key in b and a[key] != b[key]]
     return out
 
 
@@ -1254,12 +1252,14 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     return sorted(extra)
 
 
-def _block_settings(arch: Architecture, name: str | None) -> tuple:
-    """The `UNIT_SETTINGS` of block module `name` (empty without a model or a module)."""
-    module = dict(arch.model.named_modules()).get(name) if arch.model is not None and name \
-        else None
-    return tuple((key, value) for key in UNIT_SETTINGS
-                 if (value := getattr(module, key, None)) is not None)
+def _block_settings(arch: Architecture, name: str | None) -> dict[str, Any]:
+    """The `UNIT_SETTINGS` of block module `name` (none without a model or a module)."""
+    try:
+        module = arch.model.get_submodule(name) if arch.model is not None and name else None
+    except AttributeError:
+        module = None
+    return {key: value for key in UNIT_SETTINGS
+            if (value := getattr(module, key, None)) is not None}
 
 
 def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Architecture,
