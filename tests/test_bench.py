@@ -178,6 +178,10 @@ def test_find_pairs():
     assert bench.find_pairs(["transformers"]) == bench.TRANSFORMER_PAIRS
     vit = bench.TRANSFORMER_PAIRS[0]
     assert bench.find_pairs([vit.key]) == (vit,) and vit.relation == "deeper"
+    spaced = vit.key.replace(",", ", ")  # spelled with spaces: the same pair
+    assert bench.find_pairs([spaced]) == (vit,)
+    with pytest.raises(ValueError, match="a list \\(transformers\\)"):
+        bench.find_pairs(["resnet18:vgg11"])
 
 
 def test_source_cache_names_are_file_names_apart():

@@ -28,6 +28,8 @@ def test_parse_spec_reads_literals():
     ("vit(a=1)(b=2)", "only key=value arguments"),
     ("vit(act=nn.GELU)", "the value of act (nn.GELU) is not a Python literal"),
     ("vit(a=__import__('os'))", "is not a Python literal"),
+    ("vit(a={[1]: 2})", "the value of a ({[1]: 2}) is not a Python literal"),
+    ("vit(a=1, a=2)", "a is given twice"),
 ])
 def test_bad_specs_say_what_to_write(spec, message):
     with pytest.raises(ModelSpecError, match="write name\\(key=value") as info:
@@ -39,6 +41,8 @@ def test_split_specs_keeps_arguments_together():
     assert split_specs("resnet18,vit(img_size=32,depths=(2,2)),b") == [
         "resnet18", "vit(img_size=32,depths=(2,2))", "b"]
     assert split_specs("a(x=1):b(y='u:v'):wider", ":") == ["a(x=1)", "b(y='u:v')", "wider"]
+    # brackets and separators inside string values are text
+    assert split_specs(r"m(s='(,', t='a\'),b'),resnet18") == [r"m(s='(,', t='a\'),b')", "resnet18"]
 
 
 def test_create_model_passes_the_arguments_to_timm():

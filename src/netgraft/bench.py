@@ -167,9 +167,13 @@ def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
     """Pairs from ``source:target`` (one of `PAIRS`), ``source:target:relation`` (any; a
     model may carry builder arguments, ``vit_tiny_patch16_224(img_size=32,patch_size=8)``) or
     the name of a list in `PAIR_SETS` (``transformers``)."""
-    from .models import split_specs
+    from .models import parse_spec, split_specs
 
-    known = {p.key: p for p in PAIRS + TRANSFORMER_PAIRS}
+    def same(spec: str) -> tuple[str, str]:  # a spec however spaced: name and arguments
+        name, kwargs = parse_spec(spec)
+        return name, repr(sorted(kwargs.items()))
+
+    known = {(same(p.source), same(p.target)): p for p in PAIRS + TRANSFORMER_PAIRS}
     out = []
     for spec in specs:
         spec = spec.strip()
@@ -179,13 +183,14 @@ def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
             out.extend(PAIR_SETS[spec])
             continue
         parts = [part.strip() for part in split_specs(spec, ":")]
-        if len(parts) == 2 and spec in known:
-            out.append(known[spec])
+        if len(parts) == 2 and (key := (same(parts[0]), same(parts[1]))) in known:
+            out.append(known[key])
         elif len(parts) == 3 and parts[2] in RELATIONS:
             out.append(Pair(parts[0], parts[1], parts[2]))
         else:
             raise ValueError(
-                f"pair {spec!r}: give source:target from the benchmark ({', '.join(known)}) or "
+                f"pair {spec!r}: give source:target from the benchmark "
+                f"({', '.join(p.key for p in known.values())}), a list ({', '.join(PAIR_SETS)}) or "
                 f"source:target:relation with relation one of {', '.join(RELATIONS)}")
     return tuple(out)
 

@@ -44,9 +44,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
                              f"{_SPEC_HELP}")
     kwargs: dict[str, Any] = {}
     for keyword in call.keywords:
+        if keyword.arg in kwargs:
+            raise ModelSpecError(f"model spec {spec!r}: {keyword.arg} is given twice; {_SPEC_HELP}")
         try:
             kwargs[keyword.arg] = ast.literal_eval(keyword.value)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError, RecursionError):
             raise ModelSpecError(
                 f"model spec {spec!r}: the value of {keyword.arg} "
                 f"({ast.unparse(keyword.value)}) is not a Python literal; {_SPEC_HELP}") from None
@@ -56,9 +58,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 def split_specs(text: str, sep: str = ",") -> list[str]:
     """Split `text` at `sep` outside parentheses, so that a list of specs may hold specs with
     arguments: ``"resnet18,vit_tiny_patch16_224(img_size=32,patch_size=8)"`` → 2 items."""
-    items, depth, start = [], 0, 0
+    items, depth, start, quote, escaped = [], 0, 0, "", False
     for i, ch in enumerate(text):
-        if ch in "([{":
+        if quote:  # inside a string value: brackets and separators are text
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth = max(depth - 1, 0)
