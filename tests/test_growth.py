@@ -138,21 +138,25 @@ def test_swin_blocks_keep_their_shift_or_are_named():
     # Swin's blocks alternate plain and shifted windows, a setting without parameters. Two
     # stages doubled: source block 1 (shifted) initialises target blocks 2 and 3; it is kept
     # in block 3 (shifted) and block 2 starts as the identity, so the graft is exact
-    kw = dict(img_size=64, window_size=4, num_classes=10)
-    src = _trained_looking(timm.create_model("swin_tiny_patch4_window7_224", **kw))
-    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224",
+    kw = dict(img_size=64, num_classes=10)
+    src = _trained_looking(timm.create_model("swin_tiny_patch4_window7_224", window_size=4, **kw))
+    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224", window_size=4,
                                                       depths=(4, 4, 6, 2), **kw))
     assert report.function_gap < 1e-6 and report.function_note == ""
     zeroed = {r.target.rsplit(".", 2)[0] for r in report.pairs if r.note.startswith("zeroed")}
     assert {"layers.0.blocks.2", "layers.0.blocks.3"} & zeroed == {"layers.0.blocks.2"}
-    # three blocks from two: the matching copies block 1 (shifted) into block 2 (plain) alone,
-    # and the report says so
-    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224",
+    # three blocks from two: the matching's runs (0, 0, 1) become (0, 1, 1), block 2 the identity
+    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224", window_size=4,
                                                       depths=(3, 3, 6, 2), **kw))
+    assert report.function_gap < 1e-6
+    assert report.matching.source_of("layers.0.blocks.1.attn.qkv") == "layers.0.blocks.1.attn.qkv"
+    # other windows cannot be followed: the report names the blocks
+    report = netgraft.transfer(src, timm.create_model("swin_tiny_patch4_window7_224", window_size=8,
+                                                      depths=(2, 2, 8, 2), **kw))
     assert report.function_gap > 1e-3
-    assert ("2 blocks compute otherwise than the source blocks they were copied from, by "
-            "settings that hold no parameters (layers.0.blocks.2: shift_size (2, 2) → (0, 0); "
-            "layers.1.blocks.2: shift_size (2, 2) → (0, 0))") in report.function_note
+    assert ("6 blocks compute otherwise than the source blocks they were copied from, by "
+            "settings that hold no parameters (layers.0.blocks.0: window_size (4, 4) → (8, 8); "
+            "layers.0.blocks.1: shift_size (2, 2) → (4, 4) …)") in report.function_note
 
 
 def test_a_grouping_that_cannot_be_packed_is_named():

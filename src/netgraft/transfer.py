@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -1137,6 +1137,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
     resolved = None
     if layer_transfer is _graft_layer:
+        if grow and embeds(matching, classifier=False):
+            matching = _follow_settings(matching)
         close = one_family(matching, sim)  # one family (at another size)
         if shrink == "auto":
             shrink = ("norm_scale" if slimmable(src_arch) else "consecutive") if close \
@@ -1250,6 +1252,54 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
             if alike:
                 extra[extra.index(alike[0])] = keeper[main]
     return sorted(extra)
+
+
+def _runs(arch_src: Architecture, arch_tgt: Architecture, matching: Matching) -> list[tuple[int, list[int]]]:
+    """(source block, the consecutive target blocks whose layers mostly copy it), in order."""
+    runs: list[tuple[int, list[int]]] = []
+    for b, block in enumerate(arch_tgt.blocks):
+        sources = [arch_src.layers[s].block for i in block.layers
+                   if (s := matching.pairs[i]) is not None]
+        if block.single or not sources:
+            continue
+        main = max(set(sources), key=sources.count)
+        if runs and runs[-1][0] == main and runs[-1][1][-1] == b - 1:
+            runs[-1][1].append(b)
+        else:
+            runs.append((main, [b]))
+    return runs
+
+
+def _follow_settings(matching: Matching) -> Matching:
+    """Growth through blocks with parameter-free settings (Swin's shifted windows): where no
+    block of a source block's run has its settings but the previous run's last block does,
+    that block moves to the run (its layers paired with the source block's), so that the copy
+    can be kept in a block computing like it (`_extra_blocks`). Depths (2, 2) → (3, 3): source
+    block 1 (shifted) took target block 2 (plain) alone; now blocks 1 (shifted) and 2."""
+    src, tgt = matching.source, matching.target
+    if src.model is None or tgt.model is None:
+        return matching
+    pairs = dict(matching.pairs)
+    runs = _runs(src, tgt, matching)
+    for (prev, before), (main, run) in zip(runs, runs[1:]):
+        want = _block_settings(src, src.blocks[main].name)
+        if not want or any(_block_settings(tgt, tgt.blocks[b].name) == want for b in run):
+            continue
+        last, rest = before[-1], before[:-1]
+        a, b = src.blocks[prev].layers, src.blocks[main].layers
+        moved = tgt.blocks[last].layers
+        keeps = _block_settings(src, src.blocks[prev].name)
+        if (rest and last == run[0] - 1 and len(a) == len(b) == len(moved)
+                and _block_settings(tgt, tgt.blocks[last].name) == want
+                and any(_block_settings(tgt, tgt.blocks[r].name) == keeps for r in rest)
+                and all(src.layers[i].weight_shape == src.layers[j].weight_shape
+                        for i, j in zip(a, b))
+                and all(pairs[t] == i for t, i in zip(moved, a))):
+            pairs.update(zip(moved, b))
+            before.pop()
+    if pairs == matching.pairs:
+        return matching
+    return replace(matching, pairs=pairs)
 
 
 def _block_settings(arch: Architecture, name: str | None) -> dict[str, Any]:
