@@ -1233,8 +1233,7 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
         if block.single:
             used.update(layers)
             continue
-        sources = [src_arch.layers[s].block for s in layers]
-        main = max(set(sources), key=sources.count) if sources else None
+        main = _main_source(src_arch, layers)
         if main is None or (main in keeper and not used.isdisjoint(layers)):
             extra.append(b)
             if main is not None:
@@ -1254,15 +1253,21 @@ def _extra_blocks(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     return sorted(extra)
 
 
-def _runs(arch_src: Architecture, arch_tgt: Architecture, matching: Matching) -> list[tuple[int, list[int]]]:
+def _main_source(src_arch: Architecture, layers: list[int]) -> int | None:
+    """The source block most of `layers` (source layer indices) come from; None for none."""
+    blocks = [src_arch.layers[s].block for s in layers]
+    return max(set(blocks), key=blocks.count) if blocks else None
+
+
+def _runs(arch_src: Architecture, arch_tgt: Architecture,
+          matching: Matching) -> list[tuple[int, list[int]]]:
     """(source block, the consecutive target blocks whose layers mostly copy it), in order."""
     runs: list[tuple[int, list[int]]] = []
     for b, block in enumerate(arch_tgt.blocks):
-        sources = [arch_src.layers[s].block for i in block.layers
-                   if (s := matching.pairs[i]) is not None]
-        if block.single or not sources:
+        main = _main_source(arch_src, [s for i in block.layers
+                                       if (s := matching.pairs[i]) is not None])
+        if block.single or main is None:
             continue
-        main = max(set(sources), key=sources.count)
         if runs and runs[-1][0] == main and runs[-1][1][-1] == b - 1:
             runs[-1][1].append(b)
         else:
