@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from netgraft import bench
-from netgraft.models import split_specs
+from netgraft.models import canonical_spec, split_specs
 from netgraft.bench import (BUDGETS, INITS, PAIRS, QUICK_PAIRS, RELATIONS, ZOO, Config, Pair,
                             budget_steps, compute_metrics, eval_points, format_speedup, mean_curve,
                             speedup, steps_to_reach, to_markdown, write_outputs)
@@ -180,6 +180,9 @@ def test_find_pairs():
     assert bench.find_pairs([vit.key]) == (vit,) and vit.relation == "deeper"
     spaced = vit.key.replace(",", ", ")  # spelled with spaces: the same pair
     assert bench.find_pairs([spaced]) == (vit,)
+    # a pair outside the lists, spaced: its models are named (and cached) in one spelling
+    (own,) = bench.find_pairs([spaced.replace("depth=6", "depth=4") + ":shallower"])
+    assert own.source == vit.source.replace("depth=6", "depth=4") and own.target == vit.target
     with pytest.raises(ValueError, match="a list \\(transformers\\)"):
         bench.find_pairs(["resnet18:vgg11"])
 
@@ -190,6 +193,10 @@ def test_source_cache_names_are_file_names_apart():
     stems = {bench._source_stem(f"vit_tiny_patch16_224(img_size=32, patch_size={p})", cfg)
              for p in (4, 8)}
     assert len(stems) == 2
+    assert stems == {bench._source_stem(f"vit_tiny_patch16_224( img_size = 32,patch_size={p} )", cfg)
+                     for p in (4, 8)}  # however spaced, one cache file
+    for pair in bench.TRANSFORMER_PAIRS:  # spelled canonically: cached sources keep their names
+        assert canonical_spec(pair.source) == pair.source
     for stem in stems:
         assert stem.startswith("vit_tiny_patch16_224_img_size=32_patch_size=")
         assert re.fullmatch(r"[A-Za-z0-9_.=-]+", stem)

@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from netgraft.cli import main
 from netgraft.errors import ModelSpecError
-from netgraft.models import create_model, head_shape, parse_spec, split_specs
+from netgraft.models import canonical_spec, create_model, head_shape, parse_spec, split_specs
 
 VIT = "vit_tiny_patch16_224(img_size=32, patch_size=8, depth=2)"
 
@@ -35,6 +35,14 @@ def test_bad_specs_say_what_to_write(spec, message):
     with pytest.raises(ModelSpecError, match="write name\\(key=value") as info:
         parse_spec(spec)
     assert message in str(info.value)
+
+
+def test_canonical_spec_is_one_spelling():
+    assert canonical_spec(" resnet18 ") == "resnet18"
+    one = canonical_spec('vit_tiny_patch16_224( img_size = 32, global_pool="avg" )')
+    assert one == "vit_tiny_patch16_224(img_size=32,global_pool='avg')"
+    assert canonical_spec(one) == one and parse_spec(one) == parse_spec(
+        'vit_tiny_patch16_224(img_size=32, global_pool="avg")')
 
 
 def test_split_specs_keeps_arguments_together():

@@ -167,7 +167,7 @@ def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
     """Pairs from ``source:target`` (one of `PAIRS`), ``source:target:relation`` (any; a
     model may carry builder arguments, ``vit_tiny_patch16_224(img_size=32,patch_size=8)``) or
     the name of a list in `PAIR_SETS` (``transformers``)."""
-    from .models import parse_spec, split_specs
+    from .models import canonical_spec, parse_spec, split_specs
 
     def same(spec: str) -> tuple[str, str]:  # a spec however spaced: name and arguments
         name, kwargs = parse_spec(spec)
@@ -186,7 +186,7 @@ def find_pairs(specs: Iterable[str]) -> tuple[Pair, ...]:
         if len(parts) == 2 and (key := (same(parts[0]), same(parts[1]))) in known:
             out.append(known[key])
         elif len(parts) == 3 and parts[2] in RELATIONS:
-            out.append(Pair(parts[0], parts[1], parts[2]))
+            out.append(Pair(canonical_spec(parts[0]), canonical_spec(parts[1]), parts[2]))
         else:
             raise ValueError(
                 f"pair {spec!r}: give source:target from the benchmark "
@@ -936,6 +936,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- sources
 def _source_stem(name: str, cfg: Config) -> str:
+    from .models import canonical_spec
+
+    name = canonical_spec(name)  # however spaced, one cache file
     safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_")
     if safe != name:  # builder arguments: readable, and told apart by a digest of the spec
         safe += "-" + hashlib.sha256(name.encode()).hexdigest()[:8]

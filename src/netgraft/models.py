@@ -55,6 +55,16 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return head, kwargs
 
 
+def canonical_spec(spec: str) -> str:
+    """One spelling per model spec: ``name(key=value,...)`` without spaces, values written as
+    Python writes them, in the order given (``vit(img_size=32, depth="6")`` →
+    ``vit(img_size=32,depth='6')``); a bare name is returned stripped."""
+    name, kwargs = parse_spec(spec)
+    if not kwargs:
+        return name
+    return f"{name}({','.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+
+
 def split_specs(text: str, sep: str = ",") -> list[str]:
     """Split `text` at `sep` outside parentheses, so that a list of specs may hold specs with
     arguments: ``"resnet18,vit_tiny_patch16_224(img_size=32,patch_size=8)"`` → 2 items."""
