@@ -3,7 +3,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from netgraft.checkpoint import load_state_dict, load_weights, save_state_dict
+from netgraft.checkpoint import (atomic_write_all, load_state_dict, load_weights, read_checkpoint,
+                                 save_state_dict)
 from netgraft.errors import CheckpointError
 
 
@@ -26,7 +27,7 @@ def test_missing_and_corrupt_files(tmp_path):
         load_state_dict(bad)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="weights_only=True"):
+    with pytest.raises(CheckpointError, match="not a readable torch file"):
         load_state_dict(junk)
 
 
@@ -37,8 +38,9 @@ def test_pickled_code_is_never_executed(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(CheckpointError, match="Only tensors are loaded"):
+    with pytest.raises(CheckpointError, match="Python objects other than tensors") as err:
         load_state_dict(path)
+    assert "weights_only set to False" not in str(err.value)  # never advise running it
 
 
 def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path):
@@ -63,3 +65,39 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CheckpointError, match="output folder does not exist"):
         save_state_dict({"x": torch.ones(1)}, tmp_path / "nope" / "out.safetensors")
+
+
+@pytest.mark.parametrize("content", [b"some text", bytes(range(256)) * 4,
+                                     b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01u."])
+def test_any_corrupt_torch_file_is_a_checkpoint_error(tmp_path, content):
+    path = tmp_path / "w.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"w\.pth could not be loaded") as err:
+        load_state_dict(path)
+    assert "Re-running" not in str(err.value) and "weights_only set to False" not in str(err.value)
+
+
+def test_odd_files_are_named_and_a_renamed_safetensors_file_is_read(tmp_path):
+    torch.save({1: torch.ones(2)}, tmp_path / "intkeys.pt")
+    with pytest.raises(CheckpointError, match="keys that are not parameter names"):
+        load_state_dict(tmp_path / "intkeys.pt")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_state_dict(tmp_path)
+    save_file({"w": torch.arange(3.0)}, str(tmp_path / "renamed.pt"))  # safetensors, .pt name
+    assert torch.equal(load_state_dict(tmp_path / "renamed.pt")["w"], torch.arange(3.0))
+    assert set(read_checkpoint(tmp_path / "renamed.pt")) == {"w"}
+
+
+def test_several_outputs_are_written_all_or_nothing(tmp_path):
+    (tmp_path / "a.json").write_text("old")
+
+    def fail(tmp):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(CheckpointError, match=r"cannot write .*b\.bin: No space left on device"):
+        atomic_write_all([(tmp_path / "a.json", lambda t: open(t, "w").write("new")),
+                          (tmp_path / "b.bin", fail)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no temp file, no b.bin
+    assert (tmp_path / "a.json").read_text() == "old"  # the first output was not replaced
+    with pytest.raises(CheckpointError, match="is a folder"):
+        save_state_dict({"x": torch.ones(1)}, tmp_path)

@@ -243,3 +243,75 @@ def test_align_steps_without_align_is_refused_and_auto_says_when_it_does_nothing
     assert main(["transfer", *args, "--out", str(out), "--calibration", "digits:16",
                  "--align", "auto"]) == 0
     assert "--align auto aligns distant pairs only" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_failed_or_interrupted_transfer_names_what_it_wrote(tmp_path, capsys, monkeypatch):
+    _, args = _resnet10t_args(tmp_path)
+    report = tmp_path / "r.json"
+    # --out is a folder: refused before any work, and no report is left behind either
+    (tmp_path / "dir.safetensors").mkdir()
+    assert main(["transfer", *args, "--out", str(tmp_path / "dir.safetensors"), "--force",
+                 "--report", str(report)]) == 2
+    assert "is a folder" in capsys.readouterr().err and not report.exists()
+    # a write that fails half-way (a full disk): neither file
+    import netgraft.cli as cli_module
+
+    def full_disk(tmp):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("netgraft.checkpoint.state_writer", lambda *a, **k: full_disk)
+    out = tmp_path / "o.safetensors"
+    assert main(["transfer", *args, "--out", str(out), "--report", str(report)]) == 2
+    assert "No space left on device; nothing was written" in capsys.readouterr().err
+    assert not out.exists() and not report.exists()
+    monkeypatch.undo()
+    # Ctrl-C after both files were written says so; before, that nothing was
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "_print_report", interrupt)
+    assert main(["transfer", *[a for a in args if a != "-q"], "--out", str(out),
+                 "--report", str(report)]) == 130
+    assert f"interrupted; wrote {out}, {report} before" in capsys.readouterr().err
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("netgraft.transfer"), "transfer", interrupt)
+    assert main(["transfer", *args, "--out", str(tmp_path / "p.safetensors")]) == 130
+    assert "interrupted; no output written" in capsys.readouterr().err
+
+
+def test_bad_data_and_counts_are_named(tmp_path, capsys):
+    _, args = _resnet10t_args(tmp_path)
+    x = torch.randn(8, 1, 32, 32)
+    x[3, 0, 5, 5] = float("nan")
+    save_file({"x": x}, str(tmp_path / "nan.safetensors"))
+    out = tmp_path / "o.safetensors"
+    assert main(["transfer", *args, "--calibration", str(tmp_path / "nan.safetensors"),
+                 "--out", str(out)]) == 2
+    assert "1 of its 8 calibration inputs hold NaN or inf values (the first is input 3)" in \
+        capsys.readouterr().err
+    assert main(["transfer", "--source", "resnet10t", "--target", "resnet10t(num_classes=-5)",
+                 "--out", str(out), "-q"]) == 2
+    assert "num_classes=-5; give a whole number of at least 0" in capsys.readouterr().err
+    assert main(["transfer", *args, "--target", "RESNET18", "--out", str(out)]) == 2
+    assert "Did you mean resnet18?" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["demo", "--steps", "-1"])
+    assert "--steps: -1: give a whole number of at least 1" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not json")
+    assert main(["bench", "--recompute", str(tmp_path / "notes.txt")]) == 2
+    assert "not a result of this benchmark" in capsys.readouterr().err
+
+
+def test_input_sizes_are_asked_for_with_the_flag_of_the_command(tmp_path, capsys):
+    lstm = "torch.nn:LSTM(input_size=4,hidden_size=3)"
+    assert main(["transfer", "--source", lstm, "--target", "resnet10t", "-q",
+                 "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert "pass --source-input-size C,H,W" in capsys.readouterr().err
+    for command in (["inspect", lstm], ["similarity", lstm, "resnet10t"]):
+        assert main(command) == 2
+        assert "pass --input-size C,H,W" in capsys.readouterr().err
+    assert main(["similarity", "resnet10t", "resnet14t", "--input-size", "3,32,32",
+                 "--method", "graft"]) == 0
+    assert "similarity(resnet10t, resnet14t) [graft] = 0." in capsys.readouterr().out

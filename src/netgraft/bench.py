@@ -89,6 +89,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from .errors import NetgraftError
+
 __all__ = [
     "BUDGETS", "Config", "EQUAL_TIME_BUDGETS", "INITS", "PAIRS", "PAIR_SETS", "Pair", "QUICK_PAIRS",
     "RELATIONS", "TRANSFORMER_PAIRS", "ZOO",
@@ -1378,7 +1380,15 @@ def _busy_warning(threads: int) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if args.recompute:
         path = Path(args.recompute)
-        result = recompute(json.loads(path.read_text()))
+        try:
+            earlier = json.loads(path.read_text())
+            if not isinstance(earlier, dict) or not {"config", "runs"} <= set(earlier):
+                raise ValueError("it has no 'config' and 'runs'")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise NetgraftError(f"--recompute {path}: not a result of this benchmark ({why}); "
+                                f"give a JSON file it wrote (benchmarks/results/*.json)") from None
+        result = recompute(earlier)
         paths = write_outputs(result, path.parent, path.stem, plots=not args.no_plot)
         sys.stdout.write(to_markdown(result) + "\nwrote " + ", ".join(map(str, paths.values())) + "\n")
         return 0

@@ -167,4 +167,10 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
                             f"inputs as the model sees them")
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
-    return x.float()
+    x = x.float()
+    bad = ~torch.isfinite(x).flatten(1).all(1)
+    if bad.any():
+        raise NetgraftError(f"{path}: {int(bad.sum())} of its {len(x)} calibration inputs hold "
+                            f"NaN or inf values (the first is input {int(bad.nonzero()[0])}); "
+                            f"remove or fix them")
+    return x

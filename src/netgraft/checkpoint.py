@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -23,34 +22,65 @@ _WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "ema")
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors file or a torch checkpoint (loaded with weights_only=True)."""
+    return _unwrap(read_checkpoint(path, "weights file"), Path(path))
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "file") -> Any:
+    """What a .safetensors file or a torch file holds, never running code from it: a
+    safetensors file (whatever its suffix: its header is recognised) gives its tensors, a torch
+    file is read with ``weights_only=True`` (tensors, dicts, lists and numbers only).
+    CheckpointError names the file and says what is wrong with it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder: give the file inside it")
     if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        raise CheckpointError(f"{what} not found: {path}")
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors.torch import load_file
         try:
             return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); "
-                                  f"re-export it with safetensors.torch.save_file") from exc
+        except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
+            raise CheckpointError(f"{path} is not a readable safetensors file "
+                                  f"({_first_line(exc)}); re-export it with "
+                                  f"safetensors.torch.save_file") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways
+        # torch's weights-only reader says why after "WeightsUnpickler error:" (and advises
+        # weights_only=False, which would run the file's code: never repeated here)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\. Please|\n\s*\n|$)", text,
+                          re.S)
+        detail = found.group(1).strip() if found else _first_line(exc)
+        global_ = re.search(r"GLOBAL ([\w.]+)", text)
+        why = (f"it holds Python objects other than tensors ({global_.group(1)}), which are "
+               f"never loaded: they could run code" if global_ else
+               f"it is not a readable torch file ({detail})")
         raise CheckpointError(
-            f"{path} could not be loaded as a torch checkpoint with weights_only=True "
-            f"({_first_line(exc)}). "
-            f"Only tensors are loaded, never code: save a state_dict "
-            f"(torch.save(model.state_dict(), path)) or a .safetensors file") from exc
-    return _unwrap(obj, path)
+            f"{path} could not be loaded as a torch checkpoint: {why}. Save a state_dict "
+            f"(torch.save(model.state_dict(), path)) or a .safetensors file") from None
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON header."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return (len(head) == 9 and head[8:9] == b"{"
+            and 0 < int.from_bytes(head[:8], "little") <= size - 8)
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without terminal colour codes (torch's
-    weights_only error runs over many lines and advises weights_only=False, which would run
-    the file's code)."""
+    """The first line of an exception's message, without terminal colour codes and without
+    torch's advice to retry with weights_only=False (which would run the file's code)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else ""
+    if not line or "weights_only" in line or "Re-running" in line:
+        return type(exc).__name__
+    return line
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -60,6 +90,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 return _unwrap(obj[key], path)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
+            odd = [k for k in tensors if not isinstance(k, str)]
+            if odd:
+                raise CheckpointError(f"{path} holds tensors under keys that are not parameter "
+                                      f"names (e.g. {odd[0]!r}); save model.state_dict()")
             prefix = "module."  # saved from DataParallel / DistributedDataParallel
             if all(k.startswith(prefix) for k in tensors):
                 tensors = {k[len(prefix):]: v for k, v in tensors.items()}
@@ -103,32 +137,73 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it onto `path`."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise CheckpointError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    return atomic_write_all([(path, write)])[0]
+
+
+def atomic_write_all(outputs: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> list[Path]:
+    """Write several files all or nothing: each `write(tmp)` to a temporary file next to its
+    path, and only when every one succeeded, rename them onto their paths. A failure (a full
+    disk, a folder without write permission, Ctrl-C) leaves no temporary file and no output;
+    it is raised as CheckpointError naming the file, unless interrupted."""
+    paths = [Path(p) for p, _ in outputs]
+    for path in paths:
+        if not path.parent.is_dir():
+            raise CheckpointError(f"output folder does not exist: {path.parent}")
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder: give a file name")
+    tmps: list[str] = []
     try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
+        for path, (_, write) in zip(paths, outputs):
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                           dir=path.parent)
+                os.close(fd)
+                tmps.append(tmp)
+                write(tmp)
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600: normal permissions
+            except Exception as exc:  # noqa: BLE001 - OSError, SafetensorError, torch's
+                raise CheckpointError(f"cannot write {path}: {_os_reason(exc)}; nothing was "
+                                      f"written") from None
+        for path, tmp in zip(paths, tmps):
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in tmps:
+            Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    WRITTEN.extend(paths)
+    return paths
+
+
+#: every file written by `atomic_write_all` in this process (the command line says, when
+#: interrupted, which outputs were complete)
+WRITTEN: list[Path] = []
+
+
+def _os_reason(exc: BaseException) -> str:
+    """Why a write failed, in one line: the system's words for an OSError, else the writer's."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return _first_line(exc)
+
+
+def state_writer(state: dict[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> Callable[[str], None]:
+    """A `write(tmp)` for `atomic_write`: `state` as .safetensors, or a torch file for other
+    suffixes of `path`."""
+    # safetensors refuses tensors that share memory: store independent contiguous copies
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+        return lambda tmp: save_file(state, tmp, metadata=metadata)
+    return lambda tmp: torch.save(state, tmp)
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike,
                     metadata: dict[str, str] | None = None) -> Path:
     """Write `state` to `path` atomically (.safetensors, or a torch file for other suffixes)."""
-    # safetensors refuses tensors that share memory: store independent contiguous copies
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    if Path(path).suffix == ".safetensors":
-        from safetensors.torch import save_file
-        return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, state_writer(state, path, metadata))
 
 
 def save_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -135,6 +135,8 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     if report is not None and _same_file(report, out):
         raise NetgraftError(f"--out and --report are the same file ({out}): give two names")
     for flag, path in (("--out", out), ("--report", report)):
+        if path is not None and path.is_dir():
+            raise NetgraftError(f"{flag} {path} is a folder: give a file name")
         if path is not None and path.exists() and not args.force:
             raise NetgraftError(f"{flag} {path} already exists: pass --force to replace it, "
                                 f"or choose another name")
@@ -171,7 +173,7 @@ def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: in
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
-    from .checkpoint import save_json, save_state_dict
+    from .checkpoint import atomic_write_all, state_writer
     from .calibrate import check_calibration_spec
     from .transfer import transfer
 
@@ -196,7 +198,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if args.align_steps is not None and args.align_steps < 0:
         raise NetgraftError(f"--align-steps {args.align_steps}: use 0 or more")
     if not args.source_weights:
-        console.print("[yellow]warning:[/] no --source-weights given: grafting from a randomly "
+        make_console(stderr=True).print("[yellow]warning:[/] no --source-weights given: grafting from a randomly "
                       "initialised source (useful only to try the command)")
     with _steps(not args.quiet, 5) as step:
         step(f"building source {args.source}")
@@ -240,11 +242,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                 raise NetgraftError(f"{what} produces NaN/inf on a random input; nothing was "
                                     f"written. Please report this with the two model names.")
         step(f"writing {out.name}")
-        if args.report:
-            save_json(report.to_dict(), args.report)
-        save_state_dict(target.state_dict(), out, metadata={
+        outputs = [(out, state_writer(target.state_dict(), out, metadata={
             "netgraft_source": args.source, "netgraft_target": args.target,
-            "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"})
+            "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"}))]
+        if args.report:  # both or neither
+            text = json.dumps(report.to_dict(), indent=1)
+            outputs.append((Path(args.report), lambda tmp: Path(tmp).write_text(text)))
+        atomic_write_all(outputs)
     if args.align == "auto" and report.alignment is None:
         console.print(f"note: --align auto aligns distant pairs only; {args.source} → "
                       f"{args.target} is one family (similarity {report.similarity:.2f}), "
@@ -283,7 +287,8 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     from .similarity import similarity
     from .trace import trace
 
-    a, b = (trace(create_model(s), name=s) for s in (args.a, args.b))
+    a, b = (trace(create_model(s), _input_shape(args.input_size), name=s)
+            for s in (args.a, args.b))
     methods = [args.method] if args.method else ["graft", "dpiat"]
     for method in methods:
         print(f"similarity({args.a}, {args.b}) [{method}] = {similarity(a, b, method):.4f}")
@@ -371,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("--method", choices=sorted(METHODS), help="default: show every method")
+    p.add_argument("--input-size", help="C,H,W example input of both models (default: inferred)")
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("inspect", help="show the traced layers and blocks of a model")
@@ -406,25 +412,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=report_cli.run)
 
     p = sub.add_parser("demo", help="train a source on Fashion-MNIST, graft it, compare with random init")
-    p.add_argument("--steps", type=int, default=60, help="training steps of the target (default 60)")
-    p.add_argument("--source-steps", type=int, default=600, help="training steps of the source")
+    p.add_argument("--steps", type=_positive_int, default=60,
+                   help="training steps of the target (default 60)")
+    p.add_argument("--source-steps", type=_positive_int, default=600,
+                   help="training steps of the source")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import WRITTEN
+
     args = build_parser().parse_args(argv)
+    WRITTEN.clear()  # what this command writes (named if it is interrupted)
     try:
-        with _cli_warnings(make_console(stderr=True), translate=args.command == "transfer"):
+        translate = args.command in ("transfer", "inspect", "similarity")  # have --input-size
+        with _cli_warnings(make_console(stderr=True), translate=translate):
             return args.func(args)
     except NetgraftError as exc:
-        text = _flags(str(exc)) if args.command == "transfer" else str(exc)
+        text = _flags(str(exc)) if translate else str(exc)
         print(f"netgraft {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
+        done = f"wrote {', '.join(map(str, WRITTEN))} before" if WRITTEN else "no output written"
+        print(f"interrupted; {done}", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file the command reads or writes: name it, no traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"netgraft {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `netgraft similarity a b | head -1`: the reader has gone
         # Python's documented remedy: point stdout at devnull so the exit flush cannot fail
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -325,18 +325,21 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     with ``weights_only=True`` (a tensor, or a dict whose tensor values are kept) or ``.npy``
     (``allow_pickle=False``). A lone tensor is returned under the name ``"x"``.
     FileNotFoundError when missing, ValueError (naming the file) when unreadable."""
+    from .checkpoint import read_checkpoint
+    from .errors import CheckpointError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        if path.suffix == ".npy":
+    if path.suffix == ".npy":
+        try:
             return {"x": torch.from_numpy(np.load(path, allow_pickle=False))}
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
-        raise ValueError(f"cannot read {path}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+            raise ValueError(f"cannot read {path} as a NumPy array file: {exc}") from None
+    try:
+        obj = read_checkpoint(path, "data file")
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
     if isinstance(obj, torch.Tensor):
         return {"x": obj}
     if isinstance(obj, dict):

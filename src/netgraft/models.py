@@ -111,12 +111,21 @@ def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | N
             f"{', '.join(f'{k}={kwargs[k]!r}' for k in clash)} asked otherwise (an option such as "
             f"--num-classes, or read off the weights); give it once")
     kwargs.update(from_spec)
+    for key in ("num_classes", "in_chans"):  # timm builds a model even for nonsense counts
+        value = kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < (0 if key == "num_classes" else 1)):
+            least = "0 (no classifier)" if key == "num_classes" else "1"
+            raise ModelSpecError(f"model '{spec}': {key}={value!r}; give a whole number of at "
+                                 f"least {least}")
     if ":" in spec:
         return _from_factory(spec, kwargs)
     import timm
 
     if not timm.is_model(spec):
-        close = difflib.get_close_matches(spec, timm.list_models(), n=3, cutoff=0.6)
+        names = timm.list_models()
+        exact = [n for n in names if n.lower() == spec.lower()]  # RESNET18
+        close = exact or difflib.get_close_matches(spec.lower(), names, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelSpecError(
             f"unknown model '{spec}'.{hint} Give a timm model name (see timm.list_models()) or "

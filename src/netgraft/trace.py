@@ -262,8 +262,10 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def default_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """A small example input shape for `model`: timm's config when present, else its first layer."""
+def default_input_shape(model: nn.Module,
+                        hint: str = "example_input= (CLI: --input-size C,H,W)") -> tuple[int, ...]:
+    """A small example input shape for `model`: timm's config when present, else its first
+    layer (`hint`: how to give one, named in the error when neither tells)."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         c, h, w = cfg["input_size"][-3:]
@@ -286,7 +288,7 @@ def default_input_shape(model: nn.Module) -> tuple[int, ...]:
         if isinstance(module, nn.Linear):
             return (1, module.in_features)
     raise UnsupportedModelError(
-        f"cannot guess an example input for {type(model).__name__}: pass example_input=")
+        f"cannot guess an example input for {type(model).__name__}: pass {hint}")
 
 
 def _first_layer_channels(model: nn.Module) -> int | None:
@@ -648,7 +650,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                     "lazy module with uninitialised parameters: run one forward pass first",
                     layer=f"{mod_name}.{p_name}".strip("."))
     if example_input is None:
-        shape = default_input_shape(model)
+        shape = default_input_shape(model, input_hint)
         param = next((p for p in model.parameters() if p.is_floating_point()), None)
         example_input = torch.randn(*shape, device=param.device if param is not None else "cpu",
                                     dtype=param.dtype if param is not None else torch.float32)
