@@ -1070,9 +1070,11 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def _console(quiet: bool = False):
-    from rich.console import Console
+    from .cli import make_console
 
-    return Console(highlight=False, quiet=quiet, soft_wrap=True)
+    console = make_console()  # piped: no table cut at 80 columns
+    console.quiet, console.soft_wrap = quiet, True
+    return console
 
 
 def _outer_progress(enabled: bool, console):

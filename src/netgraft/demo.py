@@ -28,10 +28,11 @@ BATCH = 64
 
 def run_demo(steps: int = 60, source_steps: int = 600, seed: int = 0,
              targets: tuple[str, ...] = TARGETS, print_fn=print) -> list[dict]:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from .cli import make_console
+
+    console = make_console()  # piped: no table cut at 80 columns
     torch.manual_seed(seed)
     train_set = load_dataset("fashion-mnist", "train", size=32, fallback=True)
     test_set = load_dataset(train_set.name, "test", size=32)
