@@ -507,3 +507,21 @@ def test_submodules_load_on_first_use():
             "print(netgraft.zoo.Zoo.__name__, netgraft.nas.WarmStartPool.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["Zoo", "WarmStartPool"]
+
+
+def test_a_graft_that_moves_nothing_or_shares_nothing_says_so():
+    from netgraft.errors import NetgraftWarning
+
+    image = torch.randn(1, 3, 32, 32)
+    with pytest.warns(NetgraftWarning, match="no target layer received anything"):
+        report = netgraft.transfer(nn.Linear(4, 3), timm.create_model("resnet10t"),
+                                   example_input=image, source_input=torch.randn(1, 4))
+    assert report.coverage == 0
+    resnet = timm.create_model("resnet10t", num_classes=3)
+    with pytest.warns(NetgraftWarning, match="share almost nothing"):
+        netgraft.transfer(nn.Linear(4, 3), resnet, example_input=image,
+                          source_input=torch.randn(1, 4))
+    with pytest.warns(NetgraftWarning, match="share almost nothing"):
+        report = netgraft.transfer(resnet, nn.Linear(4, 3), example_input=torch.randn(1, 4),
+                                   source_input=image)
+    assert report.similarity < 0.1

@@ -689,6 +689,17 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                f"({', '.join(report.gated_off[:4])}"
                f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
         warnings.warn(NetgraftWarning(message.strip()), stacklevel=2)
+    if not untouched and report.coverage == 0:
+        warnings.warn(NetgraftWarning(
+            f"{report.source} → {report.target}: no target layer received anything from the "
+            f"source (similarity {report.similarity:.2f}); the target keeps its init"),
+            stacklevel=2)
+    elif not untouched and not distant and report.similarity < UNRELATED_SIMILARITY:
+        warnings.warn(NetgraftWarning(
+            f"{report.source} → {report.target}: grafted as one network inside the other, "
+            f"but the two share almost nothing (similarity "
+            f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): check that this is the pair "
+            f"you meant"), stacklevel=2)
     return report
 
 
