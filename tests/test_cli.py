@@ -315,3 +315,19 @@ def test_input_sizes_are_asked_for_with_the_flag_of_the_command(tmp_path, capsys
     assert main(["similarity", "resnet10t", "resnet14t", "--input-size", "3,32,32",
                  "--method", "graft"]) == 0
     assert "similarity(resnet10t, resnet14t) [graft] = 0." in capsys.readouterr().out
+
+
+def test_out_of_memory_is_said_without_a_traceback(monkeypatch, capsys):
+    import importlib
+
+    def huge(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 120000000000 bytes")
+
+    monkeypatch.setattr(importlib.import_module("netgraft.trace"), "trace", huge)
+    assert main(["inspect", "resnet10t", "--input-size", "3,100000,100000"]) == 1
+    assert "out of memory" in capsys.readouterr().err
+    monkeypatch.setattr(importlib.import_module("netgraft.trace"), "trace",
+                        lambda *a, **k: 1 / 0)  # any other error is a bug: its traceback stays
+    with pytest.raises(ZeroDivisionError):
+        main(["inspect", "resnet10t"])

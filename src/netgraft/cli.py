@@ -438,6 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         done = f"wrote {', '.join(map(str, WRITTEN))} before" if WRITTEN else "no output written"
         print(f"interrupted; {done}", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "DefaultCPUAllocator" not in str(exc):
+            raise  # a bug: its traceback is what a report needs
+        print(f"netgraft {args.command}: error: out of memory (an input size or a model too "
+              f"large for this machine: try a smaller --input-size or model)", file=sys.stderr)
+        return 1
     except OSError as exc:  # a file the command reads or writes: name it, no traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"netgraft {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
