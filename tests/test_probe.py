@@ -108,7 +108,7 @@ def test_load_probe_data_from_files_and_builtin_datasets(tmp_path):
     with pytest.raises(ProbeError, match="not found"):
         load_probe_data(str(tmp_path / "missing.safetensors"))
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(ProbeError, match="probe data: cannot read .*junk.pt"):
+    with pytest.raises(ProbeError, match="probe data: .*junk.pt"):
         load_probe_data(str(tmp_path / "junk.pt"))
     xs, ys = load_probe_data("digits:120", image_size=16)
     assert xs.shape == (120, 1, 16, 16) and set(ys.tolist()) == set(range(10))
@@ -145,7 +145,7 @@ def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
                                               "--probe-steps", "0", "--probe-top", "1"])) == 0
     out = capsys.readouterr().out
     assert "probe: 1 candidates on 400 labelled examples" in out and "linear probe" in out
-    with pytest.raises(ProbeError, match="label 9 but the target has --num-classes 5"):
+    with pytest.raises(ProbeError, match=r"labels out of range 0..4 \(found 9\)"):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100"]))
     with pytest.raises(ZooError, match="--probe-top 0"):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100", "--probe-top", "0"]))
@@ -162,3 +162,56 @@ def _timm_trained(x, y):
     model = _timm_fresh()
     train(model, ImageDataset("d", x, y, 5), steps=60, batch_size=64, lr=3e-3)
     return model
+
+
+def test_labels_must_be_class_numbers_and_the_limit_positive():
+    x = torch.randn(30, 1, 8, 8)
+    y = torch.arange(30) % 3
+    got_x, got_y = labelled((x, y.float()))  # whole numbers stored as floats are fine
+    assert got_y.dtype == torch.int64 and torch.equal(got_y, y)
+    assert torch.equal(labelled((x, y[:, None]))[1], y)  # (N, 1) too
+    for bad, message in ((torch.randn(30), "float32 values such as"),
+                         (y.float() + 0.5, "values such as 0.5"),
+                         (torch.full((30,), float("nan")), "values such as nan"),
+                         (y - 1, "label -1 is negative"),
+                         (torch.nn.functional.one_hot(y), r"shape \(30, 3\): give one class number")):
+        with pytest.raises(ProbeError, match=message):
+            labelled((x, bad), what="d.safetensors")
+    for limit in (0, -5, 2.5):
+        with pytest.raises(ProbeError, match=f"limit {limit}: give a positive number"):
+            labelled((x, y), limit)
+    # labels beyond the target's classes are named as such, before the cross-validation check
+    with pytest.raises(ProbeError, match=r"labels out of range 0..9 \(found 29\)"):
+        labelled((x, torch.arange(30)), num_classes=10)
+
+
+def test_cli_probe_data_errors_name_the_file(tmp_path, capsys):
+    import timm
+
+    from netgraft.checkpoint import save_state_dict
+    from netgraft.cli import main
+    from netgraft.zoo import Zoo
+
+    save_state_dict(timm.create_model("mobilenetv3_small_050", num_classes=10, in_chans=1)
+                    .state_dict(), tmp_path / "m.safetensors")
+    Zoo(tmp_path / "zoo").add(tmp_path / "m.safetensors", "mobilenetv3_small_050", name="m")
+    x = torch.randn(60, 1, 8, 8)
+    files = {"floaty": torch.randn(60), "neg": torch.full((60,), -1), "wide": torch.arange(60) % 50,
+             "ok": torch.arange(60) % 3}
+    for name, y in files.items():
+        save_file({"x": x, "y": y}, tmp_path / f"{name}.safetensors")
+    argv = ["rank", "--target", "mobilenetv3_small_050", "--num-classes", "10", "--in-chans", "1",
+            "--input-size", "1,8,8", "--zoo", str(tmp_path / "zoo"), "-q", "--probe-data"]
+    for name, message in (("floaty", "labels y are float32 values such as"),
+                          ("neg", "label -1 is negative"),
+                          ("wide", "labels out of range 0..9 (found 49) for a target of 10 classes")):
+        assert main(argv + [str(tmp_path / f"{name}.safetensors")]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}.safetensors: {message}" in err and "Traceback" not in err, err
+    for limit in ("-5", "0"):
+        with pytest.raises(SystemExit) as info:
+            main(argv + [str(tmp_path / "ok.safetensors"), "--probe-limit", limit])
+        assert info.value.code == 2
+        assert f"--probe-limit: {limit}: give a whole number of at least 1" in capsys.readouterr().err
+    with pytest.raises(ProbeError, match="--probe-limit 0: give a positive number"):
+        load_probe_data(str(tmp_path / "ok.safetensors"), limit=0)

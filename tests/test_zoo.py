@@ -532,3 +532,166 @@ def test_rank_table_on_a_narrow_terminal_puts_the_why_below(zoo_dir):
     console.print(rank_table(ranked, "sources", 300))  # wide enough: one table, why last
     lines = console.export_text().splitlines()
     assert len(lines) == 2 + len(ranked) and lines[1].split()[-1] == "why"
+
+
+# ----------------------------------------------------------------------------- QA fixes: files
+def _sha(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+_MNV3 = "mobilenetv3_small_050"
+_RANK = ["rank", "--target", _MNV3, "--num-classes", "5", "--in-chans", "1", "-q"]
+
+
+@pytest.fixture
+def small_zoo(tmp_path, checkpoints):
+    """A zoo with one copied entry 'm' and one --link entry 'lnk' (linked to a file outside)."""
+    z = tmp_path / "z"
+    Zoo(z).add(checkpoints[_MNV3], _MNV3, name="m")
+    outside = tmp_path / "linked.safetensors"
+    outside.write_bytes(checkpoints[_MNV3].read_bytes())
+    Zoo(z).add(outside, _MNV3, name="lnk", link=True, force=True)
+    return z
+
+
+def test_then_transfer_refuses_an_existing_file_and_never_writes_over_the_zoo(small_zoo, tmp_path,
+                                                                             capsys, monkeypatch):
+    zoo = Zoo(small_zoo)
+    before = {p: _sha(p) for p in (small_zoo / "m.safetensors", tmp_path / "linked.safetensors")}
+    other = tmp_path / "trained.safetensors"
+    other.write_bytes(b"someone's trained weights")
+    argv = _RANK + ["--zoo", str(small_zoo), "--then-transfer"]
+    assert _main(argv + [str(other)]) == 2
+    assert "already exists: pass --force" in capsys.readouterr().err
+    assert other.read_bytes() == b"someone's trained weights"
+    # the zoo's files are never written, --force or not: its copy, a link's target, a new name
+    symlink = tmp_path / "to_zoo.safetensors"
+    symlink.symlink_to(small_zoo / "m.safetensors")
+    for out, why in ((small_zoo / "m.safetensors", "is the weights of zoo entry 'm'"),
+                     (tmp_path / "linked.safetensors", "is the weights of zoo entry 'lnk'"),
+                     (symlink, "is the weights of zoo entry 'm'"),
+                     (small_zoo / "new.safetensors", "is inside zoo")):
+        assert _main(argv + [str(out), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert why in err and "never written into the zoo" in err, err
+    assert {p: _sha(p) for p in before} == before
+    assert {e.name: e.sha256 for e in zoo.entries()} == {"m": before[small_zoo / "m.safetensors"],
+                                                           "lnk": before[tmp_path / "linked.safetensors"]}
+    assert not (small_zoo / "new.safetensors").exists()
+    # a bad output name is refused before any ranking
+    monkeypatch.setattr(Zoo, "rank", lambda *a, **k: pytest.fail("ranked before checking OUT"))
+    (tmp_path / "folder.safetensors").mkdir()
+    for out, why in ((tmp_path / "g.txt", "use a .safetensors"),
+                     (tmp_path / "no" / "g.safetensors", "output folder does not exist"),
+                     (tmp_path / "folder.safetensors", "is a folder")):
+        assert _main(argv + [str(out)]) == 2 and why in capsys.readouterr().err
+    monkeypatch.undo()
+    assert _main(argv + [str(other), "--force"]) == 0  # --force replaces a file outside the zoo
+    assert f"wrote {other}" in capsys.readouterr().out
+    assert set(load_state_dict(other)) == set(load_state_dict(small_zoo / "m.safetensors"))
+    with pytest.raises(ZooError, match="is the weights of zoo entry 'm'"):
+        zoo.transfer_to("m", _MNV3, num_classes=5, in_chans=1, out=small_zoo / "m.safetensors")
+
+
+def test_adding_the_zoos_own_file_is_refused_and_destroys_nothing(small_zoo, capsys):
+    own = small_zoo / "m.safetensors"
+    sha = _sha(own)
+    for extra, message in ((["--link"], "is the zoo's own copy of the weights of entry 'm'"),
+                           ([], "is the zoo's own copy of the weights of entry 'm'"),
+                           (["--link", "--name", "m2"], "inside zoo")):
+        assert _main(["zoo", "add", str(own), "--arch", _MNV3, "--zoo", str(small_zoo),
+                      "--force", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not own.is_symlink() and _sha(own) == sha == Zoo(small_zoo).get("m").sha256
+    assert not (small_zoo / "m2.json").exists()
+    Zoo(small_zoo).load_source("m")  # still loads
+    # re-adding a --link entry from its original file (outside the zoo) is still allowed
+    Zoo(small_zoo).add(small_zoo.parent / "linked.safetensors", _MNV3, name="lnk", link=True,
+                       force=True)
+
+
+def test_remove_takes_an_entry_name_never_a_path(tmp_path, checkpoints, capsys):
+    other = tmp_path / "zooV"
+    Zoo(other).add(checkpoints[_MNV3], _MNV3, name="r")
+    empty = tmp_path / "zoo0"
+    Zoo(empty)
+    assert _main(["zoo", "remove", "../zooV/r", "--zoo", str(empty)]) == 2
+    assert "entry name '../zooV/r'" in capsys.readouterr().err
+    assert (other / "r.json").is_file() and (other / "r.safetensors").is_file()
+    assert _main(["zoo", "remove", "nope", "--zoo", str(other)]) == 2
+    assert f"no entry 'nope' in zoo {other}" in capsys.readouterr().err
+    for bad in ("..", "/tmp/x", "a/b", ""):
+        with pytest.raises(ZooError, match="entry name"):
+            Zoo(other).remove(bad)
+    assert [e.name for e in Zoo(other).entries()] == ["r"]
+
+
+def test_a_damaged_entry_file_is_skipped_with_a_warning_naming_it(small_zoo, tmp_path, capsys):
+    from netgraft.zoo import ZooWarning
+    (small_zoo / "stray.json").write_text('{"netgraft_zoo_entry": 1, "name": "stray"}')
+    (small_zoo / "bad.json").write_text("{not json")
+    (small_zoo / "notmine.json").write_text('{"something": "else"}')  # not an entry: ignored
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(b"keep me")
+    evil = json.loads((small_zoo / "m.json").read_text())
+    evil.update(name="evil", weights="../victim.safetensors")
+    (small_zoo / "evil.json").write_text(json.dumps(evil))
+    with pytest.warns(ZooWarning) as caught:
+        assert sorted(e.name for e in Zoo(small_zoo).entries()) == ["lnk", "m"]
+    text = "\n".join(str(w.message) for w in caught)
+    assert "stray.json: incomplete zoo entry (no arch" in text and "zoo remove stray" in text
+    assert "bad.json: unreadable zoo entry" in text
+    assert "evil.json: damaged zoo entry (weights '../victim.safetensors'" in text
+    assert "notmine" not in text
+    assert _main(["zoo", "list", "--zoo", str(small_zoo)]) == 0
+    captured = capsys.readouterr()
+    assert "2 entries" in captured.out and "stray.json" in captured.err
+    assert _main(_RANK + ["--zoo", str(small_zoo)]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["lnk", "m"]
+    for name in ("stray", "bad", "evil"):  # removable, and never outside the zoo
+        assert _main(["zoo", "remove", name, "--zoo", str(small_zoo)]) == 0
+        assert not (small_zoo / f"{name}.json").exists()
+    assert victim.read_bytes() == b"keep me" and (small_zoo / "notmine.json").exists()
+    assert _main(["zoo", "remove", "notmine", "--zoo", str(small_zoo)]) == 2
+
+
+def test_missing_weights_are_marked_skipped_and_name_the_link_target(small_zoo, tmp_path, capsys):
+    from netgraft.zoo import ZooWarning
+    target = tmp_path / "linked.safetensors"
+    target.unlink()  # a --link entry whose file was deleted
+    assert _main(["zoo", "list", "--zoo", str(small_zoo)]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("│")}
+    assert "MISSING" in rows["lnk"] and str(target) in rows["lnk"] and rows["m"].split()[-2] == "ok"
+    assert _main(["zoo", "list", "--zoo", str(small_zoo), "--json"]) == 0
+    listed = {e["name"]: e["weights_missing"] for e in json.loads(capsys.readouterr().out)}
+    assert listed["m"] is None and str(target) in listed["lnk"]
+    assert _main(["zoo", "index", "--zoo", str(small_zoo)]) == 0
+    assert f"zoo entry 'lnk': its weights link to {target}" in capsys.readouterr().err
+    assert _main(_RANK + ["--zoo", str(small_zoo)]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[1] for line in captured.out.splitlines()] == ["m"]
+    assert f"zoo entry 'lnk' skipped: its weights link to {target}" in captured.err
+    with pytest.raises(ZooError, match=f"zoo entry 'lnk': its weights link to {target}"):
+        Zoo(small_zoo).transfer_to("lnk", _MNV3, num_classes=5, in_chans=1)
+    (small_zoo / "m.safetensors").unlink()  # a copied entry whose file was deleted
+    with pytest.raises(ZooError, match="no entry of zoo .* has its weights"), \
+            pytest.warns(ZooWarning) as caught:
+        Zoo(small_zoo).rank(_MNV3, num_classes=5, in_chans=1)
+    assert any("its weights file" in str(w.message) and "m.safetensors is missing" in str(w.message)
+               for w in caught)
+
+
+def test_counts_must_be_positive_and_a_model_name_typo_gets_a_suggestion(small_zoo, capsys):
+    for argv in (_RANK[:3] + ["--num-classes", "-3"], _RANK[:3] + ["--num-classes", "0"],
+                 _RANK[:3] + ["--in-chans", "0"],
+                 _RANK[:3] + ["--probe-data", "digits:60", "--probe-limit", "-5"],
+                 ["zoo", "add", "x.safetensors", "--arch", _MNV3, "--num-classes", "-1"]):
+        with pytest.raises(SystemExit) as info:
+            _main(argv + ["--zoo", str(small_zoo)])
+        assert info.value.code == 2
+        assert "give a whole number of at least 1" in capsys.readouterr().err
+    assert _main(["rank", "--target", "MOBILENETV3_SMALL_050", "--zoo", str(small_zoo)]) == 2
+    assert "Did you mean mobilenetv3_small_050?" in capsys.readouterr().err

@@ -76,9 +76,14 @@ class ProbeResult:
 
 
 # ----------------------------------------------------------------------------- data
-def labelled(data: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled(data: Any, limit: int | None = None, *, num_classes: int | None = None,
+             what: str = "probe data") -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` from a pair of tensors, an object with ``.x``/``.y`` (netgraft ImageDataset)
-    or an iterable of ``(x, y)`` batches; at most ``limit`` examples."""
+    or an iterable of ``(x, y)`` batches; at most ``limit`` examples (a positive number).
+    The labels must be class numbers (whole, ``>= 0``, below ``num_classes`` when given), with
+    at least 2 classes of ``FOLDS`` examples each; errors start with ``what`` (the file)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ProbeError(f"{what}: limit {limit!r}: give a positive number of examples")
     if hasattr(data, "x") and hasattr(data, "y"):
         x, y = data.x, data.y
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(
@@ -105,17 +110,47 @@ def labelled(data: Any, limit: int | None = None) -> tuple[torch.Tensor, torch.T
     if limit is not None:
         x, y = x[:limit], y[:limit]
     if len(x) != len(y):
-        raise ProbeError(f"probe data: {len(x)} inputs but {len(y)} labels")
-    y = y.long().flatten()
+        raise ProbeError(f"{what}: {len(x)} inputs but {len(y)} labels")
+    y = class_labels(y, what, num_classes)
     counts = torch.bincount(y)
     present = counts[counts > 0]
     if len(present) < 2:
-        raise ProbeError("probe data needs labels of at least 2 classes")
+        raise ProbeError(f"{what} needs labels of at least 2 classes")
     if int(present.min()) < FOLDS:
-        raise ProbeError(f"probe data: every class needs ≥ {FOLDS} examples for {FOLDS}-fold "
+        raise ProbeError(f"{what}: every class needs ≥ {FOLDS} examples for {FOLDS}-fold "
                          f"cross-validation (smallest class has {int(present.min())}); give "
                          "more labelled examples")
     return x.float(), y
+
+
+def class_labels(y: Any, what: str = "probe data", num_classes: int | None = None) -> torch.Tensor:
+    """Labels as a 1-D long tensor of class numbers; a ProbeError starting with `what` for
+    labels that are not one whole, non-negative number per example (below `num_classes`)."""
+    if not isinstance(y, torch.Tensor):
+        raise ProbeError(f"{what}: labels y must be a tensor, got {type(y).__name__}")
+    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise ProbeError(f"{what}: labels y have shape {tuple(y.shape)}: give one class number "
+                         f"per example, shape (N,)")
+    y = y.flatten()
+    if not len(y):
+        raise ProbeError(f"{what}: no labelled examples")
+    if y.is_complex():
+        raise ProbeError(f"{what}: labels y are complex numbers: give whole class numbers "
+                         f"0, 1, 2, ...")
+    if y.is_floating_point():
+        bad = y[~torch.isfinite(y) | (y != torch.round(y))]
+        if len(bad):
+            raise ProbeError(f"{what}: labels y are {str(y.dtype).replace('torch.', '')} values "
+                             f"such as {bad[0].item():g}: give whole class numbers 0, 1, 2, ...")
+    y = y.long()
+    low, high = int(y.min()), int(y.max())
+    if low < 0:
+        raise ProbeError(f"{what}: label {low} is negative: labels are class numbers 0, 1, 2, ...")
+    if num_classes is not None and high >= num_classes:
+        raise ProbeError(f"{what}: labels out of range 0..{num_classes - 1} (found {high}) for a "
+                         f"target of {num_classes} classes: give labels below the target's "
+                         f"number of classes (--num-classes)")
+    return y
 
 
 # ----------------------------------------------------------------------------- features
@@ -265,14 +300,18 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
 
 # ----------------------------------------------------------------------------- CLI data
 def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
-                    limit: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+                    limit: int = 1000, num_classes: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labelled probe data for the CLI: a file holding tensors ``x`` (N, C, H, W) and ``y``
     (N,) — ``.safetensors`` or a torch file read with ``weights_only=True`` — or a built-in
-    dataset ``fashion-mnist[:N]`` / ``digits[:N]`` (a stratified train subset)."""
+    dataset ``fashion-mnist[:N]`` / ``digits[:N]`` (a stratified train subset); at most
+    ``limit`` examples, labels below ``num_classes`` when given (see ``labelled``)."""
     from pathlib import Path
 
     from .data import TENSOR_FILE_SUFFIXES, load_dataset_spec, read_tensors
 
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ProbeError(f"--probe-limit {limit!r}: give a positive number of examples")
     path = Path(spec)
     if path.suffix in TENSOR_FILE_SUFFIXES:
         try:
@@ -283,7 +322,8 @@ def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
             raise ProbeError(f"probe data: {exc}") from None
         if not {"x", "y"} <= set(tensors):
             raise ProbeError(f"{path}: expected tensors named 'x' (inputs) and 'y' (labels)")
-        return labelled((tensors["x"], tensors["y"]), limit)
+        return labelled((tensors["x"], tensors["y"]), limit, num_classes=num_classes,
+                        what=str(path))
     try:
         data = load_dataset_spec(spec, size=image_size, in_chans=in_chans, default_count=limit)
     except ValueError as exc:
@@ -291,4 +331,4 @@ def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
                          "and 'y', or fashion-mnist[:N] / digits[:N]") from None
     except FileNotFoundError as exc:
         raise ProbeError(str(exc)) from None
-    return labelled(data, len(data))
+    return labelled(data, len(data), num_classes=num_classes, what=f"--probe-data {spec}")

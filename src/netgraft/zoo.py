@@ -38,17 +38,18 @@ import shutil
 import sqlite3
 import sys
 import time
+import warnings
 import zlib
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
-from .cli import PIPE_WIDTH, make_console as _console
-from .errors import NetgraftError
+from .cli import PIPE_WIDTH, _positive_int, _same_file, make_console as _console
+from .errors import NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
 from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
@@ -57,10 +58,28 @@ from .trace import DIMENSIONAL_KINDS, Architecture, Layer
 ENTRY_FORMAT = 1
 INDEX_FILE = "index.sqlite"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: file names `--then-transfer` / `Zoo.transfer_to` write
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 class ZooError(NetgraftError):
     """A zoo directory, entry or ranking request is invalid."""
+
+
+class ZooWarning(NetgraftWarning):
+    """A zoo entry was skipped: its description is damaged or its weights are gone."""
+
+
+def _check_name(name: str, hint: str) -> None:
+    """Refuse an entry name that is not a plain name (a path, '..', spaces): `hint` says
+    what to give instead."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ZooError(f"entry name {name!r}: use letters, digits, '.', '_' and '-' ({hint})")
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    """Whether `path` is in `directory` or below it, symbolic links resolved."""
+    return directory.resolve() in path.resolve().parents
 
 
 def default_zoo_dir() -> Path:
@@ -118,6 +137,13 @@ def _stored_accuracy(value: Any) -> Any:
         return value
 
 
+#: the types an entry's fields must have on disk (a damaged file is refused, naming the field)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "arch": (str,), "num_classes": (int, type(None)),
+    "in_chans": (int, type(None)), "task": (str, type(None)), "sha256": (str, type(None)),
+    "added": (str,), "params": (int,), "weights": (str,), "linked": (str, type(None))}
+
+
 @dataclass
 class ZooEntry:
     """One checkpoint of the zoo (the content of ``<name>.json``)."""
@@ -141,12 +167,28 @@ class ZooEntry:
     def from_dict(cls, data: dict[str, Any], where: Path) -> "ZooEntry":
         if not isinstance(data, dict) or data.get("netgraft_zoo_entry") != ENTRY_FORMAT:
             raise ZooError(f"{where} is not a netgraft zoo entry (format {ENTRY_FORMAT})")
-        try:
-            entry = cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
-        except TypeError as exc:
-            raise ZooError(f"{where}: incomplete zoo entry ({exc})") from exc
+        missing = [f for f, spec in cls.__dataclass_fields__.items()
+                   if f not in data and spec.default is MISSING]
+        if missing:
+            raise ZooError(f"{where}: incomplete zoo entry (no {', '.join(missing)})")
+        entry = cls(**{f: data[f] for f in cls.__dataclass_fields__ if f in data})
+        problem = entry._invalid()
+        if problem:
+            raise ZooError(f"{where}: damaged zoo entry ({problem})")
         entry.accuracy = _stored_accuracy(entry.accuracy)
         return entry
+
+    def _invalid(self) -> str | None:
+        """What is wrong with an entry read from disk, or None."""
+        for name, types in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, types):
+                return f"{name} is {value!r}"
+        if not _NAME.match(self.name):
+            return f"name {self.name!r} is not an entry name"
+        if self.weights in ("", ".", "..") or Path(self.weights).name != self.weights:
+            return f"weights {self.weights!r} is not a file name inside the zoo"
+        return None
 
 
 @dataclass
@@ -473,23 +515,47 @@ class Zoo:
 
     # ------------------------------------------------------------------ entries
     def entries(self) -> list[ZooEntry]:
+        """Every entry, by name. A damaged or incomplete ``<name>.json`` is skipped with a
+        ZooWarning naming the file (one bad file never hides the others); a JSON file that is
+        not a zoo entry at all is ignored."""
         out = []
         for path in sorted(self.dir.glob("*.json")):
             try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ZooError(f"{path}: unreadable zoo entry ({exc})") from exc
-            if isinstance(data, dict) and "netgraft_zoo_entry" in data:
-                out.append(ZooEntry.from_dict(data, path))
+                entry = self._read_entry(path)
+            except ZooError as exc:
+                fix = (f"; or remove it with `netgraft zoo remove {path.stem} --zoo {self.dir}`"
+                       if _NAME.match(path.stem) else "")
+                warnings.warn(f"skipped {exc}: fix or delete that file{fix}", ZooWarning,
+                              stacklevel=2)
+                continue
+            if entry is not None:
+                out.append(entry)
         return out
 
+    @staticmethod
+    def _read_entry(path: Path) -> ZooEntry | None:
+        """The entry `path` describes; None when it is a JSON file but no zoo entry. A
+        ZooError naming the file when it is unreadable, damaged or incomplete."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ZooError(f"{path}: unreadable zoo entry ({exc})") from exc
+        if not (isinstance(data, dict) and "netgraft_zoo_entry" in data):
+            return None
+        return ZooEntry.from_dict(data, path)
+
+    def _no_entry(self, name: str) -> ZooError:
+        known = [e.name for e in self.entries()]
+        return ZooError(f"no entry '{name}' in zoo {self.dir} (entries: "
+                        f"{', '.join(known[:10]) or 'none'}; see `netgraft zoo list`)")
+
     def get(self, name: str) -> ZooEntry:
+        _check_name(name, "give a name `netgraft zoo list` shows, not a path")
         path = self.dir / f"{name}.json"
-        if not path.is_file():
-            known = [e.name for e in self.entries()]
-            raise ZooError(f"no entry '{name}' in zoo {self.dir} (entries: "
-                           f"{', '.join(known[:10]) or 'none'})")
-        return ZooEntry.from_dict(json.loads(path.read_text()), path)
+        entry = self._read_entry(path) if path.is_file() else None
+        if entry is None:
+            raise self._no_entry(name)
+        return entry
 
     def __len__(self) -> int:
         return len(self.entries())
@@ -508,10 +574,9 @@ class Zoo:
 
         checkpoint = Path(checkpoint).expanduser()
         name = name or checkpoint.stem
-        if not _NAME.match(name):
-            raise ZooError(f"entry name {name!r}: use letters, digits, '.', '_' and '-' "
-                           f"(pass --name)")
+        _check_name(name, "pass --name")
         meta_path, weights_path = self.dir / f"{name}.json", self.dir / f"{name}.safetensors"
+        self._check_source(checkpoint, weights_path, name, link)
         if not force and (meta_path.exists() or weights_path.exists()):
             raise ZooError(f"zoo {self.dir} already has an entry '{name}'; pass --force to "
                            f"replace it or --name to add it under another name")
@@ -567,6 +632,20 @@ class Zoo:
             raise
         return entry
 
+    def _check_source(self, checkpoint: Path, weights_path: Path, name: str, link: bool) -> None:
+        """Refuse to add a file the zoo itself holds: the entry's own weights (a copy or a
+        link would replace them by themselves, or by a link to themselves), or, with --link,
+        any file inside the zoo (the link would break when that entry is removed)."""
+        if not checkpoint.exists() or not _inside(checkpoint, self.dir):
+            return
+        if checkpoint.resolve() == weights_path.resolve():
+            raise ZooError(f"{checkpoint} is the zoo's own copy of the weights of entry "
+                           f"'{name}': they are already in zoo {self.dir}, nothing was changed; to "
+                           f"replace the entry, add the original checkpoint with --force")
+        if link:
+            raise ZooError(f"--link {checkpoint}: that file is inside zoo {self.dir}, so the link "
+                           f"would break when its entry is removed; drop --link to copy it")
+
     def _refuse_duplicate(self, digest: str, name: str) -> None:
         for other in self.entries():
             if other.sha256 == digest and other.name != name:
@@ -574,12 +653,80 @@ class Zoo:
                                f"(same sha256); pass --force to add them again")
 
     def remove(self, name: str) -> None:
-        entry = self.get(name)
-        (self.dir / f"{name}.json").unlink()
-        (self.dir / entry.weights).unlink(missing_ok=True)
+        """Delete an entry's description and its weights (for a --link entry, the link only).
+        A damaged description goes with the weights file of its name."""
+        _check_name(name, "give a name `netgraft zoo list` shows, not a path")
+        meta = self.dir / f"{name}.json"
+        try:
+            entry = self._read_entry(meta) if meta.is_file() else None
+            weights = None if entry is None else entry.weights
+        except ZooError:  # damaged: removing it is how to get rid of it
+            weights = f"{name}.safetensors"
+        if weights is None:
+            raise self._no_entry(name)
+        meta.unlink()
+        (self.dir / weights).unlink(missing_ok=True)
 
     def weights_path(self, entry: ZooEntry) -> Path:
         return self.dir / entry.weights
+
+    def missing_weights(self, entry: ZooEntry) -> str | None:
+        """Why the entry's weights cannot be read (None when they are there): its weights
+        file is gone, or the file its --link points to is."""
+        path = self.weights_path(entry)
+        if path.is_file():
+            return None
+        if path.is_symlink():
+            return f"its weights link to {os.readlink(path)}, which no longer exists"
+        if entry.linked:
+            return f"its weights link {path} (to {entry.linked}) is gone"
+        return f"its weights file {path} is missing"
+
+    def _missing_hint(self, entry: ZooEntry) -> str:
+        return (f"restore that file, re-add the checkpoint with `netgraft zoo add FILE --arch "
+                f"{entry.arch} --name {entry.name} --force`, or remove the entry with "
+                f"`netgraft zoo remove {entry.name}`")
+
+    def _with_weights(self, entries: list[ZooEntry]) -> list[ZooEntry]:
+        """The entries whose weights are there; the others skipped with a ZooWarning."""
+        out = []
+        for entry in entries:
+            why = self.missing_weights(entry)
+            if why is None:
+                out.append(entry)
+            else:
+                warnings.warn(f"zoo entry '{entry.name}' skipped: {why}; "
+                              f"{self._missing_hint(entry)}", ZooWarning, stacklevel=3)
+        return out
+
+    def _holder(self, path: Path) -> str | None:
+        """How the zoo holds `path` (symbolic and hard links followed), or None: a file
+        inside the zoo directory, or the file an entry's weights link to."""
+        held = [e for e in self.entries()
+                if _same_file(path, self.weights_path(e))]
+        if held:
+            return f"is the weights of zoo entry '{held[0].name}' ({self.weights_path(held[0])})"
+        if _inside(path, self.dir):
+            return f"is inside zoo {self.dir}"
+        return None
+
+    def check_output(self, out: Path, *, force: bool = False, flag: str = "out") -> None:
+        """Refuse an output file name before any work: not a weights file name, no such
+        folder, a folder, a file the zoo holds (always), or an existing file (unless
+        `force`)."""
+        if out.suffix not in WEIGHT_SUFFIXES:
+            raise ZooError(f"{flag} {out}: use a .safetensors (recommended) or .pt file name")
+        if not out.parent.is_dir():
+            raise ZooError(f"output folder does not exist: {out.parent}")
+        if out.is_dir():
+            raise ZooError(f"{flag} {out} is a folder: give a file name")
+        held = self._holder(out)
+        if held:
+            raise ZooError(f"{flag} {out} {held}: a graft is never written into the zoo; "
+                           f"choose a file outside it (then `netgraft zoo add` it to keep it)")
+        if not force and (out.exists() or out.is_symlink()):
+            raise ZooError(f"{flag} {out} already exists: pass --force to replace it, or choose "
+                           f"another name")
 
     # ------------------------------------------------------------------ fingerprints
     def _fingerprint_model(self, model, spec: str, num_classes: int | None, in_chans: int | None,
@@ -635,6 +782,10 @@ class Zoo:
         hashes = []
         built = 0
         for entry in self.entries():
+            missing = self.missing_weights(entry)
+            if missing is not None:  # its architecture is indexed all the same
+                warnings.warn(f"zoo entry '{entry.name}': {missing}, so it is not ranked; "
+                              f"{self._missing_hint(entry)}", ZooWarning, stacklevel=2)
             if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans) is None:
                 built += 1
             hashes.append(self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)[0])
@@ -700,6 +851,10 @@ class Zoo:
         entries = self.entries()
         if not entries:
             raise ZooError(f"zoo {self.dir} is empty: add checkpoints with `netgraft zoo add`")
+        entries = self._with_weights(entries)
+        if not entries:
+            raise ZooError(f"no entry of zoo {self.dir} has its weights (see the warnings and "
+                           f"`netgraft zoo list`)")
         tgt = self._target(target, num_classes, in_chans, input_size)
         sources: list[tuple[ZooEntry, str]] = []
         for entry in entries:
@@ -793,6 +948,9 @@ class Zoo:
         from .models import create_model
 
         entry = self.get(entry) if isinstance(entry, str) else entry
+        missing = self.missing_weights(entry)
+        if missing is not None:
+            raise ZooError(f"zoo entry '{entry.name}': {missing}; {self._missing_hint(entry)}")
         kwargs = {k: v for k, v in (("num_classes", entry.num_classes), ("in_chans", entry.in_chans))
                   if v is not None}
         model = create_model(entry.arch, **kwargs)
@@ -814,10 +972,7 @@ class Zoo:
         entry = self.get(entry) if isinstance(entry, str) else entry
         if out is not None:
             out = Path(out)
-            if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
-                raise ZooError(f"{out}: use a .safetensors (recommended) or .pt file name")
-            if not out.parent.is_dir():
-                raise ZooError(f"output folder does not exist: {out.parent}")
+            self.check_output(out, force=True)
         source = self.load_source(entry)
         kwargs = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
                   if v is not None}
@@ -854,8 +1009,8 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--accuracy", type=float,
                    help="its test accuracy: a fraction in [0, 1] (0.833) or a percentage in "
                         "(1, 100] (83.3), stored as the fraction")
-    p.add_argument("--num-classes", type=int, help="default: read from the weights")
-    p.add_argument("--in-chans", type=int, help="default: read from the weights")
+    p.add_argument("--num-classes", type=_positive_int, help="default: read from the weights")
+    p.add_argument("--in-chans", type=_positive_int, help="default: read from the weights")
     p.add_argument("--link", action="store_true", help="symlink the .safetensors file instead of copying it")
     p.add_argument("--force", action="store_true", help="replace an entry of the same name / weights")
     _zoo_arg(p)
@@ -903,18 +1058,26 @@ def run_zoo(args: argparse.Namespace) -> int:
         console.print(f"removed '{args.name}' from {zoo.dir}")
         return 0
     entries = zoo.entries()
+    missing = {e.name: zoo.missing_weights(e) for e in entries}
     if args.json:
-        print(json.dumps([e.to_dict() for e in entries], indent=1))
+        print(json.dumps([{**e.to_dict(), "weights_missing": missing[e.name]} for e in entries],
+                         indent=1))
         return 0
     from rich.markup import escape
     from rich.table import Table
     table = Table(title=escape(f"zoo {zoo.dir}: {len(entries)} entries"), title_justify="left")
-    for col, justify in (("name", "left"), ("arch", "left"), ("task", "left"),
-                         ("accuracy", "right"), ("params", "right"), ("added", "left")):
+    columns = [("name", "left"), ("arch", "left"), ("task", "left"), ("accuracy", "right"),
+               ("params", "right"), ("added", "left")]
+    if any(missing.values()):  # only when there is something to say
+        columns.append(("weights", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")  # never truncate a name
     for e in entries:
-        table.add_row(*map(escape, (e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy),
-                                    f"{e.params:,}", e.added[:16].replace("T", " "))))
+        row = [e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy), f"{e.params:,}",
+               e.added[:16].replace("T", " ")]
+        if len(columns) > len(row):
+            row.append(f"MISSING: {missing[e.name]}" if missing[e.name] else "ok")
+        table.add_row(*map(escape, row))
     _print_table(console, table)
     return 0
 
@@ -924,8 +1087,8 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     from .match import METHODS
 
     parser.add_argument("--target", required=True, help=MODEL_SPEC_HELP)
-    parser.add_argument("--num-classes", type=int, help="classes of the target")
-    parser.add_argument("--in-chans", type=int, help="input channels of the target")
+    parser.add_argument("--num-classes", type=_positive_int, help="classes of the target")
+    parser.add_argument("--in-chans", type=_positive_int, help="input channels of the target")
     parser.add_argument("--input-size", help="C,H,W example input of the target (default: inferred)")
     parser.add_argument("--top", type=int, help="show the K best sources only")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS))
@@ -933,7 +1096,11 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no table: one plain line per source, whatever the terminal width")
     parser.add_argument("--then-transfer", metavar="OUT",
-                        help="graft the best source onto the target and write it here (.safetensors)")
+                        help="graft the best source onto the target and write it here "
+                             "(.safetensors); an existing file needs --force, a file of the zoo "
+                             "is never replaced")
+    parser.add_argument("--force", action="store_true",
+                        help="let --then-transfer replace an existing file")
     parser.add_argument("--probe-data", metavar="DATA",
                         help="labelled target data for a second, data-driven stage: a .safetensors"
                              "/.pt file with tensors x and y, or fashion-mnist[:N] / digits[:N]; "
@@ -942,7 +1109,7 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         help="probe the K best data-free candidates (default 5)")
     parser.add_argument("--probe-steps", type=int, default=20,
                         help="fine-tune steps per probed source (default 20; 0 = linear probe only)")
-    parser.add_argument("--probe-limit", type=int, default=1000,
+    parser.add_argument("--probe-limit", type=_positive_int, default=1000,
                         help="use at most this many labelled examples (default 1000)")
     _zoo_arg(parser)
     return parser
@@ -955,8 +1122,8 @@ def run_rank(args: argparse.Namespace) -> int:
 
     input_size = parse_input_size(args.input_size)
     out = Path(args.then_transfer) if args.then_transfer else None
-    if out is not None and not out.parent.is_dir():
-        raise ZooError(f"output folder does not exist: {out.parent}")
+    if out is not None:  # before ranking: a bad name should not cost a ranking first
+        zoo.check_output(out, force=args.force, flag="--then-transfer")
     start = time.perf_counter()
     ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
                       input_size=input_size, method=args.method, top=args.top)
@@ -1061,7 +1228,7 @@ def _print_table(console, renderable) -> None:
 def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
                  input_size: Sequence[int] | None) -> tuple[Ranked, dict[str, Any]]:
     """Re-rank the data-free shortlist by the probe: (new best, probe summary)."""
-    from .probe import ProbeError, load_probe_data
+    from .probe import load_probe_data
 
     if args.probe_top < 1:
         raise ZooError(f"--probe-top {args.probe_top}: give a positive number")
@@ -1070,10 +1237,7 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     size = input_size[-1] if input_size else 32
     chans = args.in_chans or ranked[0].entry.in_chans or 1
     data = load_probe_data(args.probe_data, image_size=size, in_chans=chans,
-                           limit=args.probe_limit)
-    if args.num_classes is not None and int(data[1].max()) >= args.num_classes:
-        raise ProbeError(f"--probe-data has label {int(data[1].max())} but the target has "
-                         f"--num-classes {args.num_classes}")
+                           limit=args.probe_limit, num_classes=args.num_classes)
     # a source that cannot give its convs (another dimensionality) is not worth a graft
     shortlist = [r for r in ranked if r.compatible][:args.probe_top]
     if not shortlist:
