@@ -142,7 +142,8 @@ def test_failed_trials_carry_reasons_and_search_goes_on(tmp_path, data):
     assert trials[1].user_attrs["fail_kind"] == "build"
     assert trials[2].user_attrs["fail_reason"].startswith("diverged: the training loss became nan")
     counts = budget_counts(result.study)
-    assert counts == dict(complete=3, failed=2, interrupted=0, running=0, waiting=0, finished=5)
+    assert counts == dict(complete=3, failed=2, errors=0, interrupted=0, running=0, waiting=0,
+                          finished=5)
     assert trials[3].user_attrs["parent_trial"] == 0  # failed trials never enter the pool
     assert trials[4].user_attrs["fail_reason"] is None
 
@@ -302,7 +303,7 @@ def test_cli_failed_start_leaves_no_study_behind(tmp_path, capsys):
                      (["--space", "bogus"], "unknown search space 'bogus'"),
                      (["--space", "bogus", "--study", "named"], "unknown search space 'bogus'"),
                      (["--objectives", "params"], "must include accuracy"),
-                     (["--batch-size", "0"], "--batch-size must be >= 1")):
+                     (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0")):
         assert nas_cli.main(good + bad) == 2, bad
         captured = capsys.readouterr()
         assert "netgraft search: error: " in captured.err and msg in captured.err, captured.err
@@ -357,3 +358,151 @@ def test_cli_help_names_the_command_as_invoked_and_shows_defaults(capsys):
     for text in ("training batch size (default 64)", "(default 1000, or all when fewer)",
                  "sampler and training seed (default 0)", "(default: no time limit)"):
         assert text in help_text, text
+
+
+TINY_CLI = ["--dataset", "digits", "--image-size", "8", "--train-size", "100", "--test-size",
+            "50", "--epochs", "0.5", "--cold", "-q"]
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (["--lr", "-1"], "--lr must be a number in (0, 1] (Adam's learning rate), got -1.0"),
+    (["--lr", "nan"], "--lr must be a number in (0, 1]"),
+    (["--lr", "0"], "--lr must be a number in (0, 1]"),
+    (["--threads", "-2"], "--threads must be a whole number >= 1, got -2"),
+    (["--threads", "0"], "--threads must be a whole number >= 1, got 0"),
+    (["--top", "-1"], "--top must be a whole number >= 1"),
+    (["--top", "0"], "--top must be a whole number >= 1"),
+    (["--trials", "0"], "--trials must be a whole number >= 1"),
+    (["--seed", "-1"], "--seed must be a whole number in 0..4294967295"),
+    (["--epochs", "inf"], "--epochs must be a number > 0, got inf"),
+    (["--minutes", "nan"], "--minutes must be a number > 0, got nan"),
+    (["--min-similarity", "nan"], "--min-similarity must be a number in [0, 1]"),
+    (["--image-size", "2"], "--image-size must be a whole number in 8..256"),
+    (["--test-size", "0"], "--test-size must be a whole number >= 1"),
+    (["--heartbeat", "0"], "--heartbeat must be a whole number >= 1"),
+    (["--grace", "5"], "--grace must be a whole number of seconds greater than --heartbeat (10)"),
+])
+def test_cli_refuses_bad_numbers_before_creating_anything(tmp_path, capsys, bad, msg):
+    from netgraft.cli import main as netgraft_main
+
+    db = tmp_path / "s.db"
+    assert netgraft_main(["search", *TINY_CLI, "--trials", "1", "--storage", str(db), *bad]) == 2
+    err = capsys.readouterr().err
+    assert f"netgraft search: error: {msg}" in err and "Traceback" not in err, err
+    assert not db.exists() and not (tmp_path / "s-pool").exists()
+
+
+class NoBuildSpace(BadSpace):
+    """Every architecture fails to build."""
+
+    def sample(self, trial):
+        return {"mode": "build", "width": trial.suggest_int("width", 4, 8)}
+
+
+def test_cli_all_failed_run_exits_nonzero_and_a_rerun_says_why_it_runs_nothing(tmp_path, capsys):
+    argv = [*TINY_CLI, "--trials", "2", "--storage", str(tmp_path / "s.db"),
+            "--space", f"{__name__}:NoBuildSpace"]
+    assert nas_cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "0 complete, 2 failed" in captured.out
+    assert ("netgraft search: error: all 2 trials of this run failed (2× build: ValueError: width 0 "
+            "is not a width") in captured.err
+    assert "count toward --trials: after fixing the cause, continue with a larger --trials" \
+        in captured.err
+    assert nas_cli.main(argv) == 0  # nothing ran, nothing failed: the note says why
+    out = capsys.readouterr().out
+    assert ("note: study 'bad-cold' already has 2 finished trials (0 complete, 2 failed) of the "
+            "--trials 2 asked: nothing to run. Give a larger --trials") in out
+    assert "this worker ran 0 trials" in out
+
+
+class ErrorOnceSpace(BadSpace):
+    """Trial 0 raises an unexpected error while training; the others are fine."""
+
+    def sample(self, trial):
+        return {"mode": "error" if trial.number == 0 else "ok",
+                "width": trial.suggest_int("width", 4, 8)}
+
+    def build(self, params, *, num_classes, in_chans):
+        net = _Net(params["width"], num_classes, in_chans)
+        if params["mode"] == "error":
+            net.register_forward_pre_hook(lambda m, x: _raise_in_training(m))
+        return net
+
+
+def _raise_in_training(module):
+    if module.training:
+        raise RuntimeError("a bug in the training loop")
+
+
+def test_a_trial_that_failed_with_an_error_does_not_count_toward_the_budget(tmp_path, data):
+    result = run_search(tiny(tmp_path, space=ErrorOnceSpace(), trials=1, warm=False), data=data)
+    assert result.ran == [0, 1] and result.stopped == "study has its trials"
+    counts = budget_counts(result.study)
+    assert (counts["errors"], counts["complete"], counts["failed"], counts["finished"]) == (1, 1, 0, 1)
+    first = min(result.study.trials, key=lambda t: t.number)
+    assert first.user_attrs["fail_reason"].startswith("error: RuntimeError: a bug in the training")
+
+
+def test_cli_output_is_not_wrapped_when_piped(tmp_path, capsys):
+    study = "a-study-with-a-name-long-enough-that-eighty-columns-would-wrap-the-summary-line-twice"
+    argv = [*TINY_CLI, "--trials", "1", "--storage", str(tmp_path / "s.db"), "--study", study]
+    assert nas_cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [ln for ln in lines if ln.startswith("search '")]
+    assert len(header) == 1 and header[0].endswith("(100 training / 50 test images): 1 trial")
+    assert any(ln.startswith("1 complete, 0 failed; this worker ran 1 trial in ") and
+               ln.endswith(f"study '{study}', pool {tmp_path / 's-pool'}") for ln in lines), lines
+    rows = [ln for ln in lines if ln.startswith("│")]
+    assert len(rows) == 1 and "effnet d=" in rows[0] and rows[0].rstrip().endswith("│")
+
+
+def test_cli_ctrl_c_names_the_study_it_keeps_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    from netgraft.cli import main as netgraft_main
+    from netgraft.nas import search
+
+    real = search.run_search
+
+    def interrupted_after_one_trial(cfg, *, on_trial=None, data=None):
+        def stop(study, trial, counts):
+            on_trial(study, trial, counts)
+            if trial is not None:
+                raise KeyboardInterrupt
+        return real(cfg, on_trial=stop, data=data)
+
+    db = tmp_path / "s.db"
+    argv = ["search", *TINY_CLI, "--trials", "2", "--storage", str(db)]
+    monkeypatch.setattr(search, "run_search", interrupted_after_one_trial)
+    assert netgraft_main(argv) == 130
+    err = capsys.readouterr().err
+    assert (f"interrupted; the study 'effnet-cold' in {db} keeps 1 finished trial (weights in "
+            f"{tmp_path / 's-pool'}): rerun the same command to resume") in err, err
+    assert "no output written" not in err
+    monkeypatch.setattr(search, "run_search", real)
+    assert netgraft_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 complete, 0 failed; this worker ran 1 trial in " in out
+
+
+def test_storage_that_is_another_applications_sqlite_file_is_refused(tmp_path, capsys):
+    import sqlite3
+
+    other = tmp_path / "index.sqlite"
+    with sqlite3.connect(other) as con:
+        con.execute("create table fingerprints (name text, vec blob)")
+    before = other.read_bytes()
+    for storage in (str(other), f"sqlite:///{other}"):
+        assert nas_cli.main([*TINY_CLI, "--trials", "1", "--storage", storage]) == 2
+        err = capsys.readouterr().err
+        assert (f"--storage {storage}: {other} is a sqlite database of another application "
+                f"(tables fingerprints), not an Optuna storage") in err, err
+    assert other.read_bytes() == before and not (tmp_path / "index-pool").exists()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database " * 50)
+    with pytest.raises(NetgraftError, match="exists and is not a sqlite database"):
+        storage_url(str(notes))
+    assert notes.read_text() == "not a database " * 50
+    (tmp_path / "empty.db").touch()  # an empty file, or an Optuna database, is fine
+    assert storage_url(str(tmp_path / "empty.db")).startswith("sqlite:///")
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert storage_url(str(tmp_path / "optuna.db")).startswith("sqlite:///")

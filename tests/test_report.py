@@ -309,9 +309,49 @@ def test_cli(db, tmp_path, capsys):
     assert f"wrote {out}" in msg and "warm: 7 finished, 2 failed, best 83.0%" in msg
     page = out.read_text()
     assert "<title>warm vs cold</title>" in page and "Pareto front (mo)" not in page
-    assert report_main([str(tmp_path / "missing.db"), "--out", str(out)]) == 2
+    assert report_main([str(tmp_path / "missing.db"), "--out", str(tmp_path / "new.html")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("netgraft report: error:") and "no such file" in err and "Traceback" not in err
+
+
+def test_cli_never_writes_over_the_database_it_shows(db, tmp_path, capsys):
+    before = db.read_bytes()
+    (tmp_path / "link.html").symlink_to(db)
+    (tmp_path / "hard.html").hardlink_to(db)
+    for storage, out in ((db, db), (f"sqlite:///{db}", db), (db, tmp_path / "link.html"),
+                         (db, tmp_path / "hard.html")):
+        for force in ([], ["--force"]):   # --force never allows it
+            assert report_main([str(storage), "--out", str(out)] + force) == 2, (out, force)
+            err = capsys.readouterr().err
+            assert f"--out {out} is the search's database" in err and "Traceback" not in err, err
+    assert db.read_bytes() == before and (tmp_path / "link.html").is_symlink()
+    with pytest.raises(ReportError, match="is the search's database"):
+        write_report(db, tmp_path / "link.html")   # the library refuses too
+    assert db.read_bytes() == before and len(load_studies(db)) == 3
+
+
+def test_cli_replaces_an_existing_out_only_with_force(db, tmp_path, capsys):
+    from netgraft.cli import main as netgraft_main
+
+    out = tmp_path / "r.html"
+    out.write_text("my notes")
+    assert netgraft_main(["report", str(db), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"netgraft report: error: --out {out} already exists: pass --force" in err, err
+    assert out.read_text() == "my notes"
+    assert netgraft_main(["report", str(db), "--out", str(out), "--force"]) == 0
+    assert "<html" in out.read_text()[:500]
+    upper = tmp_path / "R.HTM"
+    assert report_main([str(db), "--out", str(upper)]) == 0 and upper.is_file()
+
+
+@pytest.mark.parametrize("name", ["r12.pdf", "report", "r.html.txt", "other.db"])
+def test_cli_refuses_an_out_that_is_not_html(db, tmp_path, capsys, name):
+    out = tmp_path / name
+    assert report_main([str(db), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: the report is an HTML page; give a file name ending in .html" in err
+    assert not out.exists()
 
 
 def test_flops_panel_and_three_objectives(tmp_path):

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--space", default=d.space,
                         help="search space: effnet (default), resnet, or package.module:attr")
     parser.add_argument("--trials", type=int, default=None,
-                        help="finished trials the study should reach (default 20, or no limit "
+                        help="finished trials the study should reach: complete ones and those "
+                             "that could not be built or diverged (default 20, or no limit "
                              "when only --minutes is given)")
     parser.add_argument("--minutes", type=float,
                         help="stop starting trials after this long (default: no time limit)")
@@ -153,71 +154,156 @@ def front_table(study, top: int = 15):
     return table
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
-
-    from .search import budget_counts, load_data, open_study, run_search, storage_url
+def _check_start(args: argparse.Namespace, console):
+    """Every check that needs no storage, in order (a failed start leaves no study behind):
+    the settings, the space, the storage's folder, URL and driver, then the dataset."""
+    from .search import load_data, storage_url
     from .space import get_space
 
-    console = Console(highlight=False)
-    # every check that needs no storage comes first: a failed start leaves no study behind
-    cfg = config_from_args(args)  # objectives, budget, sizes
+    if args.top < 1:
+        raise NetgraftError(f"--top must be a whole number >= 1 (rows of the final table), "
+                            f"got {args.top}")
+    cfg = config_from_args(args)  # objectives, budget, sizes, every number
     get_space(cfg.space)
     check_storage_folder(cfg.storage)
-    storage_url(cfg.storage)  # the URL and its driver
-    data = load_data(cfg)  # the dataset
+    storage_url(cfg.storage)  # the URL and its driver; an existing file must be Optuna's
+    data = load_data(cfg)
     for option, asked, split, used in (("--train-size", args.train_size, "training", data.train),
                                        ("--test-size", args.test_size, "test", data.test)):
         if asked is not None and asked > len(used):
             console.print(f"[yellow]warning:[/] {option} {asked}: {cfg.dataset} has only "
                           f"{len(used):,} {split} images; using all {len(used):,}")
-    open_study(cfg)  # creates the study, or checks a stored one has the same settings
-    total = cfg.trials
-    mode = "warm-started" if cfg.warm else "cold"
-    console.print(f"search '{cfg.study_name}' ({mode}, {', '.join(cfg.objectives)}) on "
-                  f"{cfg.dataset} ({len(data.train):,} training / {len(data.test):,} test "
-                  f"images): {total or 'unlimited'} trials"
-                  + (f", {cfg.minutes:g} min" if cfg.minutes else ""))
+    return cfg, data
+
+
+def _describe(t) -> str:
+    from rich.markup import escape
+
+    a = t.user_attrs
+    if t.state.name != "COMPLETE":
+        return f"trial {t.number} [red]failed[/]: {escape(str(a.get('fail_reason')))}"
+    src = (f"from #{a['parent_trial']} (sim {a['similarity']:.2f}, cov {100 * a['coverage']:.0f}%)"
+           if a.get("parent") else "cold")
+    return (f"trial {t.number} {escape(a.get('arch', '?'))}: acc {100 * a['accuracy']:.1f}% "
+            f"(@0 {100 * a['accuracy_at_0']:.1f}%), {a['params']:,} params, {src}, "
+            f"{a['trial_seconds']:.1f}s")
+
+
+def _search(args: argparse.Namespace, cfg, data, console):
+    """run_search with a progress bar and one line per trial."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    from .search import run_search
+
     best = [None]
-
-    def describe(t) -> str:
-        a = t.user_attrs
-        if t.state.name != "COMPLETE":
-            return f"trial {t.number} [red]failed[/]: {escape(str(a.get('fail_reason')))}"
-        src = (f"from #{a['parent_trial']} (sim {a['similarity']:.2f}, cov {100 * a['coverage']:.0f}%)"
-               if a.get("parent") else "cold")
-        return (f"trial {t.number} {escape(a.get('arch', '?'))}: acc {100 * a['accuracy']:.1f}% "
-                f"(@0 {100 * a['accuracy_at_0']:.1f}%), {a['params']:,} params, {src}, "
-                f"{a['trial_seconds']:.1f}s")
-
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=args.quiet,
                   transient=False) as progress:
-        task = progress.add_task("starting", total=total)
+        task = progress.add_task("starting", total=cfg.trials)
 
         def on_trial(study, trial, counts):
             if trial is not None:
                 if trial.state.name == "COMPLETE":
                     acc = trial.user_attrs["accuracy"]
                     best[0] = acc if best[0] is None else max(best[0], acc)
-                progress.console.print(describe(trial))
+                progress.console.print(_describe(trial))
             desc = f"best {100 * best[0]:.1f}%" if best[0] is not None else "searching"
             if counts.get("running"):
                 desc += f", {counts['running']} running"
             progress.update(task, completed=counts["finished"], description=desc)
 
-        result = run_search(cfg, on_trial=on_trial, data=data)
-    study = result.study
-    counts = budget_counts(study)
-    console.print(front_table(study, args.top))
-    console.print(f"{counts['complete']} complete, {counts['failed']} failed"
-                  + (f", {counts['interrupted']} interrupted (retried)" if counts["interrupted"] else "")
-                  + f"; this worker ran {len(result.ran)} trials in {result.seconds:.0f}s "
-                  f"({result.stopped}). Storage {cfg.storage}, study '{cfg.study_name}', pool "
-                  f"{result.pool_dir}")
+        return run_search(cfg, on_trial=on_trial, data=data)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _header(cfg, data) -> str:
+    budget = _plural(cfg.trials, "trial") if cfg.trials else "unlimited trials"
+    return (f"search '{cfg.study_name}' ({'warm-started' if cfg.warm else 'cold'}, "
+            f"{', '.join(cfg.objectives)}) on {cfg.dataset} ({len(data.train):,} training / "
+            f"{len(data.test):,} test images): {budget}"
+            + (f", {cfg.minutes:g} min" if cfg.minutes else ""))
+
+
+def _nothing_to_run(cfg, counts) -> str | None:
+    """Why this run will start no trial (the study already has --trials finished ones)."""
+    if cfg.trials is None or counts["finished"] < cfg.trials:
+        return None
+    return (f"[yellow]note:[/] study '{cfg.study_name}' already has "
+            f"{_plural(counts['finished'], 'finished trial')} ({counts['complete']} complete, "
+            f"{counts['failed']} failed) of the --trials "
+            f"{cfg.trials} asked: nothing to run. Give a larger --trials to continue it, or a "
+            f"new --study")
+
+
+def _all_failed(study, ran: list[int]) -> str | None:
+    """The error when every trial this worker ran failed (None when one completed)."""
+    from collections import Counter
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number in set(ran)]
+    if not trials or any(t.state.name == "COMPLETE" for t in trials):
+        return None
+    reasons = Counter(str(t.user_attrs.get("fail_reason"))[:160] for t in trials)
+    why = "; ".join(f"{n}× {r}" for r, n in reasons.most_common(2))
+    counted = [t for t in trials if t.user_attrs.get("fail_kind") in ("build", "diverged")]
+    hint = ("trials that could not be built or diverged count toward --trials: after fixing the "
+            "cause, continue with a larger --trials or start a new --study" if counted else
+            "they do not count toward --trials: fix the cause and run the same command again")
+    return f"all {_plural(len(trials), 'trial')} of this run failed ({why}); {hint}"
+
+
+def _summary(cfg, result, counts) -> str:
+    from .search import _redact
+
+    return (f"{counts['complete']} complete, {counts['failed']} failed"
+            + (f", {_plural(counts['errors'], 'error')} (not counted)" if counts["errors"] else "")
+            + (f", {counts['interrupted']} interrupted (not counted)" if counts["interrupted"]
+               else "")
+            + f"; this worker ran {_plural(len(result.ran), 'trial')} in {result.seconds:.0f}s "
+            f"({result.stopped}). Storage {_redact(cfg.storage)}, study '{cfg.study_name}', pool "
+            f"{result.pool_dir}")
+
+
+def _interrupted(cfg, study) -> str:
+    """What a Ctrl-C leaves behind: the study (resumable) and its pool, never nothing."""
+    from .search import _redact, budget_counts, default_pool_dir
+
+    where = f"the study '{cfg.study_name}' in {_redact(cfg.storage)}"
+    if study is None:
+        return f"interrupted while opening {where}; rerun the same command to start it"
+    try:
+        kept = f" keeps {_plural(budget_counts(study)['finished'], 'finished trial')}"
+    except Exception:  # noqa: BLE001 - the storage went away too: say what is sure
+        kept = " keeps its finished trials"
+    return (f"interrupted; {where}{kept} (weights in {default_pool_dir(cfg)}): rerun the same "
+            f"command to resume")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli import make_console
+    from .search import budget_counts, open_study
+
+    console = make_console()
+    cfg, data = _check_start(args, console)
+    study = None
+    try:
+        study = open_study(cfg)  # creates the study, or checks a stored one has the same settings
+        console.print(_header(cfg, data))
+        note = _nothing_to_run(cfg, budget_counts(study))
+        if note:
+            console.print(note)
+        result = _search(args, cfg, data, console)
+        console.print(front_table(result.study, args.top))
+        console.print(_summary(cfg, result, budget_counts(result.study)))
+    except KeyboardInterrupt:
+        print(_interrupted(cfg, study), file=sys.stderr)
+        return 130
+    failed = _all_failed(result.study, result.ran)
+    if failed:
+        raise NetgraftError(failed)
     return 0
 
 
@@ -242,9 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NetgraftError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished trials are saved in the study (run again to resume)",
-              file=sys.stderr)
+    except KeyboardInterrupt:  # run() names the study once it exists: here, nothing was written
+        print("interrupted before the search started; nothing was written", file=sys.stderr)
         return 130
 
 

@@ -14,10 +14,12 @@ worse than random init after one epoch), then trained exactly like a cold trial.
 
 Budget and resuming: ``trials`` is the number of *finished* trials the study should reach:
 COMPLETE trials plus trials that failed on their own (architecture could not be built,
-training diverged, error). A worker starts a trial only while finished + running trials are
-fewer than that, waits while other workers' trials are still running, and returns when the
-study has its trials (or when ``minutes`` have passed). Re-running the same command on the
-same storage continues the study to the requested total; finished trials are never redone.
+training diverged). A trial that failed with an unexpected error (a bug, a full disk: nothing
+learned about its architecture) or was interrupted does not count. A worker starts a trial
+only while finished + running trials are fewer than that, waits while other workers' trials
+are still running, and returns when the study has its trials (or when ``minutes`` have
+passed). Re-running the same command on the same storage continues the study to the
+requested total; finished trials are never redone.
 
 Killed workers: RDB storages run Optuna's heartbeat. A trial whose worker stopped beating
 (SIGKILL, crash, lost machine) for ``grace`` seconds is marked FAIL by the next worker that
@@ -27,7 +29,8 @@ looks (its ``fail_reason`` says it was interrupted) and re-queued with the same 
 Failures: a trial whose architecture cannot be built or run, whose training diverges (NaN/inf
 loss) or that raises is recorded as FAIL with the user attribute ``fail_reason`` (one line)
 and the search goes on. Five unexpected errors in a row stop the worker (that is a bug, not a
-bad architecture).
+bad architecture). Settings no trial could run with (``lr`` <= 0 or NaN, ``threads`` 0, ...)
+are refused by ``SearchConfig`` before anything is created.
 """
 from __future__ import annotations
 
@@ -36,8 +39,10 @@ import hashlib
 import importlib.util
 import logging
 import math
+import numbers
 import os
 import socket
+import sqlite3
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -108,21 +113,9 @@ class SearchConfig:
             self.dataset = dataset_name(self.dataset)
         except ValueError as exc:
             raise NetgraftError(f"--dataset: {exc}") from None
-        if self.trials is not None and self.trials < 1:
-            raise NetgraftError(f"--trials must be >= 1, got {self.trials}")
         if self.trials is None and self.minutes is None:
             raise NetgraftError("give a budget: --trials N and/or --minutes M")
-        if self.minutes is not None and self.minutes <= 0:
-            raise NetgraftError(f"--minutes must be > 0, got {self.minutes}")
-        for name in ("image_size", "train_size", "test_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise NetgraftError(f"--{name.replace('_', '-')} must be >= 1")
-        if self.epochs <= 0:
-            raise NetgraftError(f"--epochs must be > 0, got {self.epochs}")
-        if not 0 <= self.min_similarity <= 1:
-            raise NetgraftError(f"--min-similarity must be in [0, 1], got {self.min_similarity}")
-        if self.heartbeat < 1 or self.grace <= self.heartbeat:
-            raise NetgraftError("heartbeat must be >= 1 s and grace > heartbeat")
+        _check_numbers(self)
 
     @property
     def space_name(self) -> str:
@@ -131,6 +124,65 @@ class SearchConfig:
     @property
     def study_name(self) -> str:
         return self.study or f"{self.space_name}-{'warm' if self.warm else 'cold'}"
+
+
+#: whole-number settings: (lowest, highest or None); a None value means "the default" for
+#: the settings in _OPTIONAL. Settings that are not options of `netgraft search` are named
+#: without dashes in messages.
+_WHOLE = {"trials": (1, None), "image_size": (8, 256), "train_size": (1, None),
+          "test_size": (1, None), "batch_size": (1, None), "threads": (1, None),
+          "seed": (0, 2 ** 32 - 1), "heartbeat": (1, None), "calibration": (0, None),
+          "latency_repeats": (1, None), "max_retry": (0, None), "population": (2, None),
+          "startup_trials": (0, None)}
+_OPTIONAL = {"trials", "threads", "population", "startup_trials"}
+_NOT_OPTIONS = {"calibration", "latency_repeats", "max_retry", "population", "startup_trials",
+                "poll"}
+
+
+def _flag(name: str) -> str:
+    return name if name in _NOT_OPTIONS else "--" + name.replace("_", "-")
+
+
+def _default(name: str) -> str:
+    default = SearchConfig.__dataclass_fields__[name].default
+    return "" if default is None else f" (default {default:g})" if isinstance(default, float) \
+        else f" (default {default})"
+
+
+def _check_whole(name: str, value: Any, low: int, high: int | None = None) -> None:
+    if value is None and name in _OPTIONAL:
+        return
+    span = f">= {low}" if high is None else f"in {low}..{high}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
+        raise NetgraftError(f"{_flag(name)} must be a whole number {span}, got {value!r}"
+                            f"{_default(name)}")
+
+
+def _check_real(name: str, value: Any, span: str, ok: Callable[[float], bool]) -> None:
+    try:
+        good = math.isfinite(float(value)) and ok(float(value))
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise NetgraftError(f"{_flag(name)} must be a number {span}, got {value!r}{_default(name)}")
+
+
+def _check_numbers(cfg: SearchConfig) -> None:
+    """Refuse a setting no trial can run with before anything is created (a negative or NaN
+    --lr used to fail every trial, --threads -2 to end in torch's traceback)."""
+    for name, (low, high) in _WHOLE.items():
+        _check_whole(name, getattr(cfg, name), low, high)
+    if cfg.minutes is not None:
+        _check_real("minutes", cfg.minutes, "> 0", lambda v: v > 0)
+    _check_real("epochs", cfg.epochs, "> 0", lambda v: v > 0)
+    _check_real("lr", cfg.lr, "in (0, 1] (Adam's learning rate)", lambda v: 0 < v <= 1)
+    _check_real("min_similarity", cfg.min_similarity, "in [0, 1]", lambda v: 0 <= v <= 1)
+    _check_real("poll", cfg.poll, "> 0 (seconds)", lambda v: v > 0)
+    if isinstance(cfg.grace, bool) or not isinstance(cfg.grace, numbers.Integral) or \
+            cfg.grace <= cfg.heartbeat:
+        raise NetgraftError(f"--grace must be a whole number of seconds greater than --heartbeat "
+                            f"({cfg.heartbeat}), got {cfg.grace!r}{_default('grace')}")
 
 
 def parse_objectives(objectives: str | Sequence[str]) -> list[str]:
@@ -164,6 +216,7 @@ def storage_url(text: str) -> str:
         path = Path(text).expanduser().resolve()
         if path.is_dir():
             raise NetgraftError(f"--storage {text}: is a directory; give a file such as search.db")
+        check_sqlite_storage(path, text)
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     scheme, rest = text.split("://", 1)
@@ -175,6 +228,7 @@ def storage_url(text: str) -> str:
         if not path or path == ":memory:":
             raise NetgraftError("--storage sqlite:///:memory: cannot be shared or resumed; give "
                                 "a file (sqlite:///search.db)")
+        check_sqlite_storage(Path(path.split("?", 1)[0]).expanduser(), text)
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     if base in ("postgresql", "mysql"):
@@ -194,6 +248,43 @@ def storage_url(text: str) -> str:
         return f"{scheme}://{rest}"
     raise NetgraftError(f"--storage {text!r}: unsupported URL scheme '{scheme}'; use a file path, "
                         f"sqlite:///FILE, postgresql://USER@HOST/DB or mysql://…")
+
+
+#: tables of an Optuna RDB storage (the first two are the first it creates: a database that
+#: another worker is setting up right now already has one of them)
+OPTUNA_TABLES = frozenset({"studies", "version_info", "alembic_version", "trials"})
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    """The tables of the sqlite database `path`, opened read-only (sqlite3.DatabaseError if
+    it is no sqlite database)."""
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = con.execute("select name from sqlite_master where type='table'").fetchall()
+    finally:
+        con.close()
+    return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+
+
+def check_sqlite_storage(path: Path, shown: str) -> None:
+    """Refuse an existing file that is not an Optuna storage: Optuna would add its tables to
+    another application's database (an empty file or database is fine: a new storage)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        tables = sqlite_tables(path)
+    except sqlite3.DatabaseError as exc:
+        if "not a database" not in str(exc):
+            return  # locked by a worker writing it, ...: Optuna says what is wrong, if anything
+        raise NetgraftError(f"--storage {shown}: {path} exists and is not a sqlite database; "
+                            f"give the search's database or a new file name such as "
+                            f"search.db") from None
+    if tables and not tables & OPTUNA_TABLES:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise NetgraftError(f"--storage {shown}: {path} is a sqlite database of another "
+                            f"application (tables {listed}), not an Optuna storage: the search "
+                            f"would add its tables to it. Give the search's database or a new "
+                            f"file name such as search.db")
 
 
 def make_storage(cfg: SearchConfig):
@@ -485,17 +576,22 @@ class SearchResult:
     stopped: str = ""                              # why the worker returned
 
 
+#: fail kind -> its count in budget_counts; "failed" (build, diverged) counts toward the budget
+_FAIL_COUNT = {None: "interrupted", "interrupted": "interrupted", "error": "errors"}
+
+
 def budget_counts(study) -> dict[str, int]:
-    """complete / failed (on their own) / interrupted / running / waiting trials."""
+    """complete / failed (on their own: build, diverged) / errors (an unexpected error) /
+    interrupted / running / waiting trials; finished = complete + failed (the budget's)."""
     from optuna.trial import TrialState
 
-    counts = dict(complete=0, failed=0, interrupted=0, running=0, waiting=0)
+    counts = dict(complete=0, failed=0, errors=0, interrupted=0, running=0, waiting=0)
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif t.state == TrialState.FAIL:
             kind = t.user_attrs.get("fail_kind", "interrupted")
-            counts["interrupted" if kind in (None, "interrupted") else "failed"] += 1
+            counts[_FAIL_COUNT.get(kind, "failed")] += 1
         elif t.state == TrialState.RUNNING:
             counts["running"] += 1
         elif t.state == TrialState.WAITING:

@@ -18,7 +18,8 @@ The page (plotly.js inlined, works offline from a file:// URL) shows
 Errors (`ReportError`, a `NetgraftError`): the storage file does not exist or is not an Optuna
 database, it holds no studies, a named study is missing, or none of the selected studies has
 a finished trial (nothing to plot; the message lists why trials failed). A study without
-finished trials next to others that have some is reported with a notice on the page.
+finished trials next to others that have some is reported with a notice on the page. The
+page is never written over the sqlite database it shows (a link to it included).
 """
 from __future__ import annotations
 
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..checkpoint import atomic_write
-from .data import ReportError, StudyData, TrialRow, best_so_far, load_studies, pareto_front, redact
+from .data import (ReportError, StudyData, TrialRow, best_so_far, load_studies, pareto_front,
+                   redact, sqlite_file)
 from .page import render_page
 
-__all__ = ["write_report", "load_studies", "render_page", "pareto_front", "best_so_far",
+__all__ = ["write_report", "check_not_storage", "load_studies", "render_page", "pareto_front", "best_so_far",
            "ReportError", "StudyData", "TrialRow"]
 
 
@@ -39,6 +41,7 @@ def write_report(storage: str | os.PathLike, out: str | os.PathLike,
                  studies: Sequence[str] | None = None, title: str | None = None) -> list[StudyData]:
     """Write the HTML page for `studies` (default: all) of `storage` (a sqlite file or an
     Optuna storage URL) to `out`, atomically. Returns the studies as loaded."""
+    check_not_storage(storage, out)
     data = load_studies(storage, studies)
     if not any(s.finished for s in data):
         reasons = Counter(t.fail_reason or t.state for s in data for t in s.trials if t.state != "COMPLETE")
@@ -57,3 +60,15 @@ def write_report(storage: str | os.PathLike, out: str | os.PathLike,
 
     atomic_write(out, _write)
     return data
+
+
+def check_not_storage(storage: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuse to write the page over the sqlite database it shows (a symbolic or hard link to
+    it included): the search's trials would be replaced by HTML."""
+    from ..cli import _same_file
+
+    db = sqlite_file(storage)
+    if db is not None and _same_file(Path(out), db):
+        raise ReportError(f"--out {out} is the search's database {redact(storage)}: writing the "
+                          f"page there would destroy its trials; choose another --out such as "
+                          f"report.html")

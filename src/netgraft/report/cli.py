@@ -1,8 +1,12 @@
-"""`netgraft report STUDY_OR_STORAGE [--study NAME ...] [--out report.html]`."""
+"""`netgraft report STUDY_OR_STORAGE [--study NAME ...] [--out report.html] [--force]`.
+
+--out must end in .html or .htm; an existing --out is replaced only with --force, and the
+search's own database never (it would lose its trials)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 HELP = "write one self-contained HTML page showing a NAS search (Pareto front, lineage, warm vs cold)"
 
@@ -12,14 +16,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="the search's sqlite file (search.db) or an Optuna storage URL")
     parser.add_argument("--study", action="append", dest="studies", metavar="NAME",
                         help="study to show (repeatable; default: every study in the storage)")
-    parser.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    parser.add_argument("--out", default="report.html",
+                        help="HTML file to write, .html or .htm (default report.html)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it exists (never the search's database)")
     parser.add_argument("--title", help="page title (default: the studies' names)")
     return parser
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Before reading any study: --out is an HTML file name in an existing folder, not the
+    database being reported on, and not an existing file unless --force."""
+    from ..errors import NetgraftError
+    from . import check_not_storage
+
+    out = Path(args.out)
+    check_not_storage(args.storage, out)
+    if out.is_dir():
+        raise NetgraftError(f"--out {out} is a folder: give a file name such as "
+                            f"{out / 'report.html'}")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise NetgraftError(f"--out {out}: the report is an HTML page; give a file name ending "
+                            f"in .html (e.g. report.html)")
+    if not out.parent.is_dir():
+        raise NetgraftError(f"--out {out}: output folder does not exist: {out.parent}")
+    if (out.exists() or out.is_symlink()) and not args.force:
+        raise NetgraftError(f"--out {out} already exists: pass --force to replace it, or choose "
+                            f"another name")
 
 
 def run(args: argparse.Namespace) -> int:
     from . import write_report
 
+    check_out(args)
     data = write_report(args.storage, args.out, studies=args.studies, title=args.title)
     for s in data:
         if not s.finished:

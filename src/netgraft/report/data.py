@@ -152,19 +152,25 @@ def redact(storage: str | Path) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(storage))
 
 
+def sqlite_file(storage: str | Path) -> Path | None:
+    """The database file of a sqlite storage (a path or sqlite:///FILE), else None."""
+    text = str(storage)
+    if "://" not in text:
+        return Path(text).expanduser()
+    if not text.startswith("sqlite:") or ":///" not in text:
+        return None
+    path = text.split(":///", 1)[1].split("?", 1)[0]
+    return Path(path).expanduser() if path and path != ":memory:" else None
+
+
 def existing_storage_url(storage: str | Path) -> str:
     """A sqlite file path or an Optuna storage URL -> storage URL, checking that a sqlite file
     exists and holds Optuna tables (Optuna would otherwise create a new, empty database)."""
     text = str(storage)
-    if "://" in text:
-        if text.startswith("sqlite:"):
-            path = text.split(":///", 1)[1] if ":///" in text else ""
-            if path and path != ":memory:":
-                _check_sqlite(Path(path.split("?", 1)[0]), text)
-        return text
-    path = Path(text).expanduser()
-    _check_sqlite(path, text)
-    return f"sqlite:///{path.resolve()}"
+    path = sqlite_file(text)
+    if path is not None:
+        _check_sqlite(path, text)
+    return text if "://" in text else f"sqlite:///{path.resolve()}"
 
 
 def _check_sqlite(path: Path, shown: str) -> None:
@@ -174,7 +180,7 @@ def _check_sqlite(path: Path, shown: str) -> None:
     if path.is_dir():
         raise ReportError(f"{shown}: is a directory, expected a sqlite database file")
     try:
-        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             tables = {r[0] for r in con.execute("select name from sqlite_master where type='table'")}
         finally:
