@@ -525,3 +525,59 @@ def test_a_graft_that_moves_nothing_or_shares_nothing_says_so():
         report = netgraft.transfer(resnet, nn.Linear(4, 3), example_input=torch.randn(1, 4),
                                    source_input=image)
     assert report.similarity < 0.1
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, cell, emb=16, hidden=32):
+        super().__init__()
+        self.emb, self.rnn = nn.Embedding(50, emb), cell(emb, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, 4)
+
+    def forward(self, tokens):
+        return self.fc(self.rnn(self.emb(tokens))[0][:, -1])
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_a_wider_recurrent_layer_is_grown_gate_by_gate(cell):
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 50, (4, 12))
+    source, target = _Recurrent(cell).eval(), _Recurrent(cell, emb=32, hidden=64).eval()
+    report = netgraft.transfer(source, target, example_input=tokens)
+    with torch.no_grad():
+        gap = (target(tokens) - source(tokens)).abs().max() / source(tokens).abs().max()
+    assert gap < 1e-5 and report.function_gap < 1e-5
+    gates = 4 if cell is nn.LSTM else 3
+    hows = {t.name: t.how for r in report.pairs for t in r.tensors if r.target == "rnn"}
+    assert f"{gates} gates 32→64 each" in hows["weight_hh_l0"]  # (tiled whole: gap 0.8)
+
+
+def test_an_lstm_never_fills_a_grus_gates():
+    torch.manual_seed(0)
+    source, target = _Recurrent(nn.LSTM), _Recurrent(nn.GRU)
+    before = target.rnn.weight_ih_l0.detach().clone()
+    report = netgraft.transfer(source, target, example_input=torch.randint(0, 50, (4, 12)))
+    assert torch.equal(target.rnn.weight_ih_l0, before)
+    (rnn,) = [r for r in report.pairs if r.target == "rnn"]
+    assert all("gates differ" in t.how for t in rnn.tensors)
+
+
+def test_submodule_modes_survive_and_nan_calibration_is_refused():
+    torch.manual_seed(0)
+    source, target = timm.create_model("resnet10t", num_classes=3), \
+        timm.create_model("resnet14t", num_classes=3)
+    target.train()
+    target.bn1.eval()  # a frozen norm in a model in training
+    source.eval()
+    source.layer1.train()
+    x = torch.randn(16, 3, 32, 32)
+    netgraft.transfer(source, target, calibration_data=x, align=True, align_steps=2)
+    assert target.training and not target.bn1.training and target.layer1.training
+    assert not source.training and source.layer1.training and not source.layer2.training
+    assert all(p.grad is None for p in target.parameters())  # the alignment's, not left over
+    x[3, 0, 0, 0] = float("inf")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(NetgraftError, match="NaN or inf"):
+        netgraft.transfer(source, target, calibration_data=x)
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(NetgraftError, match="1 of the 16 calibration inputs hold NaN or inf"):
+        netgraft.align(source, target, x)

@@ -176,6 +176,14 @@ def _collect(data: Any, limit: int) -> torch.Tensor:
     return torch.cat(parts)[:limit]
 
 
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+        raise NetgraftError(f"{bad} of the {len(x)} calibration inputs hold NaN or inf values; "
+                            f"remove them")
+    return x
+
+
 def _source_view(x: torch.Tensor, channels: int | None) -> torch.Tensor:
     """The target's inputs as the source sees them (gray ↔ colour by averaging/replicating)."""
     if channels is None or x.ndim < 3 or x.shape[1] == channels:
@@ -464,7 +472,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     from .calibrate import recalibrate_norms
 
     start = time.perf_counter()
-    x = _collect(calibration_data, max_images)
+    x = _finite(_collect(calibration_data, max_images))
     param = next((p for p in target.parameters() if p.is_floating_point()), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
@@ -589,5 +597,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     finally:
         source.train(s_was)
         target.train(t_was)
+        for p in target.parameters():  # the alignment's gradients are not the user's
+            p.grad = None
         report.seconds = time.perf_counter() - start
     return report

@@ -86,6 +86,9 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
                     break
                 if len(x) < 2:  # batch statistics of one sample are undefined
                     continue
+                if x.is_floating_point() and not torch.isfinite(x).all():
+                    raise NetgraftError(f"calibration batch {i} holds NaN or inf values: the "
+                                        f"statistics would be broken; remove those inputs")
                 try:
                     model(x.to(device=device, dtype=dtype))
                 except Exception as exc:

@@ -251,6 +251,18 @@ def group_blocks(root: Any, children: Callable[[Any], Sequence[Any]],
 
 # ----------------------------------------------------------------------------- tracing
 @contextmanager
+def keep_modes(*models: nn.Module) -> Iterator[None]:
+    """Restore every submodule's train/eval flag afterwards (a model in training with its
+    batch norms frozen by ``bn.eval()`` stays so), whatever the work in between switched."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
+@contextmanager
 def single_thread() -> Iterator[None]:
     """Run small tensor work on one thread: tracing one input and copying tensors are too
     small to gain from OpenMP, and on a busy machine its spinning threads cost seconds."""

@@ -24,8 +24,8 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
-from .trace import (NORM_KINDS, Architecture, Layer, eval_output, own_tensors, single_thread,
-                    trace)
+from .trace import (NORM_KINDS, Architecture, Layer, eval_output, keep_modes, own_tensors,
+                    single_thread, trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
@@ -219,6 +219,11 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
         source = src_t.get(name)
         if source is None:
             records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            continue
+        if adapt.gate_count(src) != adapt.gate_count(tgt):  # an LSTM's gates are not a GRU's
+            records.append(init_record(
+                tgt, name, f"source is a {type(src.module).__name__}, target a "
+                           f"{type(tgt.module).__name__}: their gates differ"))
             continue
         if tuple(source.shape) == shape:
             value, how, fraction = source.detach(), "", 1.0
@@ -581,6 +586,16 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         if arch is not None and arch.model is not model:
             raise ValueError(f"{role}_arch was traced from another model than {role}")
     # all or nothing: a failure half-way must not leave a half-grafted target behind
+    with keep_modes(source, target):
+        return _transfer_kept(source, target, example_input, source_input, method, head, shrink,
+                              autoinit, min_score, split_noise, seed, source_arch, target_arch,
+                              identity_blocks, norm_stats, calibration_data, align, align_steps)
+
+
+def _transfer_kept(source, target, example_input, source_input, method, head, shrink, autoinit,
+                   min_score, split_noise, seed, source_arch, target_arch, identity_blocks,
+                   norm_stats, calibration_data, align, align_steps) -> TransferReport:
+    """`transfer` after its argument checks, its models' train/eval flags kept by the caller."""
     backup = {k: v.detach().clone() for k, v in target.state_dict().items()}
     try:
         with single_thread():
@@ -623,7 +638,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             warnings.warn(NetgraftWarning(
                 f"{report.source} → {report.target}: the graft already computes the source's "
                 f"function (relative output gap {report.function_gap:.1e}); aligning it to the "
-                f"source can only move it away (align=False keeps it exact)"), stacklevel=2)
+                f"source can only move it away (align=False keeps it exact)"), stacklevel=3)
         # a target left wholly at its init is distilled straight away (its random features have
         # nothing to align stage by stage), and that re-estimates the norms at its end
         distil_only = aligning and untouched
@@ -658,7 +673,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): nothing was transferred, the "
             f"target keeps its init (grafts this distant measured no better than random init). "
             f"Pass calibration_data= and align=True to distil the source into it, or "
-            f"min_score=0 to copy what matched anyway."), stacklevel=2)
+            f"min_score=0 to copy what matched anyway."), stacklevel=3)
     elif calibration_data is None and method != "dpiat" and distant:
         weak = report.weak_layers()
         probed = (" (batch-norm statistics were re-estimated on a noise probe)"
@@ -688,18 +703,18 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                f"so this graft gives mostly the stem, downsampling and head "
                f"({', '.join(report.gated_off[:4])}"
                f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
-        warnings.warn(NetgraftWarning(message.strip()), stacklevel=2)
+        warnings.warn(NetgraftWarning(message.strip()), stacklevel=3)
     if not untouched and report.coverage == 0:
         warnings.warn(NetgraftWarning(
             f"{report.source} → {report.target}: no target layer received anything from the "
             f"source (similarity {report.similarity:.2f}); the target keeps its init"),
-            stacklevel=2)
+            stacklevel=3)
     elif not untouched and not distant and report.similarity < UNRELATED_SIMILARITY:
         warnings.warn(NetgraftWarning(
             f"{report.source} → {report.target}: grafted as one network inside the other, "
             f"but the two share almost nothing (similarity "
             f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): check that this is the pair "
-            f"you meant"), stacklevel=2)
+            f"you meant"), stacklevel=3)
     return report
 
 

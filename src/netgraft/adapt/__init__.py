@@ -74,9 +74,22 @@ def _is_qkv(layer: Layer) -> bool:
     return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("qkv", "in_proj", "c_attn")
 
 
+#: gates stacked along the first dimension of a recurrent layer's weights and biases
+_GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3}
+
+
+def gate_count(layer: Layer) -> int:
+    """How many gates a recurrent layer stacks in its tensors (0: not a gated recurrent layer)."""
+    return _GATES.get(type(layer.module).__name__, 0) if layer.module is not None else 0
+
+
 def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
     """The role of each dimension of tensor `name` of `layer`."""
     kind = layer.kind
+    gates = gate_count(layer)
+    if gates and name.startswith(("weight_", "bias_")) and not name.startswith("weight_hr"):
+        # (G·H, in) / (G·H,): resized gate by gate, the fan-in (input or hidden) summed over
+        return (f"gates{gates}", "in")[:ndim]
     if (kind == "attention" and name.startswith("in_proj")) or _is_qkv(layer):
         return ("qkv", "in")[:ndim]
     if kind == "embedding" and name == "weight":
@@ -232,10 +245,13 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         m = mixing_matrix(s, size).to(device=x.device, dtype=x.dtype)
         plan.notes.append(f"input channels {s}→{size} mixed")
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
-    if role == "qkv" and s % 3 == 0 and size % 3 == 0:
-        parts = [_resize_dim(p, dim, size // 3, "out", _Plan(), False, select, channel_map)
-                 for p in x.chunk(3, dim)]
-        plan.notes.append(f"q/k/v {s // 3}→{size // 3} each")
+    stacked = 3 if role == "qkv" else int(role[5:]) if role.startswith("gates") else 0
+    if stacked and s % stacked == 0 and size % stacked == 0:
+        n = stacked
+        parts = [_resize_dim(p, dim, size // n, "out", _Plan(), False, select, channel_map)
+                 for p in x.chunk(n, dim)]
+        plan.notes.append(f"q/k/v {s // n}→{size // n} each" if role == "qkv" else
+                          f"{n} gates {s // n}→{size // n} each")
         return torch.cat(parts, dim)
     index, how = unit_index(s, size, select, channel_map)
     if how == "selected":  # a selection policy: the kept units as they are, no rescaling
