@@ -48,7 +48,7 @@ def read_checkpoint(path: str | os.PathLike, what: str = "file") -> Any:
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle fails in many ways
         # torch's weights-only reader says why after "WeightsUnpickler error:" (and advises
         # weights_only=False, which would run the file's code: never repeated here)
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        text = _plain(exc)
         found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\. Please|\n\s*\n|$)", text,
                           re.S)
         detail = found.group(1).strip() if found else _first_line(exc)
@@ -73,10 +73,15 @@ def _looks_like_safetensors(path: Path) -> bool:
             and 0 < int.from_bytes(head[:8], "little") <= size - 8)
 
 
+def _plain(exc: BaseException) -> str:
+    """An exception's message without terminal colour codes (torch bolds parts of its own)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+
+
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message, without terminal colour codes and without
     torch's advice to retry with weights_only=False (which would run the file's code)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    text = _plain(exc).strip()
     line = text.splitlines()[0] if text else ""
     if not line or "weights_only" in line or "Re-running" in line:
         return type(exc).__name__
