@@ -140,6 +140,34 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
     model.load_state_dict(state)
 
 
+#: file names weights are written to (.safetensors recommended; the others are torch files)
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+WEIGHTS_HINT = "use a .safetensors (recommended) or .pt file name"
+
+
+def check_output(path: str | os.PathLike, flag: str, *, force: bool,
+                 suffixes: tuple[str, ...] = (), hint: str = WEIGHTS_HINT,
+                 taken: Callable[[Path], str | None] | None = None,
+                 error: type[Exception] = CheckpointError) -> None:
+    """Refuse an output name before any work is done, as `error` naming `flag`: a suffix not
+    in `suffixes` (`hint` says what to give), a folder that does not exist, a folder, a file
+    that `taken(path)` says must never be written (always, with its words), or an existing
+    file unless `force`."""
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise error(f"{flag} {path}: {hint}")
+    if not path.parent.is_dir():
+        raise error(f"output folder does not exist: {path.parent}")
+    if path.is_dir():
+        raise error(f"{flag} {path} is a folder: give a file name")
+    why = taken(path) if taken is not None else None
+    if why:
+        raise error(f"{flag} {path} {why}")
+    if not force and (path.exists() or path.is_symlink()):
+        raise error(f"{flag} {path} already exists: pass --force to replace it, or choose "
+                    f"another name")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call `write(tmp)` on a temporary file next to `path`, then rename it onto `path`."""
     return atomic_write_all([(path, write)])[0]
@@ -199,7 +227,7 @@ def state_writer(state: dict[str, torch.Tensor], path: str | os.PathLike,
     suffixes of `path`."""
     # safetensors refuses tensors that share memory: store independent contiguous copies
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    if Path(path).suffix == ".safetensors":
+    if Path(path).suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
         return lambda tmp: save_file(state, tmp, metadata=metadata)
     return lambda tmp: torch.save(state, tmp)

@@ -120,26 +120,25 @@ def _cli_warnings(console, translate: bool) -> Iterator[None]:
 
 def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     """Refuse to overwrite an input, to write two outputs to one file, or to replace an
-    existing file without --force."""
+    existing file without --force (`checkpoint.check_output`)."""
+    from .checkpoint import WEIGHT_SUFFIXES, check_output
+
     report = Path(args.report) if args.report else None
-    for path in (out, report):
-        if path is not None and not path.parent.is_dir():
-            raise NetgraftError(f"output folder does not exist: {path.parent}")
-    for name, path in (("--out", out), ("--report", report)):
-        for flag, given in (("--source-weights", args.source_weights),
-                            ("--target-weights", args.target_weights)):
-            if path is not None and given and _same_file(path, Path(given)) and (
-                    flag == "--source-weights" or name == "--report" or not args.force):
-                raise NetgraftError(f"{name} {path} is the file given as {flag}: writing it "
-                                    f"would replace those weights; choose another {name}")
     if report is not None and _same_file(report, out):
         raise NetgraftError(f"--out and --report are the same file ({out}): give two names")
-    for flag, path in (("--out", out), ("--report", report)):
-        if path is not None and path.is_dir():
-            raise NetgraftError(f"{flag} {path} is a folder: give a file name")
-        if path is not None and path.exists() and not args.force:
-            raise NetgraftError(f"{flag} {path} already exists: pass --force to replace it, "
-                                f"or choose another name")
+    for name, path in (("--out", out), ("--report", report)):
+        def taken(path: Path, name: str = name) -> str | None:
+            for flag, given in (("--source-weights", args.source_weights),
+                                ("--target-weights", args.target_weights)):
+                if given and _same_file(path, Path(given)) and (
+                        flag == "--source-weights" or name == "--report" or not args.force):
+                    return (f"is the file given as {flag}: writing it would replace those "
+                            f"weights; choose another {name}")
+            return None
+
+        if path is not None:
+            check_output(path, name, force=args.force, taken=taken, error=NetgraftError,
+                         suffixes=WEIGHT_SUFFIXES if name == "--out" else ())
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -179,8 +178,6 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     console = make_console()
     out = Path(args.out)
-    if out.suffix not in (".safetensors", ".pt", ".pth", ".bin"):
-        raise NetgraftError(f"--out {out}: use a .safetensors (recommended) or .pt file name")
     _check_outputs(args, out)
     if args.align != "off" and not args.calibration:
         raise NetgraftError(f"--align {args.align} needs --calibration: the inputs on which the "

@@ -58,8 +58,6 @@ from .trace import DIMENSIONAL_KINDS, Architecture, Layer
 ENTRY_FORMAT = 1
 INDEX_FILE = "index.sqlite"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: file names `--then-transfer` / `Zoo.transfer_to` write
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 class ZooError(NetgraftError):
@@ -711,22 +709,17 @@ class Zoo:
         return None
 
     def check_output(self, out: Path, *, force: bool = False, flag: str = "out") -> None:
-        """Refuse an output file name before any work: not a weights file name, no such
-        folder, a folder, a file the zoo holds (always), or an existing file (unless
-        `force`)."""
-        if out.suffix not in WEIGHT_SUFFIXES:
-            raise ZooError(f"{flag} {out}: use a .safetensors (recommended) or .pt file name")
-        if not out.parent.is_dir():
-            raise ZooError(f"output folder does not exist: {out.parent}")
-        if out.is_dir():
-            raise ZooError(f"{flag} {out} is a folder: give a file name")
-        held = self._holder(out)
-        if held:
-            raise ZooError(f"{flag} {out} {held}: a graft is never written into the zoo; "
-                           f"choose a file outside it (then `netgraft zoo add` it to keep it)")
-        if not force and (out.exists() or out.is_symlink()):
-            raise ZooError(f"{flag} {out} already exists: pass --force to replace it, or choose "
-                           f"another name")
+        """Refuse an output file name before any work (`checkpoint.check_output`): also, and
+        always, a file the zoo holds."""
+        from .checkpoint import WEIGHT_SUFFIXES, check_output
+
+        def taken(path: Path) -> str | None:
+            held = self._holder(path)
+            return held and (f"{held}: a graft is never written into the zoo; choose a file "
+                             f"outside it (then `netgraft zoo add` it to keep it)")
+
+        check_output(out, flag, force=force, suffixes=WEIGHT_SUFFIXES, taken=taken,
+                     error=ZooError)
 
     # ------------------------------------------------------------------ fingerprints
     def _fingerprint_model(self, model, spec: str, num_classes: int | None, in_chans: int | None,

@@ -27,22 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def check_out(args: argparse.Namespace) -> None:
     """Before reading any study: --out is an HTML file name in an existing folder, not the
     database being reported on, and not an existing file unless --force."""
+    from ..checkpoint import check_output
     from ..errors import NetgraftError
     from . import check_not_storage
 
     out = Path(args.out)
     check_not_storage(args.storage, out)
-    if out.is_dir():
-        raise NetgraftError(f"--out {out} is a folder: give a file name such as "
-                            f"{out / 'report.html'}")
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise NetgraftError(f"--out {out}: the report is an HTML page; give a file name ending "
-                            f"in .html (e.g. report.html)")
-    if not out.parent.is_dir():
-        raise NetgraftError(f"--out {out}: output folder does not exist: {out.parent}")
-    if (out.exists() or out.is_symlink()) and not args.force:
-        raise NetgraftError(f"--out {out} already exists: pass --force to replace it, or choose "
-                            f"another name")
+    check_output(out, "--out", force=args.force, suffixes=(".html", ".htm"), error=NetgraftError,
+                 hint="the report is an HTML page; give a file name ending in .html (e.g. "
+                      "report.html)")
 
 
 def run(args: argparse.Namespace) -> int:
