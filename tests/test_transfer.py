@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import netgraft
-from netgraft.errors import NetgraftError
+from netgraft.errors import NetgraftError, NetgraftWarning
 
 
 def _state(model):
@@ -105,6 +105,18 @@ def test_nan_in_source_is_refused_with_the_tensor_name():
         netgraft.transfer(src, dst, example_input=torch.randn(1, 4))
 
 
+def test_a_value_too_large_for_a_half_precision_target_is_named_not_blamed_on_the_source():
+    src = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        src[0].weight[0, 0] = 1e6  # finite in float32, beyond float16's 65504
+    dst = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).half()
+    before = dst[0].weight.clone()
+    with pytest.raises(NetgraftError, match=r"target tensor '0\.weight' is torch\.float16, "
+                                            r"which cannot hold the value 1e\+06"):
+        netgraft.transfer(src, dst)
+    assert torch.equal(dst[0].weight, before)
+
+
 def test_bad_arguments():
     m = nn.Linear(3, 3)
     with pytest.raises(TypeError, match="source must be a torch.nn.Module"):
@@ -194,7 +206,7 @@ def test_head_found_when_the_output_is_computed_from_it():
 
 
 def test_distant_pair_without_calibration_data_warns_and_names_weak_layers():
-    from netgraft.transfer import DISTANT_SIMILARITY, NetgraftWarning
+    from netgraft.transfer import DISTANT_SIMILARITY
 
     src = timm.create_model("resnet18", num_classes=10, in_chans=1)
     dst = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
@@ -581,3 +593,34 @@ def test_submodule_modes_survive_and_nan_calibration_is_refused():
     assert all(torch.equal(v, target.state_dict()[k]) for k, v in before.items())
     with pytest.raises(NetgraftError, match="1 of the 16 calibration inputs hold NaN or inf"):
         netgraft.align(source, target, x)
+
+
+class _TiedLM(nn.Module):
+    """Embedding and output layer sharing one matrix, as language models tie them."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.emb, self.mid = nn.Embedding(50, width), nn.Linear(width, width)
+        self.out = nn.Linear(width, 50, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.out(torch.relu(self.mid(self.emb(x))))
+
+
+def test_a_widened_tied_matrix_is_named_as_why_the_function_is_not_kept():
+    torch.manual_seed(0)
+    source, target = _TiedLM(16).eval(), _TiedLM(32).eval()
+    report = netgraft.transfer(source, target, example_input=torch.randint(0, 50, (3, 7)))
+    assert report.function_gap > 0.5  # replicated for the embedding, not rescaled for out
+    assert "shared by two layers (out.weight is emb.weight)" in report.function_note
+    assert target.out.weight is target.emb.weight  # still tied
+
+
+def test_norm_scale_shrink_without_norms_says_what_it_did():
+    def mlp(width):
+        return nn.Sequential(nn.Linear(10, width), nn.ReLU(), nn.Linear(width, 3))
+
+    with pytest.warns(NetgraftWarning, match="has no normalisation layer with a scale"):
+        report = netgraft.transfer(mlp(32), mlp(24), shrink="norm_scale")
+    assert report.shrink == "uniform"

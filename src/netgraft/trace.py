@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from .errors import ModelForwardError, UnsupportedModelError
+from .reparam import plain_copy, reparametrized
 
 # Layer kinds, most specific class first. Data, not if-chains: add a row to support a kind.
 _KINDS: list[tuple[type, str]] = [
@@ -646,6 +647,31 @@ def _is_shut_norm(weight: torch.Tensor) -> bool:
             and not weight.is_meta and not bool(weight.any()))
 
 
+def check_traceable(model: nn.Module, role: str = "model", *, values: bool = False) -> None:
+    """Raise UnsupportedModelError, saying what to do, for a model netgraft cannot trace: a
+    TorchScript module (it runs no forward hooks), a lazy module not yet run; with `values`
+    (a transfer reads and writes them), also a tensor on the meta device."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnsupportedModelError(
+            f"the {role} is a TorchScript module ({type(model).__name__}), which runs no "
+            f"forward hooks, so its layers cannot be traced: pass the eager nn.Module (script "
+            f"it after grafting)")
+    for mod_name, module in model.named_modules():
+        for p_name, p in module.named_parameters(recurse=False):
+            if isinstance(p, nn.parameter.UninitializedParameter):
+                raise UnsupportedModelError(
+                    f"the {role} is a lazy module with uninitialised parameters: run one "
+                    f"forward pass first", layer=f"{mod_name}.{p_name}".strip("."))
+    if values:
+        meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                     if t.is_meta), None)
+        if meta is not None:
+            raise UnsupportedModelError(
+                f"the {role}'s tensors are on the meta device (shapes without values): create "
+                f"it on a real device, or call .to_empty(device='cpu') and load its weights, "
+                f"before grafting", layer=meta)
+
+
 def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,
           input_hint: str = "example_input= (CLI: --input-size C,H,W)") -> Architecture:
     """Trace `model` into its parametric layers (in execution order) and blocks.
@@ -655,12 +681,9 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace() expects a torch.nn.Module, got {type(model).__name__}")
-    for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if isinstance(p, nn.parameter.UninitializedParameter):
-                raise UnsupportedModelError(
-                    "lazy module with uninitialised parameters: run one forward pass first",
-                    layer=f"{mod_name}.{p_name}".strip("."))
+    check_traceable(model)
+    if reparametrized(model):  # computed weights (weight norm ...): trace them as plain tensors
+        model = plain_copy(model)
     if example_input is None:
         shape = default_input_shape(model, input_hint)
         param = next((p for p in model.parameters() if p.is_floating_point()), None)

@@ -10,7 +10,7 @@ import functools
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -19,12 +19,14 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
+from .reparam import changed_by_write_back, plain_copy, reparametrized, write_back
 from .growth import identity_blocks, identity_modules, unmatched_submodules
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
-from .trace import (NORM_KINDS, Architecture, Layer, eval_output, keep_modes, own_tensors,
+from .trace import (NORM_KINDS, Architecture, Layer, check_traceable, eval_output, keep_modes,
+                    own_tensors,
                     single_thread, trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
@@ -107,6 +109,9 @@ class TransferReport:
     #: steps changed the grafted model (re-estimating the norms on calibration data does to
     #: a grown target what it would do to its source)
     function_note: str = ""
+    #: computed weights (a parametrization such as spectral norm) that differ from the
+    #: grafted value after it was written back through their parametrization
+    constrained: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
@@ -130,7 +135,7 @@ class TransferReport:
                 "gated_off": list(self.gated_off), "left_weak": list(self.left_weak),
                 "shrink": self.shrink, "function_gap": self.function_gap,
                 "unused_source_layers": self.unused_source_layers(),
-                "function_note": self.function_note,
+                "function_note": self.function_note, "constrained": list(self.constrained),
                 "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
@@ -179,6 +184,8 @@ class TransferReport:
             text += f" (relative output gap {self.function_gap:.1e})"
             if self.function_note:
                 text += f"; {self.function_note}"
+        if self.constrained and self.function_gap is None:  # else function_note says it
+            text += "; " + _constrained_text(self.constrained)
         if narrowed and self.shrink:
             text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:
@@ -437,8 +444,15 @@ def _check_finite(value: torch.Tensor, src: Layer, name: str) -> None:
 
 
 def _write(target: torch.Tensor, value: torch.Tensor, src: Layer, tgt: Layer, name: str) -> None:
-    value = value.to(device=target.device, dtype=target.dtype)
-    _check_finite(value, src, name)  # after the cast: fp32 → fp16 can overflow
+    cast = value.to(device=target.device, dtype=target.dtype)
+    if not torch.isfinite(cast).all() and torch.isfinite(value).all():
+        big = value.abs().max().item()
+        raise NetgraftError(
+            f"target tensor '{_qual(tgt.name, name)}' is {target.dtype}, which cannot hold the "
+            f"value {big:.3g} from source tensor '{_qual(src.name, name)}' (largest "
+            f"{torch.finfo(target.dtype).max:.3g}): graft into a float32 or bfloat16 target")
+    _check_finite(cast, src, name)
+    value = cast
     with torch.no_grad():
         target.copy_(value)
 
@@ -577,6 +591,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
     if source is target:
         raise ValueError("source and target are the same module object")
+    for role, model in (("source", source), ("target", target)):
+        check_traceable(model, role, values=True)
     get_method(method)
     shared = {id(p) for p in source.parameters()} & {id(p) for p in target.parameters()}
     if shared:
@@ -585,11 +601,38 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     for role, arch, model in (("source", source_arch, source), ("target", target_arch, target)):
         if arch is not None and arch.model is not model:
             raise ValueError(f"{role}_arch was traced from another model than {role}")
+    if isinstance(calibration_data, Iterator):
+        calibration_data = list(calibration_data)  # a generator: norms and align both read it
+    if reparametrized(source) or reparametrized(target):
+        return _transfer_reparametrized(
+            source, target, example_input=example_input, source_input=source_input,
+            method=method, head=head, identity_blocks=identity_blocks,
+            calibration_data=calibration_data, align=align, align_steps=align_steps,
+            shrink=shrink, autoinit=autoinit, norm_stats=norm_stats, min_score=min_score,
+            split_noise=split_noise, seed=seed)
     # all or nothing: a failure half-way must not leave a half-grafted target behind
     with keep_modes(source, target):
         return _transfer_kept(source, target, example_input, source_input, method, head, shrink,
                               autoinit, min_score, split_noise, seed, source_arch, target_arch,
                               identity_blocks, norm_stats, calibration_data, align, align_steps)
+
+
+def _transfer_reparametrized(source: nn.Module, target: nn.Module, **kwargs) -> TransferReport:
+    """`transfer` for models with computed weights (weight norm, spectral norm, other
+    parametrizations): graft plain copies (`reparam.plain_copy`), then write the target's
+    grafted tensors back through its parametrizations."""
+    plain_source = plain_copy(source) if reparametrized(source) else source
+    plain_target = plain_copy(target) if reparametrized(target) else target
+    report = transfer(plain_source, plain_target, **kwargs)
+    if plain_target is not target:
+        write_back(plain_target, target)
+        changed = changed_by_write_back(target, plain_target)
+        if changed:
+            report.constrained = changed
+            if report.function_gap is not None:
+                report.function_gap = _function_gap(source, target, report)
+                report.function_note = _why_not_preserved(report)
+    return report
 
 
 def _transfer_kept(source, target, example_input, source_input, method, head, shrink, autoinit,
@@ -791,13 +834,13 @@ def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -
     rows_a = a.transpose(0, 1).reshape(a.shape[1], -1).float()
     rows_b = b.transpose(0, 1).reshape(b.shape[1], -1).float()
     nearest = torch.cdist(rows_b, rows_a, p=float("inf")).min(1).values.max()
-    return (nearest / a.abs().max().clamp(min=1.0)).item()
+    return relative_gap(nearest, a)
 
 
 def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
     """For a target holding every source layer (`embeds`): the largest
     |target − source| output on the source's example input in eval mode, relative to the
-    source's largest output (at least 1); None when the target does not take that input or
+    source's largest output; None when the target does not take that input or
     the outputs differ in shape (e.g. another class count)."""
     example = report.matching.source.example_input
     try:
@@ -807,7 +850,24 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
             and expected.shape == got.shape and expected.is_floating_point()):
         return None
-    return ((got - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
+    return relative_gap((got - expected).abs().max(), expected)
+
+
+def relative_gap(gap: torch.Tensor, reference: torch.Tensor) -> float:
+    """`gap` relative to the largest |value| of `reference` (a zero reference: the gap
+    itself, relative to the smallest normal number — any difference from zero counts)."""
+    scale = reference.abs().max().float().clamp(min=torch.finfo(torch.float32).tiny)
+    return (gap.float() / scale).item()
+
+
+#: how a tensor shared with an earlier layer is recorded (written through that layer)
+TIED = "tied to "
+
+
+def _constrained_text(names: list[str]) -> str:
+    return (f"{len(names)} grafted weights changed when written back through their "
+            f"parametrization, which constrains them (e.g. spectral norm divides by the "
+            f"largest singular value): {', '.join(names[:3])}{' …' if len(names) > 3 else ''}")
 
 
 def _why_not_preserved(report: TransferReport) -> str:
@@ -865,6 +925,18 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(mixed)} sums or products combine a concatenation (or a slice) with "
                    f"a tensor whose channels the graft could not put in its order (e.g. the "
                    f"outputs of {producers} with {other[0][0]}'s)")
+    resized = {_qual(r.target, t.name) for r in report.pairs for t in r.tensors
+               if t.action == "adapted"}
+    tied = [(_qual(r.target, t.name), owner) for r in report.pairs for t in r.tensors
+            if t.how.startswith(TIED) and (owner := t.how[len(TIED):].split(";")[0]) in resized]
+    if tied:
+        mine, owner = tied[0]
+        why.append(f"{len(tied)} resized tensor{'s are' if len(tied) > 1 else ' is'} shared by "
+                   f"two layers ({mine} is {owner}): resized for its owner, it reads other "
+                   f"widths in the other layer, where replicated units would need the opposite "
+                   f"rescaling (untie them to graft each exactly)")
+    if report.constrained:
+        why.append(_constrained_text(report.constrained))
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     later = [text for done, text in (
@@ -1169,6 +1241,14 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         if shrink == "auto":
             shrink = ("norm_scale" if slimmable(src_arch) else "consecutive") if close \
                 else "uniform"
+        if shrink == "norm_scale" and not any(layer.kind in NORM_KINDS and "weight" in layer.shapes
+                                              for layer in src_arch.layers):
+            warnings.warn(NetgraftWarning(
+                f"shrink='norm_scale' ranks channels by the source's norm scales |γ|, and "
+                f"{src_arch.name} has no normalisation layer with a scale: channels are kept "
+                f"evenly spaced (shrink='uniform'); shrink='importance' ranks them by their "
+                f"weights"), stacklevel=4)
+            shrink = "uniform"
         resolved = shrink
         select = _selector(shrink, src_arch.layers)
         channel_map = adapt.group_map(
@@ -1189,7 +1269,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     for tgt in tgt_arch.layers:
         tensors = own_tensors(tgt.module)
         tied = [TensorRecord(n, tuple(t.shape), None, "init",
-                             f"tied to {owners[id(t)]}; written there", numel=t.numel(),
+                             f"{TIED}{owners[id(t)]}; written there", numel=t.numel(),
                              parameter=False) for n, t in tensors.items() if id(t) in owners]
         tied_names = {r.name for r in tied}
         owners.update({id(t): _qual(tgt.name, n) for n, t in tensors.items() if id(t) not in owners})

@@ -1,0 +1,106 @@
+"""Layers whose weight is computed from other tensors: ``torch.nn.utils.parametrizations``
+(``weight_norm``, ``spectral_norm``, ``orthogonal`` and user parametrizations) and the older
+``torch.nn.utils.weight_norm`` hook (``weight_g`` / ``weight_v``).
+
+Such a layer holds no ``weight`` of its own, so it is grafted through a plain copy: the copy
+computes the same function with ordinary tensors (the weight as the layer computes it), the
+graft runs on the copies, and the grafted weights are written back through each
+parametrization's ``right_inverse`` (weight norm: ``g = ‖w‖``, ``v = w``, exact).
+"""
+from __future__ import annotations
+
+import copy
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
+
+
+def _old_weight_norms(module: nn.Module) -> list[WeightNorm]:
+    return [h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
+
+
+def reparametrized(model: nn.Module) -> list[str]:
+    """Qualified names of the tensors of `model` that a parametrization or a weight-norm hook
+    computes (empty for a plain model)."""
+    names = []
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        if parametrize.is_parametrized(module):
+            names += [prefix + n for n in module.parametrizations.keys()]
+        names += [prefix + h.name for h in _old_weight_norms(module)]
+    return names
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` in which every computed weight is an ordinary parameter holding
+    its current value (same module names, same function)."""
+    # the weight-norm hook keeps its computed weight as a non-leaf attribute, which deepcopy
+    # refuses: copy it as a plain tensor (the hook's removal below recomputes it anyway)
+    memo = {id(w): w.detach().clone() for m in model.modules() for h in _old_weight_norms(m)
+            if isinstance(w := getattr(m, h.name, None), torch.Tensor)}
+    plain = copy.deepcopy(model, memo)
+    for module in plain.modules():
+        if parametrize.is_parametrized(module):
+            # not parametrize.remove_parametrizations: the copy shares its parametrized class
+            # with the original, and removing deletes the class's properties for both
+            lists = dict(module.parametrizations.items())
+            values = {name: getattr(module, name).detach().clone() for name in lists}
+            module.__class__ = type(module).__bases__[0]
+            del module._modules["parametrizations"]
+            for name, value in values.items():
+                if any(True for _ in lists[name].parameters(recurse=False)):
+                    module.register_parameter(name, nn.Parameter(value))
+                else:
+                    module.register_buffer(name, value)
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, WeightNorm):  # as torch.nn.utils.remove_weight_norm does
+                hook.remove(module)
+                del module._forward_pre_hooks[key]
+    return plain
+
+
+@torch.no_grad()
+def write_back(plain: nn.Module, model: nn.Module) -> None:
+    """Copy every parameter and buffer of `plain` (from `plain_copy(model)`) into `model`,
+    computed weights through their parametrization (``right_inverse``) or weight-norm hook."""
+    for mod_name, source in plain.named_modules():
+        module = model.get_submodule(mod_name)
+        hooks = {h.name: h for h in _old_weight_norms(module)}
+        for name, value in [*source.named_parameters(recurse=False),
+                            *source.named_buffers(recurse=False)]:
+            if value is None:
+                continue
+            if parametrize.is_parametrized(module, name):
+                setattr(module, name, value.detach().clone())
+                _refresh_spectral(module, name)
+            elif name in hooks:
+                hook = hooks[name]
+                getattr(module, name + "_v").copy_(value)
+                getattr(module, name + "_g").copy_(torch.norm_except_dim(value, 2, hook.dim))
+                setattr(module, name, hook.compute_weight(module))
+            else:
+                getattr(module, name).copy_(value)
+
+
+def _refresh_spectral(module: nn.Module, name: str) -> None:
+    """Spectral norm divides by a power-iteration estimate kept in buffers: after a new weight,
+    re-run the iteration so that an eval-mode forward divides by the new weight's norm."""
+    for p in getattr(module.parametrizations, name):
+        if hasattr(p, "_power_method") and hasattr(p, "_reshape_weight_to_matrix"):
+            original = getattr(module.parametrizations, name).original
+            p._power_method(p._reshape_weight_to_matrix(original), 15)
+
+
+def changed_by_write_back(model: nn.Module, plain: nn.Module) -> list[str]:
+    """Computed weights of `model` that differ from the plain copy's after `write_back` (a
+    parametrization that constrains its weight, e.g. spectral norm rescales it to norm 1)."""
+    changed = []
+    for name in reparametrized(model):
+        mod_name, _, tensor = name.rpartition(".")
+        got = getattr(model.get_submodule(mod_name), tensor)
+        want = getattr(plain.get_submodule(mod_name), tensor)
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-6):
+            changed.append(name)
+    return changed
+

@@ -1,0 +1,104 @@
+"""Models whose weights are computed (weight norm, spectral norm) and models netgraft cannot
+trace (TorchScript, lazy, meta) — grafted through plain copies, or refused by name."""
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations as P
+from torch.nn.utils import parametrize
+
+import netgraft
+from netgraft.errors import UnsupportedModelError
+from netgraft.reparam import plain_copy, reparametrized
+
+
+def tcn(width: int, norm=P.weight_norm) -> nn.Module:
+    """A small temporal conv net as time-series models build it: weight-normed dilated convs."""
+    torch.manual_seed(width)
+    return nn.Sequential(norm(nn.Conv1d(3, width, 3, padding=1)), nn.ReLU(),
+                         norm(nn.Conv1d(width, width, 3, padding=2, dilation=2)), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(width, 4))
+
+
+def test_a_weight_normed_tcn_grows_exactly_and_stays_weight_normed():
+    source, target = tcn(16).eval(), tcn(32).eval()
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    report = netgraft.transfer(source, target, example_input=torch.randn(2, 3, 50))
+    x = torch.randn(8, 3, 50)
+    with torch.no_grad():
+        gap = (source(x) - target(x)).abs().max().item()
+    assert gap < 1e-5 and report.function_gap < 1e-5 and report.coverage == 1.0
+    # the target keeps its parametrizations (g and v), the source is untouched
+    assert parametrize.is_parametrized(target[0], "weight")
+    assert "0.parametrizations.weight.original0" in target.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in source.state_dict().items())
+    g, v = target[2].parametrizations.weight.original0, target[2].parametrizations.weight.original1
+    assert torch.allclose(g.flatten(), v.flatten(1).norm(dim=1), rtol=1e-5)
+
+
+def test_the_older_weight_norm_hook_is_grafted_too():
+    from torch.nn.utils import weight_norm
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        source, target = tcn(8, weight_norm).eval(), tcn(16, weight_norm).eval()
+    assert reparametrized(target) == ["0.weight", "2.weight"]
+    netgraft.transfer(source, target, example_input=torch.randn(2, 3, 40))
+    x = torch.randn(4, 3, 40)
+    with torch.no_grad():
+        assert (source(x) - target(x)).abs().max().item() < 1e-5
+    assert set(target[0]._parameters) == {"bias", "weight_g", "weight_v"}
+
+
+def test_a_constraining_parametrization_is_named_in_the_report():
+    source, target = tcn(8, P.spectral_norm).eval(), tcn(16, P.spectral_norm).eval()
+    report = netgraft.transfer(source, target, example_input=torch.randn(2, 3, 40))
+    # widening changes the spectral norm of the grafted weight, which the target divides by
+    assert report.constrained and report.constrained[0] in ("0.weight", "2.weight")
+    assert "parametrization" in report.function_note and report.function_gap > 1e-4
+
+
+def test_plain_copy_leaves_the_original_parametrized():
+    model = tcn(8)
+    plain = plain_copy(model)
+    assert reparametrized(model) == ["0.weight", "2.weight"] and reparametrized(plain) == []
+    assert type(plain[0]) is nn.Conv1d and parametrize.is_parametrized(model[0])
+    x = torch.randn(2, 3, 30)
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x), atol=1e-6)
+    # tracing and scoring see the computed weights
+    assert netgraft.trace(model, x)["2"].shapes["weight"] == (8, 8, 3)
+    assert netgraft.similarity(model, plain_copy(model)) == pytest.approx(1.0)
+
+
+def _mlp(width: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(10, width), nn.ReLU(), nn.Linear(width, 2))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_models_that_cannot_be_traced_are_refused_by_name(role):
+    def pair(odd):
+        return (odd, _mlp(16)) if role == "source" else (_mlp(8), odd)
+
+    with pytest.raises(UnsupportedModelError, match=f"the {role} is a TorchScript module"):
+        netgraft.transfer(*pair(torch.jit.script(_mlp(8))))
+    with pytest.raises(UnsupportedModelError, match=f"layer '0.weight': the {role}'s tensors "
+                                                    f"are on the meta device"):
+        netgraft.transfer(*pair(_mlp(8).to("meta")))
+    lazy = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(UnsupportedModelError, match=f"the {role} is a lazy module"):
+        netgraft.transfer(*pair(lazy))
+
+
+def test_generator_calibration_data_serves_every_step():
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    target = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    batches = (torch.randn(16, 1, 12, 12) for _ in range(4))  # read once only
+    report = netgraft.transfer(source, target, calibration_data=batches, align=True,
+                               align_steps=2)
+    assert report.calibrated == 1 and report.alignment is not None
+    assert report.alignment.images == 64
