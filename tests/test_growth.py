@@ -512,3 +512,53 @@ def test_another_class_count_grafts_the_same_body(source, target):
     assert all(torch.equal(same.state_dict()[k], other.state_dict()[k]) for k in body)
     assert report.function_gap is None  # 5 logits cannot be compared with 10
     assert next(r for r in report.pairs if r.target.startswith(head)).action == "init"
+
+
+def _mlp(*widths: int, act=nn.ReLU, norm: bool = False) -> nn.Module:
+    layers = []
+    for a, b in zip(widths[:-2], widths[1:-1]):
+        layers += [nn.Linear(a, b), *([nn.BatchNorm1d(b)] if norm else []), act()]
+    return nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1])).eval()
+
+
+@pytest.mark.parametrize("target", [(784, 64, 64, 10), (784, 128, 64, 10), (784, 128, 128, 10),
+                                    (784, 96, 128, 10), (784, 64, 64, 64, 10)])
+def test_a_plain_mlp_grown_deeper_starts_with_identity_layers(target):
+    torch.manual_seed(0)
+    source, grown = _mlp(784, 64, 10), _mlp(*target)
+    report = netgraft.transfer(source, grown)
+    x = torch.randn(16, 784)
+    with torch.no_grad():
+        assert (source(x) - grown(x)).abs().max().item() < 1e-5
+    assert report.function_gap < 1e-6
+    new = [p for p in report.pairs if p.note.startswith("identity")]
+    assert len(new) == len(target) - 3 and all(p.action == "init" for p in new)
+
+
+def test_plain_conv_net_identity_layers_take_their_batch_norms_along():
+    def net(depth):
+        layers = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
+        for _ in range(depth):
+            layers += [nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(16, 5)).eval()
+
+    torch.manual_seed(0)
+    source, grown = _trained_looking(net(1)), net(3)
+    report = netgraft.transfer(source, grown, example_input=torch.randn(2, 3, 16, 16))
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert (source(x) - grown(x)).abs().max().item() < 1e-4 * source(x).abs().max().item()
+    kinds = sorted(p.kind for p in report.pairs if p.note.startswith("identity"))
+    assert kinds == ["batchnorm", "batchnorm", "conv", "conv"]
+
+
+def test_identity_layers_are_kept_only_where_they_help():
+    torch.manual_seed(0)
+    source, grown = _mlp(20, 32, 3, act=nn.GELU), _mlp(20, 32, 32, 3, act=nn.GELU)
+    plain = netgraft.transfer(source, _mlp(20, 32, 32, 3, act=nn.GELU),
+                              identity_blocks=False).function_gap
+    report = netgraft.transfer(source, grown)
+    # GELU(GELU(x)) != GELU(x): not exact, but closer than the random layer
+    assert 1e-4 < report.function_gap < plain
+    assert "does not compute its function" in report.summary()

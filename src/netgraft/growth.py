@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapt.mapping import channel_index
 from .trace import Architecture, Layer, own_tensors, run_model
 
 _TOLERANCE = 1e-6
@@ -187,3 +188,54 @@ def unmatched_submodules(arch: Architecture, block: int, own: set[int]) -> dict[
                 out.setdefault(name, inside)
                 break
     return out
+
+
+@torch.no_grad()
+def set_identity(layer: Layer, units: int | None = None) -> bool:
+    """Make a layer compute the identity; False (nothing changed) when it cannot. Net2Net's
+    deeper operator for plain (non-residual) networks: after a ReLU-like activation, which
+    passes its own output unchanged, a new identity layer changes nothing.
+
+    A linear layer or a dense conv may change width when its input and output carry `units`
+    source units replicated as a widened layer replicates them (`channel_index`): each output
+    then averages the input replicas of its unit. Depthwise convs and batch norms (eval mode)
+    keep their width."""
+    module = layer.module
+    mixing = None
+    if layer.kind in ("linear", "conv") and not layer.depthwise and layer.groups == 1:
+        n = units or layer.in_dim
+        if layer.in_dim == layer.out_dim == n or (n <= layer.in_dim and n <= layer.out_dim):
+            m_in, m_out = channel_index(n, layer.in_dim), channel_index(n, layer.out_dim)
+            same = (m_out[:, None] == m_in[None, :]).to(module.weight.dtype)
+            mixing = same / same.sum(1, keepdim=True)
+    if layer.kind == "linear" and mixing is not None:
+        module.weight.copy_(mixing)
+    elif layer.kind == "conv" and (mixing is not None or (layer.depthwise and
+                                   layer.in_dim == layer.out_dim)) and _keeps_size(layer):
+        module.weight.zero_()
+        centre = tuple(k // 2 for k in layer.kernel)
+        if mixing is None:
+            module.weight[(torch.arange(layer.out_dim), 0, *centre)] = 1
+        else:
+            module.weight[(slice(None), slice(None), *centre)] = mixing
+    elif (layer.kind == "batchnorm" and module.track_running_stats
+          and module.running_mean is not None):
+        module.running_mean.zero_()
+        module.running_var.fill_(1 - module.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
+        if module.weight is not None:
+            module.weight.fill_(1)
+    else:
+        return False
+    if getattr(module, "bias", None) is not None:
+        module.bias.zero_()
+    return True
+
+
+def _keeps_size(layer: Layer) -> bool:
+    """A conv whose output has its input's spatial size and whose centre tap reads the
+    same position (odd kernel, stride 1, no dilation, "same" padding)."""
+    module = layer.module
+    pad = module.padding
+    return (all(k % 2 for k in layer.kernel) and all(s == 1 for s in layer.stride)
+            and all(d == 1 for d in module.dilation)
+            and (pad == "same" or tuple(pad) == tuple(k // 2 for k in layer.kernel)))

@@ -20,7 +20,7 @@ from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .reparam import changed_by_write_back, plain_copy, reparametrized, write_back
-from .growth import identity_blocks, identity_modules, unmatched_submodules
+from .growth import identity_blocks, identity_modules, set_identity, unmatched_submodules
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
@@ -497,7 +497,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `head` is ``"auto"`` (copy the classifier only when the class counts agree, and temper it
     for a distant pair, see below), ``"transfer"`` (copy it as it is) or ``"reset"``. With `identity_blocks` (graft only), residual blocks that repeat a source
     block or have no source start as the identity, so a deeper target computes what its source
-    computed. `calibration_data` (a tensor of inputs, or an iterable of batches; graft only)
+    computed; so do the new layers of a deeper plain network (no residual connections), where
+    that brings its output closer to the source's (Net2Net's deeper operator: exact after
+    ReLU-like activations). `calibration_data` (a tensor of inputs, or an iterable of batches; graft only)
     re-estimates batch-norm statistics after the graft.
 
     `align` (needs `calibration_data`): after the graft, regress the target's stages onto the
@@ -651,6 +653,9 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         if method != "dpiat" and embeds(report.matching):  # the graft's own function
             start = time.perf_counter()
             report.function_gap = _function_gap(source, target, report)
+            if (identity_blocks and report.function_gap is not None
+                    and report.function_gap >= FUNCTION_GAP):
+                _identity_layers(source, target, report)
             report.seconds += time.perf_counter() - start
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
@@ -797,6 +802,89 @@ def _without_zero_weights(source: nn.Module, target: nn.Module, report: Transfer
         kept = report
     kept.seconds = report.seconds + time.perf_counter() - start
     return kept
+
+
+#: why a layer of a plain network starts as the identity (`_identity_layers`)
+IDENTITY_LAYER = "identity: a layer with no source of its own starts as the identity (Net2Net deeper)"
+
+
+def _identity_layers(source: nn.Module, target: nn.Module, report: TransferReport) -> None:
+    """Net2Net's deeper operator for plain (non-residual) networks, whose new layers the
+    identity blocks cannot reach: a target layer with no source of its own (unmatched, or a
+    repeat of a source layer already used) starts as the identity (`growth.set_identity`:
+    averaging the replicas of each source unit where it changes width), with the batch norms
+    right after it. Kept only where it brings the target's output closer to the source's
+    (`function_gap`): all such layers at once, else each on its own in execution order."""
+    matching = report.matching
+    layers = matching.target.layers
+    records = {r.target: r for r in report.pairs}
+    used: set[int] = set()
+    fresh = []
+    for t in sorted(matching.pairs):
+        s = matching.pairs[t]
+        if s is None or s in used:
+            fresh.append(t)
+        if s is not None:
+            used.add(s)
+    # how many source units each target layer's output carries (replicated when wider)
+    units = {layers[t].name: matching.source.layers[s].out_dim
+             for t, s in matching.pairs.items() if s is not None and t not in fresh}
+    groups, saved = [], []
+    for t in fresh:
+        layer = layers[t]
+        if (layer.kind not in ("linear", "conv") or layer.role == "output"
+                or records[layer.name].note.startswith("zeroed")):
+            continue
+        read = layer.in_layout
+        carried = units.get(read[0][0]) if read and not layer.concatenated else None
+        group = [layer]
+        while (group[-1].index + 1 in fresh and group[-1].index + 1 < len(layers)
+               and layers[group[-1].index + 1].kind == "batchnorm"):
+            group.append(layers[group[-1].index + 1])
+        before = [{k: v.detach().clone() for k, v in own_tensors(x.module).items()}
+                  for x in group]
+        if all(set_identity(x, carried) for x in group):
+            groups.append(group)
+            saved.append(before)
+            if carried:
+                units[layer.name] = carried
+        else:
+            _restore_tensors(group, before)
+    if not groups:
+        return
+    # all at once (a random layer further on hides what one identity gains), else one by one
+    gap = _function_gap(source, target, report)
+    if gap is not None and gap < report.function_gap * 0.999:
+        kept = groups
+        report.function_gap = gap
+    else:
+        kept = []
+        for group, before in zip(groups, saved):
+            _restore_tensors(group, before)
+        for group, before in zip(groups, saved):
+            now = [{k: v.detach().clone() for k, v in own_tensors(x.module).items()}
+                   for x in group]
+            gap = None
+            if all(set_identity(x, units.get(group[0].name)) for x in group):
+                gap = _function_gap(source, target, report)
+            if gap is None or gap >= report.function_gap * 0.999:
+                _restore_tensors(group, now)
+                continue
+            kept.append(group)
+            report.function_gap = gap
+    for x in (x for group in kept for x in group):
+        record = records[x.name]
+        record.note = IDENTITY_LAYER
+        for tensor in record.tensors:
+            tensor.action, tensor.how, tensor.filled = "init", IDENTITY_LAYER, 0
+    report.coverage = _coverage(report.pairs)
+
+
+@torch.no_grad()
+def _restore_tensors(layers: list[Layer], saved: list[dict[str, torch.Tensor]]) -> None:
+    for layer, tensors in zip(layers, saved):
+        for k, v in own_tensors(layer.module).items():
+            v.copy_(tensors[k])
 
 
 def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
