@@ -56,6 +56,9 @@ def test_align_improves_feature_fit_and_fits_the_head(data):
     assert sum(s.r2_after for s in report.stages) > sum(s.r2_before for s in report.stages) + 0.1
     assert report.head == "11" and 0.1 < report.head_r2 <= 1.0
     assert report.agreement > 0.7  # the target now predicts what the source predicts
+    # an alignment that helps is kept: measured before on the same inputs, far lower
+    assert not report.reverted and report.agreement > report.agreement_before + 0.5
+    assert "kept the graft" not in report.summary() and report.lr_factor < 1.0
     assert report.seconds > 0
     # the source is left exactly as it was, and its mode too
     assert all(torch.equal(source_state[k], v) for k, v in source.state_dict().items())
@@ -229,3 +232,89 @@ def test_stage_regression_distils_the_logits_alongside(data):
     other = align(source, _net(12, 5, 1, classes=7), data, steps=5, min_r2=0.0)
     assert other.kd_weight == 0.0 and other.head is None
     assert "nan" not in other.summary() and "agreement" not in other.summary()
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _unchanged(model: nn.Module, state: dict) -> bool:
+    return all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def _mlp(hidden: int, seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+
+def test_a_head_is_not_replaced_by_a_worse_fit():
+    """QA: align(s, s, x) replaced s's exact head by the ridge fit (R² 0.85): agreement with
+    itself fell to 89%, logits moved by 0.27. The fit now replaces a head only when it
+    reproduces the source's logits better, so a model aligned to itself stays bit-identical,
+    and so does an exact (Net2Net) graft of it."""
+    source = _mlp(20)
+    x = torch.randn(256, 10, generator=torch.Generator().manual_seed(1))
+    state = _state(source)
+    report = align(source, source, x)
+    assert _unchanged(source, state)
+    assert report.head is None and "head fit not kept" in report.note
+    assert 0.5 < report.head_r2 < 0.99  # the ridge fit it refused
+    assert report.agreement == report.agreement_before == 1.0 and not report.reverted
+    assert report.lr_factor == 1.0  # nothing was changed, nothing to preserve
+    target = _mlp(40, seed=1)
+    netgraft.transfer(source, target, split_noise=0)
+    grafted = _state(target)
+    report = align(source, target, x)
+    assert _unchanged(target, grafted) and report.agreement == 1.0
+    with torch.no_grad():
+        assert (target(x) - source(x)).abs().max() < 1e-5
+
+
+def test_an_alignment_that_does_not_help_is_undone(data):
+    """An exact graft of a conv net already computes its source's function: the stage
+    regression and the re-estimated norms can only move it away, so every parameter and
+    buffer (running statistics too) is put back, and the report says so."""
+    source = _net(8, 3, 0).eval()
+    target = _net(16, 3, 1)  # wider: a Net2Net graft of the source is exact
+    netgraft.transfer(source, target, split_noise=0)
+    grafted = _state(target)
+    with torch.no_grad():
+        assert (target.eval()(data) - source(data)).abs().max() < 1e-5
+    target.train()
+    report = align(source, target, data, steps=10)
+    assert report.method == "stages" and report.steps == 10 and report.reverted
+    assert _unchanged(target, grafted) and target.training
+    assert report.agreement == report.agreement_before == 1.0
+    assert report.calibrated == 0 and report.head is None and report.lr_factor == 1.0
+    assert report.summary().startswith("kept the graft: alignment raised the distillation loss")
+    assert "tried aligning 3 stages" in report.summary()
+    d = report.to_dict()
+    assert d["reverted"] is True and d["agreement_before"] == 1.0
+    # distilling the whole target is checked the same way
+    target = _net(16, 3, 1)
+    netgraft.transfer(source, target, split_noise=0)
+    grafted = _state(target)
+    report = align(source, target, data, steps=10, method="logits")
+    assert report.reverted and _unchanged(target, grafted) and report.agreement == 1.0
+    assert "distilling the source's logits" in report.summary()
+    # a model aligned to itself, stage regression included, is left as it was
+    state = _state(source)
+    assert align(source, source, data, steps=5).reverted and _unchanged(source, state)
+
+
+def test_a_failed_alignment_leaves_the_target_as_it_was(data):
+    source, target = _net(8, 3, 0).eval(), _net(12, 5, 1)
+    state = _state(target)
+    calls = []
+
+    def fail(module, args, out):
+        if torch.is_grad_enabled():  # a training step
+            calls.append(1)
+            if len(calls) == 3:  # after two optimizer steps
+                raise RuntimeError("interrupted")
+
+    hook = target.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        align(source, target, data, steps=10, min_r2=0.0)
+    hook.remove()
+    assert _unchanged(target, state)

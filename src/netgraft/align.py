@@ -25,10 +25,27 @@ Molchanov et al. 2022, where every block is distilled to mimic the teacher's blo
    fitted in closed form to reproduce the source's logits from the target's pooled features.
    With aligned features this is ``W_source · P`` (pooling commutes with a 1×1 map), but it
    also absorbs whatever the source's head does between pooling and its last linear layer.
-   When the distillation term has already trained the head, the fit is kept only if it does
-   not lower the agreement with the source (ridge on the logits weighs every logit alike,
-   the argmax does not; it was kept out on mobilenetv3 → _075, 82% agreement without it).
+   The fit replaces the head only when it reproduces the source's logits better (lower mean
+   squared error on the same features) than the head already there: the ridge estimate is
+   shrunk (``alpha`` 1 is a penalty as large as the average feature's energy), so a head that
+   already computes the source's logits exactly — a model aligned to itself, an exact Net2Net
+   graft of an MLP — fits them with R² 1.00 where the ridge fit reaches 0.85–0.92, and
+   replacing it took the agreement with the source from 100% to 89–92%. When the
+   distillation term has already trained the head, the fit is also kept only if it does not
+   lower the agreement with the source (ridge on the logits weighs every logit alike, the
+   argmax does not; it was kept out on mobilenetv3 → _075, 82% agreement without it).
 5. **Statistics.** Batch norms re-estimate their running statistics on the same inputs.
+6. **Never worse than what it was given.** The target's agreement with the source and its
+   distillation loss to the source's softened logits (temperature ``DISTILL_TEMPERATURE``)
+   are measured on the same first ``AGREEMENT_IMAGES`` calibration inputs, in eval mode,
+   before and after; if the alignment lowered the one or raised the other, every parameter and
+   buffer (batch-norm statistics included) is put back as it was handed in and the report
+   says ``reverted`` ("kept the graft"). Measured on the benchmark's trained sources
+   (Fashion-MNIST 32×32, 512 images): convnext_atto → convnext_femto, a graft that already
+   agrees with its source on 98.8% of the inputs, was aligned to 97.7% (loss 0.0025 → 0.0088,
+   test accuracy 87.2% → 86.7%) and is now kept as grafted; the seven other pairs checked
+   (five cross-family, resnet18 → resnet34, mobilenetv3_large_100 → _075; agreement 6–82%
+   before, 55–97% after) come out bit-identical to what they were without the check.
 
 The report gives, per stage, the fraction of the source's feature variance the target
 explains (R², after the best 1×1 projection) before and after, and the seconds spent, so the
@@ -124,6 +141,12 @@ class AlignReport:
     #: multiply the learning rate you would use from scratch by this to fine-tune the aligned
     #: target without undoing the alignment
     lr_factor: float = FINE_TUNE_LR_FACTOR
+    #: agreement with the source of the target as it was handed in (same inputs, eval mode)
+    agreement_before: float = float("nan")
+    #: True when the alignment agreed with the source less, or reproduced its softened logits
+    #: worse, than the target as handed in: its weights and statistics were restored ("kept the
+    #: graft", said in `note`; `agreement` is then the restored target's, `lr_factor` 1)
+    reverted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"stages": [s.to_dict() for s in self.stages], "head": self.head,
@@ -131,23 +154,32 @@ class AlignReport:
                 "steps": self.steps, "images": self.images, "seconds": self.seconds,
                 "lr_factor": self.lr_factor, "note": self.note, "method": self.method,
                 "skipped": self.skipped, "calibrated_norms": self.calibrated,
-                "kd_weight": self.kd_weight}
+                "kd_weight": self.kd_weight, "agreement_before": _r(self.agreement_before),
+                "reverted": self.reverted}
 
     def summary(self) -> str:
         if self.skipped:
             return f"alignment skipped ({self.note}; {self.seconds:.1f} s)"
+        if self.reverted:
+            tried = ("distilling the source's logits into the whole target" if
+                     self.method == "logits" else f"aligning {len(self.stages)} stages")
+            return (f"{self.note} (tried {tried} on {self.images} inputs in {self.steps} steps, "
+                    f"{self.seconds:.1f} s); fine-tune at {self.lr_factor:g}× the from-scratch "
+                    f"learning rate")
+        before = (f"{self.agreement_before:.0%} → " if math.isfinite(self.agreement_before)
+                  else "")
         if self.method == "logits":
             return (f"distilled the source's logits into the whole target on {self.images} inputs "
                     f"in {self.steps} steps, {self.seconds:.1f} s ({self.note}); agreement with "
-                    f"the source {self.agreement:.0%}; fine-tune at {self.lr_factor:g}× the "
-                    f"from-scratch learning rate")
+                    f"the source {before}{self.agreement:.0%}; fine-tune at {self.lr_factor:g}× "
+                    f"the from-scratch learning rate")
         stages = ", ".join(f"{s.target}←{s.source} R² {s.r2_before:.2f}→{s.r2_after:.2f}"
                            for s in self.stages)
         head = f"; head {self.head} fitted (R² {self.head_r2:.2f})" if self.head else ""
         kd = (f" with the source's logits distilled alongside (weight {self.kd_weight:g})"
               if self.kd_weight else "")
         note = f" ({self.note})" if self.note else ""
-        agree = (f"; agreement with the source {self.agreement:.0%}"
+        agree = (f"; agreement with the source {before}{self.agreement:.0%}"
                  if math.isfinite(self.agreement) else "")
         return (f"aligned {len(self.stages)} stages on {self.images} inputs in {self.steps} steps"
                 f"{kd}, {self.seconds:.1f} s: {stages}{head}{note}{agree}; fine-tune at "
@@ -380,29 +412,82 @@ def _distillable(target: nn.Module, x: torch.Tensor, logits: Any) -> bool:
             and _width(_predict(target, x[:2], 2)) == logits.shape[1])
 
 
-def _agreement(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, batch_size: int) -> float:
-    """Share of the first AGREEMENT_IMAGES inputs on which target and source predict alike
-    (a report figure: a subset keeps its forward pass out of the alignment's cost)."""
+def _match(target: nn.Module, x: torch.Tensor, logits: Any,
+           batch_size: int) -> tuple[float, float] | None:
+    """How closely `target` reproduces the source's `logits` on the first AGREEMENT_IMAGES
+    inputs, in eval mode: (share of inputs where both predict alike, distillation loss to the
+    source's softened logits at DISTILL_TEMPERATURE). None when they do not predict the same
+    classes. A subset keeps this forward pass out of the alignment's cost; before and after an
+    alignment it is measured on the same inputs, the same way."""
+    if logits is None or logits.ndim != 2:
+        return None
     n = min(len(x), AGREEMENT_IMAGES)
     pred = _predict(target, x[:n], batch_size)
-    return float((pred.argmax(1) == logits[:n].argmax(1)).float().mean())
+    if _width(pred) != logits.shape[1]:
+        return None
+    ref = logits[:n].double()
+    kd = _kd_loss(pred.double(), F.softmax(ref / DISTILL_TEMPERATURE, dim=1), DISTILL_TEMPERATURE)
+    return float((pred.argmax(1) == ref.argmax(1)).float().mean()), max(float(kd), 0.0)
+
+
+def _tensors(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every parameter and buffer of `model` (persistent or not, batch-norm statistics
+    included) with a copy of its values, to put back with `_put_back`."""
+    seen: dict[int, torch.Tensor] = {}
+    for t in [p for _, p in model.named_parameters()] + [b for _, b in model.named_buffers()]:
+        seen.setdefault(id(t), t)
+    return [(t, t.detach().clone()) for t in seen.values()]
+
+
+@torch.no_grad()
+def _put_back(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for t, value in saved:  # in place: the caller's optimizers still hold these tensors
+        t.copy_(value)
+
+
+def _keep_better(report: AlignReport, saved: list, before: tuple[float, float] | None,
+                 after: tuple[float, float] | None) -> None:
+    """Restore the target as it was handed in when the alignment left it agreeing with the
+    source less, or reproducing the source's softened logits worse (higher distillation loss),
+    than before, both measured by `_match` on the same inputs."""
+    if before is None or report.skipped:
+        return
+    report.agreement_before = before[0]
+    if after is None or (after[0] >= before[0] and after[1] <= before[1]):
+        return
+    _put_back(saved)
+    agreement = f"{before[0]:.0%} → {after[0]:.0%}"
+    loss = f"the distillation loss ({before[1]:.2g} → {after[1]:.2g})"
+    if after[0] < before[0]:
+        what = f"lowered the agreement with the source ({agreement})" + (
+            f" and raised {loss}" if after[1] > before[1] else "")
+    else:
+        what = f"raised {loss} (agreement with the source {agreement})"
+    report.note = (f"kept the graft: alignment {what} on {min(report.images, AGREEMENT_IMAGES)} "
+                   f"calibration inputs; the target's weights and batch-norm statistics as "
+                   f"handed in were restored" + (f"; {report.note}" if report.note else ""))
+    report.reverted, report.agreement, report.head = True, before[0], None
+    report.calibrated, report.lr_factor = 0, 1.0
 
 
 def _distil_or_skip(report: AlignReport, target: nn.Module, x: torch.Tensor, logits: Any,
                     why: str, steps: int, lr: float, batch_size: int, g: torch.Generator,
-                    seconds: float | None, distill: bool) -> None:
+                    seconds: float | None, distill: bool) -> tuple[float, float] | None:
     """Distil the source's `logits` into the whole target (``report.method = "logits"``),
-    or leave the target as it is (``"none"``) when that is off or impossible."""
+    or leave the target as it is (``"none"``) when that is off or impossible. Returns the
+    distilled target's `_match`."""
     from .calibrate import recalibrate_norms
 
     if not (distill and steps > 0 and _distillable(target, x, logits)):
         report.method, report.skipped, report.lr_factor = "none", True, 1.0
         report.note = f"{why}, the target is left as grafted"
-        return
+        return None
     report.method, report.note = "logits", why
     report.steps = _distill(target, x, logits, steps, lr, batch_size, g, seconds)
     report.calibrated = recalibrate_norms(target, x, batch_size=batch_size)
-    report.agreement = _agreement(target, x, logits, batch_size)
+    after = _match(target, x, logits, batch_size)
+    report.agreement = after[0]
+    return after
 
 
 def _head_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Linear] | None:
@@ -415,7 +500,13 @@ def _head_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Linear
 
 @torch.no_grad()
 def _fit_head(target: nn.Module, head: nn.Linear, x: torch.Tensor, logits: torch.Tensor,
-              batch_size: int, alpha: float) -> float:
+              batch_size: int, alpha: float) -> tuple[float, float, bool] | None:
+    """Fit `head` in closed form (ridge) to reproduce the source's `logits` from the features
+    it receives on `x`, and put the fit in place only when it reproduces them better (lower
+    mean squared error, on those same features) than the head already there: a head that
+    already computes the source's logits (an exact graft, a model aligned to itself) is not
+    replaced by a shrunk ridge estimate. Returns (R² of the fit, R² of the head already there,
+    whether the fit was put in place); None when the features do not fit the head."""
     feats: list[torch.Tensor] = []
     h = head.register_forward_pre_hook(lambda mod, args: feats.append(args[0].detach()))
     was = target.training
@@ -429,14 +520,24 @@ def _fit_head(target: nn.Module, head: nn.Linear, x: torch.Tensor, logits: torch
     f = torch.cat(feats)
     f = f.reshape(len(f), -1) if f.ndim > 2 else f
     if f.shape[1] != head.in_features:
-        return float("nan")
+        return None
     w, b = ridge(f, logits, alpha)
     if head.bias is None:  # no intercept to absorb the means: a biased-free fit is close enough
         b = torch.zeros_like(b)
-    head.weight.copy_(w.to(head.weight.dtype))
+    r2_fit = _r2(f.double() @ w.T + b, logits)
+    # both heads as they would compute, in the head's dtype, on the same features
+    new_w, new_b = w.to(head.weight.dtype), b.to(head.weight.dtype)
+    old_b = head.bias if head.bias is not None else torch.zeros_like(new_b)
+    y, fd = logits.double(), f.double()
+    new = fd @ new_w.double().T + new_b.double()
+    old = fd @ head.weight.double().T + old_b.double()
+    r2_old = _r2(old, y)
+    if not float(((new - y) ** 2).mean()) < float(((old - y) ** 2).mean()):
+        return r2_fit, r2_old, False
+    head.weight.copy_(new_w)
     if head.bias is not None:
-        head.bias.copy_(b.to(head.bias.dtype))
-    return _r2(f.double() @ w.T + b, logits)
+        head.bias.copy_(new_b.to(head.bias.dtype))
+    return r2_fit, r2_old, True
 
 
 def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps: int = 30,
@@ -464,6 +565,10 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     ``min_r2=0``) or ``"logits"`` (distil straight away, without looking at the stages: what
     `transfer` asks for when it left the whole target at its init, whose random features have
     nothing in common with the source's — it saves the forward passes and fits of the check).
+    When the result agrees with the source less, or has a higher distillation loss to its
+    softened logits, than the target as handed in (first ``AGREEMENT_IMAGES`` inputs, eval
+    mode), the target's parameters and buffers are restored (``report.reverted``); they are
+    also restored when the alignment raises an exception.
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
@@ -482,13 +587,19 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     report = AlignReport(images=len(x))
     g = torch.Generator().manual_seed(seed)
 
+    # the target as handed in (every parameter and buffer, batch-norm statistics included): put
+    # back when the alignment leaves it further from the source than it was, or fails
+    saved = _tensors(target)
     s_was, t_was = source.training, target.training
     source.eval()
     try:
         if method == "logits":
             logits = _predict(source, xs, batch_size)
-            _distil_or_skip(report, target, x, logits, "method='logits' (no stage check)",
-                            steps, lr, batch_size, g, seconds, distill)
+            before = _match(target, x, logits, batch_size)
+            after = _distil_or_skip(report, target, x, logits,
+                                    "method='logits' (no stage check)", steps, lr, batch_size, g,
+                                    seconds, distill)
+            _keep_better(report, saved, before, after)
             return report
         t_ends = stage_ends(target, x)
         s_ends = stage_ends(source, xs)
@@ -504,6 +615,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             s_logits.append(y.detach() if isinstance(y, torch.Tensor) else None)
         s_all = {n: torch.cat(v) for n, v in s_feats.items()}
         logits = torch.cat(s_logits) if all(l is not None for l in s_logits) else None
+        before = _match(target, x, logits, batch_size)  # the target as handed in
 
         # closed-form 1×1 projections on the grafted target's features
         target.eval()
@@ -530,8 +642,9 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             if fit < min_r2:
                 why = (f"the grafted stages explain {fit:.0%} of the source's feature variance "
                        f"on average (< {min_r2:.0%}): too little to align stage by stage")
-                _distil_or_skip(report, target, x, logits, why, steps, lr, batch_size, g,
-                                seconds, distill)
+                after = _distil_or_skip(report, target, x, logits, why, steps, lr, batch_size,
+                                        g, seconds, distill)
+                _keep_better(report, saved, before, after)
                 return report
 
         # short regression of the target's stages onto the source's, with the source's
@@ -574,26 +687,44 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                     w, b = ridge(tr[idx], sr[idx], alpha)
                     stage.r2_after = _r2(tr[idx].double() @ w.T + b, sr[idx])
         else:
-            report.note = "no stage-level feature maps in common: only the head was fitted"
+            report.note = "no stage-level feature maps in common: only the head could be fitted"
 
+        after = unfitted = None  # the aligned target's _match, once measured
         if head and logits is not None and logits.ndim == 2:
             found = _head_layer(target, x)
             if found is not None and found[1].out_features == logits.shape[1]:
                 name, lin = found
                 trained = soft is not None  # the head was trained by the distillation term
                 if trained:
-                    before = _agreement(target, x, logits, batch_size)
+                    unfitted = _match(target, x, logits, batch_size)
                     kept = {k: v.clone() for k, v in lin.state_dict().items()}
-                report.head_r2 = _fit_head(target, lin, x, logits, batch_size, alpha)
-                report.agreement = _agreement(target, x, logits, batch_size)
-                if trained and report.agreement < before:
+                fit = _fit_head(target, lin, x, logits, batch_size, alpha)
+                if fit is not None and fit[2]:  # the fitted head is in place
+                    report.head_r2 = fit[0]
+                    after = _match(target, x, logits, batch_size)
+                    if trained and after[0] < unfitted[0]:
+                        report.note = (report.note + "; " if report.note else "") + (
+                            f"closed-form head fit not kept: agreement {after[0]:.0%} "
+                            f"with it, {unfitted[0]:.0%} with the distilled head")
+                        lin.load_state_dict(kept)
+                        after = unfitted
+                    else:
+                        report.head = name
+                elif fit is not None:  # the head already there reproduces the logits better
+                    report.head_r2 = fit[0]
                     report.note = (report.note + "; " if report.note else "") + (
-                        f"closed-form head fit not kept: agreement {report.agreement:.0%} "
-                        f"with it, {before:.0%} with the distilled head")
-                    lin.load_state_dict(kept)
-                    report.agreement = before
-                else:
-                    report.head = name
+                        f"closed-form head fit not kept: it reproduces the source's logits "
+                        f"worse (R² {fit[0]:.2f}) than the head already there (R² {fit[1]:.2f})")
+        if after is None and before is not None:  # the head was left as it was
+            after = unfitted if unfitted is not None else _match(target, x, logits, batch_size)
+        if after is not None:
+            report.agreement = after[0]
+        _keep_better(report, saved, before, after)
+        if not report.reverted and all(torch.equal(t, v) for t, v in saved):
+            report.lr_factor = 1.0  # nothing was changed: nothing to preserve in fine-tuning
+    except BaseException:
+        _put_back(saved)  # a failed alignment leaves the target as it was handed in
+        raise
     finally:
         source.train(s_was)
         target.train(t_was)
