@@ -562,3 +562,20 @@ def test_identity_layers_are_kept_only_where_they_help():
     # GELU(GELU(x)) != GELU(x): not exact, but closer than the random layer
     assert 1e-4 < report.function_gap < plain
     assert "does not compute its function" in report.summary()
+
+
+@pytest.mark.parametrize("source, target", [("mobilenetv2_050", "mobilenetv2_100"),
+                                            ("convnext_atto", "convnext_nano")])
+@pytest.mark.parametrize("channels", [(3, 1), (1, 3)])
+def test_growth_with_other_input_channels_is_still_growth(source, target, channels):
+    torch.manual_seed(0)
+    same = netgraft.similarity(timm.create_model(source), timm.create_model(target))
+    src = _trained_looking(timm.create_model(source, num_classes=10, in_chans=channels[0]))
+    dst = timm.create_model(target, num_classes=10, in_chans=channels[1])
+    report = netgraft.transfer(src, dst)
+    assert report.similarity == pytest.approx(same, abs=1e-3)  # the stem's fan-in not counted
+    assert report.function_gap < 1e-4  # measured on a gray image repeated to each's channels
+    gray = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        a, b = src.eval()(gray.repeat(1, channels[0], 1, 1)), dst.eval()(gray.repeat(1, channels[1], 1, 1))
+    assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4

@@ -94,7 +94,11 @@ def graft_score(source: Layer, target: Layer) -> float:
             return 0.0
         compat = min(compat, 0.5)
     if len(a) == 3 and len(b) == 3:
-        score = ratio(a[0], b[0]) * ratio(a[1], b[1]) * math.sqrt(ratio(a[2], b[2]))
+        # a stem reading another number of input channels (RGB, gray, multispectral) maps
+        # them exactly on gray images (`adapt`): its fan-in says nothing about the network
+        stems = source.role == target.role == "input" and source.kind == target.kind == "conv"
+        score = (ratio(a[0], b[0]) * (1.0 if stems else ratio(a[1], b[1]))
+                 * math.sqrt(ratio(a[2], b[2])))
     else:
         score = math.prod(ratio(x, y) for x, y in zip(a, b))
     if source.depthwise != target.depthwise:
