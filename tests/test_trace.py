@@ -149,3 +149,11 @@ def test_residual_units_are_blocks_of_their_own():
     csp = netgraft.trace(timm.create_model("cs3darknet_s", num_classes=10))
     assert "stages.1.blocks.0" in csp.residual and "stages.1" in [b.name for b in csp.blocks]
     assert not any(b.name.startswith("stages.1.blocks") for b in csp.blocks)
+
+
+def test_tracing_keeps_every_submodules_train_flag():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    model[1].eval()  # a frozen norm in a model in training
+    netgraft.trace(model, torch.randn(2, 3, 8, 8))
+    netgraft.similarity(model, model)
+    assert model.training and model[0].training and not model[1].training

@@ -624,3 +624,30 @@ def test_norm_scale_shrink_without_norms_says_what_it_did():
     with pytest.warns(NetgraftWarning, match="has no normalisation layer with a scale"):
         report = netgraft.transfer(mlp(32), mlp(24), shrink="norm_scale")
     assert report.shrink == "uniform"
+
+
+class _TwoHeads(nn.Module):
+    """Two outputs: a classifier and an auxiliary head; and the features returned alongside."""
+
+    def __init__(self, classes: int, aux: int, width: int = 16, as_dict: bool = False):
+        super().__init__()
+        self.as_dict = as_dict
+        self.body, self.mid = nn.Linear(10, width), nn.Linear(width, width)
+        self.cls, self.aux = nn.Linear(width, classes), nn.Linear(width, aux)
+
+    def forward(self, x):
+        z = torch.relu(self.mid(torch.relu(self.body(x))))
+        if self.as_dict:
+            return {"cls": self.cls(z), "aux": self.aux(z)}
+        return self.cls(z), self.aux(z), self.mid(x.new_zeros(1, self.mid.in_features))
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_every_head_of_a_model_with_several_outputs_is_a_head(as_dict):
+    torch.manual_seed(0)
+    report = netgraft.transfer(_TwoHeads(10, 5, as_dict=as_dict),
+                               _TwoHeads(10, 7, width=32, as_dict=as_dict))
+    rows = {r.target: r for r in report.pairs}
+    assert rows["cls"].action == "adapted" and rows["aux"].action == "init"
+    assert "5 → 7 outputs, classes differ" in rows["aux"].note
+    assert rows["mid"].action == "adapted"  # read by the heads: features, not a head

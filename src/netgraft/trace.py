@@ -319,6 +319,14 @@ def _patch_size(model: nn.Module) -> int | None:
     return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
 
 
+def _tensors_of(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) tuple, list or dict, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    items = obj if isinstance(obj, (list, tuple)) else obj.values() if isinstance(obj, dict) else []
+    return [t for item in items for t in _tensors_of(item)]
+
+
 def _first_tensor(obj: Any) -> torch.Tensor | None:
     if isinstance(obj, torch.Tensor):
         return obj
@@ -348,14 +356,9 @@ def run_model(model: nn.Module, example: Any) -> Any:
 def eval_output(model: nn.Module, example: Any) -> Any:
     """`model`'s output on `example` in eval mode, without gradients, on one thread; every
     submodule's train/eval mode is restored afterwards (also when the call fails)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad(), single_thread():
-            return run_model(model, example)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with keep_modes(model), torch.no_grad(), single_thread():
+        model.eval()
+        return run_model(model, example)
 
 
 # ----------------------------------------------------------------------------- channel sources
@@ -567,12 +570,12 @@ def _execution_order(model: nn.Module, example: Any, hint: str
         if own_tensors(module) and layer_kind(module) in DIMENSIONAL_KINDS:
             handles.append(module.register_forward_hook(post_hook(name)))
         handles.append(module.register_forward_hook(leave, always_call=True))
-    was_training = model.training
-    model.eval()
     try:
         if inp is not None and inp.ndim >= 2 and inp.is_floating_point():  # not token ids
             sources.set(inp, (("", 0, inp.shape[1], inp.shape[1]),))
-        with torch.no_grad(), single_thread(), sources:
+        # every submodule's own flag comes back (a frozen norm stays in eval)
+        with keep_modes(model), torch.no_grad(), single_thread(), sources:
+            model.eval()
             out = run_model(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
@@ -582,7 +585,6 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     out_t = _first_tensor(out)
     producers: list[str] = []
     if out_t is not None:
@@ -597,6 +599,13 @@ def _execution_order(model: nn.Module, example: Any, hint: str
                 if not t.ndim or width(t) != width(out_t):
                     break
                 producers.append(name)
+    # a model with several outputs (a tuple or dict: an auxiliary head, box and class heads)
+    # has several heads, whose units mean classes or coordinates as the first one's do; an
+    # output that another layer also reads (features returned alongside) is not a head
+    read = {seg[0] for layout in sources.read.values() for seg in layout}
+    for other in _tensors_of(out)[1:]:
+        producers += [name for name, t in outputs.items() if t.data_ptr() == other.data_ptr()
+                      and name not in producers and name not in read][-1:]
     return order, (input_reader[0] if input_reader else None), producers, sources
 
 

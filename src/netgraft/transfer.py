@@ -531,7 +531,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
 
     `autoinit`: the conv/linear layers nothing was transferred to (not the classifier, not
     the zeroed layers of identity blocks) are rescaled data-free so that each passes on the
-    scale of its input (``netgraft.autoinit`` in ``"preserve"`` mode), instead of imposing
+    scale of its input as it was before the activation in between (``netgraft.autoinit`` in
+    ``"preserve"`` mode), instead of imposing
     the scale of their own init between transferred layers.
 
     `norm_stats`: what the target's batch norms hold as running statistics after the graft.
@@ -612,8 +613,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             calibration_data=calibration_data, align=align, align_steps=align_steps,
             shrink=shrink, autoinit=autoinit, norm_stats=norm_stats, min_score=min_score,
             split_noise=split_noise, seed=seed)
-    # all or nothing: a failure half-way must not leave a half-grafted target behind
-    with keep_modes(source, target):
+    # all or nothing: a failure half-way must not leave a half-grafted target behind; the
+    # noise probes and example inputs draw from a forked generator, so the caller's random
+    # stream (the training that follows) is the same with or without the graft
+    with torch.random.fork_rng(devices=[]), keep_modes(source, target):
         return _transfer_kept(source, target, example_input, source_input, method, head, shrink,
                               autoinit, min_score, split_noise, seed, source_arch, target_arch,
                               identity_blocks, norm_stats, calibration_data, align, align_steps)
@@ -929,16 +932,30 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     """For a target holding every source layer (`embeds`): the largest
     |target − source| output on the source's example input in eval mode, relative to the
     source's largest output; None when the target does not take that input or
-    the outputs differ in shape (e.g. another class count)."""
+    the outputs differ in shape (e.g. another class count). When the two read other numbers of
+    input channels, both run on one gray image repeated to their channels."""
     example = report.matching.source.example_input
+    inputs = _gray_inputs(example, report.matching.target.example_input) or (example, example)
     try:
-        expected, got = eval_output(source, example), eval_output(target, example)
+        expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
     if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
             and expected.shape == got.shape and expected.is_floating_point()):
         return None
     return relative_gap((got - expected).abs().max(), expected)
+
+
+def _gray_inputs(source: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For two models reading other numbers of input channels: one gray input, repeated to
+    each one's channels (what their stems' channel mapping keeps exactly); None otherwise."""
+    if not (isinstance(source, torch.Tensor) and isinstance(target, torch.Tensor)
+            and source.ndim == target.ndim >= 3 and source.shape[1] != target.shape[1]
+            and source.shape[2:] == target.shape[2:] and source.is_floating_point()):
+        return None
+    gray = source.mean(1, keepdim=True)
+    return (gray.expand(-1, source.shape[1], *source.shape[2:]).contiguous(),
+            gray.expand(-1, target.shape[1], *source.shape[2:]).to(target.dtype).contiguous())
 
 
 def relative_gap(gap: torch.Tensor, reference: torch.Tensor) -> float:
