@@ -3,44 +3,129 @@
 After AutoInit (Bingham & Miikkulainen, 2023): a good init keeps the mean and variance of every
 layer's output stable with depth, whatever the layers are. Rather than derive the formulas for
 every layer type, the statistics are *measured*: a random N(0, 1) probe (no data) is pushed
-through the network, and layer by layer, in execution order, each conv/linear weight is scaled
-so that its output has the wanted standard deviation, and its bias shifted so that the output
-has zero mean per channel. Every layer is fitted on the outputs of the layers before it as they
-now are, so the estimates propagate through norms, activations and residual sums.
+through the network, and as the forward pass reaches each conv/linear layer its weight is
+scaled so that its output has the wanted standard deviation (and optionally its bias shifted so
+that the output has zero mean per channel), and the rescaled output is passed on. Every layer
+is thus fitted on the outputs of the layers before it as they now are, so the estimates
+propagate through norms, activations, gates and residual sums.
 
-Batch norms see the probe's batch statistics, as in training (their running statistics are
-left as they were).
+Batch norms see the probe's batch statistics, as in training. When the whole model is
+initialised their running statistics are then set to the probe's (a data-free PreciseBN), so
+that eval mode computes the function that was fitted: with the defaults of a fresh batch norm
+(mean 0, variance 1) every norm is an identity in eval mode, the layers' scales were fitted
+for normalised inputs, and the mismatch compounds with depth (timm's efficientnet_b0 grew to
+std 26–140 at its head in eval mode while it held 1 in training mode). When only some
+`layers` are rescaled (a graft) the running statistics are left as they were: they belong to
+the caller (`transfer`'s ``norm_stats``).
 
 Two modes:
 
 * ``"unit"`` — every output has unit variance (LSUV-like, but without data);
-* ``"preserve"`` — a layer's output keeps the scale of its input. This is what grafting needs
-  for layers nothing was transferred to: they sit between transferred layers, whose inputs
-  had the scale of their source's activations, so an unmatched layer should pass that scale
-  on rather than impose its own (``transfer(..., autoinit=True)``).
+* ``"preserve"`` — a layer's output keeps the scale of the signal it reads, as that signal was
+  before the elementwise nonlinearity in between (the scale of ``z`` for a layer reading
+  ``relu(z)``): a ReLU halves the second moment and a GELU or SiLU near 0 halves the std, so
+  matching the activation's *output* instead shrank the signal by that factor at every layer
+  (1, 0.59, 0.34, ... 6e-6 after 21 ReLU layers). This is the activation's gain AutoInit
+  accounts for when it propagates mean and variance through the activation; here it is
+  measured, by following each tensor back through activations, dropout and reshapes
+  (`_PreActivation`). This mode is what grafting needs for layers nothing was transferred to:
+  they sit between transferred layers, whose inputs had the scale of their source's
+  activations, so an unmatched layer should pass that scale on rather than impose its own
+  (``transfer(..., autoinit=True)``).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakTensorKeyDictionary
 
-from .errors import NetgraftError
 from .trace import Architecture, _first_tensor, run_model, single_thread, trace
 
 __all__ = ["AutoInitReport", "autoinit"]
 
 MODES = ("unit", "preserve")
+NORM_STATS = ("auto", "probe", "keep")
 _KINDS = ("conv", "linear", "conv_transpose")
-_PROBE_ELEMENTS = 1 << 16
+#: input elements of the probe (at least `batch_size` samples, at most `_MAX_SAMPLES`): 86
+#: samples of 3×64×64. The fit is one forward pass (`_Fit`), so this costs little; layers on
+#: pooled features (a head, a squeeze-excitation gate) see one value per sample and channel,
+#: and fitted on 16 samples mobilenetv3_small_100's head came out at std 2.5 on other inputs
+#: (1.9 with 86)
+_PROBE_ELEMENTS = 1 << 20
+#: input elements behind the running statistics (`norm_stats="probe"`): a deep layer's maps are
+#: small (2×2 at stride 32 of a 64×64 input), and statistics from 16 samples were too noisy
+#: there: eval mode drifted from what was fitted (mobilenetv3_small_100's head at std 8
+#: instead of 1)
+_STATS_ELEMENTS = 1 << 22
+#: input elements per batch of that pass: per-batch statistics of small batches, averaged, are
+#: biased where maps are small (batches of 16 samples of 2×2: eval-mode variance off by a few
+#: percent per norm, compounding to a head at std 2.7 instead of 1.5 in efficientnet_b0)
+_STATS_BATCH_ELEMENTS = 1 << 20
+#: most samples in one batch: flat features (N, D), and inputs with more dimensions (images,
+#: sequences), whose intermediate maps can be tens of times their size (a 64-channel conv on
+#: 1×28×28 inputs: 256 samples are 51 MB a map)
+_MAX_SAMPLES = {"flat": 1024, "maps": 256}
 
 
-class _Stop(Exception):
-    """Raised from a hook once the layer of interest has run: the rest of the forward is
-    not needed."""
+#: layers whose output is exactly linear in their weight and bias (subclasses may not be:
+#: timm's StdConv2d standardises its weight, so scaling it changes nothing)
+_LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                 nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _batch_for(example: torch.Tensor, elements: int, least: int) -> int:
+    """Samples in a batch of about `elements` input elements (at least `least`)."""
+    per_sample = max(1, example[0].numel()) if example.ndim else 1
+    most = _MAX_SAMPLES["flat" if example.ndim <= 2 else "maps"]
+    return max(least, min(most, -(-elements // per_sample)))
+
+
+#: elementwise nonlinearities, by the name torch's function mode sees them under (functional,
+#: torch.* and Tensor methods, in place or not)
+_ACTIVATIONS = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "rrelu", "rrelu_", "prelu", "elu",
+    "elu_", "selu", "selu_", "celu", "celu_", "gelu", "silu", "mish", "hardswish", "hardsigmoid",
+    "hardtanh", "hardtanh_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softplus", "softsign",
+    "logsigmoid", "tanhshrink", "threshold", "threshold_", "hardshrink", "softshrink"})
+#: ops that pass a tensor's values on unchanged (dropout is off in eval mode) or only move them
+_PASS_ON = frozenset({
+    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+    "contiguous", "clone", "detach", "view", "reshape", "flatten", "permute", "transpose",
+    "squeeze", "unsqueeze"})
+
+
+class _PreActivation(TorchFunctionMode):
+    """Follows, through one forward pass, the std each tensor had before the elementwise
+    nonlinearities that made it: ``relu(z)``, ``dropout(gelu(z))`` and ``gelu(z).flatten(1)``
+    all stand for a signal of ``z``'s scale. Tensors made otherwise (a layer, a norm, a sum, a
+    pooling, a product with a gate) are not recorded: their own std is their scale. The std is
+    taken before the activation runs, so in-place activations are followed too."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = WeakTensorKeyDictionary()  # intermediate tensors are freed as usual
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        first = args[0] if args else kwargs.get("input")
+        scale = None
+        if isinstance(first, torch.Tensor) and (name in _ACTIVATIONS or name in _PASS_ON):
+            scale = self.scale.get(first)
+            if scale is None and name in _ACTIVATIONS and first.is_floating_point() \
+                    and first.numel() > 1:
+                scale = float(first.detach().std())
+        out = func(*args, **kwargs)
+        if scale is not None and isinstance(out, torch.Tensor) \
+                and out.numel() == first.numel():
+            self.scale[out] = scale
+        return out
 
 
 @dataclass
@@ -60,120 +145,222 @@ def _probe(arch: Architecture, batch: int, seed: int) -> Any:
     if not isinstance(example, torch.Tensor) or not example.is_floating_point():
         return example  # token ids or several arguments: use them as they are
     g = torch.Generator().manual_seed(seed)
-    per_sample = max(1, example[0].numel()) if example.ndim else 1
     # enough samples that a deep layer's std is estimated without a small-sample bias
-    batch = max(batch, min(1024, -(-_PROBE_ELEMENTS // per_sample)), example.shape[0] if example.ndim else 1)
+    batch = _batch_for(example, _PROBE_ELEMENTS,
+                       max(batch, example.shape[0] if example.ndim else 1))
     shape = (batch,) + tuple(example.shape[1:])
     return torch.randn(shape, generator=g).to(device=example.device, dtype=example.dtype)
-
-
-def _measure(model: nn.Module, module: nn.Module, probe: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    got: dict[str, torch.Tensor] = {}
-
-    def hook(mod, args, out):
-        got["in"], got["out"] = _first_tensor(args), _first_tensor(out)
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        run_model(model, probe)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "out" not in got:
-        raise NetgraftError("layer did not run on the probe input")
-    return got["in"], got["out"]
 
 
 def _channel_dim(layer_kind: str, out: torch.Tensor) -> int:
     return 1 if layer_kind in ("conv", "conv_transpose") and out.ndim > 2 else out.ndim - 1
 
 
+class _Fit:
+    """One forward pass of the probe that fits every candidate layer as the pass reaches it.
+
+    A forward hook measures the layer's output, scales its weight and bias, and hands the
+    rescaled output on (the output of a plain conv or linear is linear in weight and bias;
+    another layer is run again on its input), so every layer is fitted on what the layers
+    before it now produce, exactly as if the forward were run again for each layer, in one
+    pass instead of one per layer. A module called again in the same pass keeps what its
+    first call fitted."""
+
+    def __init__(self, layers: list, mode: str, center: bool, tolerance: float,
+                 report: AutoInitReport):
+        self.layers, self.mode, self.center, self.tolerance = layers, mode, center, tolerance
+        self.report = report
+        self.follow = _PreActivation() if mode == "preserve" else None
+        self.reached: set[str] = set()
+        self.changed = False
+
+    def run(self, model: nn.Module, probe: Any) -> None:
+        handles = [layer.module.register_forward_hook(self._hook(layer)) for layer in self.layers]
+        try:
+            if self.follow is not None:
+                with self.follow:
+                    run_model(model, probe)
+            else:
+                run_model(model, probe)
+        finally:
+            for h in handles:
+                h.remove()
+        for layer in self.layers:
+            if layer.name not in self.reached:
+                self.report.skipped[layer.name] = "did not run on the probe"
+
+    def _goal(self, args: tuple) -> float:
+        """The wanted output std: 1, or in ``"preserve"`` mode the scale of what the layer
+        reads (before the activations that made it)."""
+        x = _first_tensor(args)
+        if self.mode == "unit" or x is None or not x.is_floating_point():
+            return 1.0
+        scale = self.follow.scale.get(x) if self.follow is not None else None
+        return scale if scale is not None else float(x.double().std())
+
+    def _hook(self, layer):
+        weight = layer.module.weight
+        bias = getattr(layer.module, "bias", None)
+        bias = bias if isinstance(bias, torch.Tensor) else None
+        report = self.report
+
+        def hook(module, args, out):
+            if layer.name in self.reached:
+                return None
+            self.reached.add(layer.name)
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+                report.skipped[layer.name] = "its output is not a float tensor"
+                return None
+            y, shifted = out, False
+            if self.center and bias is not None and y.ndim >= 2:
+                dim = _channel_dim(layer.kind, y)
+                mean = y.double().mean([d for d in range(y.ndim) if d != dim])
+                if mean.numel() == bias.numel():
+                    bias.sub_(mean.to(bias.dtype))
+                    shape = [1] * y.ndim
+                    shape[dim] = -1
+                    y, shifted = y - mean.to(y.dtype).view(shape), True
+            std = float(y.double().std())
+            goal = self._goal(args)
+            if not (math.isfinite(std) and std > 0) or not (math.isfinite(goal) and goal > 0):
+                if layer.name not in report.scales:  # (not fitted by an earlier pass)
+                    report.skipped[layer.name] = f"output std {std:.3g} cannot be rescaled"
+                return y if shifted else None
+            factor = goal / std
+            report.scales.setdefault(layer.name, 1.0)
+            if abs(factor - 1) < self.tolerance:
+                report.output_std[layer.name] = std
+                return y if shifted else None
+            weight.mul_(factor)
+            if bias is not None:
+                bias.mul_(factor)
+            report.scales[layer.name] *= factor
+            self.changed = True
+            if type(module) in _LINEAR_TYPES:
+                report.output_std[layer.name] = goal  # exact
+                return y * factor
+            y = module.forward(*args)
+            report.output_std[layer.name] = float(y.double().std())
+            return y
+
+        return hook
+
+
+def _stats_batches(probe: Any, seed: int) -> list[Any]:
+    """Batches for the running statistics: more random N(0, 1) samples of the probe's shape
+    than the fit uses (`_STATS_ELEMENTS`, at most 4096 samples), in batches at least as large
+    as the probe (`_STATS_BATCH_ELEMENTS`); the probe itself when it is not a float tensor
+    (token ids, several arguments)."""
+    if not isinstance(probe, torch.Tensor) or not probe.is_floating_point() or probe.ndim < 2:
+        return [probe]
+    per_sample = max(1, probe[0].numel())
+    size = _batch_for(probe, _STATS_BATCH_ELEMENTS, len(probe))
+    count = max(1, min(4096 // size, -(-_STATS_ELEMENTS // (per_sample * size))))
+    g = torch.Generator().manual_seed(seed + 1)
+    return [torch.randn((size,) + tuple(probe.shape[1:]), generator=g).to(
+        device=probe.device, dtype=probe.dtype) for _ in range(count)]
+
+
+@torch.no_grad()
+def _probe_norm_stats(model: nn.Module, norms: list, batches: list[Any]) -> None:
+    """Set the running statistics of `norms` (in training mode) to their average over
+    `batches` (PreciseBN, data-free); a norm the probe does not reach keeps what it held."""
+    tracked = [m for m in norms if m.track_running_stats and m.running_mean is not None]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in tracked]
+    momenta = [m.momentum for m in tracked]
+    for m in tracked:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    try:
+        for batch in batches:
+            run_model(model, batch)
+    finally:
+        for m, momentum, buffers in zip(tracked, momenta, saved):
+            m.momentum = momentum
+            if not int(m.num_batches_tracked):  # not reached
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
+
+
 def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[str] | None = None,
              mode: str = "unit", batch_size: int = 16, seed: int = 0, tolerance: float = 0.02,
-             max_iter: int = 1, center: bool = False,
+             max_iter: int = 1, center: bool = False, norm_stats: str = "auto",
              arch: Architecture | None = None) -> AutoInitReport:
     """Rescale the conv/linear layers of `model` in place so activations keep a stable scale.
 
     `example_input` is only used for its shape (a random N(0, 1) probe of that shape, batch
-    `batch_size`, is what flows through the network: no data needed); inferred as in
+    at least `batch_size`, is what flows through the network: no data needed); inferred as in
     `trace`. `layers` restricts the rescaling to those layer names (the others are left
     exactly as they are but still shape what the named layers see). `mode`: ``"unit"`` (unit
-    output variance) or ``"preserve"`` (output std = input std). With `center`, a layer with a
-    bias also gets zero-mean outputs per channel on the probe (off by default: in a deep plain
-    net the probe's per-channel means are estimates, and removing them was measured to let
-    the scale drift upwards with depth on other inputs). Returns the factors applied.
+    output variance) or ``"preserve"`` (output std = the std of the signal the layer reads, as
+    it was before the activation in between: see the module's docstring). With `center`, a
+    layer with a bias also gets zero-mean outputs per channel on the probe (off by default:
+    in a deep plain net the probe's per-channel means are estimates, and removing them was
+    measured to let the scale drift upwards with depth on other inputs). `max_iter`: passes
+    of the probe (a layer whose output is linear in its weight is exact after one).
+    `norm_stats`: what the batch norms' running statistics hold afterwards: ``"probe"`` the
+    statistics of random N(0, 1) inputs through the rescaled model (eval mode then computes
+    what was fitted), ``"keep"`` what they held before; ``"auto"`` (default): ``"probe"`` when
+    the whole model is initialised (`layers` not given), ``"keep"`` otherwise. Returns the
+    factors applied.
 
     Residual sums are measured, not modelled: with ``"unit"`` every branch ends at unit
-    variance, so the residual stream still grows with the number of blocks (as with the
-    default init); ``"preserve"`` does not add to it.
+    variance, so the residual stream still grows with the number of blocks within a stage (as
+    with the default init: std √k after k blocks, reset wherever a layer without a shortcut
+    reads the stream); ``"preserve"`` does not add to it.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
+    if norm_stats not in NORM_STATS:
+        raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS}")
+    if norm_stats == "auto":
+        norm_stats = "probe" if layers is None else "keep"
     start = time.perf_counter()
+    modes = [(m, m.training) for m in model.modules()]  # every submodule's flag, restored after
     arch = arch or trace(model, example_input)
     wanted = set(layers) if layers is not None else None
     report = AutoInitReport()
-    candidates = [layer for layer in arch.layers if layer.kind in _KINDS
-                  and (wanted is None or layer.name in wanted)]
+    candidates = []
+    for layer in arch.layers:
+        if layer.kind not in _KINDS or (wanted is not None and layer.name not in wanted):
+            continue
+        if not isinstance(getattr(layer.module, "weight", None), torch.Tensor):
+            report.skipped[layer.name] = "no weight"
+        elif not layer.executed:
+            report.skipped[layer.name] = "not executed on the probe"
+        else:
+            candidates.append(layer)
     probe = _probe(arch, batch_size, seed)
-    was = model.training
     model.eval()
     # batch norms normalise with the probe's batch statistics, as in training (their running
-    # statistics may come from another network and silence whole layers); restored after
+    # statistics may come from another network and silence whole layers); restored after,
+    # or set to the probe's (`norm_stats`)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
     for m in norms:
         m.train()
+    restore = True
     try:
         with torch.no_grad(), single_thread():
-            for layer in candidates:
-                weight = getattr(layer.module, "weight", None)
-                bias = getattr(layer.module, "bias", None)
-                if not isinstance(weight, torch.Tensor):
-                    report.skipped[layer.name] = "no weight"
-                    continue
-                if not layer.executed:
-                    report.skipped[layer.name] = "not executed on the probe"
-                    continue
-                total = 1.0
-                for _ in range(max_iter):
-                    try:
-                        x, y = _measure(model, layer.module, probe)
-                    except NetgraftError:
-                        report.skipped[layer.name] = "did not run on the probe"
-                        break
-                    if center and isinstance(bias, torch.Tensor) and y.ndim >= 2:
-                        dim = _channel_dim(layer.kind, y)
-                        dims = [d for d in range(y.ndim) if d != dim]
-                        mean = y.double().mean(dims)
-                        if mean.numel() == bias.numel():
-                            bias.sub_(mean.to(bias.dtype))
-                            shape = [1] * y.ndim
-                            shape[dim] = -1
-                            y = y - mean.to(y.dtype).view(shape)
-                    std = float(y.double().std())
-                    goal = 1.0 if mode == "unit" else float(x.double().std()) if x is not None else 1.0
-                    if not (std > 0 and torch.isfinite(torch.tensor(std))) or not goal > 0:
-                        report.skipped[layer.name] = f"output std {std:.3g} cannot be rescaled"
-                        break
-                    factor = goal / std
-                    if abs(factor - 1) < tolerance:
-                        break
-                    weight.mul_(factor)
-                    if isinstance(bias, torch.Tensor):
-                        bias.mul_(factor)
-                    total *= factor
-                    std = goal  # exact: the (centred) output is linear in weight and bias
-                if layer.name not in report.skipped:
-                    report.scales[layer.name] = total
-                    report.output_std[layer.name] = std
+            for _ in range(max(1, max_iter)):
+                fit = _Fit([layer for layer in candidates if layer.name not in report.skipped],
+                           mode, center, tolerance, report)
+                fit.run(model, probe)
+                if not fit.changed:
+                    break
+            if norm_stats == "probe" and norms:
+                for m, buffers in zip(norms, saved):  # the fit's passes are not to count
+                    for k, v in buffers.items():
+                        getattr(m, k).copy_(v)
+                _probe_norm_stats(model, norms, _stats_batches(probe, seed))
+                restore = False
     finally:
-        with torch.no_grad():
-            for m, buffers in zip(norms, saved):
-                for k, v in buffers.items():
-                    getattr(m, k).copy_(v)
-        model.train(was)
+        if restore:
+            with torch.no_grad():
+                for m, buffers in zip(norms, saved):
+                    for k, v in buffers.items():
+                        getattr(m, k).copy_(v)
+        for m, training in modes:
+            m.training = training
     report.seconds = time.perf_counter() - start
     return report
