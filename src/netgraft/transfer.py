@@ -844,8 +844,7 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         while (group[-1].index + 1 in fresh and group[-1].index + 1 < len(layers)
                and layers[group[-1].index + 1].kind == "batchnorm"):
             group.append(layers[group[-1].index + 1])
-        before = [{k: v.detach().clone() for k, v in own_tensors(x.module).items()}
-                  for x in group]
+        before = _snapshot_tensors(group)
         if all(set_identity(x, carried) for x in group):
             groups.append(group)
             saved.append(before)
@@ -865,8 +864,7 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         for group, before in zip(groups, saved):
             _restore_tensors(group, before)
         for group, before in zip(groups, saved):
-            now = [{k: v.detach().clone() for k, v in own_tensors(x.module).items()}
-                   for x in group]
+            now = _snapshot_tensors(group)
             gap = None
             if all(set_identity(x, units.get(group[0].name)) for x in group):
                 gap = _function_gap(source, target, report)
@@ -881,6 +879,10 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         for tensor in record.tensors:
             tensor.action, tensor.how, tensor.filled = "init", IDENTITY_LAYER, 0
     report.coverage = _coverage(report.pairs)
+
+
+def _snapshot_tensors(layers: list[Layer]) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().clone() for k, v in own_tensors(x.module).items()} for x in layers]
 
 
 @torch.no_grad()
