@@ -328,19 +328,8 @@ def _tensors_of(obj: Any) -> list[torch.Tensor]:
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        for item in obj:
-            t = _first_tensor(item)
-            if t is not None:
-                return t
-    if isinstance(obj, dict):
-        for item in obj.values():
-            t = _first_tensor(item)
-            if t is not None:
-                return t
-    return None
+    found = _tensors_of(obj)
+    return found[0] if found else None
 
 
 def run_model(model: nn.Module, example: Any) -> Any:
