@@ -402,8 +402,9 @@ def test_split_noise_keeps_timm_growth_exact(source, target):
     netgraft.transfer(src, dst, split_noise=0.1)
     x = torch.randn(2, 3, 64, 64)
     dst.eval()
-    with torch.no_grad():
-        assert (src(x) - dst(x)).abs().max().item() < 1e-4
+    with torch.no_grad():  # relative: mobilenetv3's logits reach ~90 (float32 rounding 2e-4)
+        expected = src(x)
+        assert ((expected - dst(x)).abs().max() / expected.abs().max()).item() < 1e-5
 
 
 def test_concatenated_inputs_grow_function_preserving_and_say_how():

@@ -102,3 +102,101 @@ def test_generator_calibration_data_serves_every_step():
                                align_steps=2)
     assert report.calibrated == 1 and report.alignment is not None
     assert report.alignment.images == 64
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = P.weight_norm(nn.Conv1d(width, width, 3, padding=1))
+        self.conv2 = P.weight_norm(nn.Conv1d(width, width, 3, padding=1))
+
+    def forward(self, x):
+        return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+
+class _ResTCN(nn.Module):
+    """Residual blocks of weight-normed convs (a TCN): deeper targets get identity blocks."""
+
+    def __init__(self, blocks: int, width: int = 8):
+        super().__init__()
+        self.stem = P.weight_norm(nn.Conv1d(3, width, 1))
+        self.blocks = nn.Sequential(*[_Block(width) for _ in range(blocks)])
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean(-1))
+
+
+def test_a_zeroed_weight_normed_layer_is_zero_not_nan():
+    torch.manual_seed(0)
+    source, target = _ResTCN(2).eval(), _ResTCN(4).eval()
+    report = netgraft.transfer(source, target, example_input=torch.randn(2, 3, 20))
+    zeroed = [p.target for p in report.pairs if p.note.startswith("zeroed")]
+    assert zeroed  # the new blocks' last convs: g = 0 with a unit direction, not 0/0
+    x = torch.randn(4, 3, 20)
+    with torch.no_grad():
+        assert all(torch.isfinite(p).all() for p in target.parameters())
+        assert (source(x) - target(x)).abs().max().item() < 1e-5
+    assert report.function_gap < 1e-5 and not report.constrained
+
+
+class _Triple(nn.Module):
+    def forward(self, w):
+        return 3 * w
+
+
+def test_a_parametrization_without_right_inverse_is_refused_before_any_change():
+    source, target = tcn(8).eval(), tcn(16).eval()
+    parametrize.register_parametrization(target[6], "weight", _Triple())
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(UnsupportedModelError, match=r"layer '6\.weight': its parametrization "
+                                                    r"_Triple has no right_inverse"):
+        netgraft.transfer(source, target, example_input=torch.randn(2, 3, 30))
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_autoinit_rescales_weight_normed_layers():
+    model = nn.Sequential(*[m for _ in range(6) for m in
+                            (P.weight_norm(nn.Linear(32, 32)), nn.ReLU())],
+                          nn.Linear(32, 3)).eval()
+    with torch.no_grad():
+        for m in model[:-1:2]:
+            m.parametrizations.weight.original0.mul_(3)  # a badly scaled init
+    report = netgraft.autoinit(model, torch.randn(2, 32))
+    assert not report.skipped and parametrize.is_parametrized(model[0])
+    out = []
+    hooks = [m.register_forward_hook(lambda mod, a, o: out.append(o.std().item()))
+             for m in model[:-1:2]]
+    with torch.no_grad():
+        model(torch.randn(512, 32))
+    for h in hooks:
+        h.remove()
+    assert all(0.7 < s < 1.4 for s in out)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_scripted_submodule_and_a_lazy_norm_are_refused_by_name():
+    inner = torch.jit.script(nn.Linear(8, 2))
+    with pytest.raises(UnsupportedModelError, match="holds a TorchScript module at '1'"):
+        netgraft.transfer(_mlp(8), nn.Sequential(nn.Linear(10, 8), inner))
+    lazy = nn.Sequential(nn.Linear(10, 8), nn.LazyBatchNorm1d(affine=False), nn.Linear(8, 2))
+    with pytest.raises(UnsupportedModelError, match=r"layer '1\.running_mean'.*lazy module"):
+        netgraft.transfer(_mlp(8), lazy)
+
+
+def test_an_endless_calibration_generator_is_read_up_to_the_limit():
+    from netgraft.transfer import CALIBRATION_LIMIT
+
+    reads = []
+
+    def endless():
+        while True:
+            reads.append(1)
+            yield torch.randn(64, 1, 12, 12)
+
+    source = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    target = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    report = netgraft.transfer(source, target, calibration_data=endless())
+    assert len(reads) == CALIBRATION_LIMIT // 64 and report.calibrated == 1

@@ -651,3 +651,30 @@ def test_every_head_of_a_model_with_several_outputs_is_a_head(as_dict):
     assert rows["cls"].action == "adapted" and rows["aux"].action == "init"
     assert "5 → 7 outputs, classes differ" in rows["aux"].note
     assert rows["mid"].action == "adapted"  # read by the heads: features, not a head
+
+
+class _FeaturesFirst(nn.Module):
+    """Returns (features, logits): the features are read by the head, so they are no head."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.body, self.cls = nn.Linear(10, width), nn.Linear(width, 3)
+
+    def forward(self, x):
+        features = self.body(x)
+        return features, self.cls(torch.relu(features))
+
+
+def test_features_returned_before_the_logits_are_not_a_head():
+    torch.manual_seed(0)
+    report = netgraft.transfer(_FeaturesFirst(8), _FeaturesFirst(16))
+    rows = {r.target: r for r in report.pairs}
+    assert rows["body"].action == "adapted" and rows["cls"].action == "adapted"
+
+
+def test_the_function_gap_of_a_model_with_several_outputs_covers_them_all():
+    torch.manual_seed(0)
+    source = _TwoHeads(10, 5, as_dict=True).eval()
+    target = _TwoHeads(10, 5, width=32, as_dict=True).eval()
+    report = netgraft.transfer(source, target)
+    assert report.function_gap is not None and report.function_gap < 1e-5

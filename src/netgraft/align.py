@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import NetgraftError
-from .trace import trace
+from .trace import check_traceable, trace
 
 __all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
 
@@ -572,6 +572,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
+    for role, model in (("source", source), ("target", target)):
+        check_traceable(model, role, values=True)
     if method == "stages":
         min_r2 = 0.0
     from .calibrate import recalibrate_norms

@@ -45,7 +45,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from .trace import Architecture, _first_tensor, run_model, single_thread, trace
+from .reparam import plain_copy, reparametrized, write_back
+from .trace import (Architecture, _first_tensor, check_traceable, run_model, single_thread,
+                    trace)
 
 __all__ = ["AutoInitReport", "autoinit"]
 
@@ -315,6 +317,15 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS}")
     if norm_stats == "auto":
         norm_stats = "probe" if layers is None else "keep"
+    check_traceable(model, values=True)
+    if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back
+        plain = plain_copy(model)
+        report = autoinit(plain, example_input, layers=layers, mode=mode, batch_size=batch_size,
+                          seed=seed, tolerance=tolerance, max_iter=max_iter, center=center,
+                          norm_stats=norm_stats)
+        with torch.random.fork_rng(devices=[]):
+            write_back(plain, model)
+        return report
     start = time.perf_counter()
     modes = [(m, m.training) for m in model.modules()]  # every submodule's flag, restored after
     arch = arch or trace(model, example_input)

@@ -15,6 +15,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .errors import UnsupportedModelError
+
 
 def _old_weight_norms(module: nn.Module) -> list[WeightNorm]:
     return [h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
@@ -60,10 +62,36 @@ def plain_copy(model: nn.Module) -> nn.Module:
     return plain
 
 
+def check_writable(model: nn.Module) -> None:
+    """Raise UnsupportedModelError (before any work) for a computed weight of `model` that no
+    value can be written to: a parametrization without ``right_inverse``."""
+    for mod_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for name, plist in module.parametrizations.items():
+            missing = [type(p).__name__ for p in plist if not hasattr(p, "right_inverse")]
+            if missing:
+                raise UnsupportedModelError(
+                    f"its parametrization {missing[0]} has no right_inverse, so a grafted "
+                    f"value cannot be written through it: give it one, or graft before "
+                    f"registering it", layer=f"{mod_name}.{name}".strip("."))
+
+
 @torch.no_grad()
 def write_back(plain: nn.Module, model: nn.Module) -> None:
     """Copy every parameter and buffer of `plain` (from `plain_copy(model)`) into `model`,
-    computed weights through their parametrization (``right_inverse``) or weight-norm hook."""
+    computed weights through their parametrization (``right_inverse``) or weight-norm hook.
+    All or nothing: on a failure `model` is left as it was."""
+    saved = [(t, t.detach().clone()) for t in [*model.parameters(), *model.buffers()]]
+    try:
+        _write_back(plain, model)
+    except BaseException:
+        for t, value in saved:
+            t.copy_(value)
+        raise
+
+
+def _write_back(plain: nn.Module, model: nn.Module) -> None:
     for mod_name, source in plain.named_modules():
         module = model.get_submodule(mod_name)
         hooks = {h.name: h for h in _old_weight_norms(module)}
@@ -73,14 +101,32 @@ def write_back(plain: nn.Module, model: nn.Module) -> None:
                 continue
             if parametrize.is_parametrized(module, name):
                 setattr(module, name, value.detach().clone())
+                plist = getattr(module.parametrizations, name)
+                if len(plist) == 1 and type(plist[0]).__name__ == "_WeightNorm":
+                    _unit_direction(plist.original1, plist[0].dim)  # weight norm: (g, v)
                 _refresh_spectral(module, name)
             elif name in hooks:
                 hook = hooks[name]
                 getattr(module, name + "_v").copy_(value)
                 getattr(module, name + "_g").copy_(torch.norm_except_dim(value, 2, hook.dim))
+                _unit_direction(getattr(module, name + "_v"), hook.dim)
                 setattr(module, name, hook.compute_weight(module))
             else:
                 getattr(module, name).copy_(value)
+                continue
+            if not torch.isfinite(getattr(module, name)).all():
+                raise UnsupportedModelError(
+                    "the grafted weight, written back through its parametrization, computes "
+                    "NaN or inf", layer=f"{mod_name}.{name}".strip("."))
+
+
+def _unit_direction(v: torch.Tensor, dim: int) -> None:
+    """Weight norm computes g·v/‖v‖: where a grafted weight is zero (a new residual branch
+    zeroed to start as the identity), g = ‖w‖ = 0 and v = 0 give 0/0. Any nonzero direction
+    with g = 0 is that zero weight: make those v ones."""
+    zero = torch.norm_except_dim(v, 2, dim) == 0
+    if zero.any():
+        v.masked_fill_(zero.expand_as(v), 1.0)
 
 
 def _refresh_spectral(module: nn.Module, name: str) -> None:

@@ -574,9 +574,17 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     finally:
         for h in handles:
             h.remove()
-    out_t = _first_tensor(out)
+    # a model with several outputs (a tuple or dict: an auxiliary head, box and class heads)
+    # has several heads, whose units mean classes or coordinates; an output that another
+    # layer also reads (features returned alongside the logits) is not a head
+    read = {seg[0] for layout in sources.read.values() for seg in layout}
+    outs = _tensors_of(out)
     producers: list[str] = []
-    if out_t is not None:
+    for t_out in outs if len(outs) > 1 else []:
+        producers += [name for name, t in outputs.items() if t.data_ptr() == t_out.data_ptr()
+                      and name not in producers and name not in read][-1:]
+    out_t = outs[0] if outs else None
+    if not producers and out_t is not None:
         ptr = out_t.data_ptr()
         producers = [name for name, t in outputs.items() if t.data_ptr() == ptr][-1:]
         if not producers and out_t.ndim:
@@ -588,13 +596,6 @@ def _execution_order(model: nn.Module, example: Any, hint: str
                 if not t.ndim or width(t) != width(out_t):
                     break
                 producers.append(name)
-    # a model with several outputs (a tuple or dict: an auxiliary head, box and class heads)
-    # has several heads, whose units mean classes or coordinates as the first one's do; an
-    # output that another layer also reads (features returned alongside) is not a head
-    read = {seg[0] for layout in sources.read.values() for seg in layout}
-    for other in _tensors_of(out)[1:]:
-        producers += [name for name, t in outputs.items() if t.data_ptr() == other.data_ptr()
-                      and name not in producers and name not in read][-1:]
     return order, (input_reader[0] if input_reader else None), producers, sources
 
 
@@ -649,14 +650,18 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
     """Raise UnsupportedModelError, saying what to do, for a model netgraft cannot trace: a
     TorchScript module (it runs no forward hooks), a lazy module not yet run; with `values`
     (a transfer reads and writes them), also a tensor on the meta device."""
-    if isinstance(model, torch.jit.ScriptModule):
-        raise UnsupportedModelError(
-            f"the {role} is a TorchScript module ({type(model).__name__}), which runs no "
-            f"forward hooks, so its layers cannot be traced: pass the eager nn.Module (script "
-            f"it after grafting)")
     for mod_name, module in model.named_modules():
-        for p_name, p in module.named_parameters(recurse=False):
-            if isinstance(p, nn.parameter.UninitializedParameter):
+        if isinstance(module, torch.jit.ScriptModule):
+            where = f" holds a TorchScript module at '{mod_name}'" if mod_name else \
+                " is a TorchScript module"
+            raise UnsupportedModelError(
+                f"the {role}{where} ({type(module).__name__}), which runs no forward hooks, so "
+                f"its layers cannot be traced: pass the eager nn.Module (script it after "
+                f"grafting)")
+        for p_name, p in [*module.named_parameters(recurse=False),
+                          *module.named_buffers(recurse=False)]:
+            if isinstance(p, (nn.parameter.UninitializedParameter,
+                              nn.parameter.UninitializedBuffer)):
                 raise UnsupportedModelError(
                     f"the {role} is a lazy module with uninitialised parameters: run one "
                     f"forward pass first", layer=f"{mod_name}.{p_name}".strip("."))

@@ -19,15 +19,15 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
-from .reparam import changed_by_write_back, plain_copy, reparametrized, write_back
+from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
+                      write_back)
 from .growth import identity_blocks, identity_modules, set_identity, unmatched_submodules
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
-from .trace import (NORM_KINDS, Architecture, Layer, check_traceable, eval_output, keep_modes,
-                    own_tensors,
-                    single_thread, trace)
+from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
+                    keep_modes, own_tensors, single_thread, trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
@@ -499,7 +499,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     block or have no source start as the identity, so a deeper target computes what its source
     computed; so do the new layers of a deeper plain network (no residual connections), where
     that brings its output closer to the source's (Net2Net's deeper operator: exact after
-    ReLU-like activations). `calibration_data` (a tensor of inputs, or an iterable of batches; graft only)
+    ReLU-like activations). `calibration_data` (a tensor of inputs, or an iterable of batches — a one-pass iterator
+    is read once, up to ``CALIBRATION_LIMIT`` inputs; graft only)
     re-estimates batch-norm statistics after the graft.
 
     `align` (needs `calibration_data`): after the graft, regress the target's stages onto the
@@ -601,18 +602,20 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     if shared:
         raise ValueError(f"source and target share {len(shared)} parameter tensors (a module used "
                          f"in both); grafting would overwrite the source: deep-copy it first")
-    for role, arch, model in (("source", source_arch, source), ("target", target_arch, target)):
-        if arch is not None and arch.model is not model:
-            raise ValueError(f"{role}_arch was traced from another model than {role}")
-    if isinstance(calibration_data, Iterator):
-        calibration_data = list(calibration_data)  # a generator: norms and align both read it
-    if reparametrized(source) or reparametrized(target):
+    if reparametrized(target):
+        check_writable(target)
+    if isinstance(calibration_data, Iterator):  # a generator: norms and align both read it
+        calibration_data = _read_once(calibration_data)
+    if reparametrized(source) or reparametrized(target):  # traced and grafted as plain copies
         return _transfer_reparametrized(
             source, target, example_input=example_input, source_input=source_input,
             method=method, head=head, identity_blocks=identity_blocks,
             calibration_data=calibration_data, align=align, align_steps=align_steps,
             shrink=shrink, autoinit=autoinit, norm_stats=norm_stats, min_score=min_score,
             split_noise=split_noise, seed=seed)
+    for role, arch, model in (("source", source_arch, source), ("target", target_arch, target)):
+        if arch is not None and arch.model is not model:
+            raise ValueError(f"{role}_arch was traced from another model than {role}")
     # all or nothing: a failure half-way must not leave a half-grafted target behind; the
     # noise probes and example inputs draw from a forked generator, so the caller's random
     # stream (the training that follows) is the same with or without the graft
@@ -620,6 +623,23 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         return _transfer_kept(source, target, example_input, source_input, method, head, shrink,
                               autoinit, min_score, split_noise, seed, source_arch, target_arch,
                               identity_blocks, norm_stats, calibration_data, align, align_steps)
+
+
+#: most inputs read from a calibration iterator (it is read once, then served to every step)
+CALIBRATION_LIMIT = 4096
+
+
+def _read_once(batches: Iterator) -> list:
+    """The batches of an iterator, up to `CALIBRATION_LIMIT` inputs (an endless sampler
+    stops there)."""
+    out, seen = [], 0
+    for batch in batches:
+        out.append(batch)
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        seen += len(x) if hasattr(x, "__len__") else 1
+        if seen >= CALIBRATION_LIMIT:
+            break
+    return out
 
 
 def _transfer_reparametrized(source: nn.Module, target: nn.Module, **kwargs) -> TransferReport:
@@ -630,7 +650,8 @@ def _transfer_reparametrized(source: nn.Module, target: nn.Module, **kwargs) -> 
     plain_target = plain_copy(target) if reparametrized(target) else target
     report = transfer(plain_source, plain_target, **kwargs)
     if plain_target is not target:
-        write_back(plain_target, target)
+        with torch.random.fork_rng(devices=[]):  # a right_inverse may draw (orthogonal's)
+            write_back(plain_target, target)
         changed = changed_by_write_back(target, plain_target)
         if changed:
             report.constrained = changed
@@ -942,10 +963,11 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
-    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
-            and expected.shape == got.shape and expected.is_floating_point()):
+    expected, got = _tensors_of(expected), _tensors_of(got)  # every output of a multi-head
+    if not expected or len(expected) != len(got) or any(
+            a.shape != b.shape or not a.is_floating_point() for a, b in zip(expected, got)):
         return None
-    return relative_gap((got - expected).abs().max(), expected)
+    return max(relative_gap((b - a).abs().max(), a) for a, b in zip(expected, got))
 
 
 def _gray_inputs(source: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
