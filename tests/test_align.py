@@ -318,3 +318,13 @@ def test_a_failed_alignment_leaves_the_target_as_it_was(data):
         align(source, target, data, steps=10, min_r2=0.0)
     hook.remove()
     assert _unchanged(target, state)
+
+
+def test_calibration_batches_of_other_shapes_are_named():
+    from netgraft.align import _collect
+    from netgraft.errors import NetgraftError
+
+    batches = [torch.randn(4, 1, 12, 12), torch.randn(4, 1, 16, 16)]
+    with pytest.raises(NetgraftError, match=r"batch 1 holds inputs of shape \(1, 16, 16\), "
+                                            r"the first batch \(1, 12, 12\)"):
+        _collect(iter(batches), 64)

@@ -199,6 +199,11 @@ def _collect(data: Any, limit: int) -> torch.Tensor:
         x = item[0] if isinstance(item, (tuple, list)) else item
         if not isinstance(x, torch.Tensor):
             raise NetgraftError(f"calibration_data yielded a {type(x).__name__}, not a tensor")
+        if parts and x.shape[1:] != parts[0].shape[1:]:
+            raise NetgraftError(
+                f"calibration batch {len(parts)} holds inputs of shape {tuple(x.shape[1:])}, "
+                f"the first batch {tuple(parts[0].shape[1:])}: alignment compares the source "
+                f"and the target on one set of inputs of one shape; resize them alike")
         parts.append(x)
         n += len(x)
         if n >= limit:
