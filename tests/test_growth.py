@@ -580,3 +580,15 @@ def test_growth_with_other_input_channels_is_still_growth(source, target, channe
     with torch.no_grad():
         a, b = src.eval()(gray.repeat(1, channels[0], 1, 1)), dst.eval()(gray.repeat(1, channels[1], 1, 1))
     assert ((a - b).abs().max() / a.abs().max()).item() < 1e-4
+
+
+@pytest.mark.parametrize("source, target", [((20, 16, 8, 5), (20, 16, 8, 8, 5)),
+                                            ((20, 8, 16, 10), (20, 8, 8, 16, 10)),
+                                            ((20, 32, 16, 2), (20, 32, 32, 16, 2))])
+def test_a_repeated_hidden_layer_is_the_new_identity_and_no_classifier_fills_it(source, target):
+    torch.manual_seed(0)
+    small, grown = _mlp(*source), _mlp(*target)
+    report = netgraft.transfer(small, grown)
+    assert report.function_gap < 1e-6
+    head = report.pairs[-1]
+    assert all(p.source != head.source for p in report.pairs[:-1])  # the classifier, once

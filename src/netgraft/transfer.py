@@ -842,14 +842,16 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
     matching = report.matching
     layers = matching.target.layers
     records = {r.target: r for r in report.pairs}
-    used: set[int] = set()
-    fresh = []
+    # a source layer that fills several target layers is their own in the one of its shape
+    # (else the first); the others are repeats
+    by_source: dict[int, list[int]] = {}
     for t in sorted(matching.pairs):
-        s = matching.pairs[t]
-        if s is None or s in used:
-            fresh.append(t)
-        if s is not None:
-            used.add(s)
+        if matching.pairs[t] is not None:
+            by_source.setdefault(matching.pairs[t], []).append(t)
+    own = {s: next((t for t in ts if layers[t].shapes == matching.source.layers[s].shapes),
+                   ts[0]) for s, ts in by_source.items()}
+    fresh = [t for t in sorted(matching.pairs)
+             if matching.pairs[t] is None or own[matching.pairs[t]] != t]
     # how many source units each target layer's output carries (replicated when wider)
     units = {layers[t].name: matching.source.layers[s].out_dim
              for t, s in matching.pairs.items() if s is not None and t not in fresh}
