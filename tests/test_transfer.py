@@ -678,3 +678,19 @@ def test_the_function_gap_of_a_model_with_several_outputs_covers_them_all():
     target = _TwoHeads(10, 5, width=32, as_dict=True).eval()
     report = netgraft.transfer(source, target)
     assert report.function_gap is not None and report.function_gap < 1e-5
+
+
+class _SigmoidAux(nn.Module):
+    def __init__(self, aux: int):
+        super().__init__()
+        self.body, self.cls, self.aux = nn.Linear(10, 16), nn.Linear(16, 3), nn.Linear(16, aux)
+
+    def forward(self, x):
+        z = torch.relu(self.body(x))
+        return self.cls(z), torch.sigmoid(self.aux(z))
+
+
+def test_a_head_behind_an_activation_is_still_a_head():
+    report = netgraft.transfer(_SigmoidAux(3), _SigmoidAux(7))
+    aux = next(r for r in report.pairs if r.target == "aux")
+    assert aux.action == "init" and "3 → 7 outputs" in aux.note

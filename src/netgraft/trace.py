@@ -581,8 +581,11 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     outs = _tensors_of(out)
     producers: list[str] = []
     for t_out in outs if len(outs) > 1 else []:
-        producers += [name for name, t in outputs.items() if t.data_ptr() == t_out.data_ptr()
-                      and name not in producers and name not in read][-1:]
+        made = [name for name, t in outputs.items() if t.data_ptr() == t_out.data_ptr()]
+        lay = sources.get(t_out)
+        if not made and lay and len(lay) == 1 and lay[0][0] and lay[0][2] - lay[0][1] == lay[0][3]:
+            made = [lay[0][0]]  # a layer's whole output through elementwise ops (a sigmoid)
+        producers += [name for name in made if name not in producers and name not in read][-1:]
     out_t = outs[0] if outs else None
     if not producers and out_t is not None:
         ptr = out_t.data_ptr()
