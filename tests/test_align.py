@@ -328,3 +328,14 @@ def test_calibration_batches_of_other_shapes_are_named():
     with pytest.raises(NetgraftError, match=r"batch 1 holds inputs of shape \(1, 16, 16\), "
                                             r"the first batch \(1, 12, 12\)"):
         _collect(iter(batches), 64)
+
+
+def test_keep_better_false_skips_the_comparison():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3)).eval()
+    original = [p.clone() for p in model.parameters()]
+    x = torch.randn(256, 10)
+    report = netgraft.align(model, model, x, keep_better=False)
+    assert not report.reverted and report.agreement_before != report.agreement_before  # NaN
+    assert report.agreement == 1.0  # measured all the same; the worse ridge head not placed
+    assert all(torch.equal(a, b) for a, b in zip(original, model.parameters()))

@@ -550,7 +550,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
           seconds: float | None = None, head: bool = True, alpha: float = 1.0,
           source_channels: int | None = None, seed: int = 0,
           min_r2: float = MIN_R2, distill: bool = True, method: str = "auto",
-          kd_weight: float = 1.0) -> AlignReport:
+          kd_weight: float = 1.0, keep_better: bool = True) -> AlignReport:
     """Align `target`'s stages (and classifier) to `source`'s on unlabeled inputs, in place.
 
     `calibration_data` holds inputs the target accepts (a tensor (N, ...) or an iterable of
@@ -573,7 +573,9 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     When the result agrees with the source less, or has a higher distillation loss to its
     softened logits, than the target as handed in (first ``AGREEMENT_IMAGES`` inputs, eval
     mode), the target's parameters and buffers are restored (``report.reverted``); they are
-    also restored when the alignment raises an exception.
+    also restored when the alignment raises an exception. ``keep_better=False`` skips that
+    comparison (one forward pass of up to ``AGREEMENT_IMAGES`` inputs): what `transfer` asks
+    for a target it left wholly at its random init, which has nothing to keep.
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
@@ -602,7 +604,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     try:
         if method == "logits":
             logits = _predict(source, xs, batch_size)
-            before = _match(target, x, logits, batch_size)
+            before = _match(target, x, logits, batch_size) if keep_better else None
             after = _distil_or_skip(report, target, x, logits,
                                     "method='logits' (no stage check)", steps, lr, batch_size, g,
                                     seconds, distill)
@@ -622,7 +624,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             s_logits.append(y.detach() if isinstance(y, torch.Tensor) else None)
         s_all = {n: torch.cat(v) for n, v in s_feats.items()}
         logits = torch.cat(s_logits) if all(l is not None for l in s_logits) else None
-        before = _match(target, x, logits, batch_size)  # the target as handed in
+        # the target as handed in
+        before = _match(target, x, logits, batch_size) if keep_better else None
 
         # closed-form 1×1 projections on the grafted target's features
         target.eval()
@@ -722,7 +725,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                     report.note = (report.note + "; " if report.note else "") + (
                         f"closed-form head fit not kept: it reproduces the source's logits "
                         f"worse (R² {fit[0]:.2f}) than the head already there (R² {fit[1]:.2f})")
-        if after is None and before is not None:  # the head was left as it was
+        if after is None:  # the head was left as it was
             after = unfitted if unfitted is not None else _match(target, x, logits, batch_size)
         if after is not None:
             report.agreement = after[0]
