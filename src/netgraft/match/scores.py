@@ -75,8 +75,11 @@ def graft_score(source: Layer, target: Layer) -> float:
     """Score for the default method: compatible kinds (conv ~ linear, any norm ~ any norm),
     shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise."""
     compat = _COMPATIBLE.get(frozenset({source.kind, target.kind}), 0.0)
-    if not compat or (source.role == "output") != (target.role == "output"):
-        return 0.0  # a classifier's units are classes: it fills only a classifier
+    if not compat or ((source.role == "output") != (target.role == "output")
+                      and "input" not in (source.role, target.role)):
+        # a classifier's units are classes: it fills only a classifier (a one-layer model's
+        # layer reads the input and makes the output, and counts as both)
+        return 0.0
     if source.kind == "param":
         if set(source.shapes) != set(target.shapes):
             return 0.0
