@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import NetgraftError
-from .trace import check_traceable, trace
+from .trace import check_traceable, put_back, snapshot, trace
 
 __all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
 
@@ -435,21 +435,6 @@ def _match(target: nn.Module, x: torch.Tensor, logits: Any,
     return float((pred.argmax(1) == ref.argmax(1)).float().mean()), max(float(kd), 0.0)
 
 
-def _tensors(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every parameter and buffer of `model` (persistent or not, batch-norm statistics
-    included) with a copy of its values, to put back with `_put_back`."""
-    seen: dict[int, torch.Tensor] = {}
-    for t in [p for _, p in model.named_parameters()] + [b for _, b in model.named_buffers()]:
-        seen.setdefault(id(t), t)
-    return [(t, t.detach().clone()) for t in seen.values()]
-
-
-@torch.no_grad()
-def _put_back(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    for t, value in saved:  # in place: the caller's optimizers still hold these tensors
-        t.copy_(value)
-
-
 def _keep_better(report: AlignReport, saved: list, before: tuple[float, float] | None,
                  after: tuple[float, float] | None) -> None:
     """Restore the target as it was handed in when the alignment left it agreeing with the
@@ -460,7 +445,7 @@ def _keep_better(report: AlignReport, saved: list, before: tuple[float, float] |
     report.agreement_before = before[0]
     if after is None or (after[0] >= before[0] and after[1] <= before[1]):
         return
-    _put_back(saved)
+    put_back(saved)
     agreement = f"{before[0]:.0%} → {after[0]:.0%}"
     loss = f"the distillation loss ({before[1]:.2g} → {after[1]:.2g})"
     if after[0] < before[0]:
@@ -598,7 +583,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
 
     # the target as handed in (every parameter and buffer, batch-norm statistics included): put
     # back when the alignment leaves it further from the source than it was, or fails
-    saved = _tensors(target)
+    saved = snapshot([*target.parameters(), *target.buffers()])
     s_was, t_was = source.training, target.training
     source.eval()
     try:
@@ -733,7 +718,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
         if not report.reverted and all(torch.equal(t, v) for t, v in saved):
             report.lr_factor = 1.0  # nothing was changed: nothing to preserve in fine-tuning
     except BaseException:
-        _put_back(saved)  # a failed alignment leaves the target as it was handed in
+        put_back(saved)  # a failed alignment leaves the target as it was handed in
         raise
     finally:
         source.train(s_was)

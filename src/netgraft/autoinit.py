@@ -46,8 +46,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from .reparam import plain_copy, reparametrized, write_back
-from .trace import (Architecture, _first_tensor, check_traceable, run_model, single_thread,
-                    trace)
+from .trace import (Architecture, _first_tensor, check_traceable, keep_modes, put_back, run_model,
+                    single_thread, snapshot, trace)
 
 __all__ = ["AutoInitReport", "autoinit"]
 
@@ -327,7 +327,6 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
             write_back(plain, model)
         return report
     start = time.perf_counter()
-    modes = [(m, m.training) for m in model.modules()]  # every submodule's flag, restored after
     arch = arch or trace(model, example_input)
     wanted = set(layers) if layers is not None else None
     report = AutoInitReport()
@@ -342,17 +341,18 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         else:
             candidates.append(layer)
     probe = _probe(arch, batch_size, seed)
-    model.eval()
     # batch norms normalise with the probe's batch statistics, as in training (their running
     # statistics may come from another network and silence whole layers); restored after,
     # or set to the probe's (`norm_stats`)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
-    for m in norms:
-        m.train()
+    saved = snapshot(b for m in norms for b in m.buffers(recurse=False))
     restore = True
-    try:
-        with torch.no_grad(), single_thread():
+    # every submodule's train flag comes back afterwards
+    with keep_modes(model), torch.no_grad(), single_thread():
+        model.eval()
+        for m in norms:
+            m.train()
+        try:
             for _ in range(max(1, max_iter)):
                 fit = _Fit([layer for layer in candidates if layer.name not in report.skipped],
                            mode, center, tolerance, report)
@@ -360,18 +360,11 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
                 if not fit.changed:
                     break
             if norm_stats == "probe" and norms:
-                for m, buffers in zip(norms, saved):  # the fit's passes are not to count
-                    for k, v in buffers.items():
-                        getattr(m, k).copy_(v)
+                put_back(saved)  # the fit's passes are not to count
                 _probe_norm_stats(model, norms, _stats_batches(probe, seed))
                 restore = False
-    finally:
-        if restore:
-            with torch.no_grad():
-                for m, buffers in zip(norms, saved):
-                    for k, v in buffers.items():
-                        getattr(m, k).copy_(v)
-        for m, training in modes:
-            m.training = training
+        finally:
+            if restore:
+                put_back(saved)
     report.seconds = time.perf_counter() - start
     return report

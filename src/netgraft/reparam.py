@@ -10,6 +10,7 @@ parametrization's ``right_inverse`` (weight norm: ``g = ‖w‖``, ``v = w``, ex
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -82,12 +83,13 @@ def write_back(plain: nn.Module, model: nn.Module) -> None:
     """Copy every parameter and buffer of `plain` (from `plain_copy(model)`) into `model`,
     computed weights through their parametrization (``right_inverse``) or weight-norm hook.
     All or nothing: on a failure `model` is left as it was."""
-    saved = [(t, t.detach().clone()) for t in [*model.parameters(), *model.buffers()]]
+    from .trace import put_back, snapshot  # trace imports this module
+
+    saved = snapshot([*model.parameters(), *model.buffers()])
     try:
         _write_back(plain, model)
     except BaseException:
-        for t, value in saved:
-            t.copy_(value)
+        put_back(saved)
         raise
 
 

@@ -263,6 +263,20 @@ def keep_modes(*models: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def snapshot(tensors: Iterable[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each tensor (once, however often it is listed) with a copy of its values, to `put_back`
+    after work that may change them."""
+    unique = {id(t): t for t in tensors}
+    return [(t, t.detach().clone()) for t in unique.values()]
+
+
+@torch.no_grad()
+def put_back(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Restore a `snapshot` in place (optimizers and other holders keep the same tensors)."""
+    for t, value in saved:
+        t.copy_(value)
+
+
 @contextmanager
 def single_thread() -> Iterator[None]:
     """Run small tensor work on one thread: tracing one input and copying tensors are too

@@ -27,7 +27,7 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
-                    keep_modes, own_tensors, single_thread, trace)
+                    keep_modes, own_tensors, put_back, single_thread, snapshot, trace)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
@@ -869,14 +869,14 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         while (group[-1].index + 1 in fresh and group[-1].index + 1 < len(layers)
                and layers[group[-1].index + 1].kind == "batchnorm"):
             group.append(layers[group[-1].index + 1])
-        before = _snapshot_tensors(group)
+        before = snapshot(t for x in group for t in own_tensors(x.module).values())
         if all(set_identity(x, carried) for x in group):
             groups.append(group)
             saved.append(before)
             if carried:
                 units[layer.name] = carried
         else:
-            _restore_tensors(group, before)
+            put_back(before)
     if not groups:
         return
     # all at once (a random layer further on hides what one identity gains), else one by one
@@ -886,15 +886,14 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         report.function_gap = gap
     else:
         kept = []
-        for group, before in zip(groups, saved):
-            _restore_tensors(group, before)
-        for group, before in zip(groups, saved):
-            now = _snapshot_tensors(group)
+        for before in saved:
+            put_back(before)
+        for group, before in zip(groups, saved):  # `before` is again what they hold
             gap = None
             if all(set_identity(x, units.get(group[0].name)) for x in group):
                 gap = _function_gap(source, target, report)
             if gap is None or gap >= report.function_gap * 0.999:
-                _restore_tensors(group, now)
+                put_back(before)
                 continue
             kept.append(group)
             report.function_gap = gap
@@ -904,17 +903,6 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         for tensor in record.tensors:
             tensor.action, tensor.how, tensor.filled = "init", IDENTITY_LAYER, 0
     report.coverage = _coverage(report.pairs)
-
-
-def _snapshot_tensors(layers: list[Layer]) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.detach().clone() for k, v in own_tensors(x.module).items()} for x in layers]
-
-
-@torch.no_grad()
-def _restore_tensors(layers: list[Layer], saved: list[dict[str, torch.Tensor]]) -> None:
-    for layer, tensors in zip(layers, saved):
-        for k, v in own_tensors(layer.module).items():
-            v.copy_(tensors[k])
 
 
 def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
