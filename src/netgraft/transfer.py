@@ -907,7 +907,7 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
 
 def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -> float | None:
     """How far the features reaching the target's classifier are from the source's, on the
-    source's example input (eval mode): for each target feature, the nearest source feature
+    inputs of `_paired_inputs` (eval mode): for each target feature, the nearest source feature
     (a widened target replicates them), largest |difference| relative to the source's largest
     feature. None when there is no such pair of layers or the shapes do not compare."""
     matching = report.matching
@@ -927,8 +927,9 @@ def _feature_gap(source: nn.Module, target: nn.Module, report: TransferReport) -
     handles = [matching.source.layers[s].module.register_forward_pre_hook(catch("s")),
                matching.target.layers[t].module.register_forward_pre_hook(catch("t"))]
     try:
-        eval_output(source, matching.source.example_input)
-        eval_output(target, matching.source.example_input)
+        inputs = _paired_inputs(matching)
+        eval_output(source, inputs[0])
+        eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs
         return None
     finally:
@@ -949,8 +950,7 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     source's largest output; None when the target does not take that input or
     the outputs differ in shape (e.g. another class count). When the two read other numbers of
     input channels, both run on one gray image repeated to their channels."""
-    example = report.matching.source.example_input
-    inputs = _gray_inputs(example, report.matching.target.example_input) or (example, example)
+    inputs = _paired_inputs(report.matching)
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
@@ -960,6 +960,13 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
             a.shape != b.shape or not a.is_floating_point() for a, b in zip(expected, got)):
         return None
     return max(relative_gap((b - a).abs().max(), a) for a, b in zip(expected, got))
+
+
+def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
+    """What the source and the target run on when their outputs or features are compared: the
+    source's example input, or one gray image repeated to each one's input channels."""
+    example = matching.source.example_input
+    return _gray_inputs(example, matching.target.example_input) or (example, example)
 
 
 def _gray_inputs(source: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
