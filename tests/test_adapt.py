@@ -107,6 +107,68 @@ def test_patch_embeddings_are_resampled_not_cropped():
     assert torch.equal(out, w[:, :, 2:6, 2:6])
 
 
+def _offset_table(window: int, heads: int) -> torch.Tensor:
+    """A bias table (offsets, heads) whose bias is a function of the offset (dy, dx)."""
+    d = torch.arange(2 * window - 1) - (window - 1)
+    dy, dx = torch.meshgrid(d, d, indexing="ij")
+    return torch.stack([h * 10.0 + dy * 3.0 + dx for h in range(heads)], -1).reshape(-1, heads)
+
+
+def test_relative_position_tables_keep_the_bias_of_every_offset_both_windows_hold():
+    src = _offset_table(4, 2)  # offsets −3…3, 7×7 rows
+    # a larger window: every offset the source knows keeps its bias, new ones take the edge's
+    out, plan = adapt.graft(src, (15 * 15, 2), ("out", "out"), offsets=(4, 8))
+    grid = out.reshape(15, 15, 2)
+    assert torch.equal(grid[4:11, 4:11].reshape(-1, 2), src)
+    assert torch.equal(grid[0, 0], src.reshape(7, 7, 2)[0, 0])  # offset (−7, −7) ← (−3, −3)
+    assert plan.notes == ["relative offsets 7×7→15×15: shared offsets kept, new ones from the nearest"]
+    # a smaller window: the centre of the grid (bias of offsets −1…1)
+    out, _ = adapt.graft(src, (9, 2), ("out", "out"), offsets=((4, 4), (2, 2)))
+    assert torch.equal(out, _offset_table(2, 2))
+    # more heads: the offsets are carried, then the heads follow the channel rules
+    out, _ = adapt.graft(src, (3 * 3, 4), ("out", "out"), offsets=(4, 2))
+    assert torch.equal(out, _offset_table(2, 2).repeat(1, 2))
+    # BEiT's table ends with 3 class-token rows: they are kept as they are
+    cls = torch.randn(3, 2)
+    out, _ = adapt.graft(torch.cat([src, cls]), (15 * 15 + 3, 2), ("out", "out"), offsets=(4, 8))
+    assert torch.equal(out[-3:], cls) and torch.equal(out[:-3].reshape(15, 15, 2)[4:11, 4:11].reshape(-1, 2), src)
+    # MaxViT's (heads, 2H−1, 2W−1) grid
+    grid = src.reshape(7, 7, 2).permute(2, 0, 1)
+    out, _ = adapt.graft(grid, (2, 3, 3), ("out", "out", "out"), offsets=(None, None))
+    assert torch.equal(out, _offset_table(2, 2).reshape(3, 3, 2).permute(2, 0, 1))
+    # without `offsets` (any other tensor) the rows are channels, as before
+    out, plan = adapt.graft(src, (9, 2), ("out", "out"))
+    assert not torch.equal(out, _offset_table(2, 2)) and "offsets" not in " ".join(plan.notes)
+
+
+def test_swin_with_another_window_keeps_its_relative_position_biases():
+    timm = pytest.importorskip("timm")
+    kw = dict(img_size=64, patch_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4), num_classes=10)
+    torch.manual_seed(0)
+    source = timm.create_model("swin_tiny_patch4_window7_224", window_size=4, **kw)
+    d = torch.arange(7) - 3
+    distance = (d[:, None].abs() + d[None, :].abs()).reshape(-1, 1).float()
+    with torch.no_grad():  # a bias that falls with distance, as trained Swin tables do
+        for name, p in source.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.copy_(-0.5 * distance * torch.arange(1, p.shape[1] + 1))
+    # window 4 → 8 and → 2; the gaps when the rows were tiled or cut as channels: 0.052, 0.053
+    for window, gap_before in ((8, 0.052), (2, 0.053)):
+        target = timm.create_model("swin_tiny_patch4_window7_224", window_size=window, **kw)
+        report = netgraft.transfer(source, target)
+        table = dict(target.named_parameters())["layers.1.blocks.0.attn.relative_position_bias_table"]
+        n, m = 2 * window - 1, min(window, 4)
+        grid = table.detach().reshape(n, n, 4)[window - m:window + m - 1, window - m:window + m - 1]
+        shared = (-0.5 * distance * torch.arange(1, 5)).reshape(7, 7, 4)[4 - m:m + 3, 4 - m:m + 3]
+        assert torch.equal(grid, shared)
+        notes = [t.how for layer in report.pairs for t in layer.tensors
+                 if t.name == "relative_position_bias_table"]
+        assert notes and all(f"relative offsets 7×7→{n}×{n}: shared offsets kept" in h for h in notes)
+        # the windows differ, so the function does too, but far less than with the rows tiled
+        # or cut as channels
+        assert report.function_gap < gap_before / 2
+
+
 def test_linear_and_pointwise_conv_exchange_weights():
     lin = torch.randn(6, 4)
     w, plan = adapt.graft(lin, (6, 4, 1, 1), ("out", "in", "k", "k"))

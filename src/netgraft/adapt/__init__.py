@@ -13,7 +13,10 @@ Two families:
   token grids of position embeddings are resampled, and the kernels of patch embeddings (a
   conv whose stride is its kernel) are resized as FlexiViT does (``patches``): a q×q patch is
   embedded as the source embeds it resized to p×p (timm's pseudo-inverse
-  `resample_patch_embed`), instead of a crop that would keep only the kernel's centre.
+  `resample_patch_embed`), instead of a crop that would keep only the kernel's centre;
+  a window attention's relative-position bias table (Swin: one row per offset in a
+  (2W−1)×(2W−1) grid, one column per head) keeps the bias of every offset both windows hold
+  when the window size differs, not cut or tiled as if its rows were channels.
 """
 from __future__ import annotations
 
@@ -326,8 +329,64 @@ def _resample_patches(x: torch.Tensor, size: tuple[int, ...], plan: _Plan) -> to
     return (y.squeeze(2) if flat else y).to(x.dtype)
 
 
+def _offset_grid(rows: int, window: Any) -> tuple[int, int, int] | None:
+    """The (2H−1, 2W−1) grid of relative offsets a flat bias table of `rows` rows holds, and how
+    many rows follow it for a class token (BEiT's 3): from the window size its module declares,
+    else a square grid; None when `rows` is no such grid."""
+    if isinstance(window, int):
+        window = (window, window)
+    if isinstance(window, (tuple, list)) and len(window) == 2:
+        grid = (2 * int(window[0]) - 1, 2 * int(window[1]) - 1)
+        if rows - grid[0] * grid[1] in (0, 3):
+            return grid[0], grid[1], rows - grid[0] * grid[1]
+    side = math.isqrt(rows)
+    return (side, side, 0) if side * side == rows and side % 2 == 1 else None
+
+
+def _carry_offsets(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(heads, 2H−1, 2W−1) → (heads, *size): centre kept, cropped or edge-replicated."""
+    for dim, m in ((1, size[0]), (2, size[1])):
+        if m < grid.shape[dim]:
+            grid = grid.narrow(dim, (grid.shape[dim] - m) // 2, m)
+    pad = [max(m - n, 0) // 2 for n, m in zip(grid.shape[1:], size)]
+    if any(pad):
+        grid = F.pad(grid.float().unsqueeze(0), (pad[1], pad[1], pad[0], pad[0]),
+                     mode="replicate").squeeze(0).to(grid.dtype)
+    return grid
+
+
+def _resample_offsets(x: torch.Tensor, shape: tuple[int, ...], windows: tuple[Any, Any],
+                      plan: _Plan) -> torch.Tensor:
+    """A relative-position bias table carried to another window size offset by offset: every
+    offset both windows hold keeps its bias (the centre of the grid, cropped for a smaller
+    window), and the offsets only a larger window holds take the bias of the nearest offset the
+    source knows (edge replication). Patches are the same size in both networks, so an offset is
+    the same distance in the image: resampling the grid (timm's `resize_rel_pos_bias_table`,
+    made for fine-tuning at a higher resolution) would move every bias to another distance.
+
+    Flat tables (offsets [+ 3 class-token rows], heads), as in Swin and BEiT, and grids (heads,
+    2H−1, 2W−1), as in MaxViT; the heads are left to the usual rules."""
+    if x.ndim == 3:
+        a, b = (*x.shape[1:], 0), (*shape[1:], 0)
+        if any(n % 2 == 0 for n in a[:2] + b[:2]):
+            return x
+        out = _carry_offsets(x, b[:2])
+    else:
+        a, b = _offset_grid(x.shape[0], windows[0]), _offset_grid(shape[0], windows[1])
+        if a is None or b is None or a[2] != b[2]:
+            return x
+        grid = x[:a[0] * a[1]].reshape(a[0], a[1], -1).permute(2, 0, 1)
+        out = _carry_offsets(grid, b[:2]).permute(1, 2, 0).reshape(b[0] * b[1], -1)
+        out = torch.cat([out, x[a[0] * a[1]:]])
+    grown = b[0] > a[0] or b[1] > a[1]
+    plan.notes.append(f"relative offsets {a[0]}×{a[1]}→{b[0]}×{b[1]}: shared offsets kept"
+                      + (", new ones from the nearest" if grown else ""))
+    return out
+
+
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
           mix_input: bool = False, tokens: bool = False, patches: bool = False,
+          offsets: tuple[Any, Any] | None = None,
           base: torch.Tensor | None = None,
           select: Selector | None = None,
           channel_map: Selector | None = None, split_noise: float = 0.0,
@@ -348,6 +407,10 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     `patches`: `source` and the target are both patch embeddings (`is_patchify`); a kernel of
     another size is resampled (`_resample_patches`), not cropped or zero-padded.
 
+    `offsets` (source window, target window; each an int, a pair or None for square): `source`
+    is a relative-position bias table whose rows are offsets; another number of rows is
+    carried offset by offset (`_resample_offsets`).
+
     A ``rows`` dimension (embedding tables: row k is token k) is never tiled or resampled: the
     first min(S, T) rows are copied and, when the target has more, the others keep the values
     of `base` (the target's current tensor).
@@ -366,6 +429,9 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     if patches and x.ndim in (3, 4) and x.shape[2:] != tuple(shape[2:]) \
             and dim_roles[2:] == ("k",) * (x.ndim - 2):
         x = _resample_patches(x, tuple(shape[2:]), plan)
+    if offsets is not None and x.ndim == len(shape) and (
+            x.ndim == 2 and x.shape[0] != shape[0] or x.ndim == 3 and x.shape[1:] != shape[1:]):
+        x = _resample_offsets(x, shape, offsets, plan)
     for dim, (size, role) in enumerate(zip(shape, dim_roles)):
         if in_index is not None and role in ("in", "ch") and len(in_index) == size:
             x = _index_dim(x, dim, in_index, role, plan, base, in_how)
