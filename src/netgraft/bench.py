@@ -552,8 +552,10 @@ def compute_metrics(runs: Sequence[dict], pairs: Sequence[Pair], inits: Sequence
                         if entry["accuracy"][b] is not None and base["accuracy"][b] is not None else None)
                     for b in budgets}
                 entry["speedup"] = speedup(curves[BASELINE], curves[init])
+                # the init's own step time: measured in the run that timed its transfer (the
+                # same number as random's within one run; a merged file may join two runs)
                 eq = equal_time(curves[BASELINE], entry, budgets,
-                                base.get("step_seconds") or entry.get("step_seconds"))
+                                entry.get("step_seconds") or base.get("step_seconds"))
                 if eq is not None:
                     entry["equal_time"] = eq
             rows.append(row)
