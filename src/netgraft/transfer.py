@@ -1019,6 +1019,18 @@ def _why_not_preserved(report: TransferReport) -> str:
         elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
               and a.groups != b.groups and not (weight and adapt.PACKED in weight.how)):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
+    # a conv copied onto one that steps or spreads its taps otherwise (a strided conv matched to
+    # a stride-1 one, a TCN block of another dilation) computes something else from the same
+    # weights; layers started as identities or zeroed compute what they should
+    fresh = {r.target for r in report.pairs
+             if r.note == IDENTITY_LAYER or r.note.startswith("zeroed")}
+    spacing = [f"{b.name} {key} {x}→{y}"
+               for t, s in sorted(matching.pairs.items()) if s is not None
+               for a, b in [(src.layers[s], tgt.layers[t])]
+               if a.kind == b.kind == "conv" and b.name not in fresh
+               for key in ("stride", "dilation")
+               if (x := _conv_setting(a, key)) is not None
+               and (y := _conv_setting(b, key)) is not None and x != y]
     why = []
     if norms:
         why.append(f"{len(norms)} layer norms widen by a non-integer factor, which changes "
@@ -1038,6 +1050,11 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
                    f"({shown}{' …' if len(lacks) > 2 else ''})")
+    if spacing:
+        many = len(spacing) > 1
+        why.append(f"{len(spacing)} convolution{'s' if many else ''} copied onto one with "
+                   f"another stride or dilation ({', '.join(spacing[:3])}"
+                   f"{' …' if len(spacing) > 3 else ''}): the same weights read other inputs")
     settings = _unit_settings(report)
     if settings:
         many = len(settings) > 1
@@ -1542,6 +1559,14 @@ def _follow_settings(matching: Matching) -> Matching:
     if pairs == matching.pairs:
         return matching
     return replace(matching, pairs=pairs)
+
+
+def _conv_setting(layer: Layer, key: str) -> str | None:
+    """A conv layer's `key` ("stride" or "dilation") as its module holds it, e.g. ``"(2, 2)"``
+    (None when the module does not say)."""
+    value = getattr(layer.module, key, None)
+    return None if value is None else str(tuple(value) if isinstance(value, (list, tuple))
+                                          else value)
 
 
 def _block_settings(arch: Architecture, name: str | None) -> dict[str, Any]:
