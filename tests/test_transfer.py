@@ -678,6 +678,25 @@ def test_the_function_gap_of_a_model_with_several_outputs_covers_them_all():
     target = _TwoHeads(10, 5, width=32, as_dict=True).eval()
     report = netgraft.transfer(source, target)
     assert report.function_gap is not None and report.function_gap < 1e-5
+    assert report.uncompared == [] and report.function_note == ""
+
+
+def test_outputs_of_another_shape_are_left_out_of_the_gap_and_named():
+    """QA (session 14): a 5-unit auxiliary head grafted into a 7-unit one left the whole graft
+    without a gap. The outputs of the source's shapes are compared; the others are named."""
+    torch.manual_seed(0)
+    source = _TwoHeads(10, 5, as_dict=True).eval()
+    report = netgraft.transfer(source, _TwoHeads(10, 7, width=32, as_dict=True).eval())
+    assert report.function_gap is not None and report.function_gap < 1e-5  # the classifier
+    assert report.uncompared == ["output 1 is (1, 7) where the source's is (1, 5)"]
+    assert report.function_note.startswith(
+        "the gap covers the outputs of the source's shapes only (output 1 is (1, 7) where the "
+        "source's is (1, 5))")
+    assert report.to_dict()["uncompared_outputs"] == report.uncompared
+    # no output of the source's shape: nothing to compare, no gap
+    report = netgraft.transfer(_TwoHeads(10, 5, as_dict=True).eval(),
+                               _TwoHeads(12, 7, width=32, as_dict=True).eval())
+    assert report.function_gap is None and report.uncompared == []
 
 
 class _SigmoidAux(nn.Module):

@@ -109,6 +109,9 @@ class TransferReport:
     #: steps changed the grafted model (re-estimating the norms on calibration data does to
     #: a grown target what it would do to its source)
     function_note: str = ""
+    #: outputs of a multi-output target that `function_gap` did not compare (another shape than
+    #: the source's), e.g. ``"output 1 is (2, 7) where the source's is (2, 5)"``
+    uncompared: list[str] = field(default_factory=list)
     #: computed weights (a parametrization such as spectral norm) that differ from the
     #: grafted value after it was written back through their parametrization
     constrained: list[str] = field(default_factory=list)
@@ -136,7 +139,7 @@ class TransferReport:
                 "shrink": self.shrink, "function_gap": self.function_gap,
                 "unused_source_layers": self.unused_source_layers(),
                 "function_note": self.function_note, "constrained": list(self.constrained),
-                "target_layers": len(self.pairs), "tensors": self.counts(),
+                "uncompared_outputs": list(self.uncompared), "target_layers": len(self.pairs), "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
@@ -959,10 +962,18 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
     expected, got = _tensors_of(expected), _tensors_of(got)  # every output of a multi-head
-    if not expected or len(expected) != len(got) or any(
-            a.shape != b.shape or not a.is_floating_point() for a, b in zip(expected, got)):
+    if not expected or len(expected) != len(got):
         return None
-    return max(relative_gap((b - a).abs().max(), a) for a, b in zip(expected, got))
+    same = [(a, b) for a, b in zip(expected, got)
+            if a.shape == b.shape and a.is_floating_point() and b.is_floating_point()]
+    # outputs of another shape (a head with other classes beside one that matches) are not
+    # compared; the note says which
+    report.uncompared = [f"output {i} is {tuple(b.shape)} where the source's is {tuple(a.shape)}"
+                         for i, (a, b) in enumerate(zip(expected, got)) if a.shape != b.shape]
+    if not same:
+        report.uncompared = []
+        return None
+    return max(relative_gap((b - a).abs().max(), a) for a, b in same)
 
 
 def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
@@ -1097,6 +1108,9 @@ def _why_not_preserved(report: TransferReport) -> str:
         if done]
     if later:
         why.append("then " + " and ".join(later))
+    if report.uncompared:  # whatever the gap: it says nothing of these outputs
+        why.insert(0, f"the gap covers the outputs of the source's shapes only ("
+                      f"{'; '.join(report.uncompared[:2])}{' …' if len(report.uncompared) > 2 else ''})")
     return "; ".join(why)
 
 
