@@ -390,3 +390,8 @@ def test_the_source_is_aligned_to_with_statistics_of_the_same_inputs(data):
     assert not _unchanged(target, grafted)
     with pytest.raises(ValueError, match="source_norms='stale'"):
         align(source, target, data, source_norms="stale")
+    # inputs the source cannot read are named as the source's, and nothing changes
+    state = _state(target)
+    with pytest.raises(netgraft.NetgraftError, match="inputs the source accepts"):
+        align(source, target, data, source_channels=3)
+    assert _unchanged(target, state) and _unchanged(source, stale)

@@ -608,7 +608,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     try:
         if source_norms == "calibrate":
             report.source_calibrated = teacher.enter_context(
-                recalibrated(source, xs, batch_size=batch_size))
+                recalibrated(source, xs, batch_size=batch_size, role="source"))
         if method == "logits":
             logits = _predict(source, xs, batch_size)
             before = _match(target, x, logits, batch_size) if keep_better else None

@@ -43,7 +43,8 @@ def _restore(norms: list, saved: list) -> None:
 
 
 @contextmanager
-def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64) -> Iterator[int]:
+def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64,
+                 role: str = "target") -> Iterator[int]:
     """Inside the block the batch norms hold statistics re-estimated on `data`
     (`recalibrate_norms`); on leaving it their running statistics are put back (PreciseBN
     evaluation: measure the weights without changing the training run). Yields the number of
@@ -51,18 +52,19 @@ def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64) -> Iterat
     norms = _norms_with_stats(model)
     saved = _snapshot(norms)
     try:
-        yield recalibrate_norms(model, data, batch_size=batch_size)
+        yield recalibrate_norms(model, data, batch_size=batch_size, role=role)
     finally:
         _restore(norms, saved)
 
 
 def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
-                      max_batches: int | None = None) -> int:
+                      max_batches: int | None = None, role: str = "target") -> int:
     """Recompute the running statistics of every batch norm of `model` from `data`.
 
     `data` is a tensor of inputs (N, ...) or an iterable of input tensors or (input, label)
     pairs. Only batch norms switch to training mode (dropout and drop-path stay off), and they
     average over all batches (momentum=None). Returns the number of norms recalibrated.
+    `role` names the model in errors ("target", or "source" when `align` recalibrates it).
     """
     norms = _norms_with_stats(model)
     if not norms:
@@ -95,7 +97,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
                     raise NetgraftError(
                         f"calibration batch {i} of shape {tuple(x.shape)} failed in the model: "
                         f"{type(exc).__name__}: {exc}. calibration_data must hold inputs the "
-                        f"target accepts") from exc
+                        f"{role} accepts") from exc
                 seen += 1
         if not seen:
             raise NetgraftError("calibration_data yielded no batch of 2 or more inputs")
