@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import NetgraftError
+from .trace import put_back, snapshot
 
 
 def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
@@ -29,17 +30,10 @@ def _norms_with_stats(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def _snapshot(norms: list) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-            for m in norms]
-
-
-@torch.no_grad()
-def _restore(norms: list, saved: list) -> None:
-    for m, (mean, var, count) in zip(norms, saved):
-        m.running_mean.copy_(mean)
-        m.running_var.copy_(var)
-        m.num_batches_tracked.copy_(count)
+def _statistics(norms: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The running statistics of `norms`, to put back (`trace.put_back`) after re-estimating."""
+    return snapshot(t for m in norms for t in (m.running_mean, m.running_var,
+                                               m.num_batches_tracked))
 
 
 @contextmanager
@@ -50,11 +44,11 @@ def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64,
     evaluation: measure the weights without changing the training run). Yields the number of
     norms recalibrated."""
     norms = _norms_with_stats(model)
-    saved = _snapshot(norms)
+    saved = _statistics(norms)
     try:
         yield recalibrate_norms(model, data, batch_size=batch_size, role=role)
     finally:
-        _restore(norms, saved)
+        put_back(saved)
 
 
 def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
@@ -74,7 +68,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     dtype = param.dtype if param is not None else torch.float32
     was_training = model.training
     momenta = [m.momentum for m in norms]
-    saved = _snapshot(norms)
+    saved = _statistics(norms)
     model.eval()
     for m in norms:
         m.reset_running_stats()
@@ -102,7 +96,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
         if not seen:
             raise NetgraftError("calibration_data yielded no batch of 2 or more inputs")
     except BaseException:
-        _restore(norms, saved)  # leave the statistics as they were
+        put_back(saved)  # leave the statistics as they were
         raise
     finally:
         for m, momentum in zip(norms, momenta):
