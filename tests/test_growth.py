@@ -243,11 +243,21 @@ def test_a_shallower_target_says_which_source_layers_it_drops():
     assert "32 source layers not carried over" in report.summary()
 
 
-def test_aligning_an_exact_growth_is_warned_about():
+def test_aligning_an_exact_growth_is_skipped_and_said():
+    """Its norms re-estimated on the calibration inputs as align re-estimates the source's, an
+    exact graft already computes what the alignment pulls toward: the alignment is skipped
+    (it would be undone by align's never-worse check after minutes of work on a real model)."""
     src = _trained_looking(timm.create_model("resnet18", num_classes=10))
+    target = timm.create_model("resnet34", num_classes=10)
+    x = torch.randn(16, 3, 64, 64)
     with pytest.warns(netgraft.NetgraftWarning, match="already computes the source's function"):
-        netgraft.transfer(src, timm.create_model("resnet34", num_classes=10), align=True,
-                          calibration_data=torch.randn(16, 3, 64, 64), align_steps=1)
+        report = netgraft.transfer(src, target, align=True, calibration_data=x)
+    assert report.alignment.skipped and report.alignment.method == "none"
+    assert report.alignment.steps == 0 and report.alignment.lr_factor == 1.0
+    assert "nothing to align" in report.summary() and report.calibrated > 0
+    assert "aligned" not in report.function_note
+    with torch.no_grad(), netgraft.calibrate.recalibrated(src, x):
+        assert (target.eval()(x) - src.eval()(x)).abs().max() < 1e-3 * src(x).abs().max()
 
 
 def test_a_family_sharing_module_names_is_not_taken_for_growth():

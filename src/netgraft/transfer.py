@@ -712,11 +712,15 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             report.seconds += time.perf_counter() - start
         aligning = calibration_data is not None and method != "dpiat" and (
             align is True or (align == "auto" and distant))
-        if aligning and report.function_gap is not None and report.function_gap < FUNCTION_GAP:
+        # an exact graft, its norms re-estimated below as align re-estimates the source's,
+        # already computes what the alignment would pull it toward: aligning could only move it
+        # away (and align's never-worse check would undo it), so the time is not spent
+        exact = report.function_gap is not None and report.function_gap < FUNCTION_GAP
+        if aligning and exact:
             warnings.warn(NetgraftWarning(
                 f"{report.source} → {report.target}: the graft already computes the source's "
                 f"function (relative output gap {report.function_gap:.1e}); aligning it to the "
-                f"source can only move it away (align=False keeps it exact)"), stacklevel=3)
+                f"source could only move it away, so the alignment was skipped"), stacklevel=3)
         # a target left wholly at its init is distilled straight away (its random features have
         # nothing to align stage by stage), and that re-estimates the norms at its end
         distil_only = aligning and untouched
@@ -728,7 +732,14 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             start = time.perf_counter()
             _temper_head(target, report, backup)
             report.seconds += time.perf_counter() - start
-        if aligning:
+        if aligning and exact:
+            from .align import AlignReport
+
+            report.alignment = AlignReport(
+                method="none", skipped=True, lr_factor=1.0,
+                note=f"the graft computes the source's function (relative output gap "
+                     f"{report.function_gap:.1e}): nothing to align")
+        elif aligning:
             from .align import align as align_features
             kwargs = {} if align_steps is None else {"steps": align_steps}
             # a target left wholly at its init has nothing for align's never-worse check to
@@ -1104,7 +1115,8 @@ def _why_not_preserved(report: TransferReport) -> str:
         (report.probed_norms, "norm statistics were re-estimated on a noise probe"),
         (report.head_scale is not None, "the copied classifier was tempered"),
         (report.calibrated, "norm statistics were re-estimated on the calibration data"),
-        (report.alignment, "the target was aligned to the source on the calibration data"))
+        (report.alignment is not None and not report.alignment.skipped,
+         "the target was aligned to the source on the calibration data"))
         if done]
     if later:
         why.append("then " + " and ".join(later))
