@@ -95,13 +95,14 @@ def test_generator_calibration_data_serves_every_step():
     torch.manual_seed(0)
     source = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
-    target = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
-                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
+    # narrower: an exact (wider) graft would not be aligned at all
+    target = nn.Sequential(nn.Conv2d(1, 6, 3), nn.BatchNorm2d(6), nn.ReLU(),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
     batches = (torch.randn(16, 1, 12, 12) for _ in range(4))  # read once only
     report = netgraft.transfer(source, target, calibration_data=batches, align=True,
                                align_steps=2)
     assert report.calibrated == 1 and report.alignment is not None
-    assert report.alignment.images == 64
+    assert report.alignment.images == 64 and not report.alignment.skipped
 
 
 class _Block(nn.Module):
