@@ -141,6 +141,38 @@ def test_relative_position_tables_keep_the_bias_of_every_offset_both_windows_hol
     assert not torch.equal(out, _offset_table(2, 2)) and "offsets" not in " ".join(plan.notes)
 
 
+class _GridBias(nn.Module):
+    """MaxViT's layout: a (heads, 2W−1, 2W−1) table of relative-position biases."""
+
+    def __init__(self, window: int, heads: int = 2):
+        super().__init__()
+        self.window_size = (window, window)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(heads, 2 * window - 1,
+                                                                     2 * window - 1))
+
+    def forward(self, x):
+        return x + self.relative_position_bias_table.mean()
+
+
+def test_a_grid_shaped_table_in_a_model_is_carried_offset_by_offset():
+    """A (heads, 2W−1, 2W−1) table holds 'pos' in its name, but it is no token grid: it is
+    carried offset by offset, not resampled as position-embedding tokens."""
+    def net(window):
+        return nn.Sequential(nn.Linear(4, 4), _GridBias(window), nn.Linear(4, 2))
+
+    source = net(4)
+    grid = _offset_table(4, 2).reshape(7, 7, 2).permute(2, 0, 1)
+    with torch.no_grad():
+        source[1].relative_position_bias_table.copy_(grid)
+    target = net(2)
+    report = netgraft.transfer(source, target)
+    assert torch.equal(target[1].relative_position_bias_table.detach(),
+                       _offset_table(2, 2).reshape(3, 3, 2).permute(2, 0, 1))
+    how = next(t.how for r in report.pairs for t in r.tensors
+               if t.name == "relative_position_bias_table")
+    assert how == "relative offsets 7×7→3×3: shared offsets kept"
+
+
 def test_swin_with_another_window_keeps_its_relative_position_biases():
     timm = pytest.importorskip("timm")
     kw = dict(img_size=64, patch_size=4, embed_dim=48, depths=(2, 2), num_heads=(2, 4), num_classes=10)

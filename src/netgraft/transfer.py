@@ -139,7 +139,8 @@ class TransferReport:
                 "shrink": self.shrink, "function_gap": self.function_gap,
                 "unused_source_layers": self.unused_source_layers(),
                 "function_note": self.function_note, "constrained": list(self.constrained),
-                "uncompared_outputs": list(self.uncompared), "target_layers": len(self.pairs), "tensors": self.counts(),
+                "uncompared_outputs": list(self.uncompared), "target_layers": len(self.pairs),
+                "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
 
     def rows(self) -> list[tuple[str, str, str, str, str, str]]:
@@ -178,7 +179,7 @@ class TransferReport:
         unused = self.unused_source_layers()
         if unused and self.matching is not None and contained(self.matching, classifier=False):
             text += (f"; {len(unused)} source layers not carried over (a shallower target: "
-                     f"{', '.join(unused[:3])}{' …' if len(unused) > 3 else ''})")
+                     f"{_listed(unused, 3)})")
         if self.function_gap is not None:
             text += ("; the graft computes the source's function"
                      if self.function_gap < FUNCTION_GAP
@@ -250,17 +251,18 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             if packed is not None:  # whole source groups side by side in wider groups
                 value, plan = packed
             else:
+                # a relative-position bias table: its rows are offsets, not tokens
+                relative = tgt.kind == "param" and "relative_position" in name
                 if src.groups != tgt.groups and not by_group:
                     # a grouped fan-in is not a sum over the same inputs (unless mapped by group)
                     dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
                 value, plan = adapt.graft(
                     source, shape, dim_roles,
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
-                    tokens=tgt.kind == "param" and "pos" in name,
+                    tokens=tgt.kind == "param" and "pos" in name and not relative,
                     patches=adapt.is_patchify(src) and adapt.is_patchify(tgt),
                     offsets=((getattr(src.module, "window_size", None),
-                              getattr(tgt.module, "window_size", None))
-                             if tgt.kind == "param" and "relative_position" in name else None),
+                              getattr(tgt.module, "window_size", None)) if relative else None),
                     base=target, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
                     in_index=in_index, in_how=in_how, out_index=out_index,
@@ -501,13 +503,14 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `example_input` is an input `target` accepts (inferred for timm models), `source_input`
     one for `source`. `method` is ``"graft"`` (default) or ``"dpiat"`` (the paper, exactly).
     `head` is ``"auto"`` (copy the classifier only when the class counts agree, and temper it
-    for a distant pair, see below), ``"transfer"`` (copy it as it is) or ``"reset"``. With `identity_blocks` (graft only), residual blocks that repeat a source
-    block or have no source start as the identity, so a deeper target computes what its source
-    computed; so do the new layers of a deeper plain network (no residual connections), where
-    that brings its output closer to the source's (Net2Net's deeper operator: exact after
-    ReLU-like activations). `calibration_data` (a tensor of inputs, or an iterable of batches — a one-pass iterator
-    is read once, up to ``CALIBRATION_LIMIT`` inputs; graft only)
-    re-estimates batch-norm statistics after the graft.
+    for a distant pair, see below), ``"transfer"`` (copy it as it is) or ``"reset"``. With
+    `identity_blocks` (graft only), residual blocks that repeat a source block or have no source
+    start as the identity, so a deeper target computes what its source computed; so do the new
+    layers of a deeper plain network (no residual connections), where that brings its output
+    closer to the source's (Net2Net's deeper operator: exact after ReLU-like activations).
+    `calibration_data` (a tensor of inputs, or an iterable of batches — a one-pass iterator is
+    read once, up to ``CALIBRATION_LIMIT`` inputs; graft only) re-estimates batch-norm
+    statistics after the graft.
 
     `align` (needs `calibration_data`): after the graft, regress the target's stages onto the
     source's and fit its classifier to the source's logits (``netgraft.align``; costs about
@@ -785,15 +788,13 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             + (f"{len(weak)} layers matched weakly (score < {WEAK_SCORE}) and are best left "
                f"random: {shown}. " if weak else "")
             + (f"{len(report.left_weak)} weakly matched layers (score < {WEAK_SCORE}) were left "
-               f"at their init ({', '.join(report.left_weak[:6])}"
-               f"{' …' if len(report.left_weak) > 6 else ''}; min_score=0 transfers them too). "
+               f"at their init ({_listed(report.left_weak, 6)}; min_score=0 transfers them too). "
                if report.left_weak else "")
             + (f"{len(report.gated_off)} target blocks start gated off (a layer scale near zero "
                f"or a residual branch's zero-initialised last norm, kept as at init in a "
                f"distant pair): what they receive acts only once training opens their gates, "
                f"so this graft gives mostly the stem, downsampling and head "
-               f"({', '.join(report.gated_off[:4])}"
-               f"{' …' if len(report.gated_off) > 4 else ''})." if report.gated_off else ""))
+               f"({_listed(report.gated_off, 4)})." if report.gated_off else ""))
         warnings.warn(NetgraftWarning(message.strip()), stacklevel=3)
     if not untouched and report.coverage == 0:
         warnings.warn(NetgraftWarning(
@@ -980,11 +981,9 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     # outputs of another shape (a head with other classes beside one that matches) are not
     # compared; the note says which
     report.uncompared = [f"output {i} is {tuple(b.shape)} where the source's is {tuple(a.shape)}"
-                         for i, (a, b) in enumerate(zip(expected, got)) if a.shape != b.shape]
-    if not same:
-        report.uncompared = []
-        return None
-    return max(relative_gap((b - a).abs().max(), a) for a, b in same)
+                         for i, (a, b) in enumerate(zip(expected, got))
+                         if a.shape != b.shape] if same else []
+    return max(relative_gap((b - a).abs().max(), a) for a, b in same) if same else None
 
 
 def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
@@ -1017,10 +1016,15 @@ def relative_gap(gap: torch.Tensor, reference: torch.Tensor) -> float:
 TIED = "tied to "
 
 
+def _listed(items: list[str], most: int, sep: str = ", ") -> str:
+    """The first `most` of `items` joined by `sep`, and " …" when there are more."""
+    return sep.join(items[:most]) + (" …" if len(items) > most else "")
+
+
 def _constrained_text(names: list[str]) -> str:
     return (f"{len(names)} grafted weights changed when written back through their "
             f"parametrization, which constrains them (e.g. spectral norm divides by the "
-            f"largest singular value): {', '.join(names[:3])}{' …' if len(names) > 3 else ''}")
+            f"largest singular value): {_listed(names, 3)}")
 
 
 def _why_not_preserved(report: TransferReport) -> str:
@@ -1046,44 +1050,44 @@ def _why_not_preserved(report: TransferReport) -> str:
     # weights; layers started as identities or zeroed compute what they should
     fresh = {r.target for r in report.pairs
              if r.note == IDENTITY_LAYER or r.note.startswith("zeroed")}
-    spacing = [f"{b.name} {key} {x}→{y}"
+    spacing = [f"{b.name} {key} {x[key]}→{y[key]}"
                for t, s in sorted(matching.pairs.items()) if s is not None
                for a, b in [(src.layers[s], tgt.layers[t])]
                if a.kind == b.kind == "conv" and b.name not in fresh
-               for key in ("stride", "dilation")
-               if (x := _conv_setting(a, key)) is not None
-               and (y := _conv_setting(b, key)) is not None and x != y]
+               for x, y in [(_settings(a.module, CONV_SETTINGS),
+                             _settings(b.module, CONV_SETTINGS))]
+               for key in x if key in y and x[key] != y[key]]
     why = []
     if norms:
         why.append(f"{len(norms)} layer norms widen by a non-integer factor, which changes "
-                   f"the statistics they normalise by ({', '.join(norms[:3])}"
-                   f"{' …' if len(norms) > 3 else ''}); integer width factors keep them")
+                   f"the statistics they normalise by ({_listed(norms, 3)}); integer width "
+                   f"factors keep them")
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
-                   f"({', '.join(groups[:3])}{' …' if len(groups) > 3 else ''})")
+                   f"({_listed(groups, 3)})")
     mates = {src.layers[s].name: tgt.layers[t].name for t, s in matching.pairs.items()
              if s is not None}
     lacks = [(module, where) for module, p, q in sorted(src.summed)
              if p in mates and q in mates
              and (where := _missing_sum(module, p, q, mates[p], mates[q], tgt.summed))]
     if lacks:
-        shown = "; ".join(f"the source's {m} adds a skip connection that the target's {w} lacks"
-                          for m, w in lacks[:2])
+        shown = [f"the source's {m} adds a skip connection that the target's {w} lacks"
+                 for m, w in lacks]
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
-                   f"({shown}{' …' if len(lacks) > 2 else ''})")
+                   f"({_listed(shown, 2, '; ')})")
     if spacing:
         many = len(spacing) > 1
         why.append(f"{len(spacing)} convolution{'s' if many else ''} copied onto one with "
-                   f"another stride or dilation ({', '.join(spacing[:3])}"
-                   f"{' …' if len(spacing) > 3 else ''}): the same weights read other inputs")
+                   f"another stride or dilation ({_listed(spacing, 3)}): the same weights "
+                   f"read other inputs")
     settings = _unit_settings(report)
     if settings:
         many = len(settings) > 1
         why.append(f"{len(settings)} block{'s' if many else ''} compute{'' if many else 's'} "
                    f"otherwise than the source block{'s they were' if many else ' it was'} "
-                   f"copied from, by settings that hold no parameters ({'; '.join(settings[:2])}"
-                   f"{' …' if len(settings) > 2 else ''})")
+                   f"copied from, by settings that hold no parameters "
+                   f"({_listed(settings, 2, '; ')})")
     if report.regrafted:
         why.append(report.regrafted)
     reordered = {r.target for r in report.pairs if any(SUM_ORDER in t.how for t in r.tensors)}
@@ -1121,8 +1125,8 @@ def _why_not_preserved(report: TransferReport) -> str:
     if later:
         why.append("then " + " and ".join(later))
     if report.uncompared:  # whatever the gap: it says nothing of these outputs
-        why.insert(0, f"the gap covers the outputs of the source's shapes only ("
-                      f"{'; '.join(report.uncompared[:2])}{' …' if len(report.uncompared) > 2 else ''})")
+        why.insert(0, f"the gap covers the outputs of the source's shapes only "
+                      f"({_listed(report.uncompared, 2, '; ')})")
     return "; ".join(why)
 
 
@@ -1130,6 +1134,8 @@ def _why_not_preserved(report: TransferReport) -> str:
 #: windows alternate block by block: a source block copied into a block of the other parity
 #: attends over other windows)
 UNIT_SETTINGS = ("shift_size", "window_size")
+#: settings of a conv module that change what the same weights read
+CONV_SETTINGS = ("stride", "dilation")
 
 
 def _unit_settings(report: TransferReport) -> list[str]:
@@ -1587,12 +1593,11 @@ def _follow_settings(matching: Matching) -> Matching:
     return replace(matching, pairs=pairs)
 
 
-def _conv_setting(layer: Layer, key: str) -> str | None:
-    """A conv layer's `key` ("stride" or "dilation") as its module holds it, e.g. ``"(2, 2)"``
-    (None when the module does not say)."""
-    value = getattr(layer.module, key, None)
-    return None if value is None else str(tuple(value) if isinstance(value, (list, tuple))
-                                          else value)
+def _settings(module: nn.Module | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The settings `keys` that `module` holds (attributes without parameters: a conv's
+    stride, a Swin block's window), lists as tuples so that equal settings compare equal."""
+    return {key: tuple(value) if isinstance(value, list) else value for key in keys
+            if (value := getattr(module, key, None)) is not None}
 
 
 def _block_settings(arch: Architecture, name: str | None) -> dict[str, Any]:
@@ -1601,8 +1606,7 @@ def _block_settings(arch: Architecture, name: str | None) -> dict[str, Any]:
         module = arch.model.get_submodule(name) if arch.model is not None and name else None
     except AttributeError:
         module = None
-    return {key: value for key in UNIT_SETTINGS
-            if (value := getattr(module, key, None)) is not None}
+    return _settings(module, UNIT_SETTINGS)
 
 
 def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Architecture,
