@@ -5,7 +5,7 @@ import math
 
 from torch import nn
 
-from ..trace import Layer
+from ..trace import NORM_KINDS, Layer
 
 # DPIAT's layer classes, in the order its package checks them (section 1 of DPIAT.md)
 DPIAT_CLASSES: tuple[type, ...] = (
@@ -71,6 +71,19 @@ def _spatial(layer: Layer) -> int | None:
     return len(layer.shapes["weight"]) - 2
 
 
+def _per_channel(layer: Layer) -> bool:
+    """A norm, or a conv whose every channel reads only itself (depthwise, or one channel)."""
+    return (layer.kind in NORM_KINDS or layer.kind == "norm" or layer.depthwise
+            or layer.kind == "conv" and layer.groups == layer.in_dim == layer.out_dim)
+
+
+def _reads_input(layer: Layer) -> bool:
+    """Whether `layer` reads the model input's channels: directly, or through layers that keep
+    channels apart (norms, depthwise convs: `Layer.in_layout` follows channels through them)."""
+    return layer.role == "input" or (layer.in_layout is not None and bool(layer.in_layout)
+                                     and all(p == "" for p, *_ in layer.in_layout))
+
+
 def graft_score(source: Layer, target: Layer) -> float:
     """Score for the default method: compatible kinds (conv ~ linear, any norm ~ any norm),
     shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise."""
@@ -96,14 +109,21 @@ def graft_score(source: Layer, target: Layer) -> float:
         if a[2] != 1 or b[2] != 1:
             return 0.0
         compat = min(compat, 0.5)
+    # another number of input channels (RGB, gray, multispectral, sensors) is the data's, not
+    # the network's: a stem conv maps them exactly on gray images (`adapt`), and the norms and
+    # depthwise convs that read the input before it (a BatchNorm on the raw input) have as
+    # many channels as the input has
+    inputs = _reads_input(source) and _reads_input(target)
+    depthwise = source.depthwise, target.depthwise
+    if inputs and all(map(_per_channel, (source, target))):
+        a = b[:1] + a[1:]  # as many channels as the input: not compared
+        depthwise = (source.kind == "conv",) * 2  # a 1-channel conv is a depthwise one
     if len(a) == 3 and len(b) == 3:
-        # a stem reading another number of input channels (RGB, gray, multispectral) maps
-        # them exactly on gray images (`adapt`): its fan-in says nothing about the network
-        stems = source.role == target.role == "input" and source.kind == target.kind == "conv"
+        stems = inputs and source.kind == target.kind == "conv"
         score = (ratio(a[0], b[0]) * (1.0 if stems else ratio(a[1], b[1]))
                  * math.sqrt(ratio(a[2], b[2])))
     else:
         score = math.prod(ratio(x, y) for x, y in zip(a, b))
-    if source.depthwise != target.depthwise:
+    if depthwise[0] != depthwise[1]:
         score *= 0.25
     return compat * score
