@@ -205,6 +205,24 @@ def test_convolutions_of_another_dilation_are_named():
     assert "the same weights read other inputs" in report.function_note
 
 
+@pytest.mark.parametrize("strides", [(1, 2, 1, 2), (1, 2, 2, 1), (1, 1, 2, 2)])
+def test_a_plain_conv_stack_deepened_by_a_stride_one_conv_keeps_its_strided_convs(strides):
+    """Convs 16 → 16 with strides 1, 2, 2 grown by one stride-1 conv anywhere: every conv
+    shape is the same, so only the stride says which target conv holds which source conv
+    (QA, session 14: the strided source conv went to the new stride-1 conv, gap 0.2 / 0.16)."""
+    def stack(spec) -> nn.Sequential:
+        layers = []
+        for i, stride in enumerate(spec):
+            layers += [nn.Conv2d(1 if i == 0 else 16, 16, 3, stride=stride, padding=1),
+                       nn.BatchNorm2d(16), nn.ReLU()]
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    torch.manual_seed(0)
+    source = _trained_looking(stack((1, 2, 2))).eval()
+    report = netgraft.transfer(source, stack(strides), example_input=torch.randn(2, 1, 32, 32))
+    assert report.function_gap < 1e-5 and report.function_note == ""
+
+
 def test_function_gap_is_the_grafts_and_later_steps_are_named():
     """Re-estimating the norms on calibration data changes a grown target as it would change
     its source: the gap is the graft's own, and the note says what came after."""

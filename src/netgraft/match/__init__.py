@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 from ..trace import Architecture, Layer, group_blocks
 from .dp import align
-from .scores import DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score
+from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
+                     stride_tie_break)
 
 DEFAULT_METHOD = "graft"
 
@@ -53,6 +54,8 @@ class Method:
     score: Callable[[Layer, Layer], float]
     #: items of a (source, target) pair when they depend on both (default: items of each)
     pair_items: Callable[[Architecture, Architecture], tuple[list, list]] | None = None
+    #: a factor in (0, 1] on a layer pair's score, for the DP only (its ties)
+    tie_break: Callable[[Layer, Layer], float] | None = None
 
     def both(self, source: Architecture, target: Architecture) -> tuple[list, list]:
         if self.pair_items is not None:
@@ -138,7 +141,7 @@ def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list,
 
 METHODS: dict[str, Method] = {
     "dpiat": Method("dpiat", _dpiat_items, dpiat_score),
-    "graft": Method("graft", _graft_items, graft_score, _graft_pair_items),
+    "graft": Method("graft", _graft_items, graft_score, _graft_pair_items, stride_tie_break),
 }
 
 
@@ -166,7 +169,9 @@ class _Aligner:
         if isinstance(s, list) and isinstance(t, list):
             return self.lists(s, t)[0]
         if isinstance(s, int) and isinstance(t, int):
-            return self.method.score(self.source.layers[s], self.target.layers[t])
+            pair = self.source.layers[s], self.target.layers[t]
+            score = self.method.score(*pair)
+            return score * self.method.tie_break(*pair) if self.method.tie_break else score
         return 0.0
 
     @staticmethod
@@ -199,8 +204,8 @@ class _Aligner:
                 continue
             if isinstance(s, list) and isinstance(t, list):
                 self.layer_pairs(s, t, out)
-            elif isinstance(s, int) and isinstance(t, int):
-                out[t] = (s, score)
+            elif isinstance(s, int) and isinstance(t, int):  # the score, without tie-breaks
+                out[t] = (s, self.method.score(self.source.layers[s], self.target.layers[t]))
 
 
 def gated_off(target: Architecture, pairs: dict[int, int | None]) -> list[int]:
@@ -235,8 +240,10 @@ def _holds(small: Layer, large: Layer) -> bool:
     wa, wb = small.weight_shape, large.weight_shape
     if small.kind != large.kind or small.depthwise != large.depthwise or (wa is None) != (wb is None):
         return False
-    if wa is None or len(wa) != len(wb):
-        return wa is None
+    if wa is None:  # tokens, tables, scales (resampled), recurrent layers (an LSTM is no GRU)
+        return small.type == large.type
+    if len(wa) != len(wb):
+        return False
     # the model's input channels are mapped, not held: any count onto any other by a mixing
     # matrix that keeps a gray image's response (`adapt`)
     skip = 1 if small.role == large.role == "input" and small.kind == "conv" else None

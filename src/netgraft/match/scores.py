@@ -15,6 +15,8 @@ DPIAT_CLASSES: tuple[type, ...] = (
 DPIAT_DIMENSIONAL: tuple[type, ...] = DPIAT_CLASSES[:6] + (nn.Linear,)
 
 
+
+
 def ratio(a: float, b: float) -> float:
     return min(a / b, b / a) if a > 0 and b > 0 else 0.0
 
@@ -127,3 +129,18 @@ def graft_score(source: Layer, target: Layer) -> float:
     if depthwise[0] != depthwise[1]:
         score *= 0.25
     return compat * score
+
+
+#: how much less the DP counts a conv matched to one of another stride: enough to break its
+#: ties between equally shaped layers, too little to change any other choice
+STRIDE_TIE_BREAK = 1e-6
+
+
+def stride_tie_break(source: Layer, target: Layer) -> float:
+    """The factor the graft DP multiplies a layer pair's score by (the score itself, which
+    `min_score` and the report read, is unchanged): a conv copied onto one of another stride
+    reads other inputs with the same weights, so a deeper stack of equally shaped convs
+    places its strided ones where the source has them."""
+    if source.kind == target.kind == "conv" and source.stride != target.stride:
+        return 1.0 - STRIDE_TIE_BREAK
+    return 1.0
