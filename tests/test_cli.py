@@ -159,6 +159,19 @@ def test_python_dash_m_runs_the_cli():
     assert all(cmd in out.stdout for cmd in ("transfer", "similarity", "rank", "zoo", "search"))
 
 
+def test_a_reader_that_has_gone_is_not_an_error():
+    """`netgraft similarity a b | head -1`: the pipe closes before the output is written (QA,
+    session 16: "error: Broken pipe", exit 1, since BrokenPipeError is an OSError)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "netgraft", "similarity", "resnet10t",
+                             "resnet14t"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader has gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Broken pipe" not in err and "Traceback" not in err
+
+
 def _resnet10t_args(tmp_path):
     """`_tiny_nets`, quiet, and the source module it saved."""
     args = [*_tiny_nets(tmp_path), "-q"]

@@ -101,6 +101,14 @@ def test_cold_search_and_resume_keeps_finished_trials(tmp_path, data):
     # resuming with other settings is refused
     with pytest.raises(NetgraftError, match="created with objectives"):
         open_study(tiny(tmp_path, warm=False, objectives="accuracy,flops"))
+    # ... also with what its accuracies were measured with, or another pool (QA, session 16:
+    # accepted silently, and the report compared accuracies measured otherwise)
+    for other, recorded in ((dict(image_size=32), "image_size=16, not 32"),
+                            (dict(train_size=50), "train_size=320, not 50"),
+                            (dict(epochs=0.5), "epochs=1.0, not 0.5"),
+                            (dict(pool=str(tmp_path / "elsewhere")), "pool=")):
+        with pytest.raises(NetgraftError, match=f"created with {recorded}"):
+            open_study(tiny(tmp_path, warm=False, trials=4, **other))
 
 
 class BadSpace:
@@ -297,13 +305,16 @@ def test_every_ready_space_builds_at_its_extremes(name):
 
 def test_cli_failed_start_leaves_no_study_behind(tmp_path, capsys):
     db = tmp_path / "s.db"
+    (tmp_path / "afile").write_text("not a folder")
     good = ["--dataset", "digits", "--image-size", "16", "--train-size", "320", "--trials", "1",
             "--storage", str(db), "--cold", "-q"]
     for bad, msg in ((["--dataset", "cifar"], "unknown dataset 'cifar'"),
                      (["--space", "bogus"], "unknown search space 'bogus'"),
                      (["--space", "bogus", "--study", "named"], "unknown search space 'bogus'"),
                      (["--objectives", "params"], "must include accuracy"),
-                     (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0")):
+                     (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
+                     (["--pool", str(tmp_path / "afile")], "afile: a file; give a folder"),
+                     (["--pool", "/proc/xpool"], "--pool /proc/xpool: cannot create the folder")):
         assert nas_cli.main(good + bad) == 2, bad
         captured = capsys.readouterr()
         assert "netgraft search: error: " in captured.err and msg in captured.err, captured.err

@@ -287,6 +287,16 @@ def test_errors(tmp_path):
     build_db(tmp_path / "s.db", with_mo=False)
     with pytest.raises(ReportError, match=r"no study named 'hot'; studies here: warm, cold"):
         write_report(tmp_path / "s.db", tmp_path / "r.html", studies=["warm", "hot"])
+    # damaged past the pages that list the studies (QA, session 16: an Optuna traceback)
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes((tmp_path / "s.db").read_bytes())
+    with open(damaged, "r+b") as f:
+        f.seek(8192)
+        f.write(b"X" * 53)
+    with pytest.raises(ReportError, match="damaged.db: cannot read the Optuna storage: "
+                                          "DatabaseError: database disk image is malformed"):
+        write_report(damaged, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
     with pytest.raises(NetgraftError, match="output folder does not exist"):
         write_report(tmp_path / "s.db", tmp_path / "missing" / "r.html")
     assert not (tmp_path / "r.html").exists()

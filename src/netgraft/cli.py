@@ -441,14 +441,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netgraft {args.command}: error: out of memory (an input size or a model too "
               f"large for this machine: try a smaller --input-size or model)", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `netgraft similarity a b | head -1`: the reader has gone
+        # (before OSError, its base class.) Python's documented remedy: point stdout at
+        # devnull so the exit flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a file the command reads or writes: name it, no traceback
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"netgraft {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # `netgraft similarity a b | head -1`: the reader has gone
-        # Python's documented remedy: point stdout at devnull so the exit flush cannot fail
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def front_table(study, top: int = 15):
 def _check_start(args: argparse.Namespace, console):
     """Every check that needs no storage, in order (a failed start leaves no study behind):
     the settings, the space, the storage's folder, URL and driver, then the dataset."""
-    from .search import load_data, storage_url
+    from .search import default_pool_dir, load_data, storage_url
     from .space import get_space
 
     if args.top < 1:
@@ -167,7 +167,16 @@ def _check_start(args: argparse.Namespace, console):
     get_space(cfg.space)
     check_storage_folder(cfg.storage)
     storage_url(cfg.storage)  # the URL and its driver; an existing file must be Optuna's
+    pool = Path(default_pool_dir(cfg))
+    if pool.exists() and not pool.is_dir():
+        raise NetgraftError(f"--pool {pool}: a file; give a folder for the trained weights "
+                            f"(it is created if missing)")
     data = load_data(cfg)
+    try:  # before the study: a folder that cannot be made would leave an empty study behind
+        pool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NetgraftError(f"--pool {pool}: cannot create the folder for the trained weights "
+                            f"({exc.strerror or exc})") from None
     for option, asked, split, used in (("--train-size", args.train_size, "training", data.train),
                                        ("--test-size", args.test_size, "test", data.test)):
         if asked is not None and asked > len(used):

@@ -432,13 +432,22 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
         for k, v in sorted(wanted.items(), key=lambda kv: kv[0] == "objectives"):
             study.set_user_attr(k, v)
     else:
-        for k in ("objectives", "warm", "space", "dataset"):
-            if attrs.get(k) != wanted[k]:
+        recorded = {**attrs, **attrs.get("config", {})}
+        wanted = {**wanted, **wanted["config"]}
+        # what its trials were measured with, and where their weights are: another value
+        # would compare accuracies measured otherwise, or graft from none of them
+        for k in ("objectives", "warm", "space", "dataset", *MEASURED_WITH, "pool"):
+            if k in recorded and recorded[k] != wanted[k]:
                 raise NetgraftError(
                     f"study '{cfg.study_name}' in {_redact(storage_url(cfg.storage))} was created "
-                    f"with {k}={attrs.get(k)!r}, not {wanted[k]!r}; resume it with the same "
+                    f"with {k}={recorded[k]!r}, not {wanted[k]!r}; resume it with the same "
                     f"options or name a new one with --study")
     return study
+
+
+#: the settings a study's accuracies were measured with: a resumed study keeps them
+MEASURED_WITH = ("image_size", "train_size", "test_size", "epochs", "batch_size", "lr",
+                 "calibration")
 
 
 # ---------------------------------------------------------------------------- data

@@ -57,15 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """Standalone entry (`python -m netgraft.report.cli`) until `netgraft report` is wired."""
-    from ..errors import NetgraftError
+    """`python -m netgraft.report ...` = `netgraft report ...` (its errors, Ctrl-C and pipes
+    handled alike)."""
+    from ..cli import main as netgraft_main
 
-    args = add_arguments(argparse.ArgumentParser(prog="netgraft report", description=HELP)).parse_args(argv)
-    try:
-        return run(args)
-    except NetgraftError as exc:
-        print(f"netgraft report: error: {exc}", file=sys.stderr)
-        return 2
+    return netgraft_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

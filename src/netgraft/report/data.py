@@ -10,10 +10,11 @@ import math
 import re
 import sqlite3
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import NetgraftError
 
@@ -198,19 +199,10 @@ def load_studies(storage: str | Path, studies: Sequence[str] | None = None) -> l
 
     url = existing_storage_url(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _readable(storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             summaries = optuna.get_all_study_summaries(url, include_best_trial=False)
-    except NetgraftError:
-        raise
-    except Exception as exc:  # sqlalchemy / optuna: unreachable server, schema version, ...
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        m = re.match(r"^[a-zA-Z][\w+.-]*://[^/@:]*:([^/@]*)@", str(storage))
-        if m and m.group(1):
-            msg = msg.replace(m.group(1), "***")
-        raise ReportError(f"{redact(storage)}: cannot read the Optuna storage: "
-                          f"{type(exc).__name__}: {msg}") from None
     names = [s.study_name for s in summaries]
     if not names:
         raise ReportError(f"{redact(storage)}: the storage holds no studies")
@@ -220,7 +212,28 @@ def load_studies(storage: str | Path, studies: Sequence[str] | None = None) -> l
             raise ReportError(f"{redact(storage)}: no study named {', '.join(map(repr, missing))}; "
                               f"studies here: {', '.join(names)}")
         names = list(dict.fromkeys(studies))
-    return [_study_data(optuna.load_study(study_name=n, storage=url)) for n in names]
+    with _readable(storage):  # a database damaged past its first pages fails only here
+        return [_study_data(optuna.load_study(study_name=n, storage=url)) for n in names]
+
+
+@contextmanager
+def _readable(storage: str | Path) -> Iterator[None]:
+    """Reading `storage`: what the database layers raise (an unreachable server, a schema
+    version, a damaged file) becomes a `ReportError` naming the storage, password hidden."""
+    try:
+        yield
+    except NetgraftError:
+        raise
+    except Exception as exc:  # sqlalchemy / optuna
+        cause = exc
+        while cause.__cause__ is not None or cause.__context__ is not None:  # the driver's words
+            cause = cause.__cause__ or cause.__context__
+        msg = str(cause).splitlines()[0] if str(cause) else ""
+        m = re.match(r"^[a-zA-Z][\w+.-]*://[^/@:]*:([^/@]*)@", str(storage))
+        if m and m.group(1):
+            msg = msg.replace(m.group(1), "***")
+        raise ReportError(f"{redact(storage)}: cannot read the Optuna storage: "
+                          f"{type(cause).__name__}: {msg}") from None
 
 
 def _study_data(study) -> StudyData:
