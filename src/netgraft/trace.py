@@ -606,11 +606,13 @@ def _execution_order(model: nn.Module, example: Any, hint: str
         producers = [name for name, t in outputs.items() if t.data_ptr() == ptr][-1:]
         if not producers and out_t.ndim:
             # the output is computed from the head(s) (averaged, scaled ...): take the last
-            # layers that produce as many features as the model outputs
+            # layers that produce as many features as the model outputs, in tensors of the
+            # output's rank — a backbone's (``num_classes=0``) pooled feature maps are
+            # features, and its last layers no classifier
             def width(t: torch.Tensor) -> int:
                 return t.shape[-1] if t.ndim <= 2 else t.shape[1]
             for name, t in reversed(outputs.items()):
-                if not t.ndim or width(t) != width(out_t):
+                if t.ndim != out_t.ndim or width(t) != width(out_t):
                     break
                 producers.append(name)
     return order, (input_reader[0] if input_reader else None), producers, sources
@@ -712,6 +714,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     inp = _first_tensor(example_input)
     order, input_layer, output_layers, sources = _execution_order(model, example_input,
                                                                   input_hint)
+    if getattr(model, "num_classes", None) == 0:
+        output_layers = []  # a timm backbone (``num_classes=0``): its last layers make features
 
     modules = dict(model.named_modules())
     layers: list[Layer] = []
@@ -742,8 +746,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
             layer.in_layout = layout
         if layer.name == input_layer:
             layer.role = "input"
-        elif layer.name in output_layers:
-            layer.role = "output"
+        elif layer.name in output_layers and not (layer.kind in NORM_KINDS or layer.kind == "norm"):
+            layer.role = "output"  # a classifier's units are classes; a norm's are features
 
     blocks = _unit_blocks(_blocks(model, layers), layers, sources.residual)
     cfg = getattr(model, "pretrained_cfg", None)

@@ -42,6 +42,15 @@ WEAK_SCORE = 0.25
 #: default jitter of how a widened layer's fan-in is split among the replicas of a unit
 #: (zero-sum: the grafted function is unchanged; see adapt.mapping.replica_jitter)
 SPLIT_NOISE = 0.05
+#: the note of a target that holds its source but does not compute its function, for a
+#: reason none of the report's checks names
+UNNAMED_GAP = ("for a reason the report does not name (an operation without parameters "
+               "that depends on the width or depth, e.g. a channel shuffle, an attention "
+               "scale set by the head size, a post-norm residual, a block's fixed constants)")
+#: why a target scale is left at its init when its source is a shut gate (`Layer.gate`)
+SHUT_SOURCE = ("the source's scale is shut (zero or near zero, as an untrained residual "
+               "branch's last norm or layer scale): copied onto a layer that is no gate, it "
+               "would silence everything after it")
 #: a containing target whose relative output gap (``report.function_gap``) is below this
 #: computes its source's function (float32 round-off; the growth tests hold 1e-4)
 FUNCTION_GAP = 1e-4
@@ -177,6 +186,8 @@ class TransferReport:
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
         unused = self.unused_source_layers()
+        if self.matching is not None and (head := _backbone_of(self.matching)) is not None:
+            unused = [name for name in unused if name != head.name]  # a backbone: no classes
         if unused and self.matching is not None and contained(self.matching, classifier=False):
             text += (f"; {len(unused)} source layers not carried over (a shallower target: "
                      f"{_listed(unused, 3)})")
@@ -188,6 +199,9 @@ class TransferReport:
             text += f" (relative output gap {self.function_gap:.1e})"
             if self.function_note:
                 text += f"; {self.function_note}"
+        elif self.uncompared:
+            text += (f"; the target holds the source but its outputs were not compared "
+                     f"({_listed(self.uncompared, 2, '; ')})")
         if self.constrained and self.function_gap is None:  # else function_note says it
             text += "; " + _constrained_text(self.constrained)
         if narrowed and self.shrink:
@@ -230,6 +244,9 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
         source = src_t.get(name)
         if source is None:
             records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            continue
+        if src.gate and not tgt.gate and (name == "weight" or tgt.kind == "param"):
+            records.append(init_record(tgt, name, SHUT_SOURCE))
             continue
         if adapt.gate_count(src) != adapt.gate_count(tgt):  # an LSTM's gates are not a GRU's
             records.append(init_record(
@@ -683,7 +700,10 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         if method != "dpiat" and _zero_weights_new(report):
             report = _without_zero_weights(source, target, report, backup, head,
                                            identity_blocks, shrink, split_noise, seed)
-        if method != "dpiat" and embeds(report.matching):  # the graft's own function
+        if method != "dpiat" and (embeds(report.matching)
+                                  or _backbone_of(report.matching) is not None
+                                  and embeds(report.matching, classifier=False)):
+            # the graft's own function (a backbone's: the features of the source's classifier)
             start = time.perf_counter()
             report.function_gap = _function_gap(source, target, report)
             if (identity_blocks and report.function_gap is not None
@@ -969,21 +989,43 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     the outputs differ in shape (e.g. another class count). When the two read other numbers of
     input channels, both run on one gray image repeated to their channels."""
     inputs = _paired_inputs(report.matching)
+    classifier = _backbone_of(report.matching)
+    features: list[torch.Tensor] = []
+    hook = None if classifier is None else classifier.module.register_forward_pre_hook(
+        lambda module, args: features.append(args[0].detach()) if not features else None)
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
+    finally:
+        if hook is not None:
+            hook.remove()
+    if classifier is not None:  # a backbone computes what the source's classifier reads
+        expected = features[0].flatten(1) if features else None
+        got = got.flatten(1) if isinstance(got, torch.Tensor) else None
+        if expected is None or got is None or expected.shape != got.shape:
+            return None
+        report.uncompared = []
+        return relative_gap((got - expected).abs().max(), expected)
     expected, got = _tensors_of(expected), _tensors_of(got)  # every output of a multi-head
     if not expected or len(expected) != len(got):
         return None
     same = [(a, b) for a, b in zip(expected, got)
             if a.shape == b.shape and a.is_floating_point() and b.is_floating_point()]
-    # outputs of another shape (a head with other classes beside one that matches) are not
-    # compared; the note says which
+    # outputs of another shape (a head with other classes, beside one that matches or not)
+    # are not compared; the note says which
     report.uncompared = [f"output {i} is {tuple(b.shape)} where the source's is {tuple(a.shape)}"
-                         for i, (a, b) in enumerate(zip(expected, got))
-                         if a.shape != b.shape] if same else []
+                         for i, (a, b) in enumerate(zip(expected, got)) if a.shape != b.shape]
     return max(relative_gap((b - a).abs().max(), a) for a, b in same) if same else None
+
+
+def _backbone_of(matching: Matching) -> Layer | None:
+    """For a target without a classifier (a backbone, ``num_classes=0``) grafted from a source
+    with one: the source's classifier, whose input is what the target's output should be."""
+    heads = [layer for layer in matching.source.layers if layer.role == "output"]
+    if len(heads) != 1 or any(layer.role == "output" for layer in matching.target.layers):
+        return None
+    return heads[0]
 
 
 def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
@@ -1113,6 +1155,8 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(_constrained_text(report.constrained))
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
+    elif report.function_gap is not None and not why:
+        why.append(UNNAMED_GAP)
     later = [text for done, text in (
         (report.left_weak, f"{len(report.left_weak)} weak matches were left at init"),
         (report.reset_norms, "norm statistics were reset"),
@@ -1127,6 +1171,9 @@ def _why_not_preserved(report: TransferReport) -> str:
     if report.uncompared:  # whatever the gap: it says nothing of these outputs
         why.insert(0, f"the gap covers the outputs of the source's shapes only "
                       f"({_listed(report.uncompared, 2, '; ')})")
+    if report.matching is not None and _backbone_of(report.matching) is not None:
+        why.insert(0, "measured on the features the source's classifier reads (the target "
+                      "has no classifier)")
     return "; ".join(why)
 
 
