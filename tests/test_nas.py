@@ -517,3 +517,20 @@ def test_storage_that_is_another_applications_sqlite_file_is_refused(tmp_path, c
     assert storage_url(str(tmp_path / "empty.db")).startswith("sqlite:///")
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
     assert storage_url(str(tmp_path / "optuna.db")).startswith("sqlite:///")
+
+
+def test_a_warm_trial_that_did_not_graft_says_why_in_its_line():
+    """QA (session 16): a warm trial whose pool weights could not be read printed "cold",
+    its reason kept only in the `warm_note` attribute."""
+    from types import SimpleNamespace
+
+    attrs = {"arch": "effnet d=1 w=8", "accuracy": 0.5, "accuracy_at_0": 0.1, "params": 1234,
+             "trial_seconds": 2.0, "parent": None,
+             "warm_note": "skipped 92a516c4b875: pool/92a5.safetensors is not a readable file"}
+    trial = SimpleNamespace(number=3, state=SimpleNamespace(name="COMPLETE"), user_attrs=attrs)
+    line = nas_cli._describe(trial)
+    assert "cold (skipped 92a516c4b875: pool/92a5.safetensors is not a readable file)" in line
+    attrs["warm_note"] = "x" * 300
+    assert "cold (" + "x" * 157 + "...)" in nas_cli._describe(trial)
+    del attrs["warm_note"]
+    assert nas_cli._describe(trial).endswith("1,234 params, cold, 2.0s")

@@ -386,3 +386,25 @@ def test_flops_panel_and_three_objectives(tmp_path):
     assert [(t["legendgroup"], t["xaxis"]) for t in stairs] == [("flops2", "x3")]   # none for 3-D
     assert stairs[0]["x"] == [r[2] * 40 for r in sorted(MO, key=lambda r: r[2]) if r[0] in {3, 4, 5}]
     assert data_points(out.read_text(), "pareto") == 3 * 2 * len(MO)
+
+
+def test_a_warm_trial_that_did_not_graft_says_why_and_foreign_studies_are_named(tmp_path):
+    """QA (session 16): a warm trial whose pool weights could not be read was shown as random
+    init with its reason (`warm_note`) nowhere; a study minimising a loss was shown as
+    accuracy ("best 189.4%"); an infinite attribute crashed the report."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    C = optuna.trial.TrialState.COMPLETE
+    warm = _new(url, "warm", ["accuracy"], True)
+    note = "skipped 92a516c4b875: pool/92a5.safetensors is not a readable safetensors file"
+    _add(warm, 0, C, [0.6], {**_attrs(0, 0.6, 1000, 1.0), "warm_note": note})
+    _add(warm, 1, C, [0.7], {**_attrs(1, 0.7, 2000, 1.0), "params": float("inf")})
+    out = tmp_path / "r.html"
+    write_report(tmp_path / "s.db", out)
+    page = out.read_text()
+    assert f"none (random init): {note}" in page
+    loss = optuna.create_study(storage=url, study_name="loss", direction="minimize")
+    _add(loss, 0, C, [1.894])
+    with pytest.raises(ReportError, match="study 'loss' was not made by `netgraft search`: it "
+                                          "minimises its one objective"):
+        write_report(tmp_path / "s.db", tmp_path / "r2.html", studies=["loss"])
+    assert not (tmp_path / "r2.html").exists()

@@ -193,6 +193,9 @@ def _describe(t) -> str:
         return f"trial {t.number} [red]failed[/]: {escape(str(a.get('fail_reason')))}"
     src = (f"from #{a['parent_trial']} (sim {a['similarity']:.2f}, cov {100 * a['coverage']:.0f}%)"
            if a.get("parent") else "cold")
+    if not a.get("parent") and a.get("warm_note"):  # a warm start that did not graft
+        note = str(a["warm_note"])
+        src += f" ({escape(note if len(note) <= 160 else note[:157] + '...')})"
     return (f"trial {t.number} {escape(a.get('arch', '?'))}: acc {100 * a['accuracy']:.1f}% "
             f"(@0 {100 * a['accuracy_at_0']:.1f}%), {a['params']:,} params, {src}, "
             f"{a['trial_seconds']:.1f}s")

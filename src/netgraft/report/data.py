@@ -53,6 +53,7 @@ class TrialRow:
     steps: int | None = None
     pool_key: str | None = None
     fail_reason: str | None = None
+    warm_note: str | None = None    # why a warm trial was not grafted (``pool.warm_start``)
     start: datetime | None = None
     complete: datetime | None = None
     pareto: bool = False
@@ -242,7 +243,12 @@ def _study_data(study) -> StudyData:
     objectives = attrs.get("objectives")
     if not isinstance(objectives, list) or len(objectives) != len(directions):
         # not written by netgraft.nas (or inconsistent): name single-objective studies
-        # "accuracy", others by position
+        # "accuracy", others by position — unless the one objective is minimised (a loss)
+        if directions == ["minimize"]:
+            raise ReportError(
+                f"study {study.study_name!r} was not made by `netgraft search`: it minimises "
+                f"its one objective, which the report cannot show as accuracy (name the "
+                f"search's studies with --study)")
         objectives = ["accuracy"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))]
     objectives = [str(o) for o in objectives]
     data = StudyData(study.study_name, attrs, objectives, directions)
@@ -278,7 +284,7 @@ def _num(v: Any, kind=float):
         return None
     try:
         x = kind(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         return None
     return x if not isinstance(x, float) or math.isfinite(x) else None
 
@@ -308,5 +314,6 @@ def _trial_row(study_name: str, t, objectives: list[str]) -> TrialRow:
         # a running trial may carry a provisional reason (for the case it gets interrupted)
         fail_reason=(str(ua["fail_reason"]) if ua.get("fail_reason") is not None
                      and t.state.name == "FAIL" else None),
+        warm_note=str(ua["warm_note"]) if ua.get("warm_note") else None,
         start=t.datetime_start, complete=t.datetime_complete,
     )

@@ -64,7 +64,7 @@ def _si(v: float | None) -> str:
 
 def _parent_text(t: TrialRow) -> str:
     if t.parent is None and t.parent_trial is None:
-        return "none (random init)"
+        return "none (random init)" + (f": {t.warm_note}" if t.warm_note else "")
     if t.lineage_parent is not None:
         who = f"trial #{t.lineage_parent}"
     else:
@@ -300,7 +300,8 @@ def trials_table(studies: Sequence[StudyData]) -> str:
     rows = []
     for s in studies:
         for t in sorted(s.trials, key=lambda t: t.number):
-            parent = "–" if t.parent_trial is None and t.parent is None else e(_parent_text(t))
+            parent = ("–" if t.parent_trial is None and t.parent is None and not t.warm_note
+                      else e(_parent_text(t)))
             cls = {"FAIL": "fail", "COMPLETE": ""}.get(t.state, "other")
             rows.append(
                 f'<tr class="{cls}" data-study="{e(s.name)}">' + "".join([
