@@ -87,3 +87,35 @@ def test_cli_grafts_models_built_with_arguments(tmp_path, capsys):
     x = torch.randn(4, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(target(x), source(x), atol=1e-4 * source(x).abs().max().item())
+
+
+def test_a_users_module_is_found_in_the_working_folder_and_its_import_errors_are_named(
+        tmp_path, monkeypatch):
+    """QA (session 16): the console scripts do not search the working folder (`python -m`
+    does), and a module with a syntax error, or a search space needing arguments, printed a
+    traceback."""
+    import sys
+
+    from netgraft.errors import NetgraftError
+    from netgraft.nas import get_space
+
+    (tmp_path / "ng_s16_nets.py").write_text(
+        "import torch\n"
+        "def net():\n    return torch.nn.Sequential(torch.nn.Linear(4, 3))\n"
+        "class NeedsArgs:\n    def __init__(self, x):\n        pass\n")
+    (tmp_path / "ng_s16_broken.py").write_text("def f(:\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    model = create_model("ng_s16_nets:net")
+    assert isinstance(model[0], torch.nn.Linear) and model[0].in_features == 4
+    with pytest.raises(ModelSpecError, match="importing 'ng_s16_broken' for model "
+                                             "'ng_s16_broken:f' failed: SyntaxError"):
+        create_model("ng_s16_broken:f")
+    with pytest.raises(NetgraftError, match="importing 'ng_s16_broken' for search space"):
+        get_space("ng_s16_broken:X")
+    with pytest.raises(NetgraftError, match="search space 'ng_s16_nets:NeedsArgs': building it "
+                                            "raised TypeError"):
+        get_space("ng_s16_nets:NeedsArgs")
+    with pytest.raises(ModelSpecError, match="cannot import 'ng_s16_missing' for model .* or in "
+                                             "the working folder"):
+        create_model("ng_s16_missing:net")

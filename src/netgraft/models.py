@@ -136,13 +136,32 @@ def create_model(spec: str, *, num_classes: int | None = None, in_chans: int | N
         raise ModelSpecError(f"timm could not build '{spec}' with {kwargs}: {exc}") from exc
 
 
+def import_user_module(module_name: str, what: str):
+    """Import the user's module named in a ``package.module:attr`` spec (`what` names it in
+    errors: "model 'm:f'"). The working folder is searched too, as ``python -m`` does and the
+    console scripts do not; a module that fails to import (a syntax error, an exception at
+    import) is named with its cause, not a traceback."""
+    import sys
+
+    try:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name.partition(".")[0] or "" in sys.path or "." in sys.path:
+                raise
+            sys.path.append("")  # after everything installed: never shadows a package
+            return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelSpecError(f"cannot import '{module_name}' for {what}: {exc}. Is it "
+                             f"installed, on PYTHONPATH or in the working folder?") from None
+    except Exception as exc:  # SyntaxError, or whatever the module raises at import
+        raise ModelSpecError(f"importing '{module_name}' for {what} failed: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+
 def _from_factory(spec: str, kwargs: dict[str, Any]) -> nn.Module:
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelSpecError(f"cannot import '{module_name}' for model '{spec}': {exc}. "
-                             f"Is it installed or on PYTHONPATH?") from exc
+    module = import_user_module(module_name, f"model '{spec}'")
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ModelSpecError(f"'{module_name}' has no callable '{attr}' (model '{spec}')")

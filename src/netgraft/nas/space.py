@@ -24,7 +24,6 @@ class / factory called without arguments).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
@@ -130,12 +129,20 @@ def get_space(spec: Any) -> SearchSpace:
     elif spec in SPACES:
         space = SPACES[spec]()
     elif ":" in spec:
+        from ..models import import_user_module
+
         module_name, _, attr = spec.partition(":")
+        obj = getattr(import_user_module(module_name, f"search space '{spec}'"), attr, None)
+        if obj is None:
+            raise NetgraftError(f"search space '{spec}' not found: '{module_name}' has no "
+                                f"'{attr}'")
         try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise NetgraftError(f"search space '{spec}' not found: {exc}") from exc
-        space = obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "sample")) else obj
+            space = (obj() if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "sample"))
+                     else obj)
+        except Exception as exc:  # a space class that needs arguments, or fails
+            raise NetgraftError(f"search space '{spec}': building it raised "
+                                f"{type(exc).__name__}: {exc} (a space is built without "
+                                f"arguments; give a class or factory that takes none)") from None
     else:
         raise NetgraftError(f"unknown search space '{spec}'; choose one of {', '.join(SPACES)} "
                             f"or give package.module:attr")
