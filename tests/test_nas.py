@@ -534,3 +534,20 @@ def test_a_warm_trial_that_did_not_graft_says_why_in_its_line():
     assert "cold (" + "x" * 157 + "...)" in nas_cli._describe(trial)
     del attrs["warm_note"]
     assert nas_cli._describe(trial).endswith("1,234 params, cold, 2.0s")
+
+
+def test_equal_weights_of_two_studies_are_two_pool_entries(tmp_path):
+    """QA (session 16): two studies sharing a pool, one seed, one architecture: their first
+    trials' weights were byte-identical, so one content-addressed entry, which the second study
+    re-labelled; the first study then had nothing to graft from."""
+    x = torch.randn(1, 1, 8, 8)
+    pool = WarmStartPool(tmp_path / "pool", _mlp, example_input=x)
+    params = {"depth": 1, "hidden": 16}
+    a = pool.add(_mlp(params), params, study="A", metrics={"accuracy": 0.5})
+    b = pool.add(_mlp(params), params, study="B", metrics={"accuracy": 0.5})
+    assert a != b and len(pool) == 2
+    assert [e.key for e in pool.candidates(study="A")] == [a]
+    assert [e.key for e in pool.candidates(study="B")] == [b]
+    # an entry's key is still the sha256 of its weights file
+    import hashlib
+    assert hashlib.sha256((tmp_path / "pool" / f"{a}.safetensors").read_bytes()).hexdigest() == a

@@ -280,12 +280,16 @@ class WarmStartPool:
 
         from .. import __version__
 
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-        data = save(state, metadata={"format": FORMAT, "arch_params": arch_key(params)})
-        key = hashlib.sha256(data).hexdigest()
         if trial is not None:
             study = study or trial.study.study_name
             parent = parent if parent is not None else trial.user_attrs.get("parent")
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+        # the study and trial are in the file, so that two trials whose weights are equal (one
+        # seed and architecture in two studies sharing a pool) are two entries, each its own
+        data = save(state, metadata={
+            "format": FORMAT, "arch_params": arch_key(params), "study": str(study or self.study),
+            "trial": str(trial.number if trial is not None else None)})
+        key = hashlib.sha256(data).hexdigest()
         meta = {
             "format": FORMAT, "key": key, "arch_params": dict(params),
             "arch": self.describe(params) if self.describe else arch_key(params),
