@@ -808,3 +808,20 @@ def test_an_lstm_source_is_not_held_by_a_gru_target():
     # a wider LSTM does hold it
     report = netgraft.transfer(Recurrent(nn.LSTM).eval(), Recurrent(nn.LSTM), example_input=x)
     assert report.function_gap is not None and report.function_gap < 1e-5
+
+
+def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
+    """QA (session 16): a float64 source and a float32 target (or float32 → bfloat16) got no
+    function gap and no word why: the source's example input was fed to both as it was."""
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    source = _trained_looking(timm.create_model("resnet18", num_classes=10)).eval()
+    report = netgraft.transfer(source.double(), timm.create_model("resnet34", num_classes=10),
+                               example_input=x)
+    assert report.function_gap < 1e-5 and report.function_note == ""
+    report = netgraft.transfer(source.float(),
+                               timm.create_model("resnet34", num_classes=10).bfloat16(),
+                               example_input=x.bfloat16())
+    assert 1e-4 < report.function_gap < 0.05
+    assert report.function_note == ("the source computes in float32, the target in bfloat16: "
+                                    "bfloat16 rounds to 8e-03 relative")

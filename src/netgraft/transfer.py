@@ -1032,7 +1032,22 @@ def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
     """What the source and the target run on when their outputs or features are compared: the
     source's example input, or one gray image repeated to each one's input channels."""
     example = matching.source.example_input
-    return _gray_inputs(example, matching.target.example_input) or (example, example)
+    a, b = _gray_inputs(example, matching.target.example_input) or (example, example)
+    return _in_dtype_of(a, matching.source.model), _in_dtype_of(b, matching.target.model)
+
+
+def _float_dtype(model: nn.Module | None) -> torch.dtype | None:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None) \
+        if model is not None else None
+
+
+def _in_dtype_of(x: Any, model: nn.Module | None) -> Any:
+    """A floating input tensor in the dtype `model` computes in (a float64 source's example
+    input for a float32 target); anything else as it is."""
+    dtype = _float_dtype(model)
+    if dtype is None or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return x
+    return x.to(dtype)
 
 
 def _gray_inputs(source: Any, target: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -1156,7 +1171,14 @@ def _why_not_preserved(report: TransferReport) -> str:
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     elif report.function_gap is not None and not why:
-        why.append(UNNAMED_GAP)
+        a, b = _float_dtype(src.model), _float_dtype(tgt.model)
+        if a is not None and b is not None and a != b:
+            coarse = max((a, b), key=lambda d: torch.finfo(d).eps)
+            why.append(f"the source computes in {str(a).replace('torch.', '')}, the target in "
+                       f"{str(b).replace('torch.', '')}: {str(coarse).replace('torch.', '')} "
+                       f"rounds to {torch.finfo(coarse).eps:.0e} relative")
+        else:
+            why.append(UNNAMED_GAP)
     later = [text for done, text in (
         (report.left_weak, f"{len(report.left_weak)} weak matches were left at init"),
         (report.reset_norms, "norm statistics were reset"),
