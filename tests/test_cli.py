@@ -172,6 +172,30 @@ def test_a_reader_that_has_gone_is_not_an_error():
     assert proc.wait(timeout=120) == 0 and "Broken pipe" not in err and "Traceback" not in err
 
 
+def test_ctrl_c_while_the_command_line_starts_is_no_traceback():
+    """QA (session 13): a Ctrl-C during the first second (torch being imported) printed
+    Python's traceback. Simulated: the import of netgraft.align raises KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    code = ("import sys, builtins\n"
+            "sys.argv = [{argv0!r}]\n"
+            "real = builtins.__import__\n"
+            "def fake(name, *a, **k):\n"
+            "    if name == 'align' or name.endswith('.align'):\n"
+            "        raise KeyboardInterrupt\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = fake\n"
+            "import netgraft\n")
+    for argv0 in ("/usr/bin/netgraft", "my_script.py"):
+        out = subprocess.run([sys.executable, "-c", code.format(argv0=argv0)],
+                             capture_output=True, text=True, timeout=120)
+        if argv0.endswith("netgraft"):  # the command line: its own words
+            assert out.returncode == 130 and out.stderr.strip() == "interrupted; no output written"
+        else:  # a program importing netgraft gets its KeyboardInterrupt (killed by SIGINT)
+            assert out.returncode != 130 and "KeyboardInterrupt" in out.stderr
+
+
 def _resnet10t_args(tmp_path):
     """`_tiny_nets`, quiet, and the source module it saved."""
     args = [*_tiny_nets(tmp_path), "-q"]

@@ -4,15 +4,27 @@
     >>> report = netgraft.transfer(trained_resnet, timm.create_model("efficientnet_b0"))
     >>> print(report)
 """
-from .align import AlignReport, align
-from .autoinit import AutoInitReport, autoinit
-from .errors import (CheckpointError, ModelForwardError, ModelSpecError, NetgraftError,
-                     NetgraftWarning, UnsupportedModelError)
-from .match import DEFAULT_METHOD, METHODS, Matching, match
-from .metrics import ModelMetrics, metrics
-from .similarity import similarity
-from .trace import Architecture, Block, Layer, trace
-from .transfer import LayerRecord, TransferReport, transfer
+import os as _os
+import sys as _sys
+
+try:  # torch and timm take a second or two to import
+    from .align import AlignReport, align
+    from .autoinit import AutoInitReport, autoinit
+    from .errors import (CheckpointError, ModelForwardError, ModelSpecError, NetgraftError,
+                         NetgraftWarning, UnsupportedModelError)
+    from .match import DEFAULT_METHOD, METHODS, Matching, match
+    from .metrics import ModelMetrics, metrics
+    from .similarity import similarity
+    from .trace import Architecture, Block, Layer, trace
+    from .transfer import LayerRecord, TransferReport, transfer
+except KeyboardInterrupt:
+    # Ctrl-C while the command line starts (`netgraft ...`, `python -m netgraft ...`): what
+    # the command says when interrupted later, not Python's traceback; a program that
+    # imports netgraft gets its KeyboardInterrupt
+    if _os.path.basename(_sys.argv[0] if _sys.argv else "") in ("netgraft", "-m"):
+        print("interrupted; no output written", file=_sys.stderr)
+        raise SystemExit(130) from None
+    raise
 
 __version__ = "0.1.0"
 
