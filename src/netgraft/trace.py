@@ -52,6 +52,8 @@ def layer_kind(module: nn.Module) -> str:
             return kind
     # timm and others define their own norms (RmsNorm, LayerNorm2d ...): recognise them by name
     name = type(module).__name__.lower()
+    if "batchnorm" in name and hasattr(module, "running_mean"):
+        return "batchnorm"  # FrozenBatchNorm2d (timm, torchvision): its affine is in buffers
     if "norm" in name and hasattr(module, "weight"):
         return "layernorm" if ("layer" in name or "rms" in name) else "groupnorm" if "group" in name else "norm"
     return "param"
@@ -582,9 +584,12 @@ def _execution_order(model: nn.Module, example: Any, hint: str
             out = run_model(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
+        chans = (" If the model is meant to read these channels, build it for them (timm: "
+                 "in_chans=; CLI: --in-chans)." if "channels" in str(exc) else "")
         raise ModelForwardError(
             f"{type(model).__name__} failed on the example input of shape {shape}: "
-            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with {hint}.") from exc
+            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with {hint}."
+            f"{chans}") from exc
     finally:
         for h in handles:
             h.remove()
@@ -694,6 +699,13 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
                 f"before grafting", layer=meta)
 
 
+def uncompiled(model: Any) -> Any:
+    """The module a ``torch.compile``d one wraps (it holds the same parameters): traced and
+    grafted eagerly, without dynamo tracing netgraft's own hooks."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(model, nn.Module) and isinstance(inner, nn.Module) else model
+
+
 def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,
           input_hint: str = "example_input= (CLI: --input-size C,H,W)") -> Architecture:
     """Trace `model` into its parametric layers (in execution order) and blocks.
@@ -703,14 +715,17 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace() expects a torch.nn.Module, got {type(model).__name__}")
+    model = uncompiled(model)
     check_traceable(model)
     if reparametrized(model):  # computed weights (weight norm ...): trace them as plain tensors
         model = plain_copy(model)
     if example_input is None:
         shape = default_input_shape(model, input_hint)
         param = next((p for p in model.parameters() if p.is_floating_point()), None)
-        example_input = torch.randn(*shape, device=param.device if param is not None else "cpu",
-                                    dtype=param.dtype if param is not None else torch.float32)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is not drawn from
+            example_input = torch.randn(*shape,
+                                        device=param.device if param is not None else "cpu",
+                                        dtype=param.dtype if param is not None else torch.float32)
     inp = _first_tensor(example_input)
     order, input_layer, output_layers, sources = _execution_order(model, example_input,
                                                                   input_hint)
