@@ -399,3 +399,43 @@ def test_the_source_is_aligned_to_with_statistics_of_the_same_inputs(data):
     with pytest.raises(netgraft.NetgraftError, match="inputs the source accepts"):
         align(source, target, data, source_channels=3)
     assert _unchanged(target, state) and _unchanged(source, stale)
+
+
+def test_align_leaves_modes_gradients_and_the_random_stream_as_it_found_them(data):
+    """QA (session 16): under torch.no_grad() align failed in autograd; it set every
+    submodule's train/eval flag to the model's (a training run with frozen batch norms lost
+    them), deleted the user's gradients, and drew from the global random stream (dropout)."""
+    source = _source(8, 3, 0, data)
+    target = _net(6, 5, 1)
+    target.insert(len(target) - 1, nn.Dropout(0.5))
+    target.train()
+    for m in target.modules():  # a fine-tuning run with frozen batch norms
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    target[-1].weight.grad = torch.ones_like(target[-1].weight)
+    modes = [m.training for m in target.modules()]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with torch.no_grad():
+        report = align(source, target, data, steps=5, method="logits")
+    assert report.method == "logits" and report.steps == 5
+    assert torch.equal(torch.rand(3), expected)  # the stream was not drawn from
+    assert [m.training for m in target.modules()] == modes
+    assert torch.equal(target[-1].weight.grad, torch.ones_like(target[-1].weight))
+    with torch.inference_mode(), pytest.raises(netgraft.NetgraftError, match="inference mode"):
+        align(source, target, data, steps=5)
+    for bad in (-3, 2.5, "5", True):
+        with pytest.raises(ValueError, match="give a whole number of steps"):
+            align(source, target, data, steps=bad)
+
+
+def test_a_frozen_target_is_not_aligned_and_few_inputs_are_warned_about(data):
+    source = _source(8, 3, 0, data)
+    frozen = _net(6, 5, 1).requires_grad_(False)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    report = align(source, frozen, data, steps=5)  # was: "optimizer got an empty parameter list"
+    assert report.skipped and report.method == "none" and "no trainable parameter" in report.note
+    assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())
+    with pytest.warns(netgraft.NetgraftWarning, match="8 calibration inputs"):
+        align(source, _net(6, 5, 1), data[:8], steps=2)

@@ -651,3 +651,18 @@ def test_a_repeated_hidden_layer_is_the_new_identity_and_no_classifier_fills_it(
     assert report.function_gap < 1e-6
     head = report.pairs[-1]
     assert all(p.source != head.source for p in report.pairs[:-1])  # the classifier, once
+
+
+def test_a_residual_unit_cut_into_several_blocks_starts_as_the_identity():
+    """QA (session 16): skresnet18 → skresnet34 (same widths, deeper). DPIAT's grouping cuts a
+    repeated selective-kernel block into paths / attention / conv2 blocks: the DP filled the
+    1×1 attention convs from the 3×3 path convs (gap 1.41), and no repeated block started as
+    the identity. Now like for like by module name, and each repeated unit as a whole is an
+    identity."""
+    torch.manual_seed(0)
+    source = _trained_looking(timm.create_model("skresnet18", num_classes=10)).eval()
+    report = netgraft.transfer(source, timm.create_model("skresnet34", num_classes=10),
+                               example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap < 1e-5 and report.function_note == ""
+    attn = next(r for r in report.pairs if r.target == "layer2.1.conv1.attn.fc_reduce")
+    assert attn.source == "layer2.1.conv1.attn.fc_reduce" and attn.action == "copied"

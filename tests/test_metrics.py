@@ -50,3 +50,18 @@ def test_no_latency_and_tuple_input():
         measure_latency(nn.Linear(3, 2), torch.randn(1, 3), repeats=0)
     with pytest.raises(TypeError):
         metrics("resnet18", torch.randn(1, 3))
+
+
+def test_metrics_keep_every_submodules_mode_and_name_a_failing_input():
+    """QA (session 16): metrics() set every submodule to the model's own mode (a training run's
+    frozen batch norms went back to train) and let torch's error out of a conv."""
+    from netgraft.errors import ModelForwardError
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2)).train()
+    model[1].eval()
+    metrics(model, torch.randn(1, 3, 16, 16), latency_repeats=2)
+    assert model.training and not model[1].training
+    with pytest.raises(ModelForwardError, match=r"failed on the example input \(1, 1, 16, 16\)"):
+        metrics(model, torch.randn(1, 1, 16, 16), latency_repeats=2)
+    assert model.training and not model[1].training

@@ -825,3 +825,39 @@ def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
     assert 1e-4 < report.function_gap < 0.05
     assert report.function_note == ("the source computes in float32, the target in bfloat16: "
                                     "bfloat16 rounds to 8e-03 relative")
+
+
+def test_calibration_data_forms_and_argument_types_are_checked():
+    """QA (session 16): a DataLoader of dicts raised AttributeError from inside calibrate, data on
+    the meta device a torch error; align=1 silently did nothing; align_steps=-3 was accepted,
+    "5" raised a TypeError; autoinit="yes" was accepted."""
+    import numpy as np
+
+    def pair():
+        torch.manual_seed(0)
+        return (_trained_looking(timm.create_model("resnet10t", num_classes=10)).eval(),
+                timm.create_model("resnet14t", num_classes=10))
+
+    x = torch.randn(40, 3, 32, 32)
+    source, target = pair()
+    with pytest.raises(NetgraftError, match=r"calibration_data batch 0 is a dict \(keys image, "
+                                            r"label\): give tensors of inputs"):
+        netgraft.transfer(source, target, calibration_data=[{"image": x, "label": None}])
+    with pytest.raises(NetgraftError, match="meta device"):
+        netgraft.transfer(source, target, calibration_data=x.to("meta"))
+    with pytest.warns(NetgraftWarning, match="holds uint8 values"):
+        netgraft.transfer(source, target, calibration_data=(x.abs() * 50).to(torch.uint8))
+    source, target = pair()
+    as_numpy = netgraft.transfer(source, target, calibration_data=x.numpy())
+    source, target = pair()
+    as_tensor = netgraft.transfer(source, target, calibration_data=x)
+    assert as_numpy.calibrated == as_tensor.calibrated > 0
+    source, target = pair()
+    report = netgraft.transfer(source, target, calibration_data=x, align=np.bool_(True),
+                               align_steps=2)
+    assert report.alignment is not None
+    for bad, message in ((dict(align_steps=-3), "align_steps=-3"),
+                         (dict(align_steps="5"), "align_steps='5'"),
+                         (dict(autoinit="yes"), "autoinit='yes'")):
+        with pytest.raises(ValueError, match=message):
+            netgraft.transfer(source, target, calibration_data=x, **bad)

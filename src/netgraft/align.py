@@ -68,8 +68,10 @@ target is handed back as grafted, ``report.skipped``, fine-tune learning-rate fa
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -78,8 +80,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import NetgraftError
-from .trace import check_traceable, put_back, snapshot, trace
+from .errors import NetgraftError, NetgraftWarning
+from .trace import check_traceable, keep_modes, put_back, snapshot, trace, uncompiled
 
 __all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
 
@@ -201,13 +203,13 @@ def _r(v: float) -> float | None:
 
 # ----------------------------------------------------------------------------- data
 def _collect(data: Any, limit: int) -> torch.Tensor:
-    if isinstance(data, torch.Tensor):
-        return data[:limit]
+    from .calibrate import input_batch
+
+    if isinstance(data, torch.Tensor) or type(data).__module__ == "numpy":
+        return input_batch(data, 0)[:limit]
     parts, n = [], 0
-    for item in data:
-        x = item[0] if isinstance(item, (tuple, list)) else item
-        if not isinstance(x, torch.Tensor):
-            raise NetgraftError(f"calibration_data yielded a {type(x).__name__}, not a tensor")
+    for i, item in enumerate(data):
+        x = input_batch(item, i)
         if parts and x.shape[1:] != parts[0].shape[1:]:
             raise NetgraftError(
                 f"calibration batch {len(parts)} holds inputs of shape {tuple(x.shape[1:])}, "
@@ -539,6 +541,33 @@ def _fit_head(target: nn.Module, head: nn.Linear, x: torch.Tensor, logits: torch
     return r2_fit, r2_old, True
 
 
+def _contained(fn):
+    """Run an alignment as a guest: gradients on (a caller under ``torch.no_grad()``), the
+    global random stream, every submodule's train/eval flag and the target's existing
+    gradients as they were afterwards."""
+    @functools.wraps(fn)
+    def wrapper(source: nn.Module, target: nn.Module, *args, **kwargs):
+        source, target = uncompiled(source), uncompiled(target)
+        if torch.is_inference_mode_enabled():
+            raise NetgraftError("align trains the target, which torch.inference_mode() "
+                                "forbids: call it outside inference mode")
+        grads = [(p, p.grad) for p in target.parameters()]
+        try:
+            with keep_modes(source, target), torch.enable_grad(), \
+                    torch.random.fork_rng(devices=[]):
+                return fn(source, target, *args, **kwargs)
+        finally:
+            for p, grad in grads:
+                p.grad = grad
+    return wrapper
+
+
+#: fewer calibration inputs than this: the R² and agreement `align` reports are measured on
+#: the images it fitted, and say little
+FEW_IMAGES = 32
+
+
+@_contained
 def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps: int = 30,
           lr: float = 1e-3, batch_size: int = 64, max_images: int = 1024,
           seconds: float | None = None, head: bool = True, alpha: float = 1.0,
@@ -580,6 +609,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps={steps!r}: give a whole number of steps >= 0")
     if source_norms not in SOURCE_NORMS:
         raise ValueError(f"source_norms={source_norms!r}: choose one of {SOURCE_NORMS}")
     for role, model in (("source", source), ("target", target)):
@@ -598,6 +629,17 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     xs = _source_view(x, source_channels or _in_channels(source))
     report = AlignReport(images=len(x))
     g = torch.Generator().manual_seed(seed)
+    if not any(p.requires_grad for p in target.parameters()):
+        report.method, report.skipped, report.lr_factor = "none", True, 1.0
+        report.note = ("the target has no trainable parameter (requires_grad is False "
+                       "everywhere): nothing was aligned")
+        report.seconds = time.perf_counter() - start
+        return report
+    if len(x) < FEW_IMAGES:
+        warnings.warn(NetgraftWarning(
+            f"align: {len(x)} calibration inputs; the stage fits and the agreement it reports "
+            f"are measured on the inputs it fitted, so with fewer than {FEW_IMAGES} they say "
+            f"little (a few hundred unlabeled inputs are what it is meant for)"), stacklevel=3)
 
     # the target as handed in (every parameter and buffer, batch-norm statistics included): put
     # back when the alignment leaves it further from the source than it was, or fails

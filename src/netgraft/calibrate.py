@@ -7,22 +7,49 @@ fix that without labels or gradient steps.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
-from .errors import NetgraftError
+from .errors import NetgraftError, NetgraftWarning
 from .trace import put_back, snapshot
 
 
+def input_batch(item: Any, i: int) -> torch.Tensor:
+    """Batch `i` of `calibration_data` as a tensor of inputs: a tensor, or the first element of
+    an ``(inputs, labels)`` pair (a DataLoader's), a NumPy array converted; anything else a
+    clear error, not one from deep inside the model."""
+    x = item[0] if isinstance(item, (tuple, list)) and item else item
+    if type(x).__module__ == "numpy":
+        x = torch.as_tensor(x)
+    if isinstance(x, dict):
+        raise NetgraftError(
+            f"calibration_data batch {i} is a dict (keys {', '.join(map(str, list(x)[:4]))}): "
+            f"give tensors of inputs, or (inputs, labels) pairs, e.g. "
+            f"(batch[{next(iter(x), 'key')!r}] for batch in loader)")
+    if not isinstance(x, torch.Tensor):
+        raise NetgraftError(f"calibration_data batch {i} is a {type(x).__name__}, not a tensor "
+                            f"of inputs (or an (inputs, labels) pair)")
+    if x.is_meta:
+        raise NetgraftError("calibration_data is on the meta device (shapes without values): "
+                            "give real inputs")
+    if not x.is_floating_point():  # (one message: Python shows it once per call site)
+        warnings.warn(NetgraftWarning(
+            f"calibration_data holds {str(x.dtype).replace('torch.', '')} values; they are "
+            f"cast to the model's float type as they are (e.g. 0..255), not scaled: pass the "
+            f"inputs the model is trained on"), stacklevel=4)
+    return x
+
+
 def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
-    if isinstance(data, torch.Tensor):
-        yield from data.split(batch_size)
+    if isinstance(data, torch.Tensor) or type(data).__module__ == "numpy":
+        yield from input_batch(data, 0).split(batch_size)
         return
-    for item in data:
-        yield item[0] if isinstance(item, (tuple, list)) else item
+    for i, item in enumerate(data):
+        yield input_batch(item, i)
 
 
 def _norms_with_stats(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .trace import run_model
+from .errors import ModelForwardError
+from .trace import keep_modes, run_model
 
 __all__ = ["ModelMetrics", "count_params", "count_flops", "measure_latency", "metrics"]
 
@@ -50,15 +51,24 @@ def count_flops(model: nn.Module, example_input: Any) -> int:
     """FLOPs of one forward pass of `model` on `example_input` (FlopCounterMode's count)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
-    try:
+    with keep_modes(model):
+        model.eval()
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            run_model(model, example_input)
-    finally:
-        model.train(was_training)
+            _forward(model, example_input)
     return int(counter.get_total_flops())
+
+
+def _forward(model: nn.Module, example_input: Any) -> Any:
+    """One forward pass; a model that fails on `example_input` raises `ModelForwardError`
+    naming it and the input, not torch's error from inside a layer."""
+    try:
+        return run_model(model, example_input)
+    except Exception as exc:
+        shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else \
+            type(example_input).__name__
+        raise ModelForwardError(f"{type(model).__name__} failed on the example input {shape}: "
+                                f"{type(exc).__name__}: {exc}") from exc
 
 
 def measure_latency(model: nn.Module, example_input: Any, *, repeats: int = 30, warmup: int = 3,
@@ -68,22 +78,21 @@ def measure_latency(model: nn.Module, example_input: Any, *, repeats: int = 30, 
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
-    was_training = model.training
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    model.eval()
     try:
-        times = []
-        with torch.inference_mode():
-            for _ in range(warmup):
-                run_model(model, example_input)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                run_model(model, example_input)
-                times.append(time.perf_counter() - start)
+        with keep_modes(model):
+            model.eval()
+            times = []
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    _forward(model, example_input)
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    _forward(model, example_input)
+                    times.append(time.perf_counter() - start)
     finally:
-        model.train(was_training)
         if threads is not None:
             torch.set_num_threads(old_threads)
     return statistics.median(times) * 1000.0

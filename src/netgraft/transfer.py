@@ -27,7 +27,8 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
-                    keep_modes, own_tensors, put_back, single_thread, snapshot, trace)
+                    keep_modes, own_tensors, put_back, single_thread, snapshot, trace,
+                    uncompiled)
 
 HEAD_POLICIES = ("auto", "transfer", "reset")
 ALIGN_POLICIES = (False, True, "auto")
@@ -603,10 +604,18 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     Without `calibration_data`, a distant pair emits a ``NetgraftWarning`` naming the layers
     left at init.
     """
+    source, target = uncompiled(source), uncompiled(target)
     if head not in HEAD_POLICIES:
         raise ValueError(f"head={head!r}: choose one of {HEAD_POLICIES}")
     if align not in ALIGN_POLICIES:
         raise ValueError(f"align={align!r}: choose one of {ALIGN_POLICIES}")
+    align = align if isinstance(align, str) else bool(align)  # 1, numpy.bool_(True) ...
+    if autoinit not in (False, True):
+        raise ValueError(f"autoinit={autoinit!r}: give True or False")
+    if align_steps is not None and (isinstance(align_steps, bool)
+                                    or not isinstance(align_steps, int) or align_steps < 0):
+        raise ValueError(f"align_steps={align_steps!r}: give a whole number of steps >= 0, or "
+                         f"None for the default")
     if shrink not in SHRINK_POLICIES:
         raise ValueError(f"shrink={shrink!r}: choose one of {SHRINK_POLICIES}")
     if not 0.0 <= split_noise < 1.0:
@@ -1683,6 +1692,10 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
     extra = _extra_blocks(src_arch, tgt_arch, matching)
     zeroed = list(identity_blocks(target, tgt_arch, extra, tgt_arch.example_input).values()) \
         if extra else []
+    done = {name for names in zeroed for name in names}
+    units = _split_units(tgt_arch, extra, done)
+    if units:  # a residual unit the block grouping cut into several blocks, all repeats
+        zeroed += identity_modules(target, units, tgt_arch.example_input).values()
     if embeds(matching, classifier=False):
         # growth: a new or repeated sub-block that the block grouping merged into a block
         # with a source of its own
@@ -1705,6 +1718,23 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
             for t in record.tensors:
                 if t.name in layer.param_names:
                     t.action, t.how, t.filled = "init", record.note, 0
+
+
+def _split_units(arch: Architecture, extra: list[int], done: set[str]) -> dict[str, list[Layer]]:
+    """Residual units (`Architecture.residual`) whose layers DPIAT's grouping spread over
+    several blocks (skresnet's repeated blocks: paths, attention, conv2 apart), each of those
+    with more than one layer a repeat (`extra`) and none made an identity yet: {unit name: its
+    layers}, to start as identities as a whole."""
+    extra_set = set(extra)
+    units = {}
+    for unit in sorted(arch.residual):
+        layers = [layer for layer in arch.layers if layer.name.startswith(unit + ".")]
+        blocks = {layer.block for layer in layers}
+        several = [b for b in blocks if not arch.blocks[b].single]
+        if (len(blocks) > 1 and several and all(b in extra_set for b in several)
+                and not any(layer.name in done for layer in layers)):
+            units[unit] = layers
+    return units
 
 
 def _similarity_from(matching: Matching, a: Architecture, b: Architecture, method: str) -> float:

@@ -317,10 +317,25 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         # source layer, that matching is the function-preserving one. Its DP value is
         # the plain DP's (`dp_value`), which similarity and the zoo's cache read.
         found = _rescored(by_role, found.plain_value)
-    elif (m.name == "graft" and not embeds(found, classifier=False)
+    elif (m.name == "graft" and (not embeds(found, classifier=False) or _mixes(found))
           and (by_name := _by_name(source, target, m, found)) is not None):
         found = by_name
     return found
+
+
+def _mixes(matching: Matching) -> bool:
+    """Whether a matching whose target holds every source layer also fills some target layer
+    from a layer of another kind or kernel size: in skresnet34, the DP filled a repeated
+    block's 1×1 attention convs from the source's 3×3 path convs, which the same module names
+    would not. (A repeated block narrower than its source is no such case: it starts as the
+    identity.)"""
+    src, tgt = matching.source, matching.target
+
+    def kernel(layer: Layer):
+        return layer.kind, (layer.weight_shape or ())[2:]
+
+    return any(s is not None and kernel(src.layers[s]) != kernel(tgt.layers[t])
+               for t, s in matching.pairs.items())
 
 
 def _by_name(source: Architecture, target: Architecture, m: Method,
