@@ -343,3 +343,16 @@ def test_equal_wall_clock_gives_random_init_the_transfer_time_as_steps():
     assert eq["budgets"]["step_100"]["random_accuracy"] == pytest.approx(0.75)
     assert equal_time(RANDOM, entry, {"step_50": 50}, None) is None  # no step time measured
     assert "graft+align" in INITS
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_training(tmp_path, capsys,
+                                                              _restore_threads):
+    """QA (session 16): `--out` naming a file failed only when the first result was written."""
+    out = tmp_path / "a-file"
+    out.write_text("not a folder")
+    argv = ["--dataset", "digits", "--image-size", "16", "--pairs",
+            "test_resnet:test_byobnet:cross-family", "--cache", str(tmp_path / "cache"),
+            "--out", str(out), "--threads", "1", "--no-progress"]
+    assert bench.main(argv) == 2
+    assert f"--out {out}: a file, not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # no source was trained

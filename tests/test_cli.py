@@ -147,6 +147,15 @@ def test_similarity_and_inspect(capsys):
     assert main(["inspect", "resnet18", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["layers"]) == 41
+    # gray inputs: the models are built for the channels --input-size gives (QA, session 16:
+    # a channel error that pointed at --input-size, the flag just given)
+    assert main(["similarity", "resnet10t", "resnet14t", "--input-size", "1,32,32",
+                 "--method", "graft"]) == 0
+    assert "= 0.5452" in capsys.readouterr().out
+    assert main(["similarity", "resnet10t", "resnet14t", "--input-size", "1,32,32",
+                 "--in-chans", "3"]) == 2
+    assert "build it for them (timm: in_chans=; CLI: --in-chans)" in " ".join(
+        capsys.readouterr().err.split())
 
 
 def test_python_dash_m_runs_the_cli():
@@ -159,17 +168,28 @@ def test_python_dash_m_runs_the_cli():
     assert all(cmd in out.stdout for cmd in ("transfer", "similarity", "rank", "zoo", "search"))
 
 
-def test_a_reader_that_has_gone_is_not_an_error():
+def test_a_reader_that_has_gone_is_not_an_error(tmp_path):
     """`netgraft similarity a b | head -1`: the pipe closes before the output is written (QA,
-    session 16: "error: Broken pipe", exit 1, since BrokenPipeError is an OSError)."""
+    session 16: "error: Broken pipe", exit 1, since BrokenPipeError is an OSError; and exit 1
+    with no word from commands printing through rich, `zoo add ... | true`, after the work was
+    done)."""
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "netgraft", "similarity", "resnet10t",
-                             "resnet14t"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdout.close()  # the reader has gone before anything is written
-    err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 0 and "Broken pipe" not in err and "Traceback" not in err
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "r.safetensors"
+    save_file(timm.create_model("resnet10t", num_classes=10, in_chans=1).state_dict(), weights)
+    for args in (["similarity", "resnet10t", "resnet14t"],
+                 ["zoo", "add", str(weights), "--arch", "resnet10t", "--zoo",
+                  str(tmp_path / "zoo")]):
+        proc = subprocess.Popen([sys.executable, "-m", "netgraft", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader has gone before anything is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0, err
+        assert "Broken pipe" not in err and "Traceback" not in err
+    assert (tmp_path / "zoo" / "r.json").is_file()  # the work was done
 
 
 def test_ctrl_c_while_the_command_line_starts_is_no_traceback():

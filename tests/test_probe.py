@@ -46,6 +46,10 @@ def test_labelled_accepts_tensors_datasets_and_batches_and_rejects_bad_data():
         labelled((x, y[:29]))
     with pytest.raises(ProbeError, match="iterable of"):
         labelled(42)
+    nan = x.clone()
+    nan[3, 0, 0, 0] = float("nan")  # QA (session 16): every CKA read 0.00, no error
+    with pytest.raises(ProbeError, match="1 of the 30 inputs hold NaN or inf values"):
+        labelled((nan, y))
 
 
 def _net(width: int = 16) -> nn.Module:

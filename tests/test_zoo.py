@@ -328,7 +328,9 @@ def test_accuracy_is_a_fraction_or_a_percentage_and_out_of_range_is_refused(tmp_
     assert _main(["zoo", "add", ckpt, "--arch", "mobilenetv3_small_050", "--zoo", str(z),
                   "--name", "one", "--accuracy", "1", "--force"]) == 0
     stored = {n: json.loads((z / f"{n}.json").read_text())["accuracy"] for n in ("pct", "frac", "one")}
-    assert stored == {"pct": pytest.approx(0.833), "frac": 0.833, "one": 1.0}
+    assert stored == {"pct": 0.833, "frac": 0.833, "one": 1.0}  # exactly: 83.3 / 100 rounded
+    with pytest.raises(ZooError, match="holds a line break or tab"):
+        Zoo(z).add(ckpt, "mobilenetv3_small_050", name="nl", task="digits\nsecond line")
     capsys.readouterr()
     assert _main(["zoo", "list", "--zoo", str(z)]) == 0
     rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
@@ -695,3 +697,48 @@ def test_counts_must_be_positive_and_a_model_name_typo_gets_a_suggestion(small_z
         assert "give a whole number of at least 1" in capsys.readouterr().err
     assert _main(["rank", "--target", "MOBILENETV3_SMALL_050", "--zoo", str(small_zoo)]) == 2
     assert "Did you mean mobilenetv3_small_050?" in capsys.readouterr().err
+
+
+def test_add_refuses_non_finite_weights_and_a_failed_add_leaves_no_new_folder(
+        tmp_path, checkpoints, capsys):
+    """QA (session 16): `zoo add` took weights holding NaN (then `rank` aborted on them), and a
+    failed add left the empty zoo folder it had made."""
+    arch, path = next(iter(checkpoints.items()))
+    state = load_state_dict(path)
+    name = next(k for k in state if k.endswith("running_var"))
+    state[name][0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_state_dict(state, bad)
+    fresh = tmp_path / "fresh-zoo"
+    from netgraft.cli import main
+
+    assert main(["zoo", "add", str(bad), "--arch", arch, "--zoo", str(fresh)]) == 2
+    assert f"tensor '{name}' holds NaN or inf values" in capsys.readouterr().err
+    assert not fresh.exists()
+    # a folder that existed is left in place, with the entries it had
+    zoo = Zoo(tmp_path / "kept")
+    with pytest.raises(ZooError, match="NaN or inf"):
+        zoo.add(bad, arch)
+    assert zoo.dir.is_dir() and zoo.entries() == []
+    # an add in progress (its lock) refuses a second one of the same name
+    (zoo.dir / ".m.adding").touch()
+    with pytest.raises(ZooError, match="'m' is being added to zoo .* by another process"):
+        zoo.add(path, arch, name="m")
+    assert not (zoo.dir / "m.json").exists()
+
+
+
+def test_then_transfer_writes_nothing_when_the_best_source_gives_nothing(checkpoints, tmp_path,
+                                                                         capsys):
+    """QA (session 16): an unrelated best source (coverage 0: the target keeps its init) was
+    grafted and the file written, a random init under a trained source's name."""
+    zoo = tmp_path / "z"
+    Zoo(zoo).add(checkpoints["convnext_atto"], "convnext_atto")
+    best = Zoo(zoo).rank("resnet18", num_classes=5, in_chans=1)[0]
+    assert best.coverage == 0.0 and best.compatible
+    out = tmp_path / "t.safetensors"
+    assert _main(["rank", "--target", "resnet18", "--num-classes", "5", "--in-chans", "1",
+                  "--zoo", str(zoo), "--then-transfer", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the best source, 'convnext_atto' (convnext_atto), gives resnet18 nothing" in err
+    assert "nothing was written" in err and not out.exists()

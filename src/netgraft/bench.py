@@ -1425,6 +1425,14 @@ def _run(args: argparse.Namespace, cfg: Config) -> int:
     stem = "transfer_quality" + ("_quick" if args.quick else "") + (
         f"_{cfg.dataset}" if cfg.dataset != Config.dataset else "")
     out_dir = Path(args.out)
+    try:  # before any training: a run's results have somewhere to go
+        if out_dir.exists() and not out_dir.is_dir():
+            raise NotADirectoryError(20, "a file, not a folder", str(out_dir))
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"netgraft bench: error: --out {out_dir}: {exc.strerror or exc}; give a folder "
+              f"for the results", file=sys.stderr)
+        return 2
 
     def partial(result: dict) -> None:
         write_outputs({**result, "metrics": None}, out_dir, stem, plots=False)

@@ -25,9 +25,17 @@ def make_console(stderr: bool = False):
     """A rich console: the terminal's width on a terminal, else ``PIPE_WIDTH`` (rich would
     wrap everything at 80 columns)."""
     from rich.console import Console
-    out = Console(highlight=False, stderr=stderr)
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with 1 here; `main` treats a reader that has gone as success (the
+            # work was done: `netgraft zoo add ... | true`)
+            self.quiet = True
+            raise BrokenPipeError
+
+    out = _Console(highlight=False, stderr=stderr)
     if not out.is_terminal:
-        out = Console(highlight=False, stderr=stderr, width=PIPE_WIDTH)
+        out = _Console(highlight=False, stderr=stderr, width=PIPE_WIDTH)
     return out
 
 
@@ -284,7 +292,11 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     from .similarity import similarity
     from .trace import trace
 
-    a, b = (trace(create_model(s), _input_shape(args.input_size), name=s)
+    example = _input_shape(args.input_size)
+    # the models read what --input-size gives, unless --in-chans says otherwise (timm names;
+    # a factory builds what it builds)
+    chans = args.in_chans or (example.shape[1] if example is not None else None)
+    a, b = (trace(create_model(s, in_chans=None if ":" in s else chans), example, name=s)
             for s in (args.a, args.b))
     methods = [args.method] if args.method else ["graft", "dpiat"]
     for method in methods:
@@ -374,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b")
     p.add_argument("--method", choices=sorted(METHODS), help="default: show every method")
     p.add_argument("--input-size", help="C,H,W example input of both models (default: inferred)")
+    p.add_argument("--in-chans", type=_positive_int,
+                   help="input channels both (timm) models are built for (default: the C of "
+                        "--input-size, else the model's own)")
     p.set_defaults(func=cmd_similarity)
 
     p = sub.add_parser("inspect", help="show the traced layers and blocks of a model")

@@ -111,6 +111,10 @@ def labelled(data: Any, limit: int | None = None, *, num_classes: int | None = N
         x, y = x[:limit], y[:limit]
     if len(x) != len(y):
         raise ProbeError(f"{what}: {len(x)} inputs but {len(y)} labels")
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
+        raise ProbeError(f"{what}: {bad} of the {len(x)} inputs hold NaN or inf values; remove "
+                         f"them (every score would be meaningless)")
     y = class_labels(y, what, num_classes)
     counts = torch.bincount(y)
     present = counts[counts > 0]

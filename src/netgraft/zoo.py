@@ -121,7 +121,7 @@ def normalise_accuracy(accuracy: Any) -> float | None:
     if 0.0 <= value <= 1.0:
         return value
     if 1.0 < value <= 100.0:
-        return value / 100.0
+        return round(value / 100.0, 12)  # 33.3 → 0.333, not 0.33299999999999996
     raise ZooError(f"--accuracy {accuracy:g} is out of range: give {ACCURACY_RANGE}")
 
 
@@ -567,6 +567,8 @@ class Zoo:
         num_classes / in_chans are read off the weights (timm models); pass them for a
         ``package.module:factory`` model. Refuses an existing name or identical weights unless
         `force`. With `link`, a .safetensors file is symlinked instead of copied."""
+        import torch
+
         from .checkpoint import atomic_write, load_state_dict, load_weights, save_json, save_state_dict
         from .models import create_model, head_shape
 
@@ -582,8 +584,16 @@ class Zoo:
             raise ZooError(f"--link needs a .safetensors file ({checkpoint} is converted, so it "
                            f"is copied): drop --link")
         accuracy = normalise_accuracy(accuracy)
+        if task is not None and any(c in task for c in "\r\n\t"):
+            raise ZooError(f"--task {task!r} holds a line break or tab: give one line (a table "
+                           f"row per entry stays one line)")
 
         state = load_state_dict(checkpoint)
+        bad = next((k for k, v in state.items() if isinstance(v, torch.Tensor)
+                    and v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:  # a source no graft would take (`transfer` refuses it by name)
+            raise ZooError(f"{checkpoint}: tensor '{bad}' holds NaN or inf values; these "
+                           f"weights cannot be grafted from, so they were not added")
         kwargs = head_shape(arch, state)
         kwargs.update({k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
                        if v is not None})
@@ -604,8 +614,18 @@ class Zoo:
         for method in METHODS:
             self._self_dp([arch_hash], method)
 
+        # two `zoo add` of one name at once: the second is refused, as it would be after
+        lock = self.dir / f".{name}.adding"
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise ZooError(f"entry '{name}' is being added to zoo {self.dir} by another "
+                           f"process (or one that was killed: delete {lock})") from None
         created = not weights_path.exists() and not weights_path.is_symlink()
         try:
+            if not force and (meta_path.exists() or weights_path.exists()):
+                raise ZooError(f"zoo {self.dir} already has an entry '{name}'; pass --force to "
+                               f"replace it or --name to add it under another name")
             if link:
                 tmp = self.dir / f".{name}.link.tmp"
                 tmp.unlink(missing_ok=True)
@@ -628,6 +648,8 @@ class Zoo:
             if created:
                 weights_path.unlink(missing_ok=True)
             raise
+        finally:
+            lock.unlink(missing_ok=True)
         return entry
 
     def _check_source(self, checkpoint: Path, weights_path: Path, name: str, link: bool) -> None:
@@ -1029,14 +1051,23 @@ def _fmt_acc(acc: float | None) -> str:
 def run_zoo(args: argparse.Namespace) -> int:
     console = _console()
     cmd = args.zoo_command
+    new = cmd == "add" and not (Path(args.zoo).expanduser() if args.zoo
+                                else default_zoo_dir()).exists()
     zoo = Zoo(args.zoo, create=cmd == "add")
     if cmd == "add":
-        entry = zoo.add(args.checkpoint, args.arch, name=args.name, task=args.task,
-                        accuracy=args.accuracy, num_classes=args.num_classes,
-                        in_chans=args.in_chans, link=args.link, force=args.force)
-        console.print(f"added '{entry.name}' ({entry.arch}, {entry.params:,} parameters, "
-                      f"{entry.num_classes} classes, {entry.in_chans} input channels) to {zoo.dir}",
-                      markup=False)
+        try:
+            entry = zoo.add(args.checkpoint, args.arch, name=args.name, task=args.task,
+                            accuracy=args.accuracy, num_classes=args.num_classes,
+                            in_chans=args.in_chans, link=args.link, force=args.force)
+        except BaseException:
+            if new:  # the folder this command made holds nothing of anyone's
+                shutil.rmtree(zoo.dir, ignore_errors=True)
+            raise
+        shape = [f"{v} {what}" for v, what in ((entry.num_classes, "classes"),
+                                               (entry.in_chans, "input channels"))
+                 if v is not None]
+        console.print(f"added '{entry.name}' ({', '.join([entry.arch, f'{entry.params:,} parameters', *shape])}) "
+                      f"to {zoo.dir}", markup=False)
         return 0
     if cmd == "index":
         info = zoo.build_index()
@@ -1144,6 +1175,11 @@ def run_rank(args: argparse.Namespace) -> int:
     if out is not None and not best.compatible:
         raise ZooError(f"--then-transfer: the best source, '{best.name}' ({best.arch}), cannot "
                        f"be grafted onto {args.target}: {best.why}; nothing was written")
+    if out is not None and best.coverage <= 0:  # the file would hold the target's random init
+        raise ZooError(f"--then-transfer: the best source, '{best.name}' ({best.arch}), gives "
+                       f"{args.target} nothing ({best.why}); nothing was written. Add a "
+                       f"source of a closer family to the zoo, or graft with calibration data "
+                       f"(`netgraft transfer --calibration ... --align on`)")
     if out is not None:
         _, report = zoo.transfer_to(best.entry, args.target, num_classes=args.num_classes,
                                     in_chans=args.in_chans, input_size=input_size,
