@@ -861,3 +861,11 @@ def test_calibration_data_forms_and_argument_types_are_checked():
                          (dict(autoinit="yes"), "autoinit='yes'")):
         with pytest.raises(ValueError, match=message):
             netgraft.transfer(source, target, calibration_data=x, **bad)
+
+
+def test_a_share_short_of_whole_never_reads_100_percent():
+    """QA (session 16): a coverage of 0.99955 printed as 100.0% beside "stem unmatched"."""
+    from netgraft.transfer import percent
+
+    assert [percent(x) for x in (0.99955, 1.0, 0.99949, 0.5, 0.0)] == [
+        ">99.9%", "100.0%", "99.9%", "50.0%", "0.0%"]

@@ -43,6 +43,13 @@ WEAK_SCORE = 0.25
 #: default jitter of how a widened layer's fan-in is split among the replicas of a unit
 #: (zero-sum: the grafted function is unchanged; see adapt.mapping.replica_jitter)
 SPLIT_NOISE = 0.05
+def percent(share: float) -> str:
+    """A share as a percentage with one decimal that never reads 100.0% unless it is whole
+    (a coverage of 0.9996 with the stem unmatched is ">99.9%")."""
+    text = f"{share:.1%}"
+    return ">99.9%" if text == "100.0%" and share < 1 else text
+
+
 #: the note of a target that holds its source but does not compute its function, for a
 #: reason none of the report's checks names
 UNNAMED_GAP = ("for a reason the report does not name (an operation without parameters "
@@ -181,7 +188,7 @@ class TransferReport:
     def summary(self) -> str:
         c = self.counts()
         text = (f"{self.source} → {self.target} [{self.method}]: {self.matched}/{len(self.pairs)} "
-                f"layers matched, coverage {self.coverage:.1%}, similarity {self.similarity:.3f}, "
+                f"layers matched, coverage {percent(self.coverage)}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
                 f"{c['init']}, {self.seconds:.2f} s")
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)

@@ -1197,10 +1197,12 @@ def _one_line(text: str) -> str:
 def rank_line(r: Ranked) -> str:
     """One ranked source as one plain line (``rank -q``): never wrapped, never more than one
     line, whatever the terminal."""
+    from .transfer import percent
+
     arch = "" if r.arch == r.name else f" ({r.arch})"
     acc = "" if r.accuracy is None else f" accuracy {_fmt_acc(r.accuracy)}"
     return _one_line(f"{r.rank} {r.name}{arch} similarity {r.similarity:.3f} coverage "
-                     f"{r.coverage:.1%}{acc}: {r.why}")
+                     f"{percent(r.coverage)}{acc}: {r.why}")
 
 
 def rank_table(ranked: Sequence[Ranked], title: str, width: int | None = None):
@@ -1214,6 +1216,8 @@ def rank_table(ranked: Sequence[Ranked], title: str, width: int | None = None):
     from rich.markup import escape
     from rich.table import Table
 
+    from .transfer import percent
+
     def plain(title: str | None = None):
         return Table(title=None if title is None else escape(title), title_justify="left",
                      box=None, pad_edge=False, show_edge=False)
@@ -1226,7 +1230,7 @@ def rank_table(ranked: Sequence[Ranked], title: str, width: int | None = None):
     if any(r.accuracy is not None for r in ranked):
         columns.append(("accuracy", "right", lambda r: _fmt_acc(r.accuracy)))
     columns += [("similarity", "right", lambda r: f"{r.similarity:.3f}"),
-                ("coverage", "right", lambda r: f"{r.coverage:.1%}")]
+                ("coverage", "right", lambda r: percent(r.coverage))]
     why = ("why", "left", lambda r: r.why)
 
     def build(table, cols):
