@@ -428,6 +428,8 @@ def test_align_leaves_modes_gradients_and_the_random_stream_as_it_found_them(dat
     for bad in (-3, 2.5, "5", True):
         with pytest.raises(ValueError, match="give a whole number of steps"):
             align(source, target, data, steps=bad)
+    import numpy as np
+    assert align(source, target, data, steps=np.int64(2), method="logits").steps == 2
 
 
 def test_a_frozen_target_is_not_aligned_and_few_inputs_are_warned_about(data):

@@ -175,6 +175,18 @@ def test_frozen_batch_norms_and_compiled_models_are_traced_like_the_others():
     assert netgraft.similarity(netgraft.trace(plain, x), arch) == pytest.approx(1.0)
     report = netgraft.transfer(plain, frozen, example_input=x)
     assert report.function_gap < 1e-5 and report.coverage == 1.0
+    # a plain stack of convs and frozen norms grown deeper: the new layer starts as the
+    # identity, frozen norm included (review: set_identity read track_running_stats)
+    from torchvision.ops import FrozenBatchNorm2d
+
+    def stack(depth):
+        layers = [nn.Conv2d(3, 8, 3, padding=1), FrozenBatchNorm2d(8), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(8, 8, 3, padding=1), FrozenBatchNorm2d(8), nn.ReLU()]
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+    report = netgraft.transfer(stack(2).eval(), stack(3), example_input=x)
+    assert report.function_gap < 1e-5
     compiled = torch.compile(timm.create_model("resnet10t", num_classes=10), backend="eager")
     assert [l.name for l in netgraft.trace(compiled, x).layers] == [l.name for l in
                                                                     netgraft.trace(plain, x).layers]
@@ -188,3 +200,23 @@ def test_tracing_without_an_example_input_does_not_draw_from_the_random_stream()
     torch.manual_seed(5)
     netgraft.trace(model)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_conv_classifier_pooled_into_the_output_is_still_the_head():
+    """Review (session 16): the backbone rule (a layer whose maps are pooled into the output
+    is no head) also took SqueezeNet's 1×1 conv classifier for features, so a 10-class head
+    was adapted onto a 5-class one. The last layer with tensors, pooled, is the head; a body
+    cut before its pooling ends in a norm and has none."""
+    def all_conv(classes: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                             nn.Conv2d(16, classes, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten())
+
+    x = torch.randn(2, 3, 32, 32)
+    assert [l.role for l in netgraft.trace(all_conv(10), x).layers] == ["input", "", "output"]
+    report = netgraft.transfer(all_conv(10), all_conv(5), example_input=x)
+    head = next(r for r in report.pairs if r.target == "3")
+    assert head.action == "init"  # class k of the source is not class k of the target
+    body = nn.Sequential(*list(timm.create_model("resnet10t").children())[:-2],
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    assert not [l for l in netgraft.trace(body, x).layers if l.role == "output"]

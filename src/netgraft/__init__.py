@@ -7,6 +7,15 @@
 import os as _os
 import sys as _sys
 
+def _command_line() -> bool:
+    """Whether this process is netgraft's command line (`netgraft ...`, `python -m
+    netgraft[.nas|.report] ...`), not a program that imports netgraft."""
+    argv = getattr(_sys, "orig_argv", None) or _sys.argv
+    if "-m" in argv[:-1]:
+        return argv[argv.index("-m") + 1].split(".")[0] == "netgraft"
+    return _os.path.basename(_sys.argv[0] if _sys.argv else "") == "netgraft"
+
+
 try:  # torch and timm take a second or two to import
     from .align import AlignReport, align
     from .autoinit import AutoInitReport, autoinit
@@ -21,7 +30,7 @@ except KeyboardInterrupt:
     # Ctrl-C while the command line starts (`netgraft ...`, `python -m netgraft ...`): what
     # the command says when interrupted later, not Python's traceback; a program that
     # imports netgraft gets its KeyboardInterrupt
-    if _os.path.basename(_sys.argv[0] if _sys.argv else "") in ("netgraft", "-m"):
+    if _command_line():
         print("interrupted; no output written", file=_sys.stderr)
         raise SystemExit(130) from None
     raise

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import time
 import warnings
 from contextlib import ExitStack
@@ -562,6 +563,18 @@ def _contained(fn):
     return wrapper
 
 
+def whole(value: Any) -> int | None:
+    """`value` as a whole number >= 0 (an int, a NumPy integer; not a bool, a float or a
+    string), or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return None
+    return number if number >= 0 else None
+
+
 #: fewer calibration inputs than this: the R² and agreement `align` reports are measured on
 #: the images it fitted, and say little
 FEW_IMAGES = 32
@@ -609,8 +622,9 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"method={method!r}: choose one of {ALIGN_METHODS}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    if whole(steps) is None:
         raise ValueError(f"steps={steps!r}: give a whole number of steps >= 0")
+    steps = whole(steps)
     if source_norms not in SOURCE_NORMS:
         raise ValueError(f"source_norms={source_norms!r}: choose one of {SOURCE_NORMS}")
     for role, model in (("source", source), ("target", target)):

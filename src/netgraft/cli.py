@@ -28,10 +28,12 @@ def make_console(stderr: bool = False):
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
-            # rich exits with 1 here; `main` treats a reader that has gone as success (the
-            # work was done: `netgraft zoo add ... | true`)
+            # rich exits with 1 here, before the command has done its work; a reader that
+            # has gone (`netgraft zoo add ... | true`) is no failure: say nothing more, and
+            # let the command finish (Python's remedy: the stream goes to devnull)
             self.quiet = True
-            raise BrokenPipeError
+            stream = sys.stderr if self.stderr else sys.stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
     out = _Console(highlight=False, stderr=stderr)
     if not out.is_terminal:

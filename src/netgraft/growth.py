@@ -218,8 +218,8 @@ def set_identity(layer: Layer, units: int | None = None) -> bool:
             module.weight[(torch.arange(layer.out_dim), 0, *centre)] = 1
         else:
             module.weight[(slice(None), slice(None), *centre)] = mixing
-    elif (layer.kind == "batchnorm" and module.track_running_stats
-          and module.running_mean is not None):
+    elif (layer.kind == "batchnorm" and getattr(module, "track_running_stats", True)
+          and getattr(module, "running_mean", None) is not None):  # FrozenBatchNorm2d too
         module.running_mean.zero_()
         module.running_var.fill_(1 - module.eps)  # (x - 0) / sqrt(1 - eps + eps) = x
         if module.weight is not None:

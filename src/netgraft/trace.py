@@ -540,10 +540,14 @@ def _execution_order(model: nn.Module, example: Any, hint: str
     inp_ptr = inp.data_ptr() if inp is not None else None
     handles = []
 
+    with_tensors: list[str] = []  # modules holding tensors, in the order they ran
+
     def pre_hook(name):
         def hook(module, args):
             if name not in order:
                 order[name] = len(order)
+                if own_tensors(module):
+                    with_tensors.append(name)
             sources.running.append(name)
             first = _first_tensor(args)
             sources.inputs.append(first)
@@ -617,7 +621,14 @@ def _execution_order(model: nn.Module, example: Any, hint: str
             def width(t: torch.Tensor) -> int:
                 return t.shape[-1] if t.ndim <= 2 else t.shape[1]
             for name, t in reversed(outputs.items()):
-                if t.ndim != out_t.ndim or width(t) != width(out_t):
+                if not t.ndim or width(t) != width(out_t):
+                    break
+                if t.ndim != out_t.ndim:
+                    # pooled into the output: a head only if no layer with tensors ran after
+                    # it (SqueezeNet's 1×1 conv classifier); a body cut before its pooling
+                    # ends in a norm, after its last conv
+                    if not producers and with_tensors and with_tensors[-1] == name:
+                        producers.append(name)
                     break
                 producers.append(name)
     return order, (input_reader[0] if input_reader else None), producers, sources

@@ -619,8 +619,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     align = align if isinstance(align, str) else bool(align)  # 1, numpy.bool_(True) ...
     if autoinit not in (False, True):
         raise ValueError(f"autoinit={autoinit!r}: give True or False")
-    if align_steps is not None and (isinstance(align_steps, bool)
-                                    or not isinstance(align_steps, int) or align_steps < 0):
+    from .align import whole
+
+    if align_steps is not None and whole(align_steps) is None:
         raise ValueError(f"align_steps={align_steps!r}: give a whole number of steps >= 0, or "
                          f"None for the default")
     if shrink not in SHRINK_POLICIES:
@@ -1188,8 +1189,8 @@ def _why_not_preserved(report: TransferReport) -> str:
         why = []  # what would break it did not matter here
     elif report.function_gap is not None and not why:
         a, b = _float_dtype(src.model), _float_dtype(tgt.model)
-        if a is not None and b is not None and a != b:
-            coarse = max((a, b), key=lambda d: torch.finfo(d).eps)
+        coarse = max((a, b), key=lambda d: torch.finfo(d).eps) if a and b and a != b else None
+        if coarse is not None and report.function_gap < 10 * torch.finfo(coarse).eps:
             why.append(f"the source computes in {str(a).replace('torch.', '')}, the target in "
                        f"{str(b).replace('torch.', '')}: {str(coarse).replace('torch.', '')} "
                        f"rounds to {torch.finfo(coarse).eps:.0e} relative")

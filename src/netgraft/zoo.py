@@ -1048,6 +1048,20 @@ def _fmt_acc(acc: float | None) -> str:
     return f"{acc} (invalid)"  # out of range in an entry written before the check
 
 
+def _remove_if_unused(folder: Path) -> None:
+    """Remove a zoo folder a failed `zoo add` created, when it holds nothing but the index
+    that add started (another `zoo add` may have written an entry there meanwhile)."""
+    own = {INDEX_FILE, INDEX_FILE + "-journal", INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
+    try:
+        if any(p.name not in own for p in folder.iterdir()):
+            return
+        for name in own:
+            (folder / name).unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        pass  # what cannot be removed stays: a folder is not worth an error of its own
+
+
 def run_zoo(args: argparse.Namespace) -> int:
     console = _console()
     cmd = args.zoo_command
@@ -1060,8 +1074,8 @@ def run_zoo(args: argparse.Namespace) -> int:
                             accuracy=args.accuracy, num_classes=args.num_classes,
                             in_chans=args.in_chans, link=args.link, force=args.force)
         except BaseException:
-            if new:  # the folder this command made holds nothing of anyone's
-                shutil.rmtree(zoo.dir, ignore_errors=True)
+            if new:  # the folder this command made: removed if nobody else wrote to it since
+                _remove_if_unused(zoo.dir)
             raise
         shape = [f"{v} {what}" for v, what in ((entry.num_classes, "classes"),
                                                (entry.in_chans, "input channels"))

@@ -436,7 +436,10 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
         wanted = {**wanted, **wanted["config"]}
         # what its trials were measured with, and where their weights are: another value
         # would compare accuracies measured otherwise, or graft from none of them
-        for k in ("objectives", "warm", "space", "dataset", *MEASURED_WITH, "pool"):
+        # the default pool of a server storage is a folder of the working directory, which
+        # another machine or folder names otherwise: compared only when named (--pool)
+        pool = ("pool",) if cfg.pool or storage_url(cfg.storage).startswith("sqlite") else ()
+        for k in ("objectives", "warm", "space", "dataset", *MEASURED_WITH, *pool):
             if k in recorded and recorded[k] != wanted[k]:
                 raise NetgraftError(
                     f"study '{cfg.study_name}' in {_redact(storage_url(cfg.storage))} was created "
