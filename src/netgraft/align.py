@@ -82,7 +82,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import NetgraftError, NetgraftWarning
-from .trace import check_traceable, keep_modes, put_back, snapshot, trace, uncompiled
+from .trace import (check_traceable, float_param, keep_modes, put_back, snapshot, trace,
+                    uncompiled)
 
 __all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
 
@@ -223,14 +224,6 @@ def _collect(data: Any, limit: int) -> torch.Tensor:
     if not parts:
         raise NetgraftError("calibration_data yielded no inputs")
     return torch.cat(parts)[:limit]
-
-
-def _finite(x: torch.Tensor) -> torch.Tensor:
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
-        raise NetgraftError(f"{bad} of the {len(x)} calibration inputs hold NaN or inf values; "
-                            f"remove them")
-    return x
 
 
 def _source_view(x: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -631,11 +624,11 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
         check_traceable(model, role, values=True)
     if method == "stages":
         min_r2 = 0.0
-    from .calibrate import recalibrate_norms, recalibrated
+    from .calibrate import finite_inputs, recalibrate_norms, recalibrated
 
     start = time.perf_counter()
-    x = _finite(_collect(calibration_data, max_images))
-    param = next((p for p in target.parameters() if p.is_floating_point()), None)
+    x = finite_inputs(_collect(calibration_data, max_images), noun="calibration inputs")
+    param = float_param(target)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
     if len(x) < 2:

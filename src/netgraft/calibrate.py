@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .errors import NetgraftError, NetgraftWarning
-from .trace import put_back, snapshot
+from .trace import float_param, put_back, snapshot
 
 
 def input_batch(item: Any, i: int) -> torch.Tensor:
@@ -90,7 +90,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     norms = _norms_with_stats(model)
     if not norms:
         return 0
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    param = float_param(model)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
     was_training = model.training
@@ -193,10 +193,17 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
                             f"inputs as the model sees them")
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
-    x = x.float()
-    bad = ~torch.isfinite(x).flatten(1).all(1)
-    if bad.any():
-        raise NetgraftError(f"{path}: {int(bad.sum())} of its {len(x)} calibration inputs hold "
-                            f"NaN or inf values (the first is input {int(bad.nonzero()[0])}); "
-                            f"remove or fix them")
+    return finite_inputs(x.float(), where=f"{path}: ", whose="its", noun="calibration inputs")
+
+
+def finite_inputs(x: torch.Tensor, *, where: str = "", whose: str = "the",
+                  noun: str = "inputs", error: type[Exception] = NetgraftError) -> torch.Tensor:
+    """`x` itself, or `error` saying how many of its inputs (first dimension) hold NaN or inf
+    values and which is the first: every statistic, fit or score made from them would be."""
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bad.any():
+            raise error(f"{where}{int(bad.sum())} of {whose} {len(x)} {noun} hold NaN or inf "
+                        f"values (the first is input {int(bad.nonzero()[0])}); remove or fix "
+                        f"them")
     return x

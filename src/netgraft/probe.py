@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .align import _capture, _in_channels, _source_view
+from .calibrate import finite_inputs
 from .errors import NetgraftError, NetgraftWarning
 from .trace import single_thread, trace
 
@@ -111,10 +112,7 @@ def labelled(data: Any, limit: int | None = None, *, num_classes: int | None = N
         x, y = x[:limit], y[:limit]
     if len(x) != len(y):
         raise ProbeError(f"{what}: {len(x)} inputs but {len(y)} labels")
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
-        raise ProbeError(f"{what}: {bad} of the {len(x)} inputs hold NaN or inf values; remove "
-                         f"them (every score would be meaningless)")
+    finite_inputs(x, where=f"{what}: ", error=ProbeError)
     y = class_labels(y, what, num_classes)
     counts = torch.bincount(y)
     present = counts[counts > 0]

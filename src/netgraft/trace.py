@@ -710,6 +710,12 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
                 f"before grafting", layer=meta)
 
 
+def float_param(model: nn.Module) -> torch.Tensor | None:
+    """The model's first floating-point parameter (the device and dtype it computes in), or
+    None."""
+    return next((p for p in model.parameters() if p.is_floating_point()), None)
+
+
 def uncompiled(model: Any) -> Any:
     """The module a ``torch.compile``d one wraps (it holds the same parameters): traced and
     grafted eagerly, without dynamo tracing netgraft's own hooks."""
@@ -732,7 +738,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         model = plain_copy(model)
     if example_input is None:
         shape = default_input_shape(model, input_hint)
-        param = next((p for p in model.parameters() if p.is_floating_point()), None)
+        param = float_param(model)
         with torch.random.fork_rng(devices=[]):  # the caller's random stream is not drawn from
             example_input = torch.randn(*shape,
                                         device=param.device if param is not None else "cpu",

@@ -27,6 +27,7 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
+                    float_param,
                     keep_modes, own_tensors, put_back, single_thread, snapshot, trace,
                     uncompiled)
 
@@ -1054,8 +1055,8 @@ def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
 
 
 def _float_dtype(model: nn.Module | None) -> torch.dtype | None:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None) \
-        if model is not None else None
+    param = float_param(model) if model is not None else None
+    return param.dtype if param is not None else None
 
 
 def _in_dtype_of(x: Any, model: nn.Module | None) -> Any:
