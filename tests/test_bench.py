@@ -1,6 +1,7 @@
 """The transfer-quality benchmark (netgraft.bench): metrics, pair list, outputs, a micro run."""
 import json
 import math
+import os
 import re
 
 import pytest
@@ -233,6 +234,25 @@ def test_config_modes():
     assert some.inits == ("random", "graft") and list(some.regimes) == ["main"]
     with pytest.raises(ValueError, match="unknown init"):
         bench.config_from_args(parser.parse_args(["--inits", "magic"]))
+
+
+def test_threads_sizes_and_source_steps_are_checked():
+    """QA (session 16): `--threads 0` ran on 1 thread, and a --train-size above the data set
+    silently used all of it."""
+    parser = bench.add_arguments(__import__("argparse").ArgumentParser())
+    with pytest.raises(ValueError, match="--threads must be >= 0"):
+        bench.config_from_args(parser.parse_args(["--threads", "-1"]))
+    with pytest.raises(ValueError, match="--source-steps must be >= 1, got 0"):
+        bench.config_from_args(parser.parse_args(["--source-steps", "0"]))
+    assert bench._threads(3) == 3
+    assert bench._threads(0) == len(os.sched_getaffinity(0)) >= 1
+    cfg = bench.config_from_args(parser.parse_args(["--train-size", "70000", "--test-size", "500"]))
+    assert bench.size_notes(cfg, 60000, 10000) == [
+        "the main regime asks for 70000 training images; fashion-mnist has 60000, so it uses "
+        "all of them"]
+    assert bench.size_notes(cfg, 60000, 400)[-1] == (
+        "--test-size 500 is more than the 400 test images of fashion-mnist; using all of them")
+    assert bench.size_notes(bench.config_from_args(parser.parse_args([])), 60000, 10000) == []
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -1116,6 +1116,8 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
     test_full = load_dataset(cfg.dataset, "test", size=cfg.image_size, in_chans=cfg.in_chans)
     test = test_full.subset(min(cfg.test_size, len(test_full)), seed=0)
     regimes = {name: min(n, len(train_full)) for name, n in cfg.regimes.items()}
+    for note in size_notes(cfg, len(train_full), len(test_full)):
+        console.print(f"[yellow]note:[/] {escape(note)}")
     train_sets = {name: train_full.subset(n, seed=0) for name, n in regimes.items()}
     CALIBRATION["x"] = min(train_sets.values(), key=len).x[:512]
     eval_at = {name: eval_points(cfg.steps_per_epoch(n), cfg.epochs, cfg.fixed_eval_steps,
@@ -1286,7 +1288,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=d.epochs, help=f"target epochs (default {d.epochs})")
     parser.add_argument("--source-steps", type=int, default=d.source_steps,
                         help=f"source training steps at batch {d.source_batch_size} (default {d.source_steps})")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch CPU threads (default 2; 0 = one per CPU this process may use)")
     parser.add_argument("--no-share", action="store_true",
                         help="train inits with bit-identical weights separately")
     parser.add_argument("--precise-bn", type=int, default=0, metavar="N",
@@ -1362,7 +1365,32 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.test_size = args.test_size
     if min(cfg.regimes.values(), default=0) < 1 or cfg.test_size < 1 or cfg.epochs < 1:
         raise ValueError("training/test sizes and --epochs must be >= 1")
+    if cfg.source_steps < 1:
+        raise ValueError(f"--source-steps must be >= 1, got {cfg.source_steps}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0 = one per CPU), got {args.threads}")
     return cfg
+
+
+def size_notes(cfg: Config, train_images: int, test_images: int) -> list[str]:
+    """What a run says when it asks for more images than the data set has (it uses them all)."""
+    notes = [f"the {name} regime asks for {n} training images; {cfg.dataset} has "
+             f"{train_images}, so it uses all of them"
+             for name, n in cfg.regimes.items() if n > train_images]
+    if cfg.test_size > test_images:
+        notes.append(f"--test-size {cfg.test_size} is more than the {test_images} test images "
+                     f"of {cfg.dataset}; using all of them")
+    return notes
+
+
+def _threads(asked: int) -> int:
+    """torch threads for ``--threads``: as asked, or one per usable CPU for 0."""
+    if asked > 0:
+        return asked
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def _busy_warning(threads: int) -> str | None:
@@ -1402,7 +1430,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"netgraft bench: error: {exc}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(_threads(args.threads))
     try:
         return _run(args, cfg)
     finally:
