@@ -408,3 +408,25 @@ def test_a_warm_trial_that_did_not_graft_says_why_and_foreign_studies_are_named(
                                           "minimises its one objective"):
         write_report(tmp_path / "s.db", tmp_path / "r2.html", studies=["loss"])
     assert not (tmp_path / "r2.html").exists()
+
+
+def test_a_foreign_study_in_percent_is_read_as_percent(tmp_path):
+    """QA (session 16): a study made by another tool that maximises an accuracy in percent
+    was shown ×100 ("best 8940.0%"); an objective that is no accuracy is refused by name."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    C = optuna.trial.TrialState.COMPLETE
+    pct = optuna.create_study(storage=url, study_name="pct", direction="maximize")
+    _add(pct, 0, C, [71.5])
+    _add(pct, 1, C, [89.4])
+    (data,) = load_studies(url, ["pct"])
+    assert [t.accuracy for t in data.finished] == pytest.approx([0.715, 0.894])
+    frac = optuna.create_study(storage=url, study_name="frac", direction="maximize")
+    _add(frac, 0, C, [0.894])
+    (data,) = load_studies(url, ["frac"])
+    assert data.finished[0].accuracy == pytest.approx(0.894)
+    reward = optuna.create_study(storage=url, study_name="reward", direction="maximize")
+    _add(reward, 0, C, [-3.0])
+    _add(reward, 1, C, [250.0])
+    with pytest.raises(ReportError, match="its one objective ranges -3 to 250, which is no accuracy"):
+        write_report(tmp_path / "s.db", tmp_path / "r.html", studies=["reward"])
+    assert not (tmp_path / "r.html").exists()

@@ -250,16 +250,35 @@ def _study_data(study) -> StudyData:
                 f"its one objective, which the report cannot show as accuracy (name the "
                 f"search's studies with --study)")
         objectives = ["accuracy"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))]
+        scale = _foreign_accuracy_scale(study) if len(directions) == 1 else 1.0
+    else:
+        scale = 1.0
     objectives = [str(o) for o in objectives]
     data = StudyData(study.study_name, attrs, objectives, directions)
     for t in study.get_trials(deepcopy=False):
-        data.trials.append(_trial_row(study.study_name, t, objectives))
+        data.trials.append(_trial_row(study.study_name, t, objectives, scale))
     names, dirs = data.front_objectives
     fin = data.finished
     _resolve_lineage(fin)
     for i in pareto_front([[t.get(n) for n in names] for t in fin], dirs):
         fin[i].pareto = True
     return data
+
+
+def _foreign_accuracy_scale(study) -> float:
+    """How a study not made by `netgraft search`, maximising one objective, gives its accuracy:
+    as a fraction (1.0) or, when a value is above 1 and none above 100, in percent (0.01).
+    Anything else is no accuracy, and is refused by name."""
+    vals = [float(t.values[0]) for t in study.get_trials(deepcopy=False)
+            if t.values and t.values[0] is not None and math.isfinite(float(t.values[0]))]
+    if not vals or max(vals) <= 1.0:
+        return 1.0
+    if min(vals) >= 0.0 and max(vals) <= 100.0:
+        return 0.01
+    raise ReportError(
+        f"study {study.study_name!r} was not made by `netgraft search`: its one objective ranges "
+        f"{min(vals):g} to {max(vals):g}, which is no accuracy (a fraction 0–1 or a percent "
+        f"0–100); name the search's studies with --study")
 
 
 def _resolve_lineage(finished: list[TrialRow]) -> None:
@@ -289,11 +308,13 @@ def _num(v: Any, kind=float):
     return x if not isinstance(x, float) or math.isfinite(x) else None
 
 
-def _trial_row(study_name: str, t, objectives: list[str]) -> TrialRow:
+def _trial_row(study_name: str, t, objectives: list[str], scale: float = 1.0) -> TrialRow:
+    """One trial; `scale` turns a foreign study's accuracy objective into a fraction."""
     ua = t.user_attrs
     values = {}
     if t.values is not None:
-        values = {n: float(v) for n, v in zip(objectives, t.values)}
+        values = {n: float(v) * (scale if n == "accuracy" else 1.0)
+                  for n, v in zip(objectives, t.values)}
     acc = _num(ua.get("accuracy"))
     if acc is None:
         acc = values.get("accuracy")
