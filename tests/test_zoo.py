@@ -513,6 +513,31 @@ def test_rank_output_is_one_line_per_entry_when_piped_or_quiet(zoo_dir, tmp_path
     assert lines[4] == f"wrote {out_file} (grafted from 'resnet18')"
 
 
+def test_rank_says_what_it_traces_on_a_terminal(zoo_dir, monkeypatch, capsys):
+    """QA (session 16): `rank --input-size 1,8000,8000` ran for minutes with nothing on the
+    screen. On a terminal a status line names the target and the size while it works."""
+    import io
+
+    from rich.console import Console
+
+    from netgraft import zoo as zoo_module
+
+    seen = io.StringIO()
+    real = zoo_module._console
+
+    def console(stderr=False):
+        if stderr:
+            return Console(file=seen, force_terminal=True, width=120)
+        return real(stderr)
+
+    monkeypatch.setattr(zoo_module, "_console", console)
+    argv = ["rank", "--target", "resnet34", "--num-classes", "5", "--in-chans", "1",
+            "--input-size", "1,40,40", "--zoo", str(zoo_dir), "-q"]
+    assert _main(argv) == 0
+    assert "tracing resnet34 at 1×40×40 and ranking the zoo's sources" in seen.getvalue()
+    assert "tracing" not in capsys.readouterr().out  # the ranking itself is unchanged
+
+
 def test_rank_table_on_a_narrow_terminal_puts_the_why_below(zoo_dir):
     from rich.console import Console
 

@@ -1163,8 +1163,12 @@ def run_rank(args: argparse.Namespace) -> int:
     if out is not None:  # before ranking: a bad name should not cost a ranking first
         zoo.check_output(out, force=args.force, flag="--then-transfer")
     start = time.perf_counter()
-    ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
-                      input_size=input_size, method=args.method, top=args.top)
+    at = f" at {'×'.join(map(str, input_size))}" if input_size else ""
+    # tracing a large input can take minutes: say what runs (a terminal only; rich's status
+    # draws nothing when stderr is piped)
+    with _console(stderr=True).status(f"tracing {args.target}{at} and ranking the zoo's sources …"):
+        ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
+                          input_size=input_size, method=args.method, top=args.top)
     seconds = time.perf_counter() - start
     best, probe = ranked[0], None
     if args.probe_data:
