@@ -335,6 +335,21 @@ def test_importance_index_is_deterministic_and_ordered():
     assert importance_index(torch.tensor([1.0, 1.0, 1.0]), 2).tolist() == [0, 1]
 
 
+def test_query_scale_keeps_the_query_key_product_of_each_head():
+    from netgraft.adapt.mapping import group_channel_index, query_scale
+
+    torch.manual_seed(0)
+    q, k = torch.randn(5, 12), torch.randn(5, 12)  # 3 heads of 4 → 3 heads of 8 (tiled ×2)
+    index = group_channel_index(12, 24, 3, 3)
+    qt, kt = q[:, index] * query_scale(12, 24, 3, 3).float(), k[:, index]
+    for h in range(3):
+        src = (q[:, 4 * h:4 * h + 4] * k[:, 4 * h:4 * h + 4]).sum(1) / 4 ** 0.5
+        tgt = (qt[:, 8 * h:8 * h + 8] * kt[:, 8 * h:8 * h + 8]).sum(1) / 8 ** 0.5
+        assert torch.allclose(src, tgt, atol=1e-6)
+    assert torch.allclose(query_scale(12, 36, 3, 3), torch.full((36,), 3 ** 0.5 / 3,
+                                                                dtype=torch.float64))
+
+
 def test_group_channel_index_keeps_groups_whole():
     from netgraft.adapt.mapping import group_channel_index
 

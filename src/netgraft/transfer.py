@@ -1519,8 +1519,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         resolved = shrink
         select = _selector(shrink, src_arch.layers)
         channel_map = adapt.group_map(
-            (src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
-            if s is not None)
+            ((src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
+             if s is not None), (src_arch.model, tgt_arch.model))
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.

@@ -8,7 +8,8 @@ Two families:
   channels (``out``) are replicated or evenly selected, summed-over channels (``in``) are
   additionally rescaled so activations keep their scale, kernel taps (``k``) are centre-cropped
   or zero-padded (a 3×3 kernel inside a 5×5 computes the same thing), the packed
-  query/key/value projection (``qkv``) is resized one third at a time, the input channels of
+  query/key/value projection (``qkv``) is resized one third at a time (head by head, queries
+  rescaled, when the heads grow wider: `group_map`), the input channels of
   the first layer (``mix``) are mixed so that any number of input channels maps onto any other,
   token grids of position embeddings are resampled, and the kernels of patch embeddings (a
   conv whose stride is its kernel) are resized as FlexiViT does (``patches``): a q×q patch is
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from ..trace import Layer, Layout
 from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
-                      packs_groups,
+                      packs_groups, query_scale,
                       importance_index, mixing_matrix, replica_jitter)
 
 
@@ -255,6 +256,14 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
                  for p in x.chunk(n, dim)]
         plan.notes.append(f"q/k/v {s // n}→{size // n} each" if role == "qkv" else
                           f"{n} gates {s // n}→{size // n} each")
+        heads = getattr(channel_map, "heads", {}).get((s // n, size // n)) if role == "qkv" else None
+        if heads is not None:  # larger heads, replicated head by head: keep the softmax's scale
+            view = [1] * x.ndim
+            view[dim] = size // n
+            parts[0] = parts[0] * query_scale(s // n, size // n, *heads).to(
+                dtype=x.dtype, device=x.device).view(view)
+            hs, ht = (s // n) // heads[0], (size // n) // heads[1]
+            plan.notes.append(f"heads {hs}→{ht} wide: queries scaled for the softmax")
         return torch.cat(parts, dim)
     index, how = unit_index(s, size, select, channel_map)
     if how == "selected":  # a selection policy: the kept units as they are, no rescaling
@@ -457,13 +466,60 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
 
 
 # ----------------------------------------------------------------------------- groups
-def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
-    """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions.
+def attention_heads(model: Any, layer: Layer) -> int | None:
+    """How many heads the attention whose packed q/k/v projection `layer` is splits it into:
+    ``num_heads`` of an ``nn.MultiheadAttention``, or of the module holding a ``qkv`` linear
+    (timm's attentions). None when not told."""
+    if layer.kind == "attention":
+        owner = layer.module
+    elif _is_qkv(layer) and model is not None:
+        parent = layer.name.rpartition(".")[0]
+        try:
+            owner = model.get_submodule(parent) if parent else model
+        except AttributeError:
+            return None
+    else:
+        return None
+    heads = getattr(owner, "num_heads", None)
+    return heads if isinstance(heads, int) and heads > 0 else None
+
+
+def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
+                 ) -> dict[tuple[int, int], tuple[int, int]]:
+    """(S, T) → (source heads, target heads) for attentions widened to larger heads: a
+    multiple of the heads, each a multiple as wide, so that every source channel has as many
+    replicas as any other (what a norm over the width needs to keep its statistics; an equal
+    head size already tiles whole heads). Widths that two pairs would split into heads
+    differently are left out."""
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    clash: set[tuple[int, int]] = set()
+    for src, tgt in pairs:
+        hs, ht = attention_heads(models[0], src), attention_heads(models[1], tgt)
+        ws, wt = src.weight_shape, tgt.weight_shape
+        if hs is None or ht is None or not ws or not wt or ws[0] % 3 or wt[0] % 3:
+            continue
+        s, t = ws[0] // 3, wt[0] // 3
+        if (s % hs == 0 and t % ht == 0 and ht % hs == 0 and t // ht > s // hs
+                and (t // ht) % (s // hs) == 0):
+            if found.setdefault((s, t), (hs, ht)) != (hs, ht):
+                clash.add((s, t))
+    return {k: v for k, v in found.items() if k not in clash}
+
+
+def group_map(pairs: Iterable[tuple[Layer, Layer]],
+              models: tuple[Any, Any] = (None, None)) -> Selector | None:
+    """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions,
+    or attentions whose heads grow wider.
 
     From the matched (source, target) conv pairs where both are grouped and the target is
     wider: channel count S → T of what they read and of what they write is then mapped group
     by group (`group_channel_index`) in every tensor, so each target group holds one source
-    group (or several, packed). None when no such pair exists."""
+    group (or several, packed). Likewise an attention's width S → T when its heads grow
+    wider (`models`: the source and target model, where the heads are read): every channel
+    of that width is mapped head by head, so each target head holds one source head, and its
+    queries are scaled for the wider head (`query_scale`, in `_resize_dim`). None when no
+    such pair exists."""
+    pairs = list(pairs)
     groups: dict[tuple[int, int], tuple[int, int]] = {}
     for src, tgt in pairs:
         if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
@@ -472,6 +528,8 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
             for s, t in ((src.out_dim, tgt.out_dim), (src.in_dim, tgt.in_dim)):
                 if s and t and t > s:
                     groups.setdefault((s, t), (src.groups, tgt.groups))
+    heads = {k: v for k, v in _head_groups(pairs, models).items()
+             if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
     if not groups:
         return None
 
@@ -480,6 +538,7 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]]) -> Selector | None:
         return None if g is None else group_channel_index(source, target, *g)
 
     channel_map.groups = groups  # type: ignore[attr-defined]
+    channel_map.heads = heads  # type: ignore[attr-defined]
     return channel_map
 
 

@@ -46,6 +46,20 @@ def group_channel_index(source: int, target: int, source_groups: int,
     return group * ws + channel_index(ws, wt)[t % wt]
 
 
+def query_scale(source: int, target: int, source_heads: int, target_heads: int) -> torch.Tensor:
+    """Per-channel factor for the queries of an attention widened head by head
+    (`group_channel_index` with heads as groups) to a larger head size. Inside a target head
+    of size h_t, the replicas of one of the source head's h_s channels share
+    sqrt(h_t / h_s): a query·key product summed over the target head is then sqrt(h_t / h_s)
+    times the source's, which the target's softmax scale 1/sqrt(h_t) turns back into the
+    source's 1/sqrt(h_s) — the attention weights are the source's."""
+    ws, wt = source // source_heads, target // target_heads
+    inner = channel_index(ws, wt)
+    counts = torch.bincount(inner, minlength=ws).to(torch.float64)
+    per_head = math.sqrt(wt / ws) / counts[inner]
+    return per_head.repeat(target_heads)
+
+
 def packs_groups(source: int, target: int, source_groups: int, target_groups: int) -> bool:
     """Whether widening S channels in `source_groups` to T in `target_groups` packs whole
     source groups into each target group: fewer target groups, each a multiple as wide."""
