@@ -164,6 +164,45 @@ def test_a_transformer_encoder_with_wider_heads_computes_the_source_function():
         assert report.function_gap < 1e-4
 
 
+def test_why_a_transformer_does_not_keep_its_function_is_named():
+    """QA (session 16): a deeper post-norm `nn.TransformerEncoder` (gap 0.6) and a ViT whose
+    heads grow by a non-integer factor were put down to "a reason the report does not name"."""
+    class Net(nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.inp = nn.Linear(8, 32)
+            layer = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.out = nn.Linear(32, 5)
+
+        def forward(self, x):
+            return self.out(self.enc(self.inp(x)).mean(1))
+
+    torch.manual_seed(0)
+    src = Net(2).eval()
+    with torch.no_grad():
+        for m in src.modules():
+            if isinstance(m, nn.LayerNorm):  # trained-looking: not the identity's γ = 1, β = 0
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.3)
+    report = netgraft.transfer(src, Net(3).eval(), example_input=torch.randn(1, 7, 8))
+    assert report.function_gap > 0.1
+    assert report.function_note.startswith("1 new post-norm transformer layer (enc.layers.")
+    assert "cannot start as the identity" in report.function_note
+    assert "does not name" not in report.function_note
+
+    kw = dict(img_size=32, patch_size=8, depth=2, num_classes=10)
+    vit = _trained_looking(timm.create_model("vit_tiny_patch16_224", embed_dim=192,
+                                             num_heads=3, **kw))
+    wider = timm.create_model("vit_tiny_patch16_224", embed_dim=384, num_heads=4, **kw)
+    report = netgraft.transfer(vit, wider)
+    assert report.function_gap > 1e-3
+    assert report.function_note.startswith(
+        "2 attentions widen their heads by a non-integer factor (blocks.0.attn.qkv 64→96 "
+        "channels per head, blocks.1.attn.qkv 64→96 channels per head)")
+    assert "does not name" not in report.function_note
+
+
 @pytest.mark.parametrize("source, target, why", [
     # LayerNorm over channels: replicating some channels but not others moves their mean and
     # variance (×2 replicates every channel once and keeps them: convnext_atto → _nano above)

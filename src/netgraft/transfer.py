@@ -1132,7 +1132,19 @@ def _why_not_preserved(report: TransferReport) -> str:
                for x, y in [(_settings(a.module, CONV_SETTINGS),
                              _settings(b.module, CONV_SETTINGS))]
                for key in x if key in y and x[key] != y[key]]
+    heads = _uneven_heads(matching)
+    post_norm = _new_post_norm_layers(report)
     why = []
+    if heads:
+        why.append(f"{len(heads)} attention{'s' if len(heads) > 1 else ''} widen their heads by "
+                   f"a non-integer factor ({_listed(heads, 2)}): a head's query·key products "
+                   f"are summed over other channels and divided by another √(head size); "
+                   f"a multiple of the heads, each a multiple as wide, keeps them")
+    if post_norm:
+        why.append(f"{len(post_norm)} new post-norm transformer layer"
+                   f"{'s' if len(post_norm) > 1 else ''} ({_listed(post_norm, 2)}): the norm "
+                   f"after each residual sum renormalises what the layer passes on, so a new "
+                   f"post-norm layer cannot start as the identity (norm_first=True layers can)")
     if norms:
         why.append(f"{len(norms)} layer norms widen by a non-integer factor, which changes "
                    f"the statistics they normalise by ({_listed(norms, 3)}); integer width "
@@ -1215,6 +1227,38 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.insert(0, "measured on the features the source's classifier reads (the target "
                       "has no classifier)")
     return "; ".join(why)
+
+
+def _uneven_heads(matching: Matching) -> list[str]:
+    """"<target layer> <h_s>→<h_t> channels per head" for matched attentions whose heads grow
+    wider by other than an integer factor (`adapt.group_map` maps only those head by head)."""
+    src, tgt = matching.source, matching.target
+    found = []
+    for t, s in sorted(matching.pairs.items()):
+        if s is None:
+            continue
+        a, b = src.layers[s], tgt.layers[t]
+        hs, ht = adapt.attention_heads(src.model, a), adapt.attention_heads(tgt.model, b)
+        if hs is None or ht is None or not a.weight_shape or not b.weight_shape:
+            continue
+        ws, wt = a.weight_shape[0] // 3 // hs, b.weight_shape[0] // 3 // ht
+        if wt > ws and (wt % ws or ht % hs):
+            found.append(f"{b.name} {ws}→{wt} channels per head")
+    return found
+
+
+def _new_post_norm_layers(report: TransferReport) -> list[str]:
+    """Post-norm torch transformer layers (``norm_first=False``) that hold a layer started as
+    the identity or zeroed: their norm after the residual sum cannot pass its input on."""
+    model = report.matching.target.model if report.matching is not None else None
+    if model is None:
+        return []
+    fresh = [r.target for r in report.pairs
+             if r.note == IDENTITY_LAYER or r.note.startswith("zeroed")]
+    post = [name for name, m in model.named_modules()
+            if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
+            and not m.norm_first]
+    return [name for name in post if any(f.startswith(name + ".") for f in fresh)]
 
 
 #: block settings without parameters that change what a block computes (Swin's shifted
