@@ -1237,11 +1237,12 @@ def _uneven_heads(matching: Matching) -> list[str]:
     for t, s in sorted(matching.pairs.items()):
         if s is None:
             continue
-        a, b = src.layers[s], tgt.layers[t]
-        hs, ht = adapt.attention_heads(src.model, a), adapt.attention_heads(tgt.model, b)
-        if hs is None or ht is None or not a.weight_shape or not b.weight_shape:
+        b = tgt.layers[t]
+        widths = adapt.head_widths(src.layers[s], b, (src.model, tgt.model))
+        if widths is None:
             continue
-        ws, wt = a.weight_shape[0] // 3 // hs, b.weight_shape[0] // 3 // ht
+        hs, ht, width_s, width_t = widths
+        ws, wt = width_s // hs, width_t // ht
         if wt > ws and (wt % ws or ht % hs):
             found.append(f"{b.name} {ws}→{wt} channels per head")
     return found

@@ -484,6 +484,18 @@ def attention_heads(model: Any, layer: Layer) -> int | None:
     return heads if isinstance(heads, int) and heads > 0 else None
 
 
+def head_widths(src: Layer, tgt: Layer, models: tuple[Any, Any]
+                ) -> tuple[int, int, int, int] | None:
+    """(source heads, target heads, source width, target width) of a matched pair of packed
+    q/k/v projections (a width: what each of q, k and v has); None when either does not say
+    its heads."""
+    hs, ht = attention_heads(models[0], src), attention_heads(models[1], tgt)
+    ws, wt = src.weight_shape, tgt.weight_shape
+    if hs is None or ht is None or not ws or not wt or ws[0] % 3 or wt[0] % 3:
+        return None
+    return hs, ht, ws[0] // 3, wt[0] // 3
+
+
 def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
                  ) -> dict[tuple[int, int], tuple[int, int]]:
     """(S, T) → (source heads, target heads) for attentions widened to larger heads: a
@@ -494,11 +506,10 @@ def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
     found: dict[tuple[int, int], tuple[int, int]] = {}
     clash: set[tuple[int, int]] = set()
     for src, tgt in pairs:
-        hs, ht = attention_heads(models[0], src), attention_heads(models[1], tgt)
-        ws, wt = src.weight_shape, tgt.weight_shape
-        if hs is None or ht is None or not ws or not wt or ws[0] % 3 or wt[0] % 3:
+        widths = head_widths(src, tgt, models)
+        if widths is None:
             continue
-        s, t = ws[0] // 3, wt[0] // 3
+        hs, ht, s, t = widths
         if (s % hs == 0 and t % ht == 0 and ht % hs == 0 and t // ht > s // hs
                 and (t // ht) % (s // hs) == 0):
             if found.setdefault((s, t), (hs, ht)) != (hs, ht):
