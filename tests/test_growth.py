@@ -133,29 +133,32 @@ def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads):
     assert f"heads 64→{wide} wide: queries scaled for the softmax" in qkv.tensors[0].how
 
 
+class _Encoder(nn.Module):
+    """A small sequence classifier on torch's TransformerEncoder (2 heads)."""
+
+    def __init__(self, d: int, layers: int = 2, norm_first: bool = True):
+        super().__init__()
+        self.inp = nn.Linear(8, d)
+        layer = nn.TransformerEncoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first)
+        self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(d, 5)
+
+    def forward(self, x):
+        return self.out(self.enc(self.inp(x)).mean(1))
+
+
 def test_a_transformer_encoder_with_wider_heads_computes_the_source_function():
     """nn.MultiheadAttention: 2 heads of 16 → 2 of 32 and 2 of 48, attention made peaky."""
-    class Net(nn.Module):
-        def __init__(self, d):
-            super().__init__()
-            self.inp = nn.Linear(8, d)
-            layer = nn.TransformerEncoderLayer(d, 2, 2 * d, dropout=0.0, batch_first=True,
-                                               norm_first=True)
-            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-            self.out = nn.Linear(d, 5)
-
-        def forward(self, x):
-            return self.out(self.enc(self.inp(x)).mean(1))
-
     torch.manual_seed(0)
-    src = Net(32).eval()
+    src = _Encoder(32).eval()
     with torch.no_grad():
         for m in src.modules():
             if isinstance(m, nn.MultiheadAttention):
                 m.in_proj_weight.mul_(6)  # a softmax far from uniform: its scale matters
     x = torch.randn(3, 7, 8)
     for width in (64, 96):
-        dst = Net(width).eval()
+        dst = _Encoder(width).eval()
         report = netgraft.transfer(src, dst, example_input=x[:1])
         with torch.no_grad():
             expected = src(x)
@@ -167,25 +170,15 @@ def test_a_transformer_encoder_with_wider_heads_computes_the_source_function():
 def test_why_a_transformer_does_not_keep_its_function_is_named():
     """QA (session 16): a deeper post-norm `nn.TransformerEncoder` (gap 0.6) and a ViT whose
     heads grow by a non-integer factor were put down to "a reason the report does not name"."""
-    class Net(nn.Module):
-        def __init__(self, layers):
-            super().__init__()
-            self.inp = nn.Linear(8, 32)
-            layer = nn.TransformerEncoderLayer(32, 2, 64, dropout=0.0, batch_first=True)
-            self.enc = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-            self.out = nn.Linear(32, 5)
-
-        def forward(self, x):
-            return self.out(self.enc(self.inp(x)).mean(1))
-
     torch.manual_seed(0)
-    src = Net(2).eval()
+    src = _Encoder(32, 2, norm_first=False).eval()
     with torch.no_grad():
         for m in src.modules():
             if isinstance(m, nn.LayerNorm):  # trained-looking: not the identity's γ = 1, β = 0
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.3)
-    report = netgraft.transfer(src, Net(3).eval(), example_input=torch.randn(1, 7, 8))
+    report = netgraft.transfer(src, _Encoder(32, 3, norm_first=False).eval(),
+                               example_input=torch.randn(1, 7, 8))
     assert report.function_gap > 0.1
     assert report.function_note.startswith("1 new post-norm transformer layer (enc.layers.")
     assert "cannot start as the identity" in report.function_note
