@@ -1242,9 +1242,8 @@ def _uneven_heads(matching: Matching) -> list[str]:
         if widths is None:
             continue
         hs, ht, width_s, width_t = widths
-        ws, wt = width_s // hs, width_t // ht
-        if wt > ws and (wt % ws or ht % hs):
-            found.append(f"{b.name} {ws}→{wt} channels per head")
+        if adapt.heads_grow_evenly(hs, ht, width_s, width_t) is False:
+            found.append(f"{b.name} {width_s // hs}→{width_t // ht} channels per head")
     return found
 
 

@@ -496,13 +496,21 @@ def head_widths(src: Layer, tgt: Layer, models: tuple[Any, Any]
     return hs, ht, ws[0] // 3, wt[0] // 3
 
 
+def heads_grow_evenly(hs: int, ht: int, s: int, t: int) -> bool | None:
+    """For an attention of width `s` in `hs` heads widened to `t` in `ht`: None when its heads
+    do not grow wider; True when they grow by whole multiples (a multiple of the heads, each
+    a multiple as wide: every source channel then has as many replicas as any other, what a
+    norm over the width needs, and `group_map` maps the width head by head); False else."""
+    if s % hs or t % ht or t // ht <= s // hs:
+        return None
+    return ht % hs == 0 and (t // ht) % (s // hs) == 0
+
+
 def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
                  ) -> dict[tuple[int, int], tuple[int, int]]:
-    """(S, T) → (source heads, target heads) for attentions widened to larger heads: a
-    multiple of the heads, each a multiple as wide, so that every source channel has as many
-    replicas as any other (what a norm over the width needs to keep its statistics; an equal
-    head size already tiles whole heads). Widths that two pairs would split into heads
-    differently are left out."""
+    """(S, T) → (source heads, target heads) for attentions whose heads grow evenly wider
+    (`heads_grow_evenly`; an equal head size already tiles whole heads). Widths that two
+    pairs would split into heads differently are left out."""
     found: dict[tuple[int, int], tuple[int, int]] = {}
     clash: set[tuple[int, int]] = set()
     for src, tgt in pairs:
@@ -510,8 +518,7 @@ def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
         if widths is None:
             continue
         hs, ht, s, t = widths
-        if (s % hs == 0 and t % ht == 0 and ht % hs == 0 and t // ht > s // hs
-                and (t // ht) % (s // hs) == 0):
+        if heads_grow_evenly(hs, ht, s, t):
             if found.setdefault((s, t), (hs, ht)) != (hs, ht):
                 clash.add((s, t))
     return {k: v for k, v in found.items() if k not in clash}

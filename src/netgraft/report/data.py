@@ -241,6 +241,7 @@ def _study_data(study) -> StudyData:
     attrs = dict(study.user_attrs)
     directions = [d.name.lower() for d in study.directions]
     objectives = attrs.get("objectives")
+    scale = 1.0  # a foreign study's accuracy, in percent, is read as a fraction
     if not isinstance(objectives, list) or len(objectives) != len(directions):
         # not written by netgraft.nas (or inconsistent): name single-objective studies
         # "accuracy", others by position — unless the one objective is minimised (a loss)
@@ -250,9 +251,8 @@ def _study_data(study) -> StudyData:
                 f"its one objective, which the report cannot show as accuracy (name the "
                 f"search's studies with --study)")
         objectives = ["accuracy"] if len(directions) == 1 else [f"objective {i}" for i in range(len(directions))]
-        scale = _foreign_accuracy_scale(study) if len(directions) == 1 else 1.0
-    else:
-        scale = 1.0
+        if len(directions) == 1:
+            scale = _foreign_accuracy_scale(study)
     objectives = [str(o) for o in objectives]
     data = StudyData(study.study_name, attrs, objectives, directions)
     for t in study.get_trials(deepcopy=False):
