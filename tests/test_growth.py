@@ -64,6 +64,8 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     ("mobilenetv3_small_075", "mobilenetv3_small_100"), ("semnasnet_050", "semnasnet_100"),
     ("mnasnet_050", "mnasnet_100"), ("lcnet_050", "lcnet_100"), ("tinynet_e", "tinynet_a"),
     ("repvgg_a0", "repvgg_a1"),
+    # normalizer-free: each block scales its input by a β set by the blocks before it
+    ("nf_resnet26", "nf_resnet50"), ("nf_regnet_b0", "nf_regnet_b1"),
 ])
 def test_more_timm_families_grow_function_preserving(source, target):
     """Beyond the pairs above, as measured by the report itself (its example input)."""
@@ -751,3 +753,75 @@ def test_a_residual_unit_cut_into_several_blocks_starts_as_the_identity():
     assert report.function_gap < 1e-5 and report.function_note == ""
     attn = next(r for r in report.pairs if r.target == "layer2.1.conv1.attn.fc_reduce")
     assert attn.source == "layer2.1.conv1.attn.fc_reduce" and attn.action == "copied"
+
+
+class _PreScaled(nn.Module):
+    """A residual block that scales its input by a constant set by the network's depth, as
+    NF-ResNet's blocks do with β, before `conv1` reads it."""
+
+    def __init__(self, beta: float, conv=nn.Conv2d):
+        super().__init__()
+        self.beta = beta
+        self.conv1 = conv(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv2(torch.relu(self.conv1(torch.relu(x) * self.beta)))
+
+
+class _StdConv(nn.Conv2d):
+    """A conv that standardises its weight at every call, with no gain (timm's StdConv2d)."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return self._conv_forward(x, w, self.bias)
+
+
+def _pre_scaled_net(depth: int, conv=nn.Conv2d) -> nn.Module:
+    beta = (1 + 0.25 * depth) ** -0.5
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                         nn.Sequential(*[_PreScaled(beta, conv) for _ in range(depth)]),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+def test_a_block_input_scale_set_by_depth_is_compensated_in_its_readers(monkeypatch):
+    from netgraft import growth
+
+    monkeypatch.setitem(growth.INPUT_SCALES, "_PreScaled", ("beta", ("conv1",)))
+    src, dst = _pre_scaled_net(2).eval(), _pre_scaled_net(4).eval()
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert (src(x) - dst(x)).abs().max().item() < 1e-5
+    assert report.function_gap < 1e-5
+    # the copied weight carries the ratio of the two constants, and says so
+    ratio = src[1][0].beta / dst[1][0].beta
+    assert torch.allclose(dst[1][0].conv1.weight, src[1][0].conv1.weight * ratio)
+    record = next(r for r in report.pairs if r.target == "1.0.conv1")
+    how = next(t.how for t in record.tensors if t.name == "weight")
+    assert f"×{ratio:.4g}: its block scales its input by beta {dst[1][0].beta:.4g}" in how
+    # without the compensation the graft is off by that ratio's effect
+    monkeypatch.delitem(growth.INPUT_SCALES, "_PreScaled")
+    report = netgraft.transfer(src, _pre_scaled_net(4))
+    assert report.function_gap > 1e-2
+
+
+def test_a_standardised_reader_of_another_input_scale_is_named(monkeypatch):
+    from netgraft import growth
+
+    monkeypatch.setitem(growth.INPUT_SCALES, "_PreScaled", ("beta", ("conv1",)))
+    src, dst = _pre_scaled_net(2, _StdConv).eval(), _pre_scaled_net(4, _StdConv)
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap > 1e-3
+    # the two blocks copied from the source's two (the other two start as identities)
+    copied = [r.target[:-len(".conv1")] for r in report.pairs
+              if r.target.endswith("conv1") and not any(
+                  q.target.startswith(r.target[:3]) and q.note.startswith("zeroed")
+                  for q in report.pairs)]
+    assert len(copied) == 2 and copied[0] == "1.0"
+    assert report.unscaled == [f"{b}.conv1: beta 0.8165 → 0.7071" for b in copied]
+    assert (f"2 layers read their block's input at another constant scale than in the source, "
+            f"and their weights are standardised with no gain to compensate ("
+            f"{copied[0]}.conv1: beta 0.8165 → 0.7071; {copied[1]}.conv1: beta 0.8165 → "
+            f"0.7071)") in report.function_note

@@ -239,3 +239,90 @@ def _keeps_size(layer: Layer) -> bool:
     return (all(k % 2 for k in layer.kernel) and all(s == 1 for s in layer.stride)
             and all(d == 1 for d in module.dilation)
             and (pad == "same" or tuple(pad) == tuple(k // 2 for k in layer.kernel)))
+
+
+# ----------------------------------------------------------------------------- block constants
+#: Blocks that multiply their input by a constant attribute of their own before the listed
+#: submodules read it, a constant the model's constructor sets from the block's place in the
+#: network: {class name: (attribute, readers)}. timm's normalizer-free block (NF-ResNet,
+#: NF-RegNet, NFNet) scales its pre-activation by β = 1/√(expected variance), and the expected
+#: variance grows with every block before it in its stage, so a source block copied into a
+#: deeper stage reads its input scaled by another β.
+INPUT_SCALES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "NormFreeBlock": ("beta", ("conv1", "downsample.conv")),
+}
+
+
+def _scalar(module: nn.Module, attr: str) -> float | None:
+    value = getattr(module, attr, None)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _parent(name: str, suffix: str) -> str | None:
+    return name[:-len(suffix) - 1] if name.endswith("." + suffix) else None
+
+
+def input_scale_pairs(source: nn.Module, target: nn.Module,
+                      pairs: dict[str, str]) -> list[tuple[str, str, str, float, float]]:
+    """Blocks of `INPUT_SCALES` whose first reader was grafted from the same reader of a source
+    block of the same class, with another input scale: (target block, source block, attribute,
+    source value, target value). `pairs` maps target layer names to the source layers they were
+    grafted from."""
+    found = []
+    s_modules = dict(source.named_modules())
+    for name, module in target.named_modules():
+        spec = INPUT_SCALES.get(type(module).__name__)
+        if spec is None:
+            continue
+        attr, readers = spec
+        src_layer = pairs.get(f"{name}.{readers[0]}" if name else readers[0])
+        s_name = _parent(src_layer, readers[0]) if src_layer else None
+        s_block = s_modules.get(s_name) if s_name is not None else None
+        if s_block is None or type(s_block) is not type(module):
+            continue
+        s_value, t_value = _scalar(s_block, attr), _scalar(module, attr)
+        if s_value is not None and t_value is not None and s_value != t_value and t_value != 0:
+            found.append((name, s_name, attr, s_value, t_value))
+    return found
+
+
+def _standardised(module: nn.Module) -> bool:
+    """A layer that normalises its own weight at every call (weight standardisation): scaling
+    that weight changes nothing."""
+    return "Std" in type(module).__name__
+
+
+def rescale_readers(target: nn.Module, block: str, attr: str, s_value: float, t_value: float,
+                    pairs: dict[str, str], source_block: str) -> tuple[list[str], list[str]]:
+    """Make the readers of `block`'s scaled input compute on it what the source block's readers
+    computed on theirs: a reader reads its input scaled by `t_value` where the source's read it
+    scaled by `s_value`, so its output (before the bias) is scaled by s/t — through its per-unit
+    `gain` when it has one (timm's ScaledStdConv2d, whose weight is standardised), else through
+    its weight. Only readers grafted from the source block's same reader. Returns (rescaled
+    layer names, readers that could not be rescaled: a standardised weight without a gain)."""
+    _, readers = INPUT_SCALES[type(target.get_submodule(block)).__name__]
+    ratio = s_value / t_value
+    done, failed = [], []
+    for reader in readers:
+        name = f"{block}.{reader}" if block else reader
+        try:
+            module = target.get_submodule(name)
+        except AttributeError:
+            continue
+        if pairs.get(name) != f"{source_block}.{reader}":
+            continue
+        gain = getattr(module, "gain", None)
+        with torch.no_grad():
+            if isinstance(gain, nn.Parameter):
+                gain.mul_(ratio)
+            elif isinstance(getattr(module, "weight", None), torch.Tensor) \
+                    and not _standardised(module):
+                module.weight.mul_(ratio)
+            else:
+                failed.append(name)
+                continue
+        done.append(name)
+    return done, failed

@@ -21,7 +21,8 @@ from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
                       write_back)
-from .growth import identity_blocks, identity_modules, set_identity, unmatched_submodules
+from .growth import (identity_blocks, identity_modules, input_scale_pairs, rescale_readers,
+                     set_identity, unmatched_submodules)
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
@@ -133,6 +134,9 @@ class TransferReport:
     #: computed weights (a parametrization such as spectral norm) that differ from the
     #: grafted value after it was written back through their parametrization
     constrained: list[str] = field(default_factory=list)
+    #: readers of a block's input scale (`growth.INPUT_SCALES`) that differs from their
+    #: source block's and that could not be compensated: "<layer>: <attr> <source> → <target>"
+    unscaled: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
@@ -1198,6 +1202,12 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
+    if report.unscaled:
+        many = len(report.unscaled) > 1
+        why.append(f"{len(report.unscaled)} layer{'s read their' if many else ' reads its'} block's "
+                   f"input at another constant scale than in the source, and "
+                   f"{'their weights are' if many else 'its weight is'} standardised with no "
+                   f"gain to compensate ({_listed(report.unscaled, 2, '; ')})")
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     elif report.function_gap is not None and not why:
@@ -1591,10 +1601,13 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
 
     if grow:
         _identity_blocks(target, src_arch, tgt_arch, matching, records)
+    unscaled = _input_scales(src_arch, tgt_arch, matching, records) \
+        if method == "graft" else []
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=_coverage(records),
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching,
-                          shrink=resolved, gated_off=[tgt_arch.blocks[b].name
+                          shrink=resolved, unscaled=unscaled,
+                          gated_off=[tgt_arch.blocks[b].name
                                      for b in gated_off(tgt_arch, matching.pairs)]
                           if method == "graft" else [])
 
@@ -1771,6 +1784,36 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
             for t in record.tensors:
                 if t.name in layer.param_names:
                     t.action, t.how, t.filled = "init", record.note, 0
+
+
+def _input_scales(src_arch: Architecture, tgt_arch: Architecture, matching: Matching,
+                  records: list[LayerRecord]) -> list[str]:
+    """Compensate the readers of every target block whose constant input scale differs from
+    the source block it was grafted from (`growth.INPUT_SCALES`: NF-ResNet's β), noting it on
+    their tensors; returns the readers that could not be compensated, as
+    "<layer>: <attr> <source> → <target>"."""
+    if src_arch.model is None or tgt_arch.model is None:
+        return []
+    pairs = {tgt_arch.layers[t].name: src_arch.layers[s].name
+             for t, s in matching.pairs.items() if s is not None}
+    by_name = {r.target: r for r in records}
+    zeroed = [r.target for r in records if r.note.startswith("zeroed")]
+    failed = []
+    for block, s_block, attr, s_value, t_value in input_scale_pairs(
+            src_arch.model, tgt_arch.model, pairs):
+        done, left = rescale_readers(tgt_arch.model, block, attr, s_value, t_value, pairs,
+                                     s_block)
+        if any(name.startswith(block + ".") for name in zeroed):
+            left = []  # a block started as the identity: what it reads does not matter yet
+        how = (f"×{s_value / t_value:.4g}: its block scales its input by {attr} "
+               f"{t_value:.4g} where the source block scales it by {s_value:.4g}")
+        for name in done:
+            for t in by_name[name].tensors:
+                if t.name in ("gain", "weight") and t.action != "init":
+                    t.how = f"{t.how}; {how}" if t.how else how
+                    break
+        failed += [f"{name}: {attr} {s_value:.4g} → {t_value:.4g}" for name in left]
+    return failed
 
 
 def _split_units(arch: Architecture, extra: list[int], done: set[str]) -> dict[str, list[Layer]]:
