@@ -64,8 +64,9 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     ("mobilenetv3_small_075", "mobilenetv3_small_100"), ("semnasnet_050", "semnasnet_100"),
     ("mnasnet_050", "mnasnet_100"), ("lcnet_050", "lcnet_100"), ("tinynet_e", "tinynet_a"),
     ("repvgg_a0", "repvgg_a1"),
-    # normalizer-free: each block scales its input by a β set by the blocks before it
-    ("nf_resnet26", "nf_resnet50"), ("nf_regnet_b0", "nf_regnet_b1"),
+    # normalizer-free: each block scales its input by a β set by the blocks before it, and
+    # its convs standardise their weights (b0 → b3 is wider too)
+    ("nf_resnet26", "nf_resnet50"), ("nf_regnet_b0", "nf_regnet_b3"),
 ])
 def test_more_timm_families_grow_function_preserving(source, target):
     """Beyond the pairs above, as measured by the report itself (its example input)."""
@@ -825,3 +826,34 @@ def test_a_standardised_reader_of_another_input_scale_is_named(monkeypatch):
             f"and their weights are standardised with no gain to compensate ("
             f"{copied[0]}.conv1: beta 0.8165 → 0.7071; {copied[1]}.conv1: beta 0.8165 → "
             f"0.7071)") in report.function_note
+
+
+def _std_net(width: int) -> nn.Module:
+    from timm.layers import ScaledStdConv2d
+
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                         ScaledStdConv2d(width, width, 3, padding=1), nn.ReLU(),
+                         ScaledStdConv2d(width, width, 1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+
+
+@pytest.mark.parametrize("width", [12, 16, 24])
+def test_weight_standardised_convs_widen_function_preserving(width):
+    """A weight-standardised conv (NF-ResNet's) undoes the fan-in rescaling of replicated
+    channels: the weight it computes with is adapted instead, and its gain set to give it back."""
+    from netgraft.transfer import STANDARDISED
+
+    src, dst = _std_net(8).eval(), _std_net(width).eval()
+    with torch.no_grad():
+        for m in src.modules():
+            if hasattr(m, "gain"):
+                m.gain.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = src(x)
+        assert (expected - dst(x)).abs().max().item() < 1e-5 * expected.abs().max().item()
+    assert report.function_gap < 1e-5
+    record = next(r for r in report.pairs if r.target == "2")
+    assert [t.name for t in record.tensors if STANDARDISED in t.how] == ["weight", "gain"]

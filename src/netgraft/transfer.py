@@ -17,6 +17,7 @@ from torch import nn
 
 from . import adapt
 from .adapt import TensorRecord, init_record
+from .adapt.standardised import absorb_gain, effective_weight, gained
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
@@ -249,6 +250,14 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  generator: torch.Generator | None = None,
                  channels: _ChannelPlan | None = None) -> list[TensorRecord]:
     records = []
+    # a weight-standardised conv whose fan-in grows: adapt the weight it computes with
+    effective = (gained(src.module) and gained(tgt.module) and "weight" in tgt_t
+                 and "gain" in tgt_t and src.module.weight.shape[1:] != tgt_t["weight"].shape[1:]
+                 and all(a <= b for a, b in zip(src.module.weight.shape[1:],
+                                                tgt_t["weight"].shape[1:])))
+    if effective:
+        src_t = {**src_t, "weight": effective_weight(src.module).to(src.module.weight.dtype),
+                 "gain": torch.ones_like(src.module.gain)}
     found = _concat_index(src, tgt, channels, select, channel_map) if channels else None
     in_index, in_how = found if found is not None else (None, "")
     out_index = channels.maps.get(tgt.name) if channels and _mixes_channels(tgt) else None
@@ -308,7 +317,18 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             name=name, shape=shape, source_shape=tuple(source.shape),
             action="copied" if not how else "adapted", how=how,
             filled=round(numel * fraction), numel=numel, parameter=name in tgt.param_names))
+    if effective:
+        absorb_gain(tgt.module)
+        for record in records:
+            if record.name in ("weight", "gain") and record.action != "init":
+                record.action = "adapted"
+                record.how = "; ".join(filter(None, (record.how, STANDARDISED)))
     return records
+
+
+#: how the note of a weight-standardised conv's weight and gain says what was adapted
+STANDARDISED = ("the source's standardised weight (× gain) adapted and stored, the gain set so "
+                "that standardising gives it back")
 
 
 def _mixes_channels(layer: Layer) -> bool:
