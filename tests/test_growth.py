@@ -487,7 +487,7 @@ def test_regnet_with_wider_groups_and_other_stage_depths_keeps_more_of_its_funct
     report, grouped = corr()
     assert report.matching.source_of("s3.b1.conv2.conv") == "s3.b1.conv2.conv"
     assert report.matching.source_of("s4.b1.downsample.conv") == "s4.b1.downsample.conv"
-    monkeypatch.setattr(netgraft.adapt, "group_map", lambda pairs, models=None: None)
+    monkeypatch.setattr(netgraft.adapt, "group_map", lambda *args, **kwargs: None)
     _, plain = corr()
     how = " ".join(t.how for p in report.pairs for t in p.tensors)
     assert "out 32→48 replicated by group" in how and "out 384→528 replicated by group" in how
@@ -857,3 +857,37 @@ def test_weight_standardised_convs_widen_function_preserving(width):
     assert report.function_gap < 1e-5
     record = next(r for r in report.pairs if r.target == "2")
     assert [t.name for t in record.tensors if STANDARDISED in t.how] == ["weight", "gain"]
+
+
+@pytest.mark.parametrize("source, target", [
+    ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0"), ("shufflenet_v2_x1_0", "shufflenet_v2_x1_5"),
+])
+def test_shufflenet_widens_function_preserving(source, target):
+    """Channel shuffles send each channel to the block that reads it by its position: every
+    target channel is filled from a source channel that the same layers read."""
+    import torchvision
+
+    src = _trained_looking(getattr(torchvision.models, source)(num_classes=10))
+    dst = getattr(torchvision.models, target)(num_classes=10)
+    report = netgraft.transfer(src, dst)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = src(x)
+        assert (expected - dst.eval()(x)).abs().max().item() < 1e-5 * max(
+            1.0, expected.abs().max().item())
+    assert report.function_gap < 1e-5 and report.matching.target.shuffles == 16
+    record = next(r for r in report.pairs if r.target == "stage2.1.branch2.5")
+    assert "by the layers that read each channel (channel shuffles)" in record.tensors[0].how
+
+
+def test_a_shufflenet_widening_that_cannot_place_every_channel_is_named():
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+
+    src = _trained_looking(ShuffleNetV2([4, 8, 4], [24, 48, 96, 192, 1024], num_classes=10))
+    # twice as wide: one channel of stage3.0's branch is read, after the shuffles, by a
+    # block that no channel of the twice-as-wide stream reaches
+    report = netgraft.transfer(src, ShuffleNetV2([4, 8, 4], [24, 96, 192, 384, 1024],
+                                                 num_classes=10))
+    assert 1e-4 < report.function_gap < 1e-1
+    assert ("the channels go through 16 channel shuffles, and 1 widened layer "
+            "(stage3.0.branch2.5) cannot place replicas of every channel") in report.function_note

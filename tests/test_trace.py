@@ -220,3 +220,42 @@ def test_a_conv_classifier_pooled_into_the_output_is_still_the_head():
     body = nn.Sequential(*list(timm.create_model("resnet10t").children())[:-2],
                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
     assert not [l for l in netgraft.trace(body, x).layers if l.role == "output"]
+
+
+class _Shuffled(nn.Module):
+    """Two convs concatenated, shuffled in two groups (ShuffleNet's view / transpose / view,
+    or torch's channel_shuffle), then read by a conv."""
+
+    def __init__(self, op: bool):
+        super().__init__()
+        self.op = op
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.c = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], 1)
+        if self.op:
+            y = nn.functional.channel_shuffle(y, 2)
+        else:
+            n, c, h, w = y.shape
+            y = y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return self.c(torch.relu(y))
+
+
+@pytest.mark.parametrize("op", [False, True])
+def test_a_channel_shuffle_interleaves_the_layout_it_reads(op):
+    arch = netgraft.trace(_Shuffled(op), torch.randn(1, 3, 4, 4))
+    assert arch["c"].in_layout == tuple((p, i, i + 1, 4) for i in range(4) for p in "ab")
+    assert arch.shuffles == 1
+
+
+def test_shuffled_layouts_keep_their_segments():
+    from netgraft.trace import shuffled
+
+    layout = (("a", 0, 6, 6),)
+    assert shuffled(layout, 1) == layout
+    assert shuffled(layout, 2) == (("a", 0, 1, 6), ("a", 3, 4, 6), ("a", 1, 2, 6),
+                                   ("a", 4, 5, 6), ("a", 2, 3, 6), ("a", 5, 6, 6))
+    assert shuffled(layout, 4) is None  # 6 channels do not split into 4 groups
+    assert shuffled(layout, 6) == (("a", 0, 6, 6),)  # one channel per group: unchanged
+    assert netgraft.trace(nn.Conv2d(3, 4, 1), torch.randn(1, 3, 4, 4)).shuffles == 0

@@ -171,6 +171,9 @@ class Architecture:
     #: modules whose forward adds their own input back (x + f(x)): the residual units; those
     #: without convolutions (attention, MLP) are one block each (see `_unit_blocks`)
     residual: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    #: channel shuffles the forward ran (ShuffleNet): they interleave the channels of two
+    #: halves, so a widened channel's replicas must sit next to it (`adapt.group_map`)
+    shuffles: int = field(default=0, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -396,6 +399,30 @@ def _cut(layout: Layout, start: int, stop: int) -> Layout:
     return tuple(out)
 
 
+def _merged(layout: Layout) -> Layout:
+    """`layout` with neighbouring segments that continue one another joined."""
+    out: list[tuple[str, int, int, int]] = []
+    for seg in layout:
+        if out and out[-1][0] == seg[0] and out[-1][2] == seg[1] and out[-1][3] == seg[3]:
+            out[-1] = (seg[0], out[-1][1], seg[2], seg[3])
+        else:
+            out.append(seg)
+    return tuple(out)
+
+
+def shuffled(layout: Layout, groups: int) -> Layout | None:
+    """The channels of a tensor laid out as `layout` after a channel shuffle in `groups`
+    groups (ShuffleNet: ``x.view(n, g, c // g, ...).transpose(1, 2).reshape(n, c, ...)``):
+    channel a·g + b is channel b·(c/g) + a. None when the channels do not divide evenly."""
+    c = sum(b - a for _, a, b, _ in layout)
+    if groups < 1 or c % groups:
+        return None
+    per = c // groups
+    return _merged(tuple(seg for j in range(c)
+                         for seg in _cut(layout, (j % groups) * per + j // groups,
+                                         (j % groups) * per + j // groups + 1)))
+
+
 class _ChannelSources(TorchFunctionMode):
     """Follows, through one forward pass, which layer's output each channel of each tensor
     comes from: a channel-mixing layer (a conv, or a linear on (N, C) features) starts a new
@@ -408,6 +435,9 @@ class _ChannelSources(TorchFunctionMode):
         super().__init__()
         # weak keys: the forward's intermediate tensors are freed as usual
         self._known = WeakTensorKeyDictionary()
+        #: a tensor whose channels were viewed as (groups, channels per group), before or
+        #: after swapping those two dims: (layout of the channels, groups, swapped)
+        self._grouped = WeakTensorKeyDictionary()
         #: sums and products of a concatenation and a tensor laid out otherwise
         #: (`Architecture.mixed_sums`)
         self.mixed_sums: list[tuple[Layout, Layout]] = []
@@ -418,6 +448,7 @@ class _ChannelSources(TorchFunctionMode):
         #: modules whose forward adds its own input to a tensor of the same shape (x + f(x)):
         #: residual units, whatever the layout of their tensors (`Architecture.residual`)
         self.residual: set[str] = set()
+        self.shuffles = 0  # channel shuffles followed (`Architecture.shuffles`)
         self.order: dict[str, int] = {}  # module name → when the forward first reached it
 
     def get(self, t: Any) -> Layout | None:
@@ -451,6 +482,8 @@ class _ChannelSources(TorchFunctionMode):
                 if all(l is not None for l in layouts):
                     self.set(out, tuple(seg for l in layouts for seg in l))
                 return
+        if self._shuffle(name, first, args, kwargs, out):
+            return
         if name in _REORDERS or (
                 name in _RESHAPES and isinstance(first, torch.Tensor)
                 and isinstance(out, torch.Tensor) and out.shape[:2] != first.shape[:2]):
@@ -515,6 +548,49 @@ class _ChannelSources(TorchFunctionMode):
                         and self.get(t) is not None):
                     self.set(out, self.get(t))
                     break
+
+
+    def _shuffle(self, name: str, first: Any, args: tuple, kwargs: dict, out: Any) -> bool:
+        """Follow a channel shuffle, as one op or as ShuffleNet writes it (view the channels
+        as (groups, per group), swap the two, view them back as channels); True when `out`
+        was one of its steps."""
+        if not (isinstance(first, torch.Tensor) and isinstance(out, torch.Tensor)):
+            return False
+        if name in ("channel_shuffle", "native_channel_shuffle"):
+            groups = args[1] if len(args) > 1 else kwargs.get("groups")
+            layout = self.get(first)
+            if layout is None or not isinstance(groups, int):
+                return False
+            self.set(out, shuffled(layout, groups))
+            self.shuffles += 1
+            return True
+        grouped = self._grouped.get(first)
+        if name in _RESHAPES and grouped is None:
+            layout = self.get(first)
+            if (layout is not None and out.ndim == first.ndim + 1
+                    and out.shape[0] == first.shape[0] and out.shape[3:] == first.shape[2:]
+                    and out.shape[1] * out.shape[2] == first.shape[1]):
+                self._grouped[out] = (layout, out.shape[1], False)
+                return True
+            return False
+        if grouped is None:
+            return False
+        layout, groups, swapped = grouped
+        if name in ("transpose", "transpose_", "swapaxes", "swapdims") and not swapped:
+            dims = sorted(int(d) % first.ndim for d in (list(args[1:3]) or
+                                                         [kwargs.get("dim0"), kwargs.get("dim1")]))
+            if dims == [1, 2]:
+                self._grouped[out] = (layout, groups, True)
+                return True
+        elif name in ("contiguous", "clone") and out.shape == first.shape:
+            self._grouped[out] = grouped
+            return True
+        elif (name in _RESHAPES and out.ndim == first.ndim - 1
+              and out.shape[1] == first.shape[1] * first.shape[2]):
+            self.set(out, shuffled(layout, groups) if swapped else layout)
+            self.shuffles += swapped
+            return True
+        return False
 
 
 def _channel_mixing(module: nn.Module) -> bool:
@@ -787,7 +863,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input, mixed_sums=sources.mixed_sums,
-                        summed=frozenset(sources.summed), residual=frozenset(sources.residual))
+                        summed=frozenset(sources.summed), residual=frozenset(sources.residual),
+                        shuffles=sources.shuffles)
 
 
 class _Own:

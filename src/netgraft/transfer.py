@@ -426,6 +426,67 @@ def _split_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[
     return maps
 
 
+def _producers(src_arch: Architecture, tgt_arch: Architecture,
+               matching: Matching) -> dict[str, str]:
+    """Target layer → the source layer whose output channels it writes (``""``: the input)."""
+    # a target layer repeating a source layer an earlier one took writes new channels
+    producers = {"": ""}
+    for t, s in sorted(matching.pairs.items()):
+        name = src_arch.layers[s].name if s is not None else None
+        if name is not None and name not in producers.values():
+            producers[tgt_arch.layers[t].name] = name
+    return producers
+
+
+def _readers(arch: Architecture) -> dict[str, list[set[str]]]:
+    """For each producer, the layers that read each of its output channels (`in_layout`)."""
+    readers: dict[str, list[set[str]]] = {}
+    for layer in arch.layers:
+        for producer, a, b, width in layer.in_layout or ():
+            units = readers.setdefault(producer, [set() for _ in range(width)])
+            for u in range(a, min(b, len(units))):
+                units[u].add(layer.name)
+    return readers
+
+
+def _reader_maps(src_arch: Architecture, tgt_arch: Architecture, matching: Matching,
+                 producers: dict[str, str]
+                 ) -> tuple[dict[str, tuple[torch.Tensor, str]], list[str]]:
+    """Channel maps for the widened producers of a model whose channels go through shuffles
+    (ShuffleNet), where which later layer reads a channel depends on where the shuffles and
+    splits put it: each target channel is filled from a source channel that the same layers
+    (their source counterparts) read, so every layer still reads every channel its source
+    read. A unit's replicas spread by the size-keyed rule can all land in a half the source's
+    reader does not read. Only for producers where every source channel finds such a
+    target channel. Returns ({target layer name: (source channel of each output, how)}, the
+    widened producers with a source channel that no target channel is read like)."""
+    mates = {tgt_arch.layers[t].name: src_arch.layers[s].name
+             for t, s in matching.pairs.items() if s is not None}
+    theirs, ours = _readers(src_arch), _readers(tgt_arch)
+    maps, misfits = {}, []
+    for name, units in ours.items():
+        mate = producers.get(name)
+        source = theirs.get(mate) if mate else None
+        if not name or source is None or len(units) <= len(source):
+            continue
+        classes: dict[frozenset, list[int]] = {}
+        for u, who in enumerate(source):
+            classes.setdefault(frozenset(who), []).append(u)
+        mine: dict[frozenset, list[int]] = {}
+        for u, who in enumerate(units):
+            mine.setdefault(frozenset(mates[c] for c in who if c in mates), []).append(u)
+        if any(len(mine.get(k, ())) < len(v) for k, v in classes.items()):
+            misfits.append(name)  # some source channel has no target channel read alike
+            continue
+        index = adapt.consecutive_index(len(source), len(units))
+        for key, have in mine.items():
+            want = classes.get(key)
+            for j, u in enumerate(have if want else ()):
+                index[u] = want[j * len(want) // len(have)]
+        maps[name] = (index, "by the layers that read each channel (channel shuffles)")
+    return maps, misfits
+
+
 def _sum_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
               select: Callable | None, channel_map: Callable | None,
               out_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -453,13 +514,10 @@ def _channel_plan(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     """The producers' pairing, and the layers whose output channels follow a map of their
     own instead of the size-keyed rule: those read in pieces (`_split_maps`), then those
     added to a concatenation (`_sum_maps`)."""
-    # a target layer repeating a source layer an earlier one took writes new channels
-    producers = {"": ""}
-    for t, s in sorted(matching.pairs.items()):
-        name = src_arch.layers[s].name if s is not None else None
-        if name is not None and name not in producers.values():
-            producers[tgt_arch.layers[t].name] = name
+    producers = _producers(src_arch, tgt_arch, matching)
     split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
+    if src_arch.shuffles or tgt_arch.shuffles:
+        split |= _reader_maps(src_arch, tgt_arch, matching, producers)[0]
     maps = {k: index for k, (index, _) in split.items()}
     summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, maps)
     return _ChannelPlan(producers=producers, maps=maps | summed,
@@ -1222,6 +1280,15 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
+    if src.shuffles or tgt.shuffles:
+        misfits = _reader_maps(src, tgt, matching, _producers(src, tgt, matching))[1]
+        if misfits:
+            why.append(f"the channels go through {tgt.shuffles} channel shuffles, and "
+                       f"{len(misfits)} widened layer{'s' if len(misfits) > 1 else ''} "
+                       f"({_listed(misfits, 3)}) cannot place replicas of every channel "
+                       f"where the layers that read it in the source read them (the "
+                       f"shuffles send a channel to the block that reads it by its position; "
+                       f"torchvision's ShuffleNetV2 widths grow exactly)")
     if report.unscaled:
         many = len(report.unscaled) > 1
         why.append(f"{len(report.unscaled)} layer{'s read their' if many else ' reads its'} block's "
@@ -1594,7 +1661,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         select = _selector(shrink, src_arch.layers)
         channel_map = adapt.group_map(
             ((src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
-             if s is not None), (src_arch.model, tgt_arch.model))
+             if s is not None), (src_arch.model, tgt_arch.model),
+            consecutive=bool(src_arch.shuffles or tgt_arch.shuffles))
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.

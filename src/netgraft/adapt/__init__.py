@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..trace import Layer, Layout
-from .mapping import (centre_slices, channel_index, fan_in_scale, group_channel_index,
+from .mapping import (centre_slices, channel_index, consecutive_index, fan_in_scale,
+                      group_channel_index,
                       packs_groups, query_scale,
                       importance_index, mixing_matrix, replica_jitter)
 
@@ -525,7 +526,8 @@ def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
 
 
 def group_map(pairs: Iterable[tuple[Layer, Layer]],
-              models: tuple[Any, Any] = (None, None)) -> Selector | None:
+              models: tuple[Any, Any] = (None, None),
+              consecutive: bool = False) -> Selector | None:
     """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions,
     or attentions whose heads grow wider.
 
@@ -536,7 +538,8 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     wider (`models`: the source and target model, where the heads are read): every channel
     of that width is mapped head by head, so each target head holds one source head, and its
     queries are scaled for the wider head (`query_scale`, in `_resize_dim`). None when no
-    such pair exists."""
+    such pair exists. `consecutive`: every other widening puts a unit's replicas side by side
+    (`consecutive_index`), for models whose channels go through a shuffle."""
     pairs = list(pairs)
     groups: dict[tuple[int, int], tuple[int, int]] = {}
     for src, tgt in pairs:
@@ -548,12 +551,15 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
                     groups.setdefault((s, t), (src.groups, tgt.groups))
     heads = {k: v for k, v in _head_groups(pairs, models).items()
              if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
-    if not groups:
+    if not groups and not consecutive:
         return None
 
     def channel_map(source: int, target: int) -> torch.Tensor | None:
         g = groups.get((source, target))
-        return None if g is None else group_channel_index(source, target, *g)
+        if g is None:
+            return consecutive_index(source, target) if consecutive and target > source \
+                else None
+        return group_channel_index(source, target, *g)
 
     channel_map.groups = groups  # type: ignore[attr-defined]
     channel_map.heads = heads  # type: ignore[attr-defined]

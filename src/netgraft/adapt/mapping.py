@@ -26,6 +26,15 @@ def channel_index(source: int, target: int) -> torch.Tensor:
     return (t * source) // target
 
 
+def consecutive_index(source: int, target: int) -> torch.Tensor:
+    """`channel_index` with each source unit's replicas side by side (0, 0, 1, 1, 2, ..):
+    the units keep their order, so any fraction of the channels (the first half, every other
+    one) holds the same units' replicas as that fraction of the source's. What a channel
+    shuffle followed by a split needs (ShuffleNet: each block passes the first half of the
+    shuffled channels on); shrinking selects evenly spaced units as `channel_index` does."""
+    return (torch.arange(target) * source) // target
+
+
 def group_channel_index(source: int, target: int, source_groups: int,
                         target_groups: int) -> torch.Tensor:
     """`channel_index` for channels that feed grouped convolutions: a target group is filled
