@@ -45,6 +45,8 @@ PAIRS = (
     "cs3darknet_m:cs3darknet_l,cs3darknet_focus_s:cs3darknet_focus_m,"
     # normalizer-free: per-block input scales, weight-standardised convs (session 18)
     "nf_resnet26:nf_resnet50,nf_regnet_b0:nf_regnet_b3,eca_nfnet_l0:eca_nfnet_l1,"
+    # multi-branch modules whose new copies start as identities as a whole (session 18)
+    "hrnet_w18_small:hrnet_w18,hrnet_w18:hrnet_w30,"
     # a stage gets shallower or block types change: not growth
     "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
     "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"

@@ -891,3 +891,39 @@ def test_a_shufflenet_widening_that_cannot_place_every_channel_is_named():
     assert 1e-4 < report.function_gap < 1e-1
     assert ("the channels go through 16 channel shuffles, and 1 widened layer "
             "(stage3.0.branch2.5) cannot place replicas of every channel") in report.function_note
+
+
+@pytest.mark.parametrize("source, target", [
+    ("hrnet_w18_small", "hrnet_w18"), ("hrnet_w18_small", "hrnet_w18_small_v2"),
+])
+def test_new_hrnet_modules_start_as_identities_as_a_whole(source, target):
+    """A new HRNet module (list in, list out: its branches' residual blocks, then fuse layers
+    adding every branch to every other) is an identity only once its fuse terms are zeroed
+    too; its forward writes its input list in place."""
+    src = _trained_looking(timm.create_model(source, num_classes=10))
+    dst = timm.create_model(target, num_classes=10)
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap < 1e-5  # was 23 / 1.5 with the fuse layers left at init
+    notes = {r.target: r.note for r in report.pairs}
+    assert notes["stage3.1.fuse_layers.0.1.1"].startswith("zeroed")  # an upsampling term's norm
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = src(x)
+        assert (expected - dst.eval()(x)).abs().max().item() < 1e-5 * max(
+            1.0, expected.abs().max().item())
+
+
+def test_an_identity_probe_sees_list_outputs_and_inputs_changed_in_place():
+    from netgraft.growth import _distance
+
+    class Lists(nn.Module):
+        def forward(self, xs):
+            xs[0] = xs[0] * 2  # in place, as an HRNet module does
+            return [xs[0], xs[1]]
+
+    xs = [torch.ones(2, 3), torch.ones(4)]
+    # the first tensor doubled, the second kept: |(1, 0)| / |(1, 1)| of their norms
+    assert _distance(Lists(), (xs,), {}) == pytest.approx(6 ** 0.5 / 10 ** 0.5)
+    assert torch.equal(xs[0], torch.ones(2, 3))  # probed on a copy
+    assert _distance(Lists(), ([torch.ones(2, 3), torch.ones(4), torch.ones(1)],), {}) \
+        == float("inf")  # 2 out, 3 in

@@ -57,11 +57,17 @@ def _copy(obj: Any) -> Any:
 
 
 def _distance(module: nn.Module, args: tuple, kwargs: dict) -> float:
-    out = module(*args, **kwargs)
-    x = args[0]
-    if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor) or out.shape != x.shape:
+    """How far `module`'s output is from its first input, relative to the input: a tensor, or
+    a list of tensors of the same shapes (an HRNet module takes and returns one per branch)."""
+    out = module(*_copy(args), **_copy(kwargs))  # a copy: a forward may change its inputs in
+    x = args[0] if args else None               # place (an HRNet module writes its list)
+    pairs = list(zip(out, x)) if isinstance(out, (list, tuple)) and isinstance(x, (list, tuple)) \
+        and len(out) == len(x) else [(out, x)]
+    if not pairs or not all(isinstance(o, torch.Tensor) and isinstance(i, torch.Tensor)
+                            and o.shape == i.shape for o, i in pairs):
         return float("inf")
-    return float((out - x).norm() / (x.norm() + 1e-12))
+    diff = sum(float((o - i).norm()) ** 2 for o, i in pairs) ** 0.5
+    return diff / (sum(float(i.norm()) ** 2 for _, i in pairs) ** 0.5 + 1e-12)
 
 
 def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: dict) -> list[str]:
@@ -86,19 +92,25 @@ def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: d
             best = _distance(module, args, kwargs)
             if best == float("inf"):
                 return []
-            for layer in reversed(layers):
-                if best < _TOLERANCE:
-                    break
-                if not params[layer.name]:
-                    continue
-                for v in params[layer.name].values():
-                    v.zero_()
-                d = _distance(module, args, kwargs)
-                if d < best - 1e-9:
-                    best = d
-                    zeroed.append(layer.name)
-                else:
-                    restore([layer.name])
+            # passes until one zeroes nothing more: with several terms summed before an
+            # activation (an HRNet module's fuse), dropping one term can help only once
+            # another is gone
+            progress = True
+            while progress and best >= _TOLERANCE:
+                progress = False
+                for layer in reversed(layers):
+                    if best < _TOLERANCE:
+                        break
+                    if not params[layer.name] or layer.name in zeroed:
+                        continue
+                    for v in params[layer.name].values():
+                        v.zero_()
+                    d = _distance(module, args, kwargs)
+                    if d < best - 1e-9:
+                        best, progress = d, True
+                        zeroed.append(layer.name)
+                    else:
+                        restore([layer.name])
             if best >= _TOLERANCE * 10:  # not a residual block: leave it as it was
                 restore(zeroed)
                 return []
@@ -150,6 +162,28 @@ def identity_modules(model: nn.Module, modules: dict[str, list[Layer]],
                 done[name] = zeroed
                 break
     return done
+
+
+def fresh_modules(model: nn.Module, arch: Architecture, fresh: set[str]) -> dict[str, list[Layer]]:
+    """The largest submodules of `model` whose parametric layers are all in `fresh` (layers
+    with no source of their own) and span several blocks of `arch`, with those layers: a new
+    module of a deeper target that the block grouping cut into blocks and single layers (an
+    HRNet module: its branches' residual blocks and the fuse layers that add the branches
+    up), which can start as the identity only as a whole."""
+    total: dict[str, list[Layer]] = {}
+    for layer in arch.layers:
+        parts = layer.name.split(".")
+        for depth in range(1, len(parts)):
+            total.setdefault(".".join(parts[:depth]), []).append(layer)
+    out: dict[str, list[Layer]] = {}
+    for name, _ in model.named_modules():  # parents first: the largest such module wins
+        layers = total.get(name)
+        if (not layers or any(name.startswith(k + ".") for k in out)
+                or not all(layer.name in fresh for layer in layers)
+                or len({layer.block for layer in layers}) < 2):
+            continue
+        out[name] = layers
+    return out
 
 
 def _enclosing(model: nn.Module, name: str, layers: list[Layer]) -> list[str]:

@@ -22,8 +22,8 @@ from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
                       write_back)
-from .growth import (identity_blocks, identity_modules, input_scale_pairs, rescale_readers,
-                     set_identity, unmatched_submodules)
+from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
+                     rescale_readers, set_identity, unmatched_submodules)
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
@@ -1863,6 +1863,14 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
                 for name, layers in unmatched_submodules(tgt_arch, b, own).items()}
         if subs:
             zeroed += identity_modules(target, subs, tgt_arch.example_input).values()
+        # a new module the grouping cut into blocks and single layers (HRNet's modules: their
+        # branches' blocks, then fuse layers adding the branches up) is an identity as a whole
+        extra_set = set(extra)
+        fresh = {layer.name for layer in tgt_arch.layers
+                 if layer.block in extra_set or matching.pairs.get(layer.index) is None}
+        whole = fresh_modules(target, tgt_arch, fresh)
+        if whole:
+            zeroed += identity_modules(target, whole, tgt_arch.example_input).values()
     by_name = {r.target: r for r in records}
     for names in zeroed:
         for name in names:
