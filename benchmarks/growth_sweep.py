@@ -72,7 +72,8 @@ MODEL_KWARGS: dict[str, dict] = {
 
 def trained_looking(model: nn.Module, seed: int = 1) -> nn.Module:
     """`model` in eval mode with random but non-trivial norm statistics and affines, and
-    ConvNeXt's layer scales opened, so that a wrong channel map shows in the outputs."""
+    ConvNeXt's layer scales and the normalizer-free nets' gains opened, so that a wrong channel
+    map shows in the outputs."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -83,6 +84,8 @@ def trained_looking(model: nn.Module, seed: int = 1) -> nn.Module:
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
         for name, p in model.named_parameters():
             if name.endswith("gamma") and p.ndim == 1:  # open ConvNeXt's layer scales
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif name.endswith("gain"):  # and NF-ResNet's residual gains, which start at 0
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
     return model.eval()
 

@@ -770,6 +770,9 @@ class _PreScaled(nn.Module):
         return x + self.conv2(torch.relu(self.conv1(torch.relu(x) * self.beta)))
 
 
+_PRE_SCALED = f"{_PreScaled.__module__}.{_PreScaled.__qualname__}"  # as INPUT_SCALES names it
+
+
 class _StdConv(nn.Conv2d):
     """A conv that standardises its weight at every call, with no gain (timm's StdConv2d)."""
 
@@ -789,7 +792,7 @@ def _pre_scaled_net(depth: int, conv=nn.Conv2d) -> nn.Module:
 def test_a_block_input_scale_set_by_depth_is_compensated_in_its_readers(monkeypatch):
     from netgraft import growth
 
-    monkeypatch.setitem(growth.INPUT_SCALES, "_PreScaled", ("beta", ("conv1",)))
+    monkeypatch.setitem(growth.INPUT_SCALES, _PRE_SCALED, ("beta", ("conv1",)))
     src, dst = _pre_scaled_net(2).eval(), _pre_scaled_net(4).eval()
     report = netgraft.transfer(src, dst)
     x = torch.randn(2, 3, 16, 16)
@@ -803,7 +806,7 @@ def test_a_block_input_scale_set_by_depth_is_compensated_in_its_readers(monkeypa
     how = next(t.how for t in record.tensors if t.name == "weight")
     assert f"×{ratio:.4g}: its block scales its input by beta {dst[1][0].beta:.4g}" in how
     # without the compensation the graft is off by that ratio's effect
-    monkeypatch.delitem(growth.INPUT_SCALES, "_PreScaled")
+    monkeypatch.delitem(growth.INPUT_SCALES, _PRE_SCALED)
     report = netgraft.transfer(src, _pre_scaled_net(4))
     assert report.function_gap > 1e-2
 
@@ -811,7 +814,7 @@ def test_a_block_input_scale_set_by_depth_is_compensated_in_its_readers(monkeypa
 def test_a_standardised_reader_of_another_input_scale_is_named(monkeypatch):
     from netgraft import growth
 
-    monkeypatch.setitem(growth.INPUT_SCALES, "_PreScaled", ("beta", ("conv1",)))
+    monkeypatch.setitem(growth.INPUT_SCALES, _PRE_SCALED, ("beta", ("conv1",)))
     src, dst = _pre_scaled_net(2, _StdConv).eval(), _pre_scaled_net(4, _StdConv)
     report = netgraft.transfer(src, dst)
     assert report.function_gap > 1e-3
@@ -849,7 +852,10 @@ def test_weight_standardised_convs_widen_function_preserving(width):
             if hasattr(m, "gain"):
                 m.gain.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.1)
+        src[2].gain[0] = 0  # a unit switched off keeps its weights, and stays off
     report = netgraft.transfer(src, dst)
+    assert float(dst[2].gain[0].detach().abs().max()) == 0
+    assert float(dst[2].weight[0].detach().abs().min()) > 0
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         expected = src(x)
@@ -876,8 +882,12 @@ def test_shufflenet_widens_function_preserving(source, target):
         assert (expected - dst.eval()(x)).abs().max().item() < 1e-5 * max(
             1.0, expected.abs().max().item())
     assert report.function_gap < 1e-5 and report.matching.target.shuffles == 16
-    record = next(r for r in report.pairs if r.target == "stage2.1.branch2.5")
-    assert "by the layers that read each channel (channel shuffles)" in record.tensors[0].how
+    hows = [t.how for r in report.pairs for t in r.tensors if t.name == "weight"]
+    # each unit's replicas side by side, and where that leaves a channel unread by a layer
+    # that read it in the source (x1.0 → x1.5 only), filled by who reads each channel
+    assert any("replicated side by side" in how for how in hows)
+    assert any("by the layers that read each channel (channel shuffles)" in how
+               for how in hows) == (source == "shufflenet_v2_x1_0")
 
 
 def test_a_shufflenet_widening_that_cannot_place_every_channel_is_named():
@@ -927,3 +937,42 @@ def test_an_identity_probe_sees_list_outputs_and_inputs_changed_in_place():
     assert torch.equal(xs[0], torch.ones(2, 3))  # probed on a copy
     assert _distance(Lists(), ([torch.ones(2, 3), torch.ones(4), torch.ones(1)],), {}) \
         == float("inf")  # 2 out, 3 in
+
+
+class _GroupedThenShuffled(nn.Module):
+    """Grouped convs, a 1×1 conv, then a channel shuffle (`v1`: ShuffleNet V1's unit, where a
+    grouped conv reads the shuffled channels)."""
+
+    def __init__(self, c: int, g: int, v1: bool = False):
+        super().__init__()
+        self.v1 = v1
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.g1 = nn.Conv2d(c, c, 3, padding=1, groups=g)
+        self.p = nn.Conv2d(c, c, 1)
+        self.q = nn.Conv2d(c, c, 1, groups=g if v1 else 1)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.p(torch.relu(self.g1(torch.relu(self.stem(x))))))
+        x = torch.relu(self.q(nn.functional.channel_shuffle(x, 2)))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("groups", [(2, 2), (2, 4)])
+def test_grouped_convs_before_a_shuffle_keep_their_group_maps(groups):
+    torch.manual_seed(0)
+    src, dst = _GroupedThenShuffled(8, groups[0]).eval(), _GroupedThenShuffled(16, groups[1])
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap < 1e-5 and report.matching.target.shuffles == 1
+    how = next(t.how for r in report.pairs if r.target == "g1" for t in r.tensors)
+    assert how.startswith("out 8→16 replicated by group")
+
+
+def test_a_grouped_conv_reading_shuffled_channels_maps_them_by_size():
+    """A per-channel layout cannot say which group of a grouped conv's fan-in a channel falls
+    in: such a model is traced without following its shuffles (as before they were)."""
+    torch.manual_seed(0)
+    src, dst = _GroupedThenShuffled(8, 2, v1=True).eval(), _GroupedThenShuffled(16, 2, v1=True)
+    report = netgraft.transfer(src, dst)
+    assert report.matching.target.shuffles == 0 and report.matching.source.shuffles == 0
+    assert report.matching.target["q"].in_layout is None

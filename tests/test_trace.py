@@ -249,6 +249,22 @@ def test_a_channel_shuffle_interleaves_the_layout_it_reads(op):
     assert arch.shuffles == 1
 
 
+def test_a_unit_dim_added_after_the_channels_is_no_shuffle():
+    class Unit(nn.Module):  # two convs concatenated, then viewed as (n, c, 1, h, w)
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+            self.c = nn.Conv3d(8, 2, 1)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), self.b(x)], 1)
+            n, c, h, w = y.shape
+            return self.c(y.view(n, c, 1, h, w))
+
+    arch = netgraft.trace(Unit(), torch.randn(1, 3, 4, 4))
+    assert arch["c"].in_layout == (("a", 0, 4, 4), ("b", 0, 4, 4)) and arch.shuffles == 0
+
+
 def test_shuffled_layouts_keep_their_segments():
     from netgraft.trace import shuffled
 

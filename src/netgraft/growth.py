@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .adapt.mapping import channel_index
+from .adapt.standardised import standardises
 from .trace import Architecture, Layer, own_tensors, run_model
 
 _TOLERANCE = 1e-6
@@ -278,13 +279,18 @@ def _keeps_size(layer: Layer) -> bool:
 # ----------------------------------------------------------------------------- block constants
 #: Blocks that multiply their input by a constant attribute of their own before the listed
 #: submodules read it, a constant the model's constructor sets from the block's place in the
-#: network: {class name: (attribute, readers)}. timm's normalizer-free block (NF-ResNet,
+#: network: {module path and class name: (attribute, readers)}. timm's normalizer-free block (NF-ResNet,
 #: NF-RegNet, NFNet) scales its pre-activation by β = 1/√(expected variance), and the expected
 #: variance grows with every block before it in its stage, so a source block copied into a
 #: deeper stage reads its input scaled by another β.
 INPUT_SCALES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "NormFreeBlock": ("beta", ("conv1", "downsample.conv")),
+    "timm.models.nfnet.NormFreeBlock": ("beta", ("conv1", "downsample.conv")),
 }
+
+
+def _kind(module: nn.Module) -> str:
+    """`module`'s class as `INPUT_SCALES` names it (module path and class name)."""
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def _scalar(module: nn.Module, attr: str) -> float | None:
@@ -308,7 +314,7 @@ def input_scale_pairs(source: nn.Module, target: nn.Module,
     found = []
     s_modules = dict(source.named_modules())
     for name, module in target.named_modules():
-        spec = INPUT_SCALES.get(type(module).__name__)
+        spec = INPUT_SCALES.get(_kind(module))
         if spec is None:
             continue
         attr, readers = spec
@@ -323,12 +329,6 @@ def input_scale_pairs(source: nn.Module, target: nn.Module,
     return found
 
 
-def _standardised(module: nn.Module) -> bool:
-    """A layer that normalises its own weight at every call (weight standardisation): scaling
-    that weight changes nothing."""
-    return "Std" in type(module).__name__
-
-
 def rescale_readers(target: nn.Module, block: str, attr: str, s_value: float, t_value: float,
                     pairs: dict[str, str], source_block: str) -> tuple[list[str], list[str]]:
     """Make the readers of `block`'s scaled input compute on it what the source block's readers
@@ -337,7 +337,7 @@ def rescale_readers(target: nn.Module, block: str, attr: str, s_value: float, t_
     `gain` when it has one (timm's ScaledStdConv2d, whose weight is standardised), else through
     its weight. Only readers grafted from the source block's same reader. Returns (rescaled
     layer names, readers that could not be rescaled: a standardised weight without a gain)."""
-    _, readers = INPUT_SCALES[type(target.get_submodule(block)).__name__]
+    _, readers = INPUT_SCALES[_kind(target.get_submodule(block))]
     ratio = s_value / t_value
     done, failed = [], []
     for reader in readers:
@@ -353,7 +353,7 @@ def rescale_readers(target: nn.Module, block: str, attr: str, s_value: float, t_
             if isinstance(gain, nn.Parameter):
                 gain.mul_(ratio)
             elif isinstance(getattr(module, "weight", None), torch.Tensor) \
-                    and not _standardised(module):
+                    and not standardises(module):
                 module.weight.mul_(ratio)
             else:
                 failed.append(name)

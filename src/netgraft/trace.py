@@ -410,6 +410,14 @@ def _merged(layout: Layout) -> Layout:
     return tuple(out)
 
 
+def grouped_reads_shuffled(arch: "Architecture") -> bool:
+    """A grouped (not depthwise) conv reads channels a shuffle interleaved (ShuffleNet V1's
+    unit): its fan-in is cut into groups by position, which a per-channel layout cannot map."""
+    return bool(arch.shuffles) and any(
+        layer.kind == "conv" and layer.groups > 1 and not layer.depthwise
+        and len(layer.in_layout or ()) > 1 for layer in arch.layers)
+
+
 def shuffled(layout: Layout, groups: int) -> Layout | None:
     """The channels of a tensor laid out as `layout` after a channel shuffle in `groups`
     groups (ShuffleNet: ``x.view(n, g, c // g, ...).transpose(1, 2).reshape(n, c, ...)``):
@@ -431,8 +439,9 @@ class _ChannelSources(TorchFunctionMode):
     sources of its first input with as many channels (norms, activations, pooling), a residual
     sum those of its stream, a product those of its larger term (not a gate's)."""
 
-    def __init__(self):
+    def __init__(self, shuffles: bool = True):
         super().__init__()
+        self.follow_shuffles = shuffles  # else a shuffle's output has no layout, as any reorder
         # weak keys: the forward's intermediate tensors are freed as usual
         self._known = WeakTensorKeyDictionary()
         #: a tensor whose channels were viewed as (groups, channels per group), before or
@@ -482,7 +491,7 @@ class _ChannelSources(TorchFunctionMode):
                 if all(l is not None for l in layouts):
                     self.set(out, tuple(seg for l in layouts for seg in l))
                 return
-        if self._shuffle(name, first, args, kwargs, out):
+        if self.follow_shuffles and self._shuffle(name, first, args, kwargs, out):
             return
         if name in _REORDERS or (
                 name in _RESHAPES and isinstance(first, torch.Tensor)
@@ -569,7 +578,8 @@ class _ChannelSources(TorchFunctionMode):
             layout = self.get(first)
             if (layout is not None and out.ndim == first.ndim + 1
                     and out.shape[0] == first.shape[0] and out.shape[3:] == first.shape[2:]
-                    and out.shape[1] * out.shape[2] == first.shape[1]):
+                    and out.shape[1] * out.shape[2] == first.shape[1]
+                    and out.shape[1] > 1 and out.shape[2] > 1):  # not a unit dim added
                 self._grouped[out] = (layout, out.shape[1], False)
                 return True
             return False
@@ -602,13 +612,13 @@ def _channel_mixing(module: nn.Module) -> bool:
     return kind in ("linear", "conv_transpose")
 
 
-def _execution_order(model: nn.Module, example: Any, hint: str
+def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool = True
                      ) -> tuple[dict[str, int], str | None, list[str], _ChannelSources]:
     """Names of modules in the order the forward pass first reaches them, which module reads
     the model input, which one produces the output, and where the channels each layer reads
     come from (`_ChannelSources`)."""
     order: dict[str, int] = {}
-    sources = _ChannelSources()
+    sources = _ChannelSources(shuffles)
     sources.order = order
     outputs: dict[str, torch.Tensor] = {}  # references, so that no pointer is reused meanwhile
     input_reader: list[str] = []
@@ -800,11 +810,14 @@ def uncompiled(model: Any) -> Any:
 
 
 def trace(model: nn.Module, example_input: Any = None, *, name: str | None = None,
-          input_hint: str = "example_input= (CLI: --input-size C,H,W)") -> Architecture:
+          input_hint: str = "example_input= (CLI: --input-size C,H,W)",
+          shuffles: bool = True) -> Architecture:
     """Trace `model` into its parametric layers (in execution order) and blocks.
 
     `example_input` is a tensor (or a tuple/dict of arguments) the model accepts; when omitted
-    it is inferred from timm's config or from the first layer.
+    it is inferred from timm's config or from the first layer. `shuffles=False`: a channel
+    shuffle's output has no layout (as after any other reordering) instead of the shuffled
+    one (`shuffled`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"trace() expects a torch.nn.Module, got {type(model).__name__}")
@@ -821,7 +834,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                                         dtype=param.dtype if param is not None else torch.float32)
     inp = _first_tensor(example_input)
     order, input_layer, output_layers, sources = _execution_order(model, example_input,
-                                                                  input_hint)
+                                                                  input_hint, shuffles)
     if getattr(model, "num_classes", None) == 0:
         output_layers = []  # a timm backbone (``num_classes=0``): its last layers make features
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import adapt
 from .adapt import TensorRecord, init_record
-from .adapt.standardised import absorb_gain, effective_weight, gained
+from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
@@ -29,7 +29,7 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
-                    float_param,
+                    float_param, grouped_reads_shuffled,
                     keep_modes, own_tensors, put_back, single_thread, snapshot, trace,
                     uncompiled)
 
@@ -162,6 +162,7 @@ class TransferReport:
                 "shrink": self.shrink, "function_gap": self.function_gap,
                 "unused_source_layers": self.unused_source_layers(),
                 "function_note": self.function_note, "constrained": list(self.constrained),
+                "unscaled": list(self.unscaled),
                 "uncompared_outputs": list(self.uncompared), "target_layers": len(self.pairs),
                 "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
@@ -218,6 +219,8 @@ class TransferReport:
                      f"({_listed(self.uncompared, 2, '; ')})")
         if self.constrained and self.function_gap is None:  # else function_note says it
             text += "; " + _constrained_text(self.constrained)
+        if self.unscaled and self.function_gap is None:
+            text += "; " + _unscaled_text(self.unscaled)
         if narrowed and self.shrink:
             text += f"; {narrowed} narrower layers keep channels by {self.shrink}"
         if self.probed_norms:
@@ -250,14 +253,13 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  generator: torch.Generator | None = None,
                  channels: _ChannelPlan | None = None) -> list[TensorRecord]:
     records = []
-    # a weight-standardised conv whose fan-in grows: adapt the weight it computes with
+    # a weight-standardised conv whose fan-in grows: adapt its standardised weight
     effective = (gained(src.module) and gained(tgt.module) and "weight" in tgt_t
                  and "gain" in tgt_t and src.module.weight.shape[1:] != tgt_t["weight"].shape[1:]
                  and all(a <= b for a, b in zip(src.module.weight.shape[1:],
                                                 tgt_t["weight"].shape[1:])))
     if effective:
-        src_t = {**src_t, "weight": effective_weight(src.module).to(src.module.weight.dtype),
-                 "gain": torch.ones_like(src.module.gain)}
+        src_t = {**src_t, "weight": standardised_weight(src.module)}
     found = _concat_index(src, tgt, channels, select, channel_map) if channels else None
     in_index, in_how = found if found is not None else (None, "")
     out_index = channels.maps.get(tgt.name) if channels and _mixes_channels(tgt) else None
@@ -318,7 +320,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             action="copied" if not how else "adapted", how=how,
             filled=round(numel * fraction), numel=numel, parameter=name in tgt.param_names))
     if effective:
-        absorb_gain(tgt.module)
+        restore_gain(tgt.module, src.module)
         for record in records:
             if record.name in ("weight", "gain") and record.action != "init":
                 record.action = "adapted"
@@ -327,8 +329,8 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
 
 
 #: how the note of a weight-standardised conv's weight and gain says what was adapted
-STANDARDISED = ("the source's standardised weight (× gain) adapted and stored, the gain set so "
-                "that standardising gives it back")
+STANDARDISED = ("the source's standardised weight adapted and stored, the gain rescaled so "
+                "that standardising it gives back what the source computes with")
 
 
 def _mixes_channels(layer: Layer) -> bool:
@@ -450,14 +452,17 @@ def _readers(arch: Architecture) -> dict[str, list[set[str]]]:
 
 
 def _reader_maps(src_arch: Architecture, tgt_arch: Architecture, matching: Matching,
-                 producers: dict[str, str]
+                 producers: dict[str, str], select: Callable | None = None,
+                 channel_map: Callable | None = None
                  ) -> tuple[dict[str, tuple[torch.Tensor, str]], list[str]]:
     """Channel maps for the widened producers of a model whose channels go through shuffles
     (ShuffleNet), where which later layer reads a channel depends on where the shuffles and
     splits put it: each target channel is filled from a source channel that the same layers
     (their source counterparts) read, so every layer still reads every channel its source
     read. A unit's replicas spread by the size-keyed rule can all land in a half the source's
-    reader does not read. Only for producers where every source channel finds such a
+    reader does not read. Only where the usual map (`adapt.unit_index`) leaves some source
+    channel unread by a layer that read it in the source, for a width that no grouped conv
+    maps group by group (`channel_map.groups`), and where every source channel finds such a
     target channel. Returns ({target layer name: (source channel of each output, how)}, the
     widened producers with a source channel that no target channel is read like)."""
     mates = {tgt_arch.layers[t].name: src_arch.layers[s].name
@@ -467,18 +472,26 @@ def _reader_maps(src_arch: Architecture, tgt_arch: Architecture, matching: Match
     for name, units in ours.items():
         mate = producers.get(name)
         source = theirs.get(mate) if mate else None
-        if not name or source is None or len(units) <= len(source):
+        if (not name or source is None or len(units) <= len(source)
+                or (len(source), len(units)) in getattr(channel_map, "groups", {})):
             continue
+        seen = [frozenset(mates[c] for c in who if c in mates) for who in units]
+        index, _ = adapt.unit_index(len(source), len(units), select, channel_map)
+        read: list[set[str]] = [set() for _ in source]  # by the replicas of each source unit
+        for u, who in enumerate(seen):
+            read[int(index[u])].update(who)
+        if all(read[u] >= who for u, who in enumerate(source)):
+            continue  # the usual map already reaches every reader
         classes: dict[frozenset, list[int]] = {}
         for u, who in enumerate(source):
             classes.setdefault(frozenset(who), []).append(u)
         mine: dict[frozenset, list[int]] = {}
-        for u, who in enumerate(units):
-            mine.setdefault(frozenset(mates[c] for c in who if c in mates), []).append(u)
+        for u, who in enumerate(seen):
+            mine.setdefault(who, []).append(u)
         if any(len(mine.get(k, ())) < len(v) for k, v in classes.items()):
             misfits.append(name)  # some source channel has no target channel read alike
             continue
-        index = adapt.consecutive_index(len(source), len(units))
+        index = index.clone()
         for key, have in mine.items():
             want = classes.get(key)
             for j, u in enumerate(have if want else ()):
@@ -517,7 +530,7 @@ def _channel_plan(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     producers = _producers(src_arch, tgt_arch, matching)
     split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
     if src_arch.shuffles or tgt_arch.shuffles:
-        split |= _reader_maps(src_arch, tgt_arch, matching, producers)[0]
+        split |= _reader_maps(src_arch, tgt_arch, matching, producers, select, channel_map)[0]
     maps = {k: index for k, (index, _) in split.items()}
     summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, maps)
     return _ChannelPlan(producers=producers, maps=maps | summed,
@@ -1178,6 +1191,14 @@ def _listed(items: list[str], most: int, sep: str = ", ") -> str:
     return sep.join(items[:most]) + (" …" if len(items) > most else "")
 
 
+def _unscaled_text(unscaled: list[str]) -> str:
+    many = len(unscaled) > 1
+    return (f"{len(unscaled)} layer{'s read their' if many else ' reads its'} block's input at "
+            f"another constant scale than in the source, and "
+            f"{'their weights are' if many else 'its weight is'} standardised with no gain to "
+            f"compensate ({_listed(unscaled, 2, '; ')})")
+
+
 def _constrained_text(names: list[str]) -> str:
     return (f"{len(names)} grafted weights changed when written back through their "
             f"parametrization, which constrains them (e.g. spectral norm divides by the "
@@ -1281,20 +1302,19 @@ def _why_not_preserved(report: TransferReport) -> str:
     if report.constrained:
         why.append(_constrained_text(report.constrained))
     if src.shuffles or tgt.shuffles:
-        misfits = _reader_maps(src, tgt, matching, _producers(src, tgt, matching))[1]
+        grouped = adapt.group_map(((src.layers[s], tgt.layers[t])
+                                   for t, s in matching.pairs.items() if s is not None),
+                                  (src.model, tgt.model), consecutive=True)
+        misfits = _reader_maps(src, tgt, matching, _producers(src, tgt, matching), None,
+                               grouped)[1]
         if misfits:
             why.append(f"the channels go through {tgt.shuffles} channel shuffles, and "
                        f"{len(misfits)} widened layer{'s' if len(misfits) > 1 else ''} "
                        f"({_listed(misfits, 3)}) cannot place replicas of every channel "
                        f"where the layers that read it in the source read them (the "
-                       f"shuffles send a channel to the block that reads it by its position; "
-                       f"torchvision's ShuffleNetV2 widths grow exactly)")
+                       f"shuffles send a channel to the block that reads it by its position)")
     if report.unscaled:
-        many = len(report.unscaled) > 1
-        why.append(f"{len(report.unscaled)} layer{'s read their' if many else ' reads its'} block's "
-                   f"input at another constant scale than in the source, and "
-                   f"{'their weights are' if many else 'its weight is'} standardised with no "
-                   f"gain to compensate ({_listed(report.unscaled, 2, '; ')})")
+        why.append(_unscaled_text(report.unscaled))
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
         why = []  # what would break it did not matter here
     elif report.function_gap is not None and not why:
@@ -1638,6 +1658,10 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     start = time.perf_counter()
     src_arch = source_arch or _trace_source(source, source_input, example_input)
     tgt_arch = target_arch or trace(target, example_input)
+    if grouped_reads_shuffled(src_arch) or grouped_reads_shuffled(tgt_arch):
+        # ShuffleNet V1: grouped convs cut a shuffled fan-in by position; map channels by size
+        src_arch = _trace_source(source, source_input, example_input, shuffles=False)
+        tgt_arch = trace(target, example_input, shuffles=False)
     matching = match(src_arch, tgt_arch, method)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
@@ -1700,17 +1724,18 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
                           if method == "graft" else [])
 
 
-def _trace_source(source: nn.Module, source_input: Any, example_input: Any) -> Architecture:
+def _trace_source(source: nn.Module, source_input: Any, example_input: Any,
+                  shuffles: bool = True) -> Architecture:
     """Trace the source on `source_input`; without one, on the target's `example_input` when
     the source takes it (a model whose input cannot be guessed, a ViT built at a small size),
     else on an input guessed for it."""
     hint = "source_input= (CLI: --source-input-size C,H,W)"
     if source_input is None and example_input is not None:
         try:
-            return trace(source, example_input, input_hint=hint)
+            return trace(source, example_input, input_hint=hint, shuffles=shuffles)
         except NetgraftError:
             pass  # another input shape (channels, size): guess the source's own
-    return trace(source, source_input, input_hint=hint)
+    return trace(source, source_input, input_hint=hint, shuffles=shuffles)
 
 
 def _layer_record(tgt: Layer, src_arch: Architecture, matching: Matching, head: str,

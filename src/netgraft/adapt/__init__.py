@@ -129,8 +129,9 @@ ZERO_WEIGHTED = "without a source zero-weighted"
 def unit_index(s: int, size: int, select: Selector | None = None,
                channel_map: Selector | None = None) -> tuple[torch.Tensor, str]:
     """Which of `s` source units fills each of `size` target units, and by which rule:
-    ``"selected"`` (`select`, for a narrower dimension), ``"group"`` (`channel_map`) or
-    ``"plain"`` (`channel_index`). Every channel dimension of every tensor goes through it, so
+    ``"selected"`` (`select`, for a narrower dimension), ``"group"`` (`channel_map`, group by
+    group), ``"consecutive"`` (`channel_map`, each unit's replicas side by side: a model with
+    channel shuffles) or ``"plain"`` (`channel_index`). Every channel dimension of every tensor goes through it, so
     connected layers agree."""
     if s == size:
         return torch.arange(size), "plain"
@@ -139,7 +140,8 @@ def unit_index(s: int, size: int, select: Selector | None = None,
         return index, "selected"
     index = channel_map(s, size) if channel_map is not None else None
     if index is not None:
-        return index, "group"
+        grouped = (s, size) in getattr(channel_map, "groups", {(s, size): None})
+        return index, "group" if grouped else "consecutive"
     return channel_index(s, size), "plain"
 
 
@@ -272,7 +274,8 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {getattr(select, 'label', 'policy')}")
         return out
     out = x.index_select(dim, index.to(x.device))
-    verb = ("replicated" if size > s else "selected") + (" by group" if how == "group" else "")
+    verb = ("replicated" if size > s else "selected") + {
+        "group": " by group", "consecutive": " side by side"}.get(how, "")
     if role == "in":
         scale = fan_in_scale(s, size, index).to(x.dtype).to(x.device)
         view = [1] * x.ndim
@@ -553,12 +556,14 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
              if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
     if not groups and not consecutive:
         return None
+    # a grouped conv's fan-in within one group is tiled as inside `group_channel_index`
+    inner = {(s // gs, t // gt) for (s, t), (gs, gt) in groups.items()}
 
     def channel_map(source: int, target: int) -> torch.Tensor | None:
         g = groups.get((source, target))
         if g is None:
-            return consecutive_index(source, target) if consecutive and target > source \
-                else None
+            return consecutive_index(source, target) if (
+                consecutive and target > source and (source, target) not in inner) else None
         return group_channel_index(source, target, *g)
 
     channel_map.groups = groups  # type: ignore[attr-defined]
