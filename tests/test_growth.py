@@ -976,3 +976,17 @@ def test_a_grouped_conv_reading_shuffled_channels_maps_them_by_size():
     report = netgraft.transfer(src, dst)
     assert report.matching.target.shuffles == 0 and report.matching.source.shuffles == 0
     assert report.matching.target["q"].in_layout is None
+
+
+def test_a_deeper_shufflenet_names_why_its_identity_blocks_do_not_keep_the_function():
+    """A new ShuffleNet block passes its input on as an identity, but the shuffle after it
+    moves the channels it passes on: the layers reading them were grafted for new ones."""
+    from torchvision.models.shufflenetv2 import ShuffleNetV2
+
+    src = _trained_looking(ShuffleNetV2([4, 8, 4], [24, 48, 96, 192, 1024], num_classes=10))
+    report = netgraft.transfer(src, ShuffleNetV2([6, 12, 6], [24, 48, 96, 192, 1024],
+                                                 num_classes=10))
+    assert report.function_gap > 1e-2
+    assert ("48 layers of new blocks start as identities (stage2.2.branch2.0, "
+            "stage2.2.branch2.1 …), but the channel shuffles after them move the channels they "
+            "pass on") in report.function_note

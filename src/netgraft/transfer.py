@@ -1301,6 +1301,13 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
+    passed = [r.target for r in report.pairs if r.note == IDENTITY_LAYER]
+    if tgt.shuffles and passed:
+        many = len(passed) > 1
+        why.append(f"{len(passed)} layer{'s' if many else ''} of new blocks start as "
+                   f"identities ({_listed(passed, 2)}), but the channel shuffles after them move "
+                   f"the channels they pass on, and the layers reading those were grafted for "
+                   f"the channels of new layers (a ShuffleNet made deeper)")
     if src.shuffles or tgt.shuffles:
         grouped = adapt.group_map(((src.layers[s], tgt.layers[t])
                                    for t, s in matching.pairs.items() if s is not None),
