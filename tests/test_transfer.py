@@ -825,6 +825,14 @@ def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
     assert 1e-4 < report.function_gap < 0.05
     assert report.function_note == ("the source computes in float32, the target in bfloat16: "
                                     "bfloat16 rounds to 8e-03 relative")
+    # both in bfloat16: the wider target's sums round otherwise, within a few of its eps
+    narrow = _trained_looking(timm.create_model("convnext_atto", num_classes=10)).eval()
+    report = netgraft.transfer(narrow.bfloat16(),
+                               timm.create_model("convnext_nano", num_classes=10).bfloat16(),
+                               example_input=x.bfloat16())
+    assert 1e-4 < report.function_gap < 0.05
+    assert report.function_note == ("both compute in bfloat16, which rounds to 8e-03 relative "
+                                    "(sums over other widths round otherwise)")
 
 
 def test_calibration_data_forms_and_argument_types_are_checked():

@@ -1326,11 +1326,16 @@ def _why_not_preserved(report: TransferReport) -> str:
         why = []  # what would break it did not matter here
     elif report.function_gap is not None and not why:
         a, b = _float_dtype(src.model), _float_dtype(tgt.model)
-        coarse = max((a, b), key=lambda d: torch.finfo(d).eps) if a and b and a != b else None
-        if coarse is not None and report.function_gap < 10 * torch.finfo(coarse).eps:
-            why.append(f"the source computes in {str(a).replace('torch.', '')}, the target in "
-                       f"{str(b).replace('torch.', '')}: {str(coarse).replace('torch.', '')} "
-                       f"rounds to {torch.finfo(coarse).eps:.0e} relative")
+        coarse = max((a, b), key=lambda d: torch.finfo(d).eps) if a and b else None
+        if coarse is not None and (a != b or torch.finfo(coarse).eps > 1e-4) \
+                and report.function_gap < 10 * torch.finfo(coarse).eps:
+            # another dtype, or one coarse enough that a wider sum rounds visibly otherwise
+            name = lambda d: str(d).replace("torch.", "")  # noqa: E731
+            why.append(f"the source computes in {name(a)}, the target in {name(b)}: "
+                       f"{name(coarse)} rounds to {torch.finfo(coarse).eps:.0e} relative"
+                       if a != b else f"both compute in {name(a)}, which rounds to "
+                       f"{torch.finfo(coarse).eps:.0e} relative (sums over other widths round "
+                       f"otherwise)")
         else:
             why.append(UNNAMED_GAP)
     later = [text for done, text in (
