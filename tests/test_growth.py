@@ -979,8 +979,9 @@ def test_a_grouped_conv_reading_shuffled_channels_maps_them_by_size():
 
 
 def test_a_deeper_shufflenet_names_why_its_identity_blocks_do_not_keep_the_function():
-    """A new ShuffleNet block passes its input on as an identity, but the shuffle after it
-    moves the channels it passes on: the layers reading them were grafted for new ones."""
+    """A new ShuffleNet block can compute the identity on its branch, but the shuffle after it
+    still moves channels between the half the next block passes on and the half it
+    transforms: the later blocks read other channels than in the source."""
     from torchvision.models.shufflenetv2 import ShuffleNetV2
 
     src = _trained_looking(ShuffleNetV2([4, 8, 4], [24, 48, 96, 192, 1024], num_classes=10))
@@ -988,5 +989,5 @@ def test_a_deeper_shufflenet_names_why_its_identity_blocks_do_not_keep_the_funct
                                                  num_classes=10))
     assert report.function_gap > 1e-2
     assert ("48 layers of new blocks start as identities (stage2.2.branch2.0, "
-            "stage2.2.branch2.1 …), but the channel shuffles after them move the channels they "
-            "pass on") in report.function_note
+            "stage2.2.branch2.1 …), but the channel shuffle after each moves channels between "
+            "the half the next block passes on and the half it transforms") in report.function_note

@@ -1305,9 +1305,10 @@ def _why_not_preserved(report: TransferReport) -> str:
     if tgt.shuffles and passed:
         many = len(passed) > 1
         why.append(f"{len(passed)} layer{'s' if many else ''} of new blocks start as "
-                   f"identities ({_listed(passed, 2)}), but the channel shuffles after them move "
-                   f"the channels they pass on, and the layers reading those were grafted for "
-                   f"the channels of new layers (a ShuffleNet made deeper)")
+                   f"identities ({_listed(passed, 2)}), but the channel shuffle after each "
+                   f"moves channels between the half the next block passes on and the half it "
+                   f"transforms, so later blocks read other channels than in the source (a "
+                   f"ShuffleNet made deeper; no identity block undoes a shuffle)")
     if src.shuffles or tgt.shuffles:
         grouped = adapt.group_map(((src.layers[s], tgt.layers[t])
                                    for t, s in matching.pairs.items() if s is not None),
