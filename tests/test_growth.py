@@ -991,3 +991,16 @@ def test_a_deeper_shufflenet_names_why_its_identity_blocks_do_not_keep_the_funct
     assert ("48 layers of new blocks start as identities (stage2.2.branch2.0, "
             "stage2.2.branch2.1 …), but the channel shuffle after each moves channels between "
             "the half the next block passes on and the half it transforms") in report.function_note
+
+
+def test_a_split_piece_no_layer_reads_whole_is_widened_on_its_own():
+    """MobileViT-v2's attention splits its qkv projection as [1, d, d] and reads the 1-channel
+    query piece with a softmax, no layer: the split itself cuts the producer into pieces (the
+    key piece used to be widened together with the query channel: gap 0.22)."""
+    src = _trained_looking(timm.create_model("mobilevitv2_050", num_classes=10))
+    report = netgraft.transfer(src, timm.create_model("mobilevitv2_100", num_classes=10))
+    assert report.function_gap < 1e-5
+    record = next(r for r in report.pairs if r.target == "stages.2.1.transformer.0.attn.qkv_proj")
+    assert record.tensors[0].how.startswith("out 129→257 piece by piece (read as 1 + 128 + 128)")
+    assert (("stages.2.1.transformer.0.attn.qkv_proj", 0, 1, 257),) \
+        in report.matching.target.pieces

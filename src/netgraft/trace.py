@@ -174,6 +174,10 @@ class Architecture:
     #: channel shuffles the forward ran (ShuffleNet): they interleave the channels of two
     #: halves, so a widened channel's replicas must sit next to it (`adapt.group_map`)
     shuffles: int = field(default=0, repr=False, compare=False)
+    #: the pieces that splits along the channels cut, whether or not a layer reads them whole
+    #: (MobileViT-v2's ``qkv.split([1, d, d])``: its 1-channel query piece is read by a
+    #: softmax): the producer's channels are widened piece by piece
+    pieces: list[Layout] = field(default_factory=list, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -458,6 +462,7 @@ class _ChannelSources(TorchFunctionMode):
         #: residual units, whatever the layout of their tensors (`Architecture.residual`)
         self.residual: set[str] = set()
         self.shuffles = 0  # channel shuffles followed (`Architecture.shuffles`)
+        self.pieces: list[Layout] = []  # what splits along the channels cut (`Architecture.pieces`)
         self.order: dict[str, int] = {}  # module name → when the forward first reached it
 
     def get(self, t: Any) -> Layout | None:
@@ -534,7 +539,10 @@ class _ChannelSources(TorchFunctionMode):
                 if dim % first.ndim == 1:
                     pos = 0
                     for t in out:
-                        self.set(t, _cut(layout, pos, pos + t.shape[1]))
+                        piece = _cut(layout, pos, pos + t.shape[1])
+                        self.set(t, piece)
+                        if len(out) > 1 and piece not in self.pieces:
+                            self.pieces.append(piece)
                         pos += t.shape[1]
                     return
             if name == "narrow":
@@ -877,7 +885,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input, mixed_sums=sources.mixed_sums,
                         summed=frozenset(sources.summed), residual=frozenset(sources.residual),
-                        shuffles=sources.shuffles)
+                        shuffles=sources.shuffles, pieces=sources.pieces)
 
 
 class _Own:

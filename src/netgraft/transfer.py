@@ -399,7 +399,7 @@ def _cuts(arch: Architecture) -> dict[str, list[int]]:
     """Layers whose output is read in pieces (split, or cut by a slice): the piece bounds."""
     cuts: dict[str, set[int]] = {}
     layouts = [l.in_layout for l in arch.layers if l.in_layout]
-    layouts += [lay for pair in arch.mixed_sums for lay in pair]
+    layouts += [lay for pair in arch.mixed_sums for lay in pair] + arch.pieces
     for layout in layouts:
         for producer, a, b, width in layout:
             cuts.setdefault(producer, {0, width}).update((a, b))
