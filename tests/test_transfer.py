@@ -819,20 +819,18 @@ def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
     report = netgraft.transfer(source.double(), timm.create_model("resnet34", num_classes=10),
                                example_input=x)
     assert report.function_gap < 1e-5 and report.function_note == ""
-    report = netgraft.transfer(source.float(),
-                               timm.create_model("resnet34", num_classes=10).bfloat16(),
-                               example_input=x.bfloat16())
-    assert 1e-4 < report.function_gap < 0.05
-    assert report.function_note == ("the source computes in float32, the target in bfloat16: "
-                                    "bfloat16 rounds to 8e-03 relative")
-    # both in bfloat16: the wider target's sums round otherwise, within a few of its eps
     narrow = _trained_looking(timm.create_model("convnext_atto", num_classes=10)).eval()
-    report = netgraft.transfer(narrow.bfloat16(),
-                               timm.create_model("convnext_nano", num_classes=10).bfloat16(),
-                               example_input=x.bfloat16())
-    assert 1e-4 < report.function_gap < 0.05
-    assert report.function_note == ("both compute in bfloat16, which rounds to 8e-03 relative "
-                                    "(sums over other widths round otherwise)")
+    for src, target, note in (
+            (source.float(), "resnet34", "the source computes in float32, the target in "
+                                         "bfloat16: bfloat16 rounds to 8e-03 relative"),
+            # both in bfloat16: the wider target's sums round otherwise, within a few eps
+            (narrow.bfloat16(), "convnext_nano", "both compute in bfloat16, which rounds to "
+                                                 "8e-03 relative (sums over other widths round "
+                                                 "otherwise)")):
+        report = netgraft.transfer(src, timm.create_model(target, num_classes=10).bfloat16(),
+                                   example_input=x.bfloat16())
+        assert 1e-4 < report.function_gap < 0.05
+        assert report.function_note == note
 
 
 def test_calibration_data_forms_and_argument_types_are_checked():
