@@ -49,6 +49,8 @@ PAIRS = (
     "hrnet_w18_small:hrnet_w18,hrnet_w18:hrnet_w30,"
     # a split piece that no layer reads whole (MobileViT-v2's 1-channel query, session 18)
     "mobilevitv2_050:mobilevitv2_100,"
+    # a residual added to the first channels of a block's output (ReXNet, session 18)
+    "rexnet_100:rexnet_130,"
     # a stage gets shallower or block types change: not growth
     "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
     "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"

@@ -67,6 +67,8 @@ def test_containing_target_computes_the_source_function(source, target, growth):
     # normalizer-free: each block scales its input by a β set by the blocks before it, and
     # its convs standardise their weights (b0 → b3 is wider too)
     ("nf_resnet26", "nf_resnet50"), ("nf_regnet_b0", "nf_regnet_b3"),
+    # the block's input is added to the first channels of its output only
+    ("rexnet_100", "rexnet_130"),
 ])
 def test_more_timm_families_grow_function_preserving(source, target):
     """Beyond the pairs above, as measured by the report itself (its example input)."""

@@ -503,21 +503,30 @@ def _reader_maps(src_arch: Architecture, tgt_arch: Architecture, matching: Match
 def _sum_maps(src_arch: Architecture, tgt_arch: Architecture, producers: dict[str, str],
               select: Callable | None, channel_map: Callable | None,
               out_maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Channel maps for the layers whose whole output is added to (or multiplies) a
-    concatenation (`Architecture.mixed_sums`): their channels must follow the concatenation's,
-    not the size-keyed rule — GhostNet's stem and shortcut convs, whose outputs are added to
-    ghost modules' concatenated halves. Target layer name → source channel of each output."""
-    whole = lambda lay: len(lay) == 1 and lay[0][1] == 0 and lay[0][2] == lay[0][3]
-    source_sums = {other[0][0]: cat for cat, other in src_arch.mixed_sums if whole(other)}
+    """Channel maps for the layers whose whole output, or its first channels, is added to (or
+    multiplies) a concatenation (`Architecture.mixed_sums`): their channels must follow the
+    concatenation's, not the size-keyed rule — GhostNet's stem and shortcut convs, whose
+    outputs are added to ghost modules' concatenated halves; ReXNet's blocks, whose first
+    channels are added to their input. Target layer name → source channel of each output."""
+    # a layer's whole output, or its first channels (ReXNet adds its input to the first
+    # channels of its block's output: the rest, beyond, are widened on their own)
+    prefix = lambda lay: len(lay) == 1 and lay[0][1] == 0  # noqa: E731
+    source_sums = {other[0][0]: (cat, other[0][2], other[0][3])
+                   for cat, other in src_arch.mixed_sums if prefix(other)}
     maps: dict[str, torch.Tensor] = {}
+    known = dict(out_maps)  # with the maps found so far: a later sum may read their channels
     for cat, other in tgt_arch.mixed_sums:
-        name = other[0][0]
-        mate = source_sums.get(producers.get(name)) if whole(other) else None
-        if mate is None or name in maps:
+        name, _, stop, width = other[0] if prefix(other) else ("", 0, 0, 0)
+        mate = source_sums.get(producers.get(name)) if name else None
+        if mate is None or name in maps or (stop == width) != (mate[1] == mate[2]):
             continue
-        index = adapt.concat_index(mate, cat, producers, select, channel_map, out_maps)
-        if len(index) == other[0][3] and bool((index >= 0).all()):
-            maps[name] = index
+        index = adapt.concat_index(mate[0], cat, producers, select, channel_map, known)
+        if len(index) != stop or not bool((index >= 0).all()):
+            continue
+        if stop < width:  # the channels beyond, on their own
+            rest, _ = adapt.unit_index(mate[2] - mate[1], width - stop, select, channel_map)
+            index = torch.cat([index, mate[1] + rest])
+        maps[name] = known[name] = index
     return maps
 
 
