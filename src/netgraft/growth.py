@@ -279,10 +279,10 @@ def _keeps_size(layer: Layer) -> bool:
 # ----------------------------------------------------------------------------- block constants
 #: Blocks that multiply their input by a constant attribute of their own before the listed
 #: submodules read it, a constant the model's constructor sets from the block's place in the
-#: network: {module path and class name: (attribute, readers)}. timm's normalizer-free block (NF-ResNet,
-#: NF-RegNet, NFNet) scales its pre-activation by β = 1/√(expected variance), and the expected
-#: variance grows with every block before it in its stage, so a source block copied into a
-#: deeper stage reads its input scaled by another β.
+#: network: {module path and class name: (attribute, readers)}. timm's normalizer-free block
+#: (NF-ResNet, NF-RegNet, NFNet) scales its pre-activation by β = 1/√(expected variance), and
+#: the expected variance grows with every block before it in its stage, so a source block
+#: copied into a deeper stage reads its input scaled by another β.
 INPUT_SCALES: dict[str, tuple[str, tuple[str, ...]]] = {
     "timm.models.nfnet.NormFreeBlock": ("beta", ("conv1", "downsample.conv")),
 }

@@ -566,7 +566,6 @@ class _ChannelSources(TorchFunctionMode):
                     self.set(out, self.get(t))
                     break
 
-
     def _shuffle(self, name: str, first: Any, args: tuple, kwargs: dict, out: Any) -> bool:
         """Follow a channel shuffle, as one op or as ShuffleNet writes it (view the channels
         as (groups, per group), swap the two, view them back as channels); True when `out`

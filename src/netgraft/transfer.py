@@ -138,6 +138,9 @@ class TransferReport:
     #: readers of a block's input scale (`growth.INPUT_SCALES`) that differs from their
     #: source block's and that could not be compensated: "<layer>: <attr> <source> → <target>"
     unscaled: list[str] = field(default_factory=list)
+    #: widened layers of a model with channel shuffles that cannot place replicas of every
+    #: source channel where the layers reading it in the source read them (`_reader_maps`)
+    unplaced: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
@@ -162,7 +165,7 @@ class TransferReport:
                 "shrink": self.shrink, "function_gap": self.function_gap,
                 "unused_source_layers": self.unused_source_layers(),
                 "function_note": self.function_note, "constrained": list(self.constrained),
-                "unscaled": list(self.unscaled),
+                "unscaled": list(self.unscaled), "unplaced": list(self.unplaced),
                 "uncompared_outputs": list(self.uncompared), "target_layers": len(self.pairs),
                 "tensors": self.counts(),
                 "pairs": [p.to_dict() for p in self.pairs]}
@@ -324,7 +327,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
         for record in records:
             if record.name in ("weight", "gain") and record.action != "init":
                 record.action = "adapted"
-                record.how = "; ".join(filter(None, (record.how, STANDARDISED)))
+                record.how = _also(record.how, STANDARDISED)
     return records
 
 
@@ -346,6 +349,9 @@ class _ChannelPlan:
     maps: dict[str, torch.Tensor]  # target layer → source channel of each output channel
     how: dict[str, str]  # target layer in `maps` → how its note says so
     grow: bool  # the target holds the source (classifier aside): new channels weigh zero
+    #: widened producers of a shuffled model some of whose source channels no target channel
+    #: can stand in for where they are read (`_reader_maps`)
+    unplaced: list[str] = field(default_factory=list)
 
 
 def _concat_index(src: Layer, tgt: Layer, channels: _ChannelPlan,
@@ -465,8 +471,7 @@ def _reader_maps(src_arch: Architecture, tgt_arch: Architecture, matching: Match
     maps group by group (`channel_map.groups`), and where every source channel finds such a
     target channel. Returns ({target layer name: (source channel of each output, how)}, the
     widened producers with a source channel that no target channel is read like)."""
-    mates = {tgt_arch.layers[t].name: src_arch.layers[s].name
-             for t, s in matching.pairs.items() if s is not None}
+    mates = {t: s for t, s in matching.named_pairs() if s is not None}
     theirs, ours = _readers(src_arch), _readers(tgt_arch)
     maps, misfits = {}, []
     for name, units in ours.items():
@@ -538,13 +543,16 @@ def _channel_plan(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     added to a concatenation (`_sum_maps`)."""
     producers = _producers(src_arch, tgt_arch, matching)
     split = _split_maps(src_arch, tgt_arch, producers, select, channel_map)
+    unplaced: list[str] = []
     if src_arch.shuffles or tgt_arch.shuffles:
-        split |= _reader_maps(src_arch, tgt_arch, matching, producers, select, channel_map)[0]
+        read, unplaced = _reader_maps(src_arch, tgt_arch, matching, producers, select,
+                                      channel_map)
+        split |= read
     maps = {k: index for k, (index, _) in split.items()}
     summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, maps)
     return _ChannelPlan(producers=producers, maps=maps | summed,
                         how={k: how for k, (_, how) in split.items()}
-                        | dict.fromkeys(summed, SUM_ORDER), grow=grow)
+                        | dict.fromkeys(summed, SUM_ORDER), grow=grow, unplaced=unplaced)
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -597,6 +605,11 @@ def _write(target: torch.Tensor, value: torch.Tensor, src: Layer, tgt: Layer, na
 
 def _qual(layer: str, tensor: str) -> str:
     return f"{layer}.{tensor}" if layer else tensor
+
+
+def _also(how: str, more: str) -> str:
+    """A tensor's note `how` with `more` said after it."""
+    return f"{how}; {more}" if how else more
 
 
 _LAYER_TRANSFERS: dict[str, Callable] = {"dpiat": _clip_layer}
@@ -1318,18 +1331,13 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"moves channels between the half the next block passes on and the half it "
                    f"transforms, so later blocks read other channels than in the source (a "
                    f"ShuffleNet made deeper; no identity block undoes a shuffle)")
-    if src.shuffles or tgt.shuffles:
-        grouped = adapt.group_map(((src.layers[s], tgt.layers[t])
-                                   for t, s in matching.pairs.items() if s is not None),
-                                  (src.model, tgt.model), consecutive=True)
-        misfits = _reader_maps(src, tgt, matching, _producers(src, tgt, matching), None,
-                               grouped)[1]
-        if misfits:
-            why.append(f"the channels go through {tgt.shuffles} channel shuffles, and "
-                       f"{len(misfits)} widened layer{'s' if len(misfits) > 1 else ''} "
-                       f"({_listed(misfits, 3)}) cannot place replicas of every channel "
-                       f"where the layers that read it in the source read them (the "
-                       f"shuffles send a channel to the block that reads it by its position)")
+    if report.unplaced:
+        many = len(report.unplaced) > 1
+        why.append(f"the channels go through {tgt.shuffles} channel shuffles, and "
+                   f"{len(report.unplaced)} widened layer{'s' if many else ''} "
+                   f"({_listed(report.unplaced, 3)}) cannot place replicas of every channel "
+                   f"where the layers that read it in the source read them (the "
+                   f"shuffles send a channel to the block that reads it by its position)")
     if report.unscaled:
         why.append(_unscaled_text(report.unscaled))
     if report.function_gap is not None and report.function_gap < FUNCTION_GAP:
@@ -1687,7 +1695,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     matching = match(src_arch, tgt_arch, method)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
-    resolved = None
+    resolved, unplaced = None, []
     if layer_transfer is _graft_layer:
         if grow and embeds(matching, classifier=False):
             matching = _follow_settings(matching)
@@ -1709,6 +1717,9 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             ((src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
              if s is not None), (src_arch.model, tgt_arch.model),
             consecutive=bool(src_arch.shuffles or tgt_arch.shuffles))
+        plan = _channel_plan(src_arch, tgt_arch, matching, select, channel_map,
+                             grow=zero_new and embeds(matching, classifier=False))
+        unplaced = plan.unplaced
         # replicas of one unit only carry identical activations (the symmetry the jitter
         # breaks) when their producer was replicated alike: growth within a family. Across
         # families the replicated fan-ins read unrelated units and the jitter is only noise.
@@ -1716,8 +1727,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             _graft_layer, select=select, channel_map=channel_map,
             split_noise=split_noise if close else 0.0,
             generator=torch.Generator().manual_seed(seed),
-            channels=_channel_plan(src_arch, tgt_arch, matching, select, channel_map,
-                                   grow=zero_new and embeds(matching, classifier=False)))
+            channels=plan)
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)
@@ -1740,7 +1750,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     return TransferReport(method=method, source=src_arch.name, target=tgt_arch.name,
                           pairs=records, coverage=_coverage(records),
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching,
-                          shrink=resolved, unscaled=unscaled,
+                          shrink=resolved, unscaled=unscaled, unplaced=unplaced,
                           gated_off=[tgt_arch.blocks[b].name
                                      for b in gated_off(tgt_arch, matching.pairs)]
                           if method == "graft" else [])
@@ -1937,8 +1947,7 @@ def _input_scales(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
     "<layer>: <attr> <source> → <target>"."""
     if src_arch.model is None or tgt_arch.model is None:
         return []
-    pairs = {tgt_arch.layers[t].name: src_arch.layers[s].name
-             for t, s in matching.pairs.items() if s is not None}
+    pairs = {t: s for t, s in matching.named_pairs() if s is not None}
     by_name = {r.target: r for r in records}
     zeroed = [r.target for r in records if r.note.startswith("zeroed")]
     failed = []
@@ -1953,7 +1962,7 @@ def _input_scales(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
         for name in done:
             for t in by_name[name].tensors:
                 if t.name in ("gain", "weight") and t.action != "init":
-                    t.how = f"{t.how}; {how}" if t.how else how
+                    t.how = _also(t.how, how)
                     break
         failed += [f"{name}: {attr} {s_value:.4g} → {t_value:.4g}" for name in left]
     return failed

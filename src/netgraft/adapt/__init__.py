@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from ..trace import Layer, Layout
 from .mapping import (centre_slices, channel_index, consecutive_index, fan_in_scale,
-                      group_channel_index,
-                      packs_groups, query_scale,
+                      group_channel_index, packs_groups, query_scale,
                       importance_index, mixing_matrix, replica_jitter)
 
 
@@ -131,8 +130,8 @@ def unit_index(s: int, size: int, select: Selector | None = None,
     """Which of `s` source units fills each of `size` target units, and by which rule:
     ``"selected"`` (`select`, for a narrower dimension), ``"group"`` (`channel_map`, group by
     group), ``"consecutive"`` (`channel_map`, each unit's replicas side by side: a model with
-    channel shuffles) or ``"plain"`` (`channel_index`). Every channel dimension of every tensor goes through it, so
-    connected layers agree."""
+    channel shuffles) or ``"plain"`` (`channel_index`). Every channel dimension of every
+    tensor goes through it, so connected layers agree."""
     if s == size:
         return torch.arange(size), "plain"
     index = select(s, size) if select is not None and size < s else None

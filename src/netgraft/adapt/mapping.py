@@ -20,18 +20,18 @@ def channel_index(source: int, target: int) -> torch.Tensor:
     Growing tiles the source (0, 1, .., S-1, 0, 1, ..): Net2Net's replication of units.
     Shrinking keeps evenly spaced indices: weight selection's uniform selection.
     """
-    t = torch.arange(target)
     if target >= source:
-        return t % source
-    return (t * source) // target
+        return torch.arange(target) % source
+    return consecutive_index(source, target)
 
 
 def consecutive_index(source: int, target: int) -> torch.Tensor:
-    """`channel_index` with each source unit's replicas side by side (0, 0, 1, 1, 2, ..):
-    the units keep their order, so any fraction of the channels (the first half, every other
-    one) holds the same units' replicas as that fraction of the source's. What a channel
-    shuffle followed by a split needs (ShuffleNet: each block passes the first half of the
-    shuffled channels on); shrinking selects evenly spaced units as `channel_index` does."""
+    """Target index t filled from source unit ⌊t·S/T⌋: shrinking keeps evenly spaced units
+    (`channel_index`), growing puts each unit's replicas side by side (0, 0, 1, 1, 2, ..) so
+    that the units keep their order and any fraction of the channels (the first half, every
+    other one) holds the same units' replicas as that fraction of the source's — what a
+    channel shuffle followed by a split needs (ShuffleNet: each block passes the first half of
+    the shuffled channels on)."""
     return (torch.arange(target) * source) // target
 
 
