@@ -180,6 +180,61 @@ def test_method_logits_distils_without_looking_at_the_stages(data):
         align(source, _net(12, 5, 1), data, method="features")
 
 
+def test_recalibration_can_hand_back_the_outputs_of_its_own_pass(data, monkeypatch):
+    """`recalibrated(outputs=[])` runs inputs that fit in one batch through the model once:
+    the statistics it ends with are those of the whole batch and the outputs are what the
+    model computes with them (up to the biased vs unbiased variance); inputs too large for
+    one batch are recalibrated in batches and no outputs are handed back."""
+    import importlib
+
+    calibrate = importlib.import_module("netgraft.calibrate")
+    model = _net(8, 3, 0).eval()
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    outs: list = []
+    with calibrate.recalibrated(model, data, batch_size=32, outputs=outs) as n:
+        with torch.no_grad():
+            evaluated = model(data)
+        means = [m.running_mean.clone() for m in model.modules()
+                 if isinstance(m, nn.BatchNorm2d)]
+    assert n == 3 and calls == [len(data), len(data)]  # one estimating pass, one eval pass
+    assert len(outs) == 1 and outs[0].shape == evaluated.shape
+    rel = ((outs[0] - evaluated).abs().max() / evaluated.abs().max()).item()
+    assert rel < 2e-2
+    assert (outs[0].argmax(1) == evaluated.argmax(1)).float().mean() > 0.95
+    # the first norm's statistics are its input's mean over the whole batch
+    with torch.no_grad():
+        first = model[0](data).mean((0, 2, 3))
+    assert torch.allclose(means[0], first, atol=1e-5)
+    # too large for one batch: batches of 32, outputs left to the caller
+    monkeypatch.setattr(calibrate, "ONE_BATCH_ELEMENTS", data[:100].numel())
+    calls.clear()
+    outs = []
+    with calibrate.recalibrated(model, data, batch_size=32, outputs=outs):
+        pass
+    hook.remove()
+    assert outs == [] and calls == [32] * (len(data) // 32)
+
+
+def test_method_logits_runs_the_source_once(data):
+    """The logits path needs only the source's outputs: they come from the pass that
+    re-estimates its statistics, so the source sees the calibration inputs once."""
+    source, target = _source(8, 3, 0, data), _net(12, 5, 1)
+    calls = []
+    hook = source.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    report = align(source, target, data, steps=60, lr=3e-3, batch_size=32, method="logits")
+    hook.remove()
+    assert calls == [len(data)] and report.source_calibrated == 3
+    assert report.agreement > 0.8
+    # with the source's statistics kept, it is run once in eval mode, in batches
+    calls.clear()
+    hook = source.register_forward_pre_hook(lambda m, a: calls.append(len(a[0])))
+    align(source, _net(12, 5, 1), data, steps=2, batch_size=32, method="logits",
+          source_norms="keep")
+    hook.remove()
+    assert calls == [32] * (len(data) // 32)
+
+
 def test_agreement_is_measured_on_a_bounded_subset():
     import importlib
 

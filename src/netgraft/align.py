@@ -655,11 +655,15 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     source.eval()
     teacher = ExitStack()  # the source's statistics, re-estimated for the alignment and restored
     try:
+        # the logits path needs only the source's outputs: they come from the pass that
+        # re-estimates its statistics when the inputs fit in one batch (one source pass, not two)
+        passed: list | None = [] if method == "logits" else None
         if source_norms == "calibrate":
             report.source_calibrated = teacher.enter_context(
-                recalibrated(source, xs, batch_size=batch_size, role="source"))
+                recalibrated(source, xs, batch_size=batch_size, role="source", outputs=passed))
         if method == "logits":
-            logits = _predict(source, xs, batch_size)
+            logits = (passed[0] if passed and isinstance(passed[0], torch.Tensor)
+                      else _predict(source, xs, batch_size))
             before = _match(target, x, logits, batch_size) if keep_better else None
             after = _distil_or_skip(report, target, x, logits,
                                     "method='logits' (no stage check)", steps, lr, batch_size, g,

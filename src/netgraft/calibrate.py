@@ -17,6 +17,11 @@ from torch import nn
 from .errors import NetgraftError, NetgraftWarning
 from .trace import float_param, put_back, snapshot
 
+#: inputs of at most this many elements are run through the model as one batch when a caller of
+#: `recalibrated` also wants the outputs: the statistics and the outputs then come from a single
+#: forward pass (8 Mi elements: 8,192 one-channel 32×32 images, 55 RGB 224×224 ones)
+ONE_BATCH_ELEMENTS = 1 << 23
+
 
 def input_batch(item: Any, i: int) -> torch.Tensor:
     """Batch `i` of `calibration_data` as a tensor of inputs: a tensor, or the first element of
@@ -65,27 +70,40 @@ def _statistics(norms: list) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 @contextmanager
 def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64,
-                 role: str = "target") -> Iterator[int]:
+                 role: str = "target", outputs: list | None = None) -> Iterator[int]:
     """Inside the block the batch norms hold statistics re-estimated on `data`
     (`recalibrate_norms`); on leaving it their running statistics are put back (PreciseBN
     evaluation: measure the weights without changing the training run). Yields the number of
-    norms recalibrated."""
+    norms recalibrated.
+
+    `outputs`: a list that receives the model's outputs on `data` under the re-estimated
+    statistics, from the estimating pass itself, when `data` is a tensor of at most
+    `ONE_BATCH_ELEMENTS` elements and the model has batch norms: `data` then goes through as
+    one batch, so each norm normalises with the statistics it ends with (biased rather than
+    unbiased variance: a factor (N-1)/N) and a second, eval-mode pass is saved. Otherwise the
+    list is left empty and the caller runs that pass itself."""
     norms = _norms_with_stats(model)
     saved = _statistics(norms)
+    one_batch = (outputs is not None and isinstance(data, torch.Tensor)
+                 and data.numel() <= ONE_BATCH_ELEMENTS)
     try:
-        yield recalibrate_norms(model, data, batch_size=batch_size, role=role)
+        yield recalibrate_norms(model, data, batch_size=len(data) if one_batch else batch_size,
+                                role=role, outputs=outputs if one_batch else None)
     finally:
         put_back(saved)
 
 
 def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
-                      max_batches: int | None = None, role: str = "target") -> int:
+                      max_batches: int | None = None, role: str = "target",
+                      outputs: list | None = None) -> int:
     """Recompute the running statistics of every batch norm of `model` from `data`.
 
     `data` is a tensor of inputs (N, ...) or an iterable of input tensors or (input, label)
     pairs. Only batch norms switch to training mode (dropout and drop-path stay off), and they
     average over all batches (momentum=None). Returns the number of norms recalibrated.
     `role` names the model in errors ("target", or "source" when `align` recalibrates it).
+    `outputs`: a list that receives the model's output on each batch of that pass (batch
+    statistics; see `recalibrated`).
     """
     norms = _norms_with_stats(model)
     if not norms:
@@ -113,12 +131,14 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
                     raise NetgraftError(f"calibration batch {i} holds NaN or inf values: the "
                                         f"statistics would be broken; remove those inputs")
                 try:
-                    model(x.to(device=device, dtype=dtype))
+                    y = model(x.to(device=device, dtype=dtype))
                 except Exception as exc:
                     raise NetgraftError(
                         f"calibration batch {i} of shape {tuple(x.shape)} failed in the model: "
                         f"{type(exc).__name__}: {exc}. calibration_data must hold inputs the "
                         f"{role} accepts") from exc
+                if outputs is not None:
+                    outputs.append(y)
                 seen += 1
         if not seen:
             raise NetgraftError("calibration_data yielded no batch of 2 or more inputs")
