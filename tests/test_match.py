@@ -125,3 +125,42 @@ def test_kernels_of_another_dimensionality_do_not_match_but_pointwise_convs_do()
     assert m.source_of("0") is None  # a 7-tap kernel says nothing about a 3×3 one
     assert m.source_of("2") == "2" and m.scores[two_d["2"].index] == 0.5  # both pointwise
     assert netgraft.match(two_d, two_d).source_of("0") == "0"
+
+
+def test_a_stage_flattened_in_one_model_only_is_cut_like_the_other():
+    """DPIAT's standardisation flattens edgenext_xx_small's last stage (downsampling norm and
+    conv, a conv block and a transposed-attention block: more single layers than blocks) into
+    one block, and keeps edgenext_x_small's (three blocks) cut. The flat block DP then left the
+    target's downsampling at init and filled the attention block's norms from the head's norm.
+    Regrouped as if not flattened, every layer of that stage gets its namesake."""
+    x = torch.randn(1, 3, 64, 64)
+    source = netgraft.trace(timm.create_model("edgenext_xx_small", num_classes=10), x)
+    target = netgraft.trace(timm.create_model("edgenext_x_small", num_classes=10), x)
+    assert "stages.3" in [b.name for b in source.blocks]  # flattened in the source only
+    assert "stages.3" not in [b.name for b in target.blocks]
+    m = netgraft.match(source, target)
+    stage = [(t, s) for t, s in m.named_pairs() if t.startswith("stages.3.")]
+    assert len(stage) == 23 and all(s is not None for _, s in stage)
+    assert m.source_of("stages.3.downsample.1") == "stages.3.downsample.1"
+    # the last (attention) block from the source's last, the repeated conv block from its conv
+    # block: names equal but for the block index
+    last = {"0": "0", "1": "0", "2": "1"}
+    for t, s in stage:
+        parts = t.split(".")
+        if parts[2] == "blocks":
+            parts[3] = last[parts[3]]
+        assert s == ".".join(parts), (t, s)
+    assert [t for t, s in m.named_pairs() if s == "head.norm"] == ["head.norm"]
+    # a model flattened in both, or in neither, keeps its blocks
+    same = netgraft.match(source, source)
+    assert all(t == s for t, s in same.named_pairs())
+    # the other way round (a shrink) every target layer has a source too
+    back = netgraft.match(target, source)
+    assert all(s is not None for _, s in back.named_pairs())
+    # cut like the other, cs3darknet_m's flattened stage 1 would leave four of cs3darknet_l's
+    # convs unmatched: the matching that fills more of the target is kept
+    small = netgraft.trace(timm.create_model("cs3darknet_m", num_classes=10), x)
+    large = netgraft.trace(timm.create_model("cs3darknet_l", num_classes=10), x)
+    assert "stages.1" in [b.name for b in small.blocks]
+    assert "stages.1" not in [b.name for b in large.blocks]
+    assert all(s is not None for _, s in netgraft.match(small, large).named_pairs())

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..trace import Architecture, Layer, group_blocks
+from ..trace import DIMENSIONAL_KINDS, Architecture, Block, Layer, _common_prefix, group_blocks
 from .dp import align
 from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
                      stride_tie_break)
@@ -83,8 +83,9 @@ def _dpiat_items(arch: Architecture) -> list:
     return [convert(x) for x in items]
 
 
-def _graft_items(arch: Architecture) -> list:
-    return [b.layers if len(b.layers) > 1 else b.layers[0] for b in arch.blocks]
+def _graft_items(arch: Architecture, blocks: list[Block] | None = None) -> list:
+    return [b.layers if len(b.layers) > 1 else b.layers[0]
+            for b in (arch.blocks if blocks is None else blocks)]
 
 
 def _stage_of(block) -> str | None:
@@ -95,8 +96,8 @@ def _stage_of(block) -> str | None:
     return block.name.rpartition(".")[0] or None
 
 
-def _stages(arch: Architecture) -> list[str]:
-    return list(dict.fromkeys(s for b in arch.blocks if (s := _stage_of(b)) is not None))
+def _stages(blocks: list[Block]) -> list[str]:
+    return list(dict.fromkeys(s for b in blocks if (s := _stage_of(b)) is not None))
 
 
 class _Stage(list):
@@ -107,11 +108,11 @@ class _Stage(list):
         self.name = name
 
 
-def _staged_items(arch: Architecture) -> list:
+def _staged_items(blocks: list[Block]) -> list:
     """Blocks grouped by stage: [stem layers, [block, block, ...], [block, ...], head layers]."""
     items: list = []
     current, key = None, None
-    for b in arch.blocks:
+    for b in blocks:
         stage = _stage_of(b)
         if stage is None:
             current = key = None
@@ -124,6 +125,68 @@ def _staged_items(arch: Architecture) -> list:
     return items
 
 
+def _cut_like(arch: Architecture, other: Architecture) -> list[Block]:
+    """`arch`'s blocks, where a block that DPIAT's standardisation flattened (a module with
+    more single layers than blocks) is one that `other` keeps cut into blocks (it has two or
+    more blocks of several layers inside that module) regrouped as if it had not been
+    flattened: edgenext_xx_small's last stage (a downsampling norm and conv, two blocks) is
+    one flat block, edgenext_x_small's (three blocks) is not, and the flat DP then left the
+    target's downsampling at init and filled a block's norms from the head's."""
+    out: list[Block] = []
+    for block in arch.blocks:
+        inside = sum(len(b.layers) > 1 and b.name.startswith(block.name + ".")
+                     for b in other.blocks)
+        cut = _unflattened(arch, block) if block.name and len(block.layers) > 1 else []
+        if inside < 2 or len(_units(block.name, cut)) < 2:
+            out.append(block)  # not flattened, or flattened in both, or no blocks inside
+        else:
+            out.extend(cut)
+    return out
+
+
+def _units(name: str, blocks: list[Block]) -> set[str]:
+    """The repeated units (``blocks.0``, ``blocks.1``: a path ending in an index) below
+    module `name` that hold some multi-layer block of `blocks`."""
+    found = set()
+    for b in blocks:
+        parts = b.name[len(name) + 1:].split(".")
+        digits = [k for k, part in enumerate(parts) if part.isdigit()]
+        if len(b.layers) > 1 and digits:
+            found.add(".".join(parts[:digits[0] + 1]))
+    return found
+
+
+def _unflattened(arch: Architecture, block: Block) -> list[Block]:
+    """`block`'s layers grouped by DPIAT's standardisation (`group_blocks`) over the module
+    tree their names spell, from the block's module down, without flattening that module."""
+    index = {arch.layers[i].name: i for i in block.layers}
+    kids: dict[str, list[str]] = {}
+    base = len(block.name.split("."))
+    for name in index:
+        parts = name.split(".")
+        for d in range(base, len(parts)):
+            children = kids.setdefault(".".join(parts[:d]), [])
+            if (child := ".".join(parts[:d + 1])) not in children:
+                children.append(child)
+
+    def children(node: Any) -> list:
+        if isinstance(node, tuple):  # the tensors a module owns beside its children's
+            return []
+        own = [(node,)] if node in index and node in kids else []
+        return own + kids.get(node, [])
+
+    def name_of(node: Any) -> str:
+        return node[0] if isinstance(node, tuple) else node
+
+    items = group_blocks(block.name, children,
+                         lambda n: isinstance(n, tuple) or (n in index and n not in kids),
+                         lambda n: arch.layers[index[name_of(n)]].kind in DIMENSIONAL_KINDS)
+    groups = [sorted(index[name_of(x)] for x in (item if isinstance(item, list) else [item]))
+              for item in items]
+    return [Block(_common_prefix([arch.layers[i].name for i in g]), g)
+            for g in sorted(groups, key=lambda g: g[0])]
+
+
 def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list, list]:
     """Two networks split into the same named stages (one family at two sizes: ``s1``..``s4``
     of RegNets, ``layer1``..``layer4`` of ResNets) are matched stage to stage, blocks inside
@@ -133,10 +196,23 @@ def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list,
     source's *next* stage (mobilenetv2_100 → _140: ×1.4 ≈ the stage-to-stage growth), which
     shape scores alone would pair. Otherwise, blocks are one flat sequence and the DP finds
     the correspondence."""
-    stages = _stages(source)
-    if len(stages) > 1 and stages == _stages(target):
-        return _staged_items(source), _staged_items(target)
+    stages = _stages(source.blocks)
+    if len(stages) > 1 and stages == _stages(target.blocks):
+        return _staged_items(source.blocks), _staged_items(target.blocks)
     return _graft_items(source), _graft_items(target)
+
+
+def _cut_pair_items(source: Architecture, target: Architecture) -> tuple[list, list] | None:
+    """The flat block items of the two networks with a block flattened in one of them only
+    cut like the other (`_cut_like`); None when nothing is cut that way, or when the two are
+    matched stage to stage (`_graft_pair_items`)."""
+    src, tgt = _cut_like(source, target), _cut_like(target, source)
+    if src == source.blocks and tgt == target.blocks:
+        return None
+    stages = _stages(source.blocks)
+    if len(stages) > 1 and stages == _stages(target.blocks):
+        return None
+    return _graft_items(source, src), _graft_items(target, tgt)
 
 
 METHODS: dict[str, Method] = {
@@ -300,7 +376,28 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     those receive does not reach the output, so a source grafted into a ConvNeXt from another
     family gives mostly its stem, downsampling layers and head."""
     m = get_method(method)
-    src_items, tgt_items = m.both(source, target)
+    found = _matched(source, target, m, *m.both(source, target))
+    if m.name == "graft" and (cut := _cut_pair_items(source, target)) is not None:
+        # a stage flattened in one network only, cut like the other's: kept when the target
+        # then holds every source layer where it did not, or more of the target is filled
+        # (edgenext_xx_small → x_small 76% → 100%; cs3darknet_m → _l is better left as is)
+        other = _matched(source, target, m, *cut)
+        if _fill(other) > _fill(found):
+            found = other
+    return found
+
+
+def _fill(matching: Matching) -> tuple[bool, int]:
+    """(whether the target holds every source layer but the classifier, how many target
+    parameters have a source layer)."""
+    return (embeds(matching, classifier=False),
+            sum(matching.target.layers[t].numel for t, s in matching.pairs.items()
+                if s is not None))
+
+
+def _matched(source: Architecture, target: Architecture, m: Method, src_items: list,
+             tgt_items: list) -> Matching:
+    """`match` for these block items: the block DP, then its fallbacks."""
     found = _aligned(source, target, m, src_items, tgt_items)
     # (another class count does not make a grown network another one: classifier=False)
     if (not (embeds(found, classifier=False) or contained(found, classifier=False))
