@@ -134,13 +134,13 @@ def _cut_like(arch: Architecture, other: Architecture) -> list[Block]:
     target's downsampling at init and filled a block's norms from the head's."""
     out: list[Block] = []
     for block in arch.blocks:
-        inside = sum(len(b.layers) > 1 and b.name.startswith(block.name + ".")
-                     for b in other.blocks)
-        cut = _unflattened(arch, block) if block.name and len(block.layers) > 1 else []
-        if inside < 2 or len(_units(block.name, cut)) < 2:
-            out.append(block)  # not flattened, or flattened in both, or no blocks inside
-        else:
+        inside = block.name and len(block.layers) > 1 and sum(
+            len(b.layers) > 1 and b.name.startswith(block.name + ".") for b in other.blocks)
+        cut = _unflattened(arch, block) if inside and inside > 1 else []
+        if len(_units(block.name, cut)) > 1:
             out.extend(cut)
+        else:  # not flattened, flattened in both, or no repeated units inside
+            out.append(block)
     return out
 
 
@@ -374,7 +374,11 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     With the default method, ``value`` is scaled by the share of the matched layers' scores
     that lies outside target blocks left gated off after the graft (see `gated_off`): what
     those receive does not reach the output, so a source grafted into a ConvNeXt from another
-    family gives mostly its stem, downsampling layers and head."""
+    family gives mostly its stem, downsampling layers and head.
+
+    With the default method, a block that DPIAT's standardisation flattened in one network
+    only is also tried cut like the other's (`_cut_like`); that matching is kept when it
+    fills more of the target."""
     m = get_method(method)
     found = _matched(source, target, m, *m.both(source, target))
     if m.name == "graft" and (cut := _cut_pair_items(source, target)) is not None:
