@@ -216,6 +216,48 @@ def test_recalibration_can_hand_back_the_outputs_of_its_own_pass(data, monkeypat
     assert outs == [] and calls == [32] * (len(data) // 32)
 
 
+def test_one_batch_outputs_are_not_handed_back_when_they_would_be_wrong():
+    """A norm called twice per forward normalises each call with its own batch, and a few
+    inputs normalise unlike the statistics they leave: no outputs then, and `align` predicts
+    in eval mode as before. A source of another dtype than the target is predicted in its
+    own dtype either way."""
+    import importlib
+
+    calibrate = importlib.import_module("netgraft.calibrate")
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x):
+            y = self.bn(self.c1(x)) + self.bn(3 * self.c2(x) + 2)
+            return self.head(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    twice, outs = Twice().eval(), []
+    with calibrate.recalibrated(twice, x, outputs=outs) as n:
+        assert n == 1 and outs == []
+        assert int(twice.bn.num_batches_tracked) == 2  # the statistics are still re-estimated
+    few = _net(8, 3, 0).eval()
+    outs = []
+    with calibrate.recalibrated(few, x[:calibrate.ONE_BATCH_MIN - 1], outputs=outs):
+        assert outs == []
+    outs = []
+    with calibrate.recalibrated(few, x[:calibrate.ONE_BATCH_MIN], outputs=outs):
+        assert len(outs) == 1
+    # a float64 source, a float32 target: with or without its statistics re-estimated
+    data = torch.randn(64, 1, 16, 16)
+    source = _source(8, 3, 0, data).double()
+    for norms in ("calibrate", "keep"):
+        report = align(source, _net(12, 5, 1), data, steps=5, method="logits",
+                       source_norms=norms)
+        assert report.method == "logits" and report.steps == 5
+
+
 def test_method_logits_runs_the_source_once(data):
     """The logits path needs only the source's outputs: they come from the pass that
     re-estimates its statistics, so the source sees the calibration inputs once."""

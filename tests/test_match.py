@@ -164,3 +164,12 @@ def test_a_stage_flattened_in_one_model_only_is_cut_like_the_other():
     assert "stages.1" in [b.name for b in small.blocks]
     assert "stages.1" not in [b.name for b in large.blocks]
     assert all(s is not None for _, s in netgraft.match(small, large).named_pairs())
+    # models of two classes are not cut like each other (convnext and edgenext share module
+    # names, not parts)
+    import importlib
+
+    matching = importlib.import_module("netgraft.match")
+    convnext = netgraft.trace(timm.create_model("convnext_atto", num_classes=10), x)
+    m = matching.get_method("graft")
+    plain = matching._matched(convnext, source, m, *m.both(convnext, source))
+    assert netgraft.match(convnext, source).pairs == plain.pairs

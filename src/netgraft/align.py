@@ -404,6 +404,9 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> Any:
     """`model`'s outputs on `x` in eval mode (its mode restored); None unless tensors."""
     was = model.training
     model.eval()
+    param = float_param(model)
+    if param is not None:  # a source of another dtype than the target the inputs were cast to
+        x = x.to(device=param.device, dtype=param.dtype)
     try:
         outs = [model(xb) for xb in x.split(batch_size)]
     finally:

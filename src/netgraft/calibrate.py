@@ -21,6 +21,9 @@ from .trace import float_param, put_back, snapshot
 #: `recalibrated` also wants the outputs: the statistics and the outputs then come from a single
 #: forward pass (8 Mi elements: 8,192 one-channel 32×32 images, 55 RGB 224×224 ones)
 ONE_BATCH_ELEMENTS = 1 << 23
+#: ... and of at least this many inputs: a batch norm that sees one value per input (a
+#: BatchNorm1d, a 1×1 map) normalises a few inputs quite unlike the statistics it ends with
+ONE_BATCH_MIN = 32
 
 
 def input_batch(item: Any, i: int) -> torch.Tensor:
@@ -78,17 +81,33 @@ def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64,
 
     `outputs`: a list that receives the model's outputs on `data` under the re-estimated
     statistics, from the estimating pass itself, when `data` is a tensor of at most
-    `ONE_BATCH_ELEMENTS` elements and the model has batch norms: `data` then goes through as
-    one batch, so each norm normalises with the statistics it ends with (biased rather than
-    unbiased variance: a factor (N-1)/N) and a second, eval-mode pass is saved. Otherwise the
-    list is left empty and the caller runs that pass itself."""
+    `ONE_BATCH_ELEMENTS` elements and at least `ONE_BATCH_MIN` inputs and the model has batch
+    norms: `data` then goes through as one batch, so each norm normalises with the statistics
+    it ends with (biased rather than unbiased variance: a factor (N-1)/N, N the values per
+    channel) and a second, eval-mode pass is saved. Otherwise — or when that batch runs out
+    of memory, or a norm is called more than once per forward — the list is left empty (the
+    statistics re-estimated in batches of `batch_size`) and the caller runs that pass."""
     norms = _norms_with_stats(model)
     saved = _statistics(norms)
     one_batch = (outputs is not None and isinstance(data, torch.Tensor)
-                 and data.numel() <= ONE_BATCH_ELEMENTS)
+                 and ONE_BATCH_MIN <= len(data) and data.numel() <= ONE_BATCH_ELEMENTS)
     try:
-        yield recalibrate_norms(model, data, batch_size=len(data) if one_batch else batch_size,
-                                role=role, outputs=outputs if one_batch else None)
+        count = None
+        if one_batch:
+            try:
+                count = recalibrate_norms(model, data, batch_size=len(data), role=role,
+                                          outputs=outputs)
+            except NetgraftError as exc:  # out of memory as one batch: in batches below
+                if not isinstance(exc.__cause__, (torch.OutOfMemoryError, MemoryError)):
+                    raise
+                outputs.clear()
+            # a norm called more than once per forward normalised each call with its own
+            # batch, not with the statistics it ends with: those outputs are not the model's
+            if any(int(m.num_batches_tracked) != 1 for m in norms):
+                outputs.clear()
+        if count is None:
+            count = recalibrate_norms(model, data, batch_size=batch_size, role=role)
+        yield count
     finally:
         put_back(saved)
 

@@ -206,11 +206,11 @@ def _cut_pair_items(source: Architecture, target: Architecture) -> tuple[list, l
     """The flat block items of the two networks with a block flattened in one of them only
     cut like the other (`_cut_like`); None when nothing is cut that way, or when the two are
     matched stage to stage (`_graft_pair_items`)."""
-    src, tgt = _cut_like(source, target), _cut_like(target, source)
-    if src == source.blocks and tgt == target.blocks:
-        return None
     stages = _stages(source.blocks)
     if len(stages) > 1 and stages == _stages(target.blocks):
+        return None
+    src, tgt = _cut_like(source, target), _cut_like(target, source)
+    if src == source.blocks and tgt == target.blocks:
         return None
     return _graft_items(source, src), _graft_items(target, tgt)
 
@@ -376,12 +376,15 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
     those receive does not reach the output, so a source grafted into a ConvNeXt from another
     family gives mostly its stem, downsampling layers and head.
 
-    With the default method, a block that DPIAT's standardisation flattened in one network
-    only is also tried cut like the other's (`_cut_like`); that matching is kept when it
-    fills more of the target."""
+    With the default method, when some target layer is left unmatched and both models are of
+    one class, a block that DPIAT's standardisation flattened in one network only is also
+    tried cut like the other's (`_cut_like`); that matching is kept when it fills more of
+    the target."""
     m = get_method(method)
     found = _matched(source, target, m, *m.both(source, target))
-    if m.name == "graft" and (cut := _cut_pair_items(source, target)) is not None:
+    if (m.name == "graft" and _one_class(source, target)
+            and any(s is None for s in found.pairs.values())
+            and (cut := _cut_pair_items(source, target)) is not None):
         # a stage flattened in one network only, cut like the other's: kept when the target
         # then holds every source layer where it did not, or more of the target is filled
         # (edgenext_xx_small → x_small 76% → 100%; cs3darknet_m → _l is better left as is)
@@ -389,6 +392,13 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         if _fill(other) > _fill(found):
             found = other
     return found
+
+
+def _one_class(source: Architecture, target: Architecture) -> bool:
+    """Whether both models are instances of one class (one family at two sizes): only then
+    can a module path name the same part in both."""
+    return (source.model is not None and target.model is not None
+            and type(source.model) is type(target.model))
 
 
 def _fill(matching: Matching) -> tuple[bool, int]:
