@@ -51,6 +51,8 @@ PAIRS = (
     "mobilevitv2_050:mobilevitv2_100,"
     # a residual added to the first channels of a block's output (ReXNet, session 18)
     "rexnet_100:rexnet_130,"
+    # a stage flattened into one block in the source only (EdgeNeXt, session 19)
+    "edgenext_xx_small:edgenext_x_small,"
     # a stage gets shallower or block types change: not growth
     "regnety_002:regnety_004,efficientnetv2_rw_t:efficientnetv2_rw_s,fbnetv3_b:fbnetv3_d,"
     "hardcorenas_a:hardcorenas_f,mixnet_s:mixnet_m,ese_vovnet19b_slim:ese_vovnet19b_dw,"
