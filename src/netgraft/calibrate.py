@@ -84,9 +84,10 @@ def recalibrated(model: nn.Module, data: Any, *, batch_size: int = 64,
     `ONE_BATCH_ELEMENTS` elements and at least `ONE_BATCH_MIN` inputs and the model has batch
     norms: `data` then goes through as one batch, so each norm normalises with the statistics
     it ends with (biased rather than unbiased variance: a factor (N-1)/N, N the values per
-    channel) and a second, eval-mode pass is saved. Otherwise — or when that batch runs out
-    of memory, or a norm is called more than once per forward — the list is left empty (the
-    statistics re-estimated in batches of `batch_size`) and the caller runs that pass."""
+    channel) and a second, eval-mode pass is saved. Otherwise the list is left empty and the
+    caller runs that pass: the statistics are re-estimated in batches of `batch_size` (also
+    when the one batch runs out of memory), or kept from the one batch when a norm is called
+    more than once per forward (each call normalised with its own batch's statistics)."""
     norms = _norms_with_stats(model)
     saved = _statistics(norms)
     one_batch = (outputs is not None and isinstance(data, torch.Tensor)

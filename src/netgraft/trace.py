@@ -896,7 +896,11 @@ class _Own:
         self.name = name
 
 
-def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
+def group_layers(model: nn.Module, layers: list[Layer],
+                 root: nn.Module | None = None) -> list[Block]:
+    """DPIAT's standardisation (`group_blocks`) of `layers` over the module tree of `root`
+    (`model` by default, or one of its submodules: that module is then grouped as the top,
+    never flattened into one block); blocks in execution order, holding `Layer.index`es."""
     by_name = {layer.name: layer for layer in layers}
     names = {m: n for n, m in model.named_modules()}
     has_layer: dict[str, bool] = {}
@@ -925,13 +929,19 @@ def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
     def layer_of(node: Any) -> Layer:
         return by_name[node.name if isinstance(node, _Own) else names[node]]
 
-    items = group_blocks(model, children, is_leaf,
+    items = group_blocks(model if root is None else root, children, is_leaf,
                          lambda node: layer_of(node).kind in DIMENSIONAL_KINDS)
     blocks = []
     for item in items:
-        members = sorted(layer_of(x).index for x in (item if isinstance(item, list) else [item]))
-        blocks.append(Block(name=_common_prefix([layers[i].name for i in members]), layers=members))
-    blocks.sort(key=lambda b: b.layers[0])
+        members = sorted((layer_of(x) for x in (item if isinstance(item, list) else [item])),
+                         key=lambda layer: layer.index)
+        blocks.append(Block(name=_common_prefix([layer.name for layer in members]),
+                            layers=[layer.index for layer in members]))
+    return sorted(blocks, key=lambda b: b.layers[0])
+
+
+def _blocks(model: nn.Module, layers: list[Layer]) -> list[Block]:
+    blocks = group_layers(model, layers)
     for b, block in enumerate(blocks):
         for i in block.layers:
             layers[i].block = b

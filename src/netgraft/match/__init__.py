@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..trace import DIMENSIONAL_KINDS, Architecture, Block, Layer, _common_prefix, group_blocks
+from ..trace import Architecture, Block, Layer, group_blocks, group_layers
 from .dp import align
 from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
                      stride_tie_break)
@@ -157,34 +157,13 @@ def _units(name: str, blocks: list[Block]) -> set[str]:
 
 
 def _unflattened(arch: Architecture, block: Block) -> list[Block]:
-    """`block`'s layers grouped by DPIAT's standardisation (`group_blocks`) over the module
-    tree their names spell, from the block's module down, without flattening that module."""
-    index = {arch.layers[i].name: i for i in block.layers}
-    kids: dict[str, list[str]] = {}
-    base = len(block.name.split("."))
-    for name in index:
-        parts = name.split(".")
-        for d in range(base, len(parts)):
-            children = kids.setdefault(".".join(parts[:d]), [])
-            if (child := ".".join(parts[:d + 1])) not in children:
-                children.append(child)
-
-    def children(node: Any) -> list:
-        if isinstance(node, tuple):  # the tensors a module owns beside its children's
-            return []
-        own = [(node,)] if node in index and node in kids else []
-        return own + kids.get(node, [])
-
-    def name_of(node: Any) -> str:
-        return node[0] if isinstance(node, tuple) else node
-
-    items = group_blocks(block.name, children,
-                         lambda n: isinstance(n, tuple) or (n in index and n not in kids),
-                         lambda n: arch.layers[index[name_of(n)]].kind in DIMENSIONAL_KINDS)
-    groups = [sorted(index[name_of(x)] for x in (item if isinstance(item, list) else [item]))
-              for item in items]
-    return [Block(_common_prefix([arch.layers[i].name for i in g]), g)
-            for g in sorted(groups, key=lambda g: g[0])]
+    """`block`'s layers grouped by DPIAT's standardisation over its module's tree, without
+    flattening that module (`trace.group_layers`)."""
+    try:
+        module = arch.model.get_submodule(block.name)
+    except AttributeError:  # a name that is no module path: left as it is
+        return [block]
+    return group_layers(arch.model, [arch.layers[i] for i in block.layers], module)
 
 
 def _graft_pair_items(source: Architecture, target: Architecture) -> tuple[list, list]:
