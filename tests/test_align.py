@@ -175,6 +175,7 @@ def test_method_logits_distils_without_looking_at_the_stages(data):
     state = {k: v.clone() for k, v in other.state_dict().items()}
     r = align(source, other, data, steps=5, method="logits")
     assert r.skipped and r.method == "none" and "left as grafted" in r.note
+    assert "do not output one score per class for the same classes" in r.note
     assert all(torch.equal(state[k], v) for k, v in other.state_dict().items())
     with pytest.raises(ValueError, match="method="):
         align(source, _net(12, 5, 1), data, method="features")
@@ -306,15 +307,25 @@ def test_unrelated_pair_with_align_is_distilled_straight_away():
     source = timm.create_model("convnext_atto", num_classes=10, in_chans=1).eval()
     target = timm.create_model("resnet18", num_classes=10, in_chans=1)
     x = torch.randn(64, 1, 32, 32)
-    with pytest.warns(netgraft.NetgraftWarning, match="unrelated pair"):
+    with pytest.warns(netgraft.NetgraftWarning, match="unrelated pair") as caught:
         report = netgraft.transfer(source, target, calibration_data=x, align=True,
                                    align_steps=2)
+    # the warning says what was done instead, not to pass what the caller already passed
+    said = " ".join(str(w.message) for w in caught)
+    assert "the source was distilled into it instead (2 steps on 64 inputs" in said
+    assert "Pass calibration_data=" not in said and "1,000 labeled" in said
     assert report.coverage == 0.0
     assert report.alignment.method == "logits" and report.alignment.stages == []
     assert report.alignment.steps == 2
     assert report.alignment.note == "method='logits' (no stage check)"
     n_norms = sum(isinstance(m, nn.BatchNorm2d) for m in target.modules())
     assert report.calibrated == report.alignment.calibrated == n_norms
+    # a target predicting other classes cannot be distilled either: the warning says why
+    other = timm.create_model("resnet18", num_classes=7, in_chans=1)
+    with pytest.warns(netgraft.NetgraftWarning, match="could not be distilled: .*same classes"):
+        skipped = netgraft.transfer(source, other, calibration_data=x, align=True,
+                                    align_steps=2)
+    assert skipped.alignment.method == "none" and skipped.alignment.steps == 0
 
 
 def test_stage_regression_distils_the_logits_alongside(data):

@@ -478,7 +478,10 @@ def _distil_or_skip(report: AlignReport, target: nn.Module, x: torch.Tensor, log
 
     if not (distill and steps > 0 and _distillable(target, x, logits)):
         report.method, report.skipped, report.lr_factor = "none", True, 1.0
-        report.note = f"{why}, the target is left as grafted"
+        cannot = ("distill=False" if not distill else f"steps={steps}" if steps <= 0 else
+                  "the source and the target do not output one score per class for the same "
+                  "classes, so there are no logits to distil")
+        report.note = f"{why}; {cannot}: the target is left as grafted"
         return None
     report.method, report.note = "logits", why
     report.steps = _distill(target, x, logits, steps, lr, batch_size, g, seconds)
