@@ -1240,8 +1240,8 @@ def _unrelated_message(report: TransferReport) -> str:
         return (f"{head}; the source was distilled into it instead ({aligned.steps} steps on "
                 f"{aligned.images} inputs, report.alignment: {worth}). min_score=0 copies "
                 f"what matched anyway.")
-    return f"{head}, and it could not be distilled: {aligned.note}. min_score=0 copies what " \
-        f"matched anyway."
+    return (f"{head}, and it could not be distilled: {aligned.note}. min_score=0 copies what "
+            f"matched anyway.")
 
 
 def _why_not_preserved(report: TransferReport) -> str:
