@@ -1234,14 +1234,13 @@ def _unrelated_message(report: TransferReport) -> str:
              "-0.1 points when random init gets the distillation's time as extra steps")
     aligned = report.alignment
     if aligned is None:
-        return (f"{head}. Pass calibration_data= and align=True to distil the source into it "
-                f"({worth}), or min_score=0 to copy what matched anyway.")
-    if aligned.method == "logits":
-        return (f"{head}; the source was distilled into it instead ({aligned.steps} steps on "
-                f"{aligned.images} inputs, report.alignment: {worth}). min_score=0 copies "
-                f"what matched anyway.")
-    return (f"{head}, and it could not be distilled: {aligned.note}. min_score=0 copies what "
-            f"matched anyway.")
+        done = f". Pass calibration_data= and align=True to distil the source into it ({worth})"
+    elif aligned.method == "logits":
+        done = (f"; the source was distilled into it instead ({aligned.steps} steps on "
+                f"{aligned.images} inputs, report.alignment: {worth})")
+    else:
+        done = f", and it could not be distilled: {aligned.note}"
+    return f"{head}{done}. min_score=0 copies what matched anyway."
 
 
 def _why_not_preserved(report: TransferReport) -> str:
