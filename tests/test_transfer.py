@@ -269,14 +269,15 @@ def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_ke
     assert report.probed_norms > 0 and not contains(report.matching)
     # the same as re-estimating the copied graft's statistics on the documented probe
     from netgraft.calibrate import recalibrate_norms
-    from netgraft.transfer import PROBE_BATCH, PROBE_BATCHES
+    from netgraft.transfer import PROBE_BATCH, probe_size
 
     torch.manual_seed(0)
     copy = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
     netgraft.transfer(src, copy, norm_stats="copy", min_score=0)
     assert torch.allclose(copy.bn1.running_var, torch.full_like(copy.bn1.running_var, 1e-4))
     shape = report.matching.target.example_input.shape[1:]
-    probe = torch.randn(PROBE_BATCH * PROBE_BATCHES, *shape, generator=torch.Generator().manual_seed(0))
+    assert shape == (1, 64, 64) and probe_size(shape) == PROBE_BATCH * 2
+    probe = torch.randn(probe_size(shape), *shape, generator=torch.Generator().manual_seed(0))
     recalibrate_norms(copy, probe, batch_size=PROBE_BATCH)
     for name, buf in dst.state_dict().items():
         if name.endswith(("running_mean", "running_var")):
@@ -287,6 +288,18 @@ def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_ke
     report = netgraft.transfer(src, grown)
     assert contains(report.matching) and report.probed_norms == 0
     assert torch.equal(grown.layer1[0].bn1.running_var, src.layer1[0].bn1.running_var)
+
+
+def test_the_noise_probe_holds_fewer_inputs_when_each_has_many_positions():
+    """All 64 inputs up to 64×64, the default example input (and for inputs without
+    positions); for larger ones enough for 64 · 64×64 positions per channel, at least 16.
+    Measured: the running variances of efficientnet_b0 / resnet50 from 16 probe inputs at
+    224×224 differ from 64's by 1.9% / 1.3% (mean of per-norm medians), against 1.6% / 1.0%
+    between two probes of 64."""
+    from netgraft.transfer import probe_size
+
+    assert [probe_size(s) for s in [(3, 64, 64), (1, 28, 28), (20,), (12, 4096), (3, 32, 32)]] == [64] * 5
+    assert [probe_size(s) for s in [(3, 96, 96), (3, 128, 128), (3, 224, 224), (6, 16384)]] == [29, 16, 16, 16]
 
 
 def _head_logit_rms(model, head, weights, x):

@@ -7,10 +7,11 @@ adapted (and how) or left at its init (and why): nothing is skipped silently.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -40,6 +41,10 @@ NORM_STATS_POLICIES = ("auto", "copy", "probe", "reset")
 #: inputs of the data-free norm-statistics probe (norm_stats="probe"): PROBE_BATCHES batches of
 #: PROBE_BATCH standard-normal inputs of the example input's shape, from a fixed seed
 PROBE_BATCH, PROBE_BATCHES = 32, 2
+#: large inputs need fewer probe inputs for the same statistics: the probe holds enough inputs
+#: for PROBE_POSITIONS positions per channel (height × width, or length), at least PROBE_MIN
+#: (all 64 up to 64×64, the default example input; 16 at 224×224, a quarter of the cost)
+PROBE_POSITIONS, PROBE_MIN = 64 * 64 * 64, 16
 #: a matched layer scoring below this is a weak match: in a distant pair it is left at its
 #: init by default (``min_score="auto"``)
 WEAK_SCORE = 0.25
@@ -1501,14 +1506,23 @@ def _reset_norm_stats(target: nn.Module, report: TransferReport) -> int:
     return n
 
 
+def probe_size(shape: Sequence[int]) -> int:
+    """How many noise inputs of `shape` (one input, without the batch dimension) the probe
+    holds: PROBE_BATCH · PROBE_BATCHES, fewer when each input already has many positions
+    (`PROBE_POSITIONS` per channel in all, never fewer than PROBE_MIN inputs)."""
+    positions = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return max(PROBE_MIN, min(PROBE_BATCH * PROBE_BATCHES, math.ceil(PROBE_POSITIONS / positions)))
+
+
 def _noise_probe(report: TransferReport) -> torch.Tensor | None:
-    """PROBE_BATCH · PROBE_BATCHES standard-normal inputs shaped like the target's example
-    input, from a fixed seed; None when the example input is not a float tensor."""
+    """`probe_size` standard-normal inputs shaped like the target's example input, from a
+    fixed seed; None when the example input is not a float tensor."""
     example = report.matching.target.example_input
     if not (isinstance(example, torch.Tensor) and example.is_floating_point()):
         return None
     g = torch.Generator().manual_seed(0)
-    return torch.randn(PROBE_BATCH * PROBE_BATCHES, *example.shape[1:], generator=g,
+    shape = example.shape[1:]
+    return torch.randn(probe_size(shape), *shape, generator=g,
                        dtype=example.dtype).to(example.device)
 
 
