@@ -647,8 +647,8 @@ def test_zero_weighted_new_scales_are_kept_only_when_closer_to_the_source(monkey
 
 
 @pytest.mark.parametrize("source, target", [
-    ("densenet121", "densenet169"), ("mobilenetv2_050", "mobilenetv2_100"),
-    ("cs3darknet_s", "cs3darknet_m"),
+    pytest.param("densenet121", "densenet169", marks=pytest.mark.slow),  # 22 s
+    ("mobilenetv2_050", "mobilenetv2_100"), ("cs3darknet_s", "cs3darknet_m"),
 ])
 def test_another_class_count_grafts_the_same_body(source, target):
     """Fine-tuning for other classes: the head is new, the body grows exactly as it does with
