@@ -14,6 +14,28 @@ from benchmarks.coverage_sweep import run_pair, sweep_pairs, summarise
 
 PAIRS = sweep_pairs(models=170)
 RESULTS: dict = {}
+#: the 30 pairs taking 4 s or more on a 2-core Xeon (2026-11-27; 232 of the sweep's 560 s):
+#: they run with `./dev slow` (`pytest -m slow`). The other 140 hold 112 of the 123 families
+#: (not: csatv2, efficientformerv2, efficientvit_msra, ghostnetv2/v3, nasnet, nextvit, res2net,
+#: sequencer, swinv2, swinv2_cr)
+SLOW_PAIRS = {
+    ("swinv2_cr_tiny_224", "ghostnetv3_050"), ("nasnetalarge", "csatv2"),
+    ("csatv2", "nasnetalarge"), ("ghostnetv3_050", "swinv2_cr_tiny_224"),
+    ("nextvit_small", "cs3sedarknet_xdw"), ("tinynet_c", "sehalonet33ts"),
+    ("cs3sedarknet_xdw", "nextvit_small"), ("mnasnet_050", "bat_resnext26ts"),
+    ("efficientformerv2_s0", "res2net50_14w_8s"), ("convnext_zepto_rms", "mobileone_s0"),
+    ("hgnet_tiny", "tresnet_m"), ("resnetaa34d", "efficientnetv2_rw_s"),
+    ("res2net50_14w_8s", "efficientformerv2_s0"), ("tinynet_a", "eca_halonext26ts"),
+    ("dla34", "regnetv_040"), ("sequencer2d_s", "fastvit_mci0"),
+    ("rexnet_100", "efficientvit_m0"), ("lcnet_035", "vit_small_r26_s32_224"),
+    ("mobilenetv4_hybrid_medium_075", "convmixer_1024_20_ks9_p14"),
+    ("efficientvit_m0", "rexnet_100"), ("swinv2_tiny_window8_256", "ghostnetv2_100"),
+    ("resnet10t", "efficientnet_x_b3"), ("hardcorenas_a", "tnt_s_patch16_224"),
+    ("ghostnetv2_100", "swinv2_tiny_window8_256"), ("fastvit_mci0", "sequencer2d_s"),
+    ("efficientnetv2_rw_s", "resnetaa34d"), ("dla60x_c", "regnetz_005"),
+    ("mobilenetv3_large_075", "coat_tiny"), ("densenet121", "rdnet_tiny"),
+    ("resnest26d", "efficientnet_el"),
+}
 
 
 def test_sweep_is_broad():
@@ -25,7 +47,13 @@ def test_sweep_is_broad():
     assert sum(FAMILY[p.source] != FAMILY[p.target] for p in PAIRS) >= 0.9 * len(PAIRS)
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p.source}->{p.target}@{p.in_chans}")
+def _marked(pair):
+    slow = (pair.source, pair.target) in SLOW_PAIRS
+    return pytest.param(pair, marks=pytest.mark.slow) if slow else pair
+
+
+@pytest.mark.parametrize("pair", [_marked(p) for p in PAIRS],
+                         ids=lambda p: f"{p.source}->{p.target}@{p.in_chans}")
 def test_pair(pair):
     outcomes = run_pair(pair)
     RESULTS[(pair.source, pair.target)] = outcomes
@@ -40,7 +68,7 @@ def test_pair(pair):
 
 
 def test_default_changes_more_of_the_target_than_dpiat():
-    if len(RESULTS) < len(PAIRS):
+    if not {(p.source, p.target) for p in PAIRS} - SLOW_PAIRS <= set(RESULTS):
         pytest.skip("needs the whole sweep (run the file, not a selection)")
     summary = summarise([o for outs in RESULTS.values() for o in outs])
     assert summary["graft"]["failed"] == summary["dpiat"]["failed"] == 0
