@@ -59,6 +59,13 @@ def _tables(n: int, m: int) -> tuple[list[list[float]], list[list[tuple[int, int
             [[(i - 1, 0)] + [(0, 0)] * m for i in range(n + 1)])
 
 
+def _skip(row_prev: list[float], row: list[float], i: int, j: int) -> tuple[float, tuple[int, int]]:
+    """The better of leaving target i alone and leaving source j alone (a tie leaves j)."""
+    if row_prev[j] > row[j - 1]:
+        return row_prev[j], (i - 1, j)
+    return row[j - 1], (i, j - 1)
+
+
 def _first_positive(scores: Sequence[Sequence[float]], n: int, m: int) -> list[int]:
     """For each source, the first target row (from 1) with a positive score, n + 1 if none:
     a column cannot start a run worth taking above it."""
@@ -72,10 +79,7 @@ def _fill_loop(scores, n: int, m: int):
     for i in range(1, n + 1):
         row_prev, row = dp[i - 1], dp[i]
         for j in range(1, m + 1):
-            if row_prev[j] > row[j - 1]:
-                best, step = row_prev[j], (i - 1, j)
-            else:
-                best, step = row[j - 1], (i, j - 1)
+            best, step = _skip(row_prev, row, i, j)
             if first_positive[j - 1] <= i:
                 total = 0.0
                 for k in range(i, 0, -1):
@@ -110,10 +114,7 @@ def _fill_rows(scores, n: int, m: int):
         runs, starts = values[first, columns].tolist(), (i - 1 - first).tolist()
         row_prev, row = dp[i - 1], dp[i]
         for j in range(1, m + 1):
-            if row_prev[j] > row[j - 1]:
-                best, step = row_prev[j], (i - 1, j)
-            else:
-                best, step = row[j - 1], (i, j - 1)
+            best, step = _skip(row_prev, row, i, j)
             if first_positive[j - 1] <= i and runs[j - 1] > best:
                 best, step = runs[j - 1], (starts[j - 1], j - 1)
             row[j] = best
