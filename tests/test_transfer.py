@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 
@@ -589,6 +590,51 @@ def test_a_wider_recurrent_layer_is_grown_gate_by_gate(cell):
     gates = 4 if cell is nn.LSTM else 3
     hows = {t.name: t.how for r in report.pairs for t in r.tensors if r.target == "rnn"}
     assert f"{gates} gates 32→64 each" in hows["weight_hh_l0"]  # (tiled whole: gap 0.8)
+
+
+@pytest.mark.parametrize("cell, bidirectional, gap", [
+    (nn.LSTM, False, 0.05), (nn.LSTM, True, 0.05), (nn.GRU, True, 0.2), (nn.RNN, False, 0.3),
+    (functools.partial(nn.RNN, nonlinearity="relu"), True, 1e-6)])
+def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, bidirectional, gap):
+    """Layers 2 and 3 of a 4-layer stack have no source layer: their gates are saturated so
+    they pass their input on (exactly with ReLU), and the report names why the function is
+    only nearly kept. Measured on row-sequential Fashion-MNIST (benchmarks/recurrent_depth.py):
+    a deeper LSTM starts at the source's 84%, instead of at chance."""
+    from netgraft.transfer import NEAR_IDENTITY
+
+    class Stack(nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.rnn = cell(8, 16, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+            self.fc = nn.Linear(16 * (2 if bidirectional else 1), 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)
+    source, target = Stack(2).eval(), Stack(4).eval()
+    with torch.no_grad():  # trained-looking: larger than the init
+        for p in source.parameters():
+            p.mul_(1.5)
+    report = netgraft.transfer(source, target, example_input=x)
+    with torch.no_grad():
+        measured = ((target(x) - source(x)).abs().max() / source(x).abs().max()).item()
+    assert measured < gap and report.function_gap == pytest.approx(measured, rel=1e-3, abs=1e-7)
+    hows = {t.name: t.how for r in report.pairs if r.target == "rnn" for t in r.tensors}
+    assert hows["weight_hh_l3"] == hows["bias_ih_l2"] == NEAR_IDENTITY
+    assert torch.equal(target.rnn.weight_ih_l1, source.rnn.weight_ih_l1)
+    if gap > 1e-6:
+        assert "rnn stacks more recurrent layers than the source" in report.function_note
+    # the same layers left at their init: the stack's output has nothing to do with the source's
+    if cell is nn.LSTM and not bidirectional:
+        fresh = Stack(4).eval()
+        with torch.no_grad():
+            for k in (0, 1):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(fresh.rnn, f"{name}_l{k}").copy_(getattr(source.rnn, f"{name}_l{k}"))
+            fresh.fc.load_state_dict(source.fc.state_dict())
+            assert (fresh(x) - source(x)).abs().max() / source(x).abs().max() > 10 * measured
 
 
 def test_an_lstm_never_fills_a_grus_gates():

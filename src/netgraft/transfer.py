@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -255,6 +256,47 @@ class TransferReport:
         return "\n".join(lines)
 
 
+#: a new layer of a deeper recurrent stack: its gates saturated so that it passes its input on
+NEAR_IDENTITY = ("near-identity: a new stacked recurrent layer (no source layer of its own) "
+                 "passes its input on: forget / update gate shut, input and output gates open, "
+                 "the candidate reads the input through an identity")
+#: the gate bias that saturates them: sigmoid(5) = 0.993 (larger ones barely train)
+GATE_BIAS = 5.0
+_STACKED = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?")
+
+
+def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> torch.Tensor | None:
+    """The value of tensor `name` of a stacked recurrent layer the source lacks (layer k of a
+    deeper nn.LSTM / GRU / RNN than the source, k ≥ 1, so it reads the hidden states of the
+    layer below), such that the layer passes its input on: an LSTM's cell takes
+    tanh(x / σ(b)²) with forget gate σ(-b) ≈ 0 and input and output gates σ(b) ≈ 1 (b =
+    GATE_BIAS), so it outputs σ(b)·tanh(σ(b)·tanh(x / σ(b)²)) ≈ x for the (-1, 1) values a
+    recurrent layer outputs; a GRU's update gate is shut, an RNN reads x as it is (exact with
+    ReLU). Each direction reads its own half of a bidirectional layer's input. None for any
+    other tensor, and for LSTMs with projections."""
+    found = _STACKED.fullmatch(name)
+    module, source = tgt.module, src.module
+    if (found is None or type(module) not in (nn.LSTM, nn.GRU, nn.RNN)
+            or type(source) is not type(module) or getattr(module, "proj_size", 0)
+            or int(found[3]) < max(source.num_layers, 1)):
+        return None
+    hidden, direction = module.hidden_size, 1 if found[4] else 0
+    gates = adapt.gate_count(tgt) or 1
+    candidate = 2 if gates > 1 else 0  # (i, f, g, o) / (r, z, n) / one
+    open_ = torch.sigmoid(torch.tensor(GATE_BIAS, dtype=torch.float64)).item()
+    value = torch.zeros(like.shape, dtype=like.dtype, device=like.device)
+    block = slice(candidate * hidden, (candidate + 1) * hidden)
+    if found[1] == "weight" and found[2] == "ih":
+        gain = {4: 1 / open_ ** 2, 3: 1 / open_}.get(gates, 1.0)
+        value[block, direction * hidden:(direction + 1) * hidden] = gain * torch.eye(hidden)
+    elif found[1] == "bias" and found[2] == "ih" and gates == 4:
+        value[:hidden] = value[3 * hidden:] = GATE_BIAS  # input and output gates open
+        value[hidden:2 * hidden] = -GATE_BIAS  # forget gate shut
+    elif found[1] == "bias" and found[2] == "ih" and gates == 3:
+        value[hidden:2 * hidden] = -GATE_BIAS  # update gate shut: h = n
+    return value
+
+
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
@@ -274,6 +316,10 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
     for name, target in tgt_t.items():
         shape = tuple(target.shape)
         source = src_t.get(name)
+        if source is None and (value := _near_identity(src, tgt, name, target)) is not None:
+            _write(target, value, src, tgt, name)  # a new layer of a deeper recurrent stack
+            records.append(init_record(tgt, name, NEAR_IDENTITY))
+            continue
         if source is None:
             records.append(init_record(tgt, name, f"source layer has no '{name}'"))
             continue
@@ -1344,6 +1390,14 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
+    stacked = [r.target for r in report.pairs
+               if any(t.how == NEAR_IDENTITY or t.how == f"source layer has no '{t.name}'"
+                      and _STACKED.fullmatch(t.name) for t in r.tensors)]
+    if stacked:
+        why.append(f"{_listed(stacked, 2)} stack{'' if len(stacked) > 1 else 's'} more "
+                   f"recurrent layers than the source: a new recurrent layer can start only "
+                   f"near the identity (its gates and tanh squash what it passes on; a ReLU "
+                   f"RNN's is exact)")
     passed = [r.target for r in report.pairs if r.note == IDENTITY_LAYER]
     if tgt.shuffles and passed:
         many = len(passed) > 1
