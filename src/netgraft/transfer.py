@@ -265,6 +265,13 @@ GATE_BIAS = 5.0
 _STACKED = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?")
 
 
+def _stacks_deeper(src: Layer, tgt: Layer) -> bool:
+    """Whether `tgt` is a recurrent layer of `src`'s type (LSTM, GRU, RNN) stacking more
+    layers than it."""
+    return (type(tgt.module) in (nn.LSTM, nn.GRU, nn.RNN) and type(src.module) is type(tgt.module)
+            and tgt.module.num_layers > src.module.num_layers)
+
+
 def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> torch.Tensor | None:
     """The value of tensor `name` of a stacked recurrent layer the source lacks (layer k of a
     deeper nn.LSTM / GRU / RNN than the source, k ≥ 1, so it reads the hidden states of the
@@ -275,10 +282,9 @@ def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> tor
     ReLU). Each direction reads its own half of a bidirectional layer's input. None for any
     other tensor, and for LSTMs with projections."""
     found = _STACKED.fullmatch(name)
-    module, source = tgt.module, src.module
-    if (found is None or type(module) not in (nn.LSTM, nn.GRU, nn.RNN)
-            or type(source) is not type(module) or getattr(module, "proj_size", 0)
-            or int(found[3]) < max(source.num_layers, 1)):
+    module = tgt.module
+    if (found is None or not _stacks_deeper(src, tgt) or getattr(module, "proj_size", 0)
+            or int(found[3]) < src.module.num_layers):
         return None
     hidden, direction = module.hidden_size, 1 if found[4] else 0
     gates = adapt.gate_count(tgt) or 1
@@ -295,6 +301,10 @@ def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> tor
     elif found[1] == "bias" and found[2] == "ih" and gates == 3:
         value[hidden:2 * hidden] = -GATE_BIAS  # update gate shut: h = n
     return value
+
+
+def _no_source(name: str) -> str:
+    return f"source layer has no '{name}'"
 
 
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
@@ -321,7 +331,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             records.append(init_record(tgt, name, NEAR_IDENTITY))
             continue
         if source is None:
-            records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            records.append(init_record(tgt, name, _no_source(name)))
             continue
         if src.gate and not tgt.gate and (name == "weight" or tgt.kind == "param"):
             records.append(init_record(tgt, name, SHUT_SOURCE))
@@ -616,7 +626,7 @@ def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
             records.append(init_record(tgt, name, "dpiat transfers weight and bias only"))
             continue
         if source is None:
-            records.append(init_record(tgt, name, f"source layer has no '{name}'"))
+            records.append(init_record(tgt, name, _no_source(name)))
             continue
         _check_finite(source, src, name)
         filled = adapt.clip(source.detach(), target.data)
@@ -1390,9 +1400,8 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
-    stacked = [r.target for r in report.pairs
-               if any(t.how == NEAR_IDENTITY or t.how == f"source layer has no '{t.name}'"
-                      and _STACKED.fullmatch(t.name) for t in r.tensors)]
+    stacked = [tgt.layers[t].name for t, s in sorted(matching.pairs.items())
+               if s is not None and _stacks_deeper(src.layers[s], tgt.layers[t])]
     if stacked:
         why.append(f"{_listed(stacked, 2)} stack{'' if len(stacked) > 1 else 's'} more "
                    f"recurrent layers than the source: a new recurrent layer can start only "
