@@ -132,11 +132,11 @@ def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
     zoo = Zoo(tmp_path / "zoo")
     for name, model in (("good", good), ("fresh", _timm_fresh())):
         save_state_dict(model.state_dict(), tmp_path / f"{name}.safetensors")
-        zoo.add(tmp_path / f"{name}.safetensors", "resnet10t", name=name)
+        zoo.add(tmp_path / f"{name}.safetensors", f"resnet10t{NARROW}", name=name)
     save_file({"x": x.contiguous(), "y": y}, tmp_path / "probe.safetensors")
 
     parser = add_rank_arguments(argparse.ArgumentParser())
-    args = ["--target", "resnet14t", "--num-classes", "5", "--in-chans", "1", "--zoo",
+    args = ["--target", f"resnet14t{NARROW}", "--num-classes", "5", "--in-chans", "1", "--zoo",
             str(tmp_path / "zoo"), "--input-size", "1,8,8"]
     assert run_rank(parser.parse_args(args + ["--probe-data", str(tmp_path / "probe.safetensors"),
                                               "--probe-steps", "10", "--json"])) == 0
@@ -155,10 +155,14 @@ def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100", "--probe-top", "0"]))
 
 
+#: a quarter of the usual widths: the ranking is the same, the steps 10× cheaper
+NARROW = "(channels=(16,32,64,128))"
+
+
 def _timm_fresh():
-    import timm
+    from netgraft.models import create_model
     torch.manual_seed(3)
-    return timm.create_model("resnet10t", num_classes=5, in_chans=1)
+    return create_model(f"resnet10t{NARROW}", num_classes=5, in_chans=1)
 
 
 def _timm_trained(x, y):
