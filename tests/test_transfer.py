@@ -594,7 +594,8 @@ def test_a_wider_recurrent_layer_is_grown_gate_by_gate(cell):
 
 @pytest.mark.parametrize("cell, bidirectional, gap", [
     (nn.LSTM, False, 0.05), (nn.LSTM, True, 0.05), (nn.GRU, True, 0.2), (nn.RNN, False, 0.3),
-    (functools.partial(nn.RNN, nonlinearity="relu"), True, 1e-6)])
+    (functools.partial(nn.RNN, nonlinearity="relu"), True, 1e-6),
+    (functools.partial(nn.LSTM, proj_size=16), True, 0.05)])  # hidden 32, projected to 16
 def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, bidirectional, gap):
     """Layers 2 and 3 of a 4-layer stack have no source layer: their gates are saturated so
     they pass their input on (exactly with ReLU), and the report names why the function is
@@ -605,7 +606,9 @@ def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, 
     class Stack(nn.Module):
         def __init__(self, layers):
             super().__init__()
-            self.rnn = cell(8, 16, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+            hidden = 32 if "proj_size" in getattr(cell, "keywords", {}) else 16
+            self.rnn = cell(8, hidden, num_layers=layers, batch_first=True,
+                            bidirectional=bidirectional)
             self.fc = nn.Linear(16 * (2 if bidirectional else 1), 3)
 
         def forward(self, x):
@@ -623,6 +626,8 @@ def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, 
     assert measured < gap and report.function_gap == pytest.approx(measured, rel=1e-3, abs=1e-7)
     hows = {t.name: t.how for r in report.pairs if r.target == "rnn" for t in r.tensors}
     assert hows["weight_hh_l3"] == hows["bias_ih_l2"] == NEAR_IDENTITY
+    if "weight_hr_l2" in hows:
+        assert hows["weight_hr_l2"] == NEAR_IDENTITY
     assert torch.equal(target.rnn.weight_ih_l1, source.rnn.weight_ih_l1)
     if gap > 1e-6:
         assert "rnn stacks more recurrent layers than the source" in report.function_note

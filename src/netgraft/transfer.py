@@ -279,22 +279,27 @@ def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> tor
     tanh(x / σ(b)²) with forget gate σ(-b) ≈ 0 and input and output gates σ(b) ≈ 1 (b =
     GATE_BIAS), so it outputs σ(b)·tanh(σ(b)·tanh(x / σ(b)²)) ≈ x for the (-1, 1) values a
     recurrent layer outputs; a GRU's update gate is shut, an RNN reads x as it is (exact with
-    ReLU). Each direction reads its own half of a bidirectional layer's input. None for any
-    other tensor, and for LSTMs with projections."""
+    ReLU). Each direction reads its own half of a bidirectional layer's input. An LSTM with
+    projections (``proj_size`` P < hidden size, as torch requires) reads its P inputs into its
+    first P cells and projects those cells back out (``weight_hr`` = [I 0]). None for any
+    other tensor."""
     found = _STACKED.fullmatch(name)
     module = tgt.module
-    if (found is None or not _stacks_deeper(src, tgt) or getattr(module, "proj_size", 0)
+    if (found is None or not _stacks_deeper(src, tgt)
             or int(found[3]) < src.module.num_layers):
         return None
     hidden, direction = module.hidden_size, 1 if found[4] else 0
+    width = getattr(module, "proj_size", 0) or hidden  # what each direction outputs
     gates = adapt.gate_count(tgt) or 1
     candidate = 2 if gates > 1 else 0  # (i, f, g, o) / (r, z, n) / one
     open_ = torch.sigmoid(torch.tensor(GATE_BIAS, dtype=torch.float64)).item()
     value = torch.zeros(like.shape, dtype=like.dtype, device=like.device)
-    block = slice(candidate * hidden, (candidate + 1) * hidden)
+    cells = slice(candidate * hidden, candidate * hidden + width)
     if found[1] == "weight" and found[2] == "ih":
         gain = {4: 1 / open_ ** 2, 3: 1 / open_}.get(gates, 1.0)
-        value[block, direction * hidden:(direction + 1) * hidden] = gain * torch.eye(hidden)
+        value[cells, direction * width:(direction + 1) * width] = gain * torch.eye(width)
+    elif found[1] == "weight" and found[2] == "hr":
+        value[:, :width] = torch.eye(width)  # the first P cells, projected out as they are
     elif found[1] == "bias" and found[2] == "ih" and gates == 4:
         value[:hidden] = value[3 * hidden:] = GATE_BIAS  # input and output gates open
         value[hidden:2 * hidden] = -GATE_BIAS  # forget gate shut
