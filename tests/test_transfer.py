@@ -642,6 +642,58 @@ def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, 
             assert (fresh(x) - source(x)).abs().max() / source(x).abs().max() > 10 * measured
 
 
+@pytest.mark.parametrize("cell, layers, proj", [
+    (nn.RNN, 2, (0, 0)), (functools.partial(nn.RNN, nonlinearity="relu"), 1, (0, 0)),
+    (nn.LSTM, 2, (4, 8)), (nn.LSTM, 1, (4, 4)), (nn.GRU, 3, (0, 0))])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_every_recurrent_layer_widens_exactly(cell, layers, proj, bidirectional):
+    """QA (session 22): a plain RNN's recurrent weights were tiled without rescaling their
+    fan-in (gap 0.34), an LSTM's projection was widened as an output (0.15), and a
+    bidirectional layer's [forward | backward] output was read back as one block (0.36)."""
+    def net(hidden, proj_size):
+        extra = {"proj_size": proj_size} if proj_size else {}
+        width = (proj_size or hidden) * (2 if bidirectional else 1)
+        return nn.Sequential(cell(12, hidden, num_layers=layers, batch_first=True,
+                                  bidirectional=bidirectional, **extra), _Last(),
+                             nn.Linear(width, 5))
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 9, 12)
+    source, target = net(8, proj[0]).eval(), net(16, proj[1]).eval()
+    report = netgraft.transfer(source, target, example_input=x)
+    with torch.no_grad():
+        gap = ((target(x) - source(x)).abs().max() / source(x).abs().max()).item()
+    assert gap < 1e-5 and report.function_gap < 1e-5
+
+
+class _Last(nn.Module):
+    def forward(self, out):
+        return out[0][:, -1]
+
+
+@pytest.mark.parametrize("groups", [(4, 4), (4, 8), (2, 2), (1, 1), (8, 16)])
+def test_a_group_norm_widens_group_by_group(groups):
+    """QA (session 22): tiling all channels as one block put channels of two source groups in
+    one target group (gap 0.08); each target group now holds replicas of one source group."""
+    def net(width, g):
+        return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(g, width), nn.ReLU(),
+                             nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(g, width),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    source, target = net(8, groups[0]).eval(), net(16, groups[1]).eval()
+    with torch.no_grad():
+        for m in source.modules():
+            if isinstance(m, nn.GroupNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    report = netgraft.transfer(source, target, example_input=x)
+    with torch.no_grad():
+        gap = ((target(x) - source(x)).abs().max() / source(x).abs().max()).item()
+    assert gap < 1e-5 and report.function_gap < 1e-5
+
+
 def test_an_lstm_never_fills_a_grus_gates():
     torch.manual_seed(0)
     source, target = _Recurrent(nn.LSTM), _Recurrent(nn.GRU)

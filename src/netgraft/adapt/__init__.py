@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..trace import Layer, Layout
 from .mapping import (centre_slices, channel_index, consecutive_index, fan_in_scale,
@@ -78,12 +79,13 @@ def _is_qkv(layer: Layer) -> bool:
     return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("qkv", "in_proj", "c_attn")
 
 
-#: gates stacked along the first dimension of a recurrent layer's weights and biases
-_GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3}
+#: gates stacked along the first dimension of a recurrent layer's weights and biases (a plain
+#: RNN's one: its hidden units, read back through weight_hh, whose fan-in is rescaled alike)
+_GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3, "RNN": 1, "RNNCell": 1}
 
 
 def gate_count(layer: Layer) -> int:
-    """How many gates a recurrent layer stacks in its tensors (0: not a gated recurrent layer)."""
+    """How many gates a recurrent layer stacks in its tensors (0: not a recurrent layer)."""
     return _GATES.get(type(layer.module).__name__, 0) if layer.module is not None else 0
 
 
@@ -93,7 +95,9 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
     gates = gate_count(layer)
     if gates and name.startswith(("weight_", "bias_")) and not name.startswith("weight_hr"):
         # (G·H, in) / (G·H,): resized gate by gate, the fan-in (input or hidden) summed over
-        return (f"gates{gates}", "in")[:ndim]
+        return (f"gates{gates}" if gates > 1 else "out", "in")[:ndim]
+    if gates and name.startswith("weight_hr"):  # (proj, hidden): the hidden units are its fan-in
+        return ("out", "in")
     if (kind == "attention" and name.startswith("in_proj")) or _is_qkv(layer):
         return ("qkv", "in")[:ndim]
     if kind == "embedding" and name == "weight":
@@ -527,6 +531,14 @@ def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
     return {k: v for k, v in found.items() if k not in clash}
 
 
+def _directions(layer: Layer) -> int:
+    """The width of each direction's output of a bidirectional recurrent layer, else 0."""
+    module = layer.module
+    if not (gate_count(layer) and getattr(module, "bidirectional", False)):
+        return 0
+    return getattr(module, "proj_size", 0) or module.hidden_size
+
+
 def group_map(pairs: Iterable[tuple[Layer, Layer]],
               models: tuple[Any, Any] = (None, None),
               consecutive: bool = False) -> Selector | None:
@@ -551,6 +563,17 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
             for s, t in ((src.out_dim, tgt.out_dim), (src.in_dim, tgt.in_dim)):
                 if s and t and t > s:
                     groups.setdefault((s, t), (src.groups, tgt.groups))
+        if (isinstance(src.module, nn.GroupNorm) and isinstance(tgt.module, nn.GroupNorm)
+                and tgt.module.num_channels > src.module.num_channels):
+            # a group norm's statistics are per group: each target group holds replicas of one
+            # source group (as a grouped conv's inputs), not channels of two
+            groups.setdefault((src.module.num_channels, tgt.module.num_channels),
+                              (src.module.num_groups, tgt.module.num_groups))
+        widths = (_directions(src), _directions(tgt))
+        if widths[0] and widths[1] and widths[1] > widths[0]:
+            # a bidirectional recurrent layer outputs [forward | backward]: each direction's
+            # units are replicated within its own half, so what reads them is mapped half by half
+            groups.setdefault((2 * widths[0], 2 * widths[1]), (2, 2))
     heads = {k: v for k, v in _head_groups(pairs, models).items()
              if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
     if not groups and not consecutive:
