@@ -48,6 +48,9 @@ def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path):
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
                tmp_path / "ckpt.pt")
     assert set(load_state_dict(tmp_path / "ckpt.pt")) == {"weight", "bias"}
+    # a torch.compile'd model's state dict (QA, session 22: rejected as 2 missing tensors)
+    torch.save({f"_orig_mod.{k}": v for k, v in model.state_dict().items()}, tmp_path / "c.pt")
+    assert set(load_state_dict(tmp_path / "c.pt")) == {"weight", "bias"}
 
 
 def test_wrong_architecture_is_explained(tmp_path):

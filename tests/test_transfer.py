@@ -950,6 +950,29 @@ def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
         assert report.function_note == note
 
 
+def test_bad_seeds_noise_inputs_and_ignored_options_are_named_before_the_graft():
+    """QA (session 22): seed=None failed in torch after the graft had run, split_noise="0.1"
+    with a TypeError, calibration_data=5 with "'int' object is not iterable"; a NaN example
+    input gave a report with a NaN gap (invalid JSON); method="dpiat" ignored align= silently."""
+    def mlp(h):
+        return nn.Sequential(nn.Linear(20, h), nn.ReLU(), nn.Linear(h, 5))
+
+    target = mlp(32)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    for kwargs, error, message in (
+            ({"seed": None}, ValueError, "seed=None: give a whole number"),
+            ({"seed": 1.5}, ValueError, "seed=1.5"),
+            ({"split_noise": "0.1"}, ValueError, "split_noise='0.1'"),
+            ({"calibration_data": 5}, TypeError, "calibration_data must be a tensor"),
+            ({"example_input": torch.full((4, 20), float("nan"))}, ValueError,
+             "example_input holds NaN or inf")):
+        with pytest.raises(error, match=message):
+            netgraft.transfer(mlp(16), target, **kwargs)
+        assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+    with pytest.warns(NetgraftWarning, match="calibration_data= and align= are ignored"):
+        netgraft.transfer(mlp(16), target, method="dpiat", calibration_data=torch.randn(40, 20))
+
+
 def test_calibration_data_forms_and_argument_types_are_checked():
     """QA (session 16): a DataLoader of dicts raised AttributeError from inside calibrate, data on
     the meta device a torch error; align=1 silently did nothing; align_steps=-3 was accepted,

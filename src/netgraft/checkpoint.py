@@ -99,9 +99,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
             if odd:
                 raise CheckpointError(f"{path} holds tensors under keys that are not parameter "
                                       f"names (e.g. {odd[0]!r}); save model.state_dict()")
-            prefix = "module."  # saved from DataParallel / DistributedDataParallel
-            if all(k.startswith(prefix) for k in tensors):
-                tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            # saved from DataParallel / DistributedDataParallel, or from a torch.compile'd model
+            for prefix in ("module.", "_orig_mod."):
+                if all(k.startswith(prefix) for k in tensors):
+                    tensors = {k[len(prefix):]: v for k, v in tensors.items()}
             return tensors
     raise CheckpointError(f"{path} holds no state_dict (found {type(obj).__name__}); save "
                           f"model.state_dict() instead")

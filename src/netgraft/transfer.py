@@ -12,7 +12,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -810,13 +810,29 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
                          f"None for the default")
     if shrink not in SHRINK_POLICIES:
         raise ValueError(f"shrink={shrink!r}: choose one of {SHRINK_POLICIES}")
-    if not 0.0 <= split_noise < 1.0:
+    if isinstance(split_noise, bool) or not isinstance(split_noise, (int, float)) \
+            or not 0.0 <= split_noise < 1.0:
         raise ValueError(f"split_noise={split_noise!r}: use 0 (exact Net2Net split) up to "
                          f"below 1 (a relative jitter)")
     if norm_stats not in NORM_STATS_POLICIES:
         raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS_POLICIES}")
     if align is True and calibration_data is None:
         raise ValueError("align=True needs calibration_data= (a few hundred unlabeled inputs)")
+    if whole(seed) is None:
+        raise ValueError(f"seed={seed!r}: give a whole number >= 0")
+    if calibration_data is not None and not (
+            isinstance(calibration_data, (torch.Tensor, Iterable))
+            or type(calibration_data).__module__ == "numpy"):
+        raise TypeError(f"calibration_data must be a tensor or array of inputs (N, ...) or an "
+                        f"iterable of batches, got {type(calibration_data).__name__}")
+    if isinstance(example_input, torch.Tensor) and example_input.is_floating_point() \
+            and not torch.isfinite(example_input).all():
+        raise ValueError("example_input holds NaN or inf values: the graft's output gap and "
+                         "noise probes are measured on it; give finite inputs")
+    if method == "dpiat" and (align is True or calibration_data is not None):
+        warnings.warn(NetgraftWarning(
+            "method='dpiat' reproduces the authors' transfer: calibration_data= and align= "
+            "are ignored (they are the default method's, method='graft')"), stacklevel=2)
     for role, model in (("source", source), ("target", target)):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
