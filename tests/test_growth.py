@@ -381,11 +381,12 @@ def test_a_family_sharing_module_names_is_not_taken_for_growth():
     assert report.function_gap is None
 
 
-def test_function_gap_is_left_out_when_outputs_differ_and_modes_are_restored():
+def test_another_head_is_compared_by_what_it_reads_and_modes_are_restored():
     src = _trained_looking(timm.create_model("resnet18", num_classes=10)).train()
     dst = timm.create_model("resnet34", num_classes=5)  # another head: outputs differ
     report = netgraft.transfer(src, dst)
-    assert report.function_gap is None and "function" not in report.summary()
+    assert report.function_gap < 1e-4 and "the graft computes the source's function" in \
+        report.summary() and "the features the classifiers read" in report.summary()
     assert src.training and dst.training and all(m.training for m in src.modules())
 
 
@@ -660,7 +661,12 @@ def test_another_class_count_grafts_the_same_body(source, target):
     head = other.default_cfg["classifier"]
     body = [k for k in same.state_dict() if not k.startswith(head)]
     assert all(torch.equal(same.state_dict()[k], other.state_dict()[k]) for k in body)
-    assert report.function_gap is None  # 5 logits cannot be compared with 10
+    # 5 logits cannot be compared with 10: what both classifiers read is (QA, session 22:
+    # the gap was None and the report silent)
+    if report.function_gap is None:  # a wider classifier input: the summary says why
+        assert "predicts 5 classes" in report.summary() and report.uncompared
+    else:
+        assert report.function_gap < 1e-4 and "predicts 5 classes" in report.function_note
     assert next(r for r in report.pairs if r.target.startswith(head)).action == "init"
 
 

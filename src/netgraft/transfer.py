@@ -918,7 +918,8 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             report = _without_zero_weights(source, target, report, backup, head,
                                            identity_blocks, shrink, split_noise, seed)
         if method != "dpiat" and (embeds(report.matching)
-                                  or _backbone_of(report.matching) is not None
+                                  or (_backbone_of(report.matching) is not None
+                                      or _new_head(report.matching) is not None)
                                   and embeds(report.matching, classifier=False)):
             # the graft's own function (a backbone's: the features of the source's classifier)
             start = time.perf_counter()
@@ -927,6 +928,12 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
                     and report.function_gap >= FUNCTION_GAP):
                 _identity_layers(source, target, report)
             report.seconds += time.perf_counter() - start
+        elif (method != "dpiat" and embeds(report.matching, classifier=False)
+              and (heads := _new_head(report.matching, same_input=False)) is not None):
+            a, b = heads  # another class count, read from wider features: nothing to compare
+            report.uncompared = [f"the classifier {b.name} predicts {b.out_dim} classes where "
+                                 f"the source's predicts {a.out_dim}, and reads {b.in_dim} "
+                                 f"features where it reads {a.in_dim}"]
         # a distant pair whose target does not contain the source (the rules below are for it)
         distant = closes_gates(report.matching, report.similarity)
         untouched = min_score == "auto" and unrelated(report.matching, report.similarity)
@@ -1201,17 +1208,24 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     the outputs differ in shape (e.g. another class count). When the two read other numbers of
     input channels, both run on one gray image repeated to their channels."""
     inputs = _paired_inputs(report.matching)
-    classifier = _backbone_of(report.matching)
+    heads = _new_head(report.matching)
+    classifier = _backbone_of(report.matching) or (heads[0] if heads else None)
     features: list[torch.Tensor] = []
-    hook = None if classifier is None else classifier.module.register_forward_pre_hook(
-        lambda module, args: features.append(args[0].detach()) if not features else None)
+    read: list[torch.Tensor] = []  # what the target's new classifier reads
+    hooks = [] if classifier is None else [classifier.module.register_forward_pre_hook(
+        lambda module, args: features.append(args[0].detach()) if not features else None)]
+    if heads:
+        hooks.append(heads[1].module.register_forward_pre_hook(
+            lambda module, args: read.append(args[0].detach()) if not read else None))
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
         return None
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
+    if heads:  # another class count: the features both classifiers read
+        got = read[0] if read else None
     if classifier is not None:  # a backbone computes what the source's classifier reads
         expected = features[0].flatten(1) if features else None
         got = got.flatten(1) if isinstance(got, torch.Tensor) else None
@@ -1229,6 +1243,21 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     report.uncompared = [f"output {i} is {tuple(b.shape)} where the source's is {tuple(a.shape)}"
                          for i, (a, b) in enumerate(zip(expected, got)) if a.shape != b.shape]
     return max(relative_gap((b - a).abs().max(), a) for a, b in same) if same else None
+
+
+def _new_head(matching: Matching, *, same_input: bool = True) -> tuple[Layer, Layer] | None:
+    """For a target whose one classifier predicts another number of classes than the source's
+    (fine-tuning for other classes): the two classifiers, when they read features of one shape
+    (`same_input`), so that what they read can be compared instead of their outputs."""
+    heads = [[layer for layer in arch.layers if layer.role == "output"]
+             for arch in (matching.source, matching.target)]
+    if any(len(h) != 1 for h in heads):
+        return None
+    (a,), (b,) = heads
+    if (a.kind != b.kind or a.kind not in ("linear", "conv") or a.out_dim == b.out_dim
+            or same_input and a.in_dim != b.in_dim):
+        return None
+    return a, b
 
 
 def _backbone_of(matching: Matching) -> Layer | None:
@@ -1478,6 +1507,10 @@ def _why_not_preserved(report: TransferReport) -> str:
     if report.matching is not None and _backbone_of(report.matching) is not None:
         why.insert(0, "measured on the features the source's classifier reads (the target "
                       "has no classifier)")
+    elif report.matching is not None and (heads := _new_head(report.matching)) is not None:
+        why.insert(0, f"measured on the features the classifiers read (the target's "
+                      f"{heads[1].name} predicts {heads[1].out_dim} classes, the source's "
+                      f"{heads[0].out_dim}: it keeps its init)")
     return "; ".join(why)
 
 
