@@ -61,6 +61,17 @@ def _tiny_nets(tmp_path):
             "--input-size", "1,32,32"]
 
 
+def test_the_same_transfer_command_writes_the_same_file(tmp_path):
+    """QA (session 22): three runs wrote three files (the layers left at init and the split
+    jitter drew from an unseeded stream); --seed sets both, 0 by default."""
+    args = [*_tiny_nets(tmp_path), "-q"]
+    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
+        assert main(["transfer", *args, *extra, "--out", str(tmp_path / f"{name}.safetensors")]) == 0
+    a, b, c = (load_file(str(tmp_path / f"{n}.safetensors")) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 @pytest.mark.parametrize("kind", ["pt", "safetensors", "npy"])
 def test_transfer_with_calibration_file_and_alignment(tmp_path, capsys, kind):
     import numpy as np
@@ -216,6 +227,19 @@ def test_ctrl_c_while_the_command_line_starts_is_no_traceback():
             assert out.returncode == 130 and out.stderr.strip() == "interrupted; no output written"
         else:  # a program importing netgraft gets its KeyboardInterrupt (killed by SIGINT)
             assert out.returncode != 130 and "KeyboardInterrupt" in out.stderr
+
+
+def test_ctrl_c_while_the_parser_imports_the_commands_is_no_traceback(monkeypatch, capsys):
+    """QA (session 22): building the parser imports optuna and plotly (2–3 s); a Ctrl-C then
+    printed Python's traceback."""
+    import netgraft.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["transfer", "--help"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; no output written"
 
 
 def _resnet10t_args(tmp_path):

@@ -199,6 +199,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         check_calibration_spec(args.calibration)
     if not 0.0 <= args.split_noise < 1.0:
         raise NetgraftError(f"--split-noise {args.split_noise}: use 0 up to below 1")
+    if args.seed < 0:
+        raise NetgraftError(f"--seed {args.seed}: use 0 or more")
     if args.align_steps is not None and args.align == "off":
         raise NetgraftError("--align-steps sets the steps of the alignment: give --align on "
                             "(or auto) with it")
@@ -213,6 +215,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                         args.source_in_chans, "source",
                         "--source-num-classes and --source-in-chans")
         step(f"building target {args.target}")
+        torch.manual_seed(args.seed)  # its init: what the graft leaves untouched
         target = _build(args.target, args.target_weights, args.num_classes, args.in_chans, "target")
         example = _input_shape(args.input_size)
         calibration = None
@@ -227,7 +230,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         report = transfer(source, target, method=args.method, head=args.head,
                           shrink=args.shrink, autoinit=args.autoinit,
                           min_score=args.min_score, example_input=example,
-                          split_noise=args.split_noise,
+                          split_noise=args.split_noise, seed=args.seed,
                           source_input=_input_shape(args.source_input_size),
                           calibration_data=calibration,
                           align={"off": False, "on": True, "auto": "auto"}[args.align],
@@ -361,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "replicated units, so they do not stay identical in training "
                         f"(default {SPLIT_NOISE:g}; 0 = Net2Net's exact even split; same "
                         f"function either way)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the target's random init (the layers left at init), the split "
+                        "jitter and the alignment: the same command writes the same file "
+                        "(default 0)")
     p.add_argument("--min-score", type=_min_score, default="auto", metavar="S|auto",
                    help="leave matched layers scoring below S at their init (auto: 0.25 for a "
                         "distant pair, else 0; 0 transfers every match)")
@@ -438,7 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import WRITTEN
 
-    args = build_parser().parse_args(argv)
+    try:  # the parser imports every command's modules (optuna, plotly): seconds of Ctrl-C
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
     WRITTEN.clear()  # what this command writes (named if it is interrupted)
     try:
         translate = args.command in ("transfer", "inspect", "similarity")  # have --input-size

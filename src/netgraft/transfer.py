@@ -988,7 +988,8 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
                      f"{report.function_gap:.1e}): nothing to align")
         elif aligning:
             from .align import align as align_features
-            kwargs = {} if align_steps is None else {"steps": align_steps}
+            kwargs = {"seed": seed} if align_steps is None else {"steps": align_steps,
+                                                                  "seed": seed}
             # a target left wholly at its init has nothing for align's never-worse check to
             # keep (and the benchmark counts the alignment's time: the check is a forward pass)
             report.alignment = align_features(source, target, calibration_data,
