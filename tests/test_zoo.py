@@ -684,6 +684,26 @@ def test_a_damaged_entry_file_is_skipped_with_a_warning_naming_it(small_zoo, tmp
     assert _main(["zoo", "remove", "notmine", "--zoo", str(small_zoo)]) == 2
 
 
+def test_an_entry_whose_model_cannot_be_built_is_skipped_naming_it(small_zoo, capsys):
+    """QA (session 22): one entry of a factory not importable here (another machine, another
+    directory) stopped `rank` and `zoo index` for the whole zoo, without naming the entry."""
+    from netgraft.zoo import ZooWarning
+    entry = json.loads((small_zoo / "m.json").read_text())
+    entry["arch"] = "nosuchpackage_qa.models:tiny"
+    (small_zoo / "m.json").write_text(json.dumps(entry))
+    for index in small_zoo.glob("index.sqlite*"):
+        index.unlink()
+    assert _main(_RANK + ["--zoo", str(small_zoo)]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[1] for line in captured.out.splitlines()] == ["lnk"]
+    assert "zoo entry 'm': its model cannot be built here, so it is not ranked" in captured.err
+    assert _main(["zoo", "index", "--zoo", str(small_zoo)]) == 0
+    assert "zoo entry 'm'" in capsys.readouterr().err
+    with pytest.warns(ZooWarning, match="zoo entry 'm'"):  # the Python API warns
+        ranked = Zoo(small_zoo).rank(_MNV3, num_classes=5, in_chans=1)
+    assert [r.name for r in ranked] == ["lnk"]
+
+
 def test_missing_weights_are_marked_skipped_and_name_the_link_target(small_zoo, tmp_path, capsys):
     from netgraft.zoo import ZooWarning
     target = tmp_path / "linked.safetensors"

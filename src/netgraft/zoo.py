@@ -49,7 +49,7 @@ from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
 from .cli import PIPE_WIDTH, _positive_int, _same_file, make_console as _console
-from .errors import NetgraftError, NetgraftWarning
+from .errors import ModelSpecError, NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
 from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
@@ -782,6 +782,17 @@ class Zoo:
         return self._fingerprint_model(model, spec, num_classes, in_chans, input_key, example,
                                        identity=identity)
 
+    def _entry_fingerprint(self, entry: ZooEntry) -> tuple[str, dict] | None:
+        """`fingerprint` of an entry's architecture, or None with a warning naming the entry
+        when its model cannot be built here (a factory module not importable from this
+        directory or machine): one such entry does not stop the others being ranked."""
+        try:
+            return self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
+        except ModelSpecError as exc:
+            warnings.warn(f"zoo entry '{entry.name}': its model cannot be built here, so it "
+                          f"is not ranked ({exc})", ZooWarning, stacklevel=3)
+            return None
+
     def architecture(self, digest: str, fp: dict | None = None) -> Architecture:
         if digest not in self._archs:
             if fp is None:
@@ -803,7 +814,9 @@ class Zoo:
                               f"{self._missing_hint(entry)}", ZooWarning, stacklevel=2)
             if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans) is None:
                 built += 1
-            hashes.append(self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)[0])
+            found = self._entry_fingerprint(entry)
+            if found is not None:
+                hashes.append(found[0])
         for method in METHODS:
             self._self_dp(hashes, method)
         return {"entries": len(hashes), "fingerprinted": built, "pruned": sum(pruned.values()),
@@ -873,9 +886,13 @@ class Zoo:
         tgt = self._target(target, num_classes, in_chans, input_size)
         sources: list[tuple[ZooEntry, str]] = []
         for entry in entries:
-            digest, fp = self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
-            self.architecture(digest, fp)
-            sources.append((entry, digest))
+            found = self._entry_fingerprint(entry)
+            if found is None:
+                continue
+            self.architecture(*found)
+            sources.append((entry, found[0]))
+        if not sources:
+            raise ZooError(f"no entry of zoo {self.dir} could be built (see the warnings)")
 
         hashes = {h for _, h in sources} | {tgt.hash}
         cached = self.index.dp_rows(hashes, method)
