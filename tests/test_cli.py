@@ -167,6 +167,9 @@ def test_similarity_and_inspect(capsys):
                  "--in-chans", "3"]) == 2
     assert "build it for them (timm: in_chans=; CLI: --in-chans)" in " ".join(
         capsys.readouterr().err.split())
+    # inspect too (QA, session 22: it needed --in-chans 1 as well)
+    assert main(["inspect", "resnet10t", "--input-size", "1,32,32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layers"][0]["in_dim"] == 1
 
 
 def test_python_dash_m_runs_the_cli():

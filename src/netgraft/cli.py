@@ -313,8 +313,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .models import create_model
     from .trace import trace
 
-    model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans)
-    arch = trace(model, _input_shape(args.input_size), name=args.model)
+    example = _input_shape(args.input_size)
+    # as `similarity`: a timm model reads the channels --input-size gives unless --in-chans says
+    chans = args.in_chans or (example.shape[1] if example is not None and ":" not in args.model
+                              else None)
+    model = create_model(args.model, num_classes=args.num_classes, in_chans=chans)
+    arch = trace(model, example, name=args.model)
     if args.json:
         print(json.dumps(arch.to_dict(), indent=1))
     else:
