@@ -254,3 +254,19 @@ def test_a_layer_called_twice_is_fitted_on_its_first_call():
         net(torch.randn(4096, 16, generator=torch.Generator().manual_seed(6)))
     hook.remove()
     assert got[0] == pytest.approx(1.0, rel=0.05) and got[1] < 2.0, got
+
+
+def test_unknown_layer_names_and_bad_counts_are_refused():
+    """QA (session 22): layers=["nope"] did nothing silently, layers="0" was read one character
+    at a time, batch_size=0 was accepted."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = [p.clone() for p in model.parameters()]
+    for kwargs, error, message in (
+            ({"layers": ["nope"]}, ValueError, r"'nope' is not a layer of"),
+            ({"layers": "0"}, TypeError, r"give a list of layer names, e.g. \['0'\]"),
+            ({"batch_size": 0}, ValueError, "batch_size=0"),
+            ({"max_iter": 1.5}, ValueError, "max_iter=1.5")):
+        with pytest.raises(error, match=message):
+            autoinit(model, torch.randn(4, 8), **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert autoinit(model, torch.randn(4, 8), layers=["0"]).scales.keys() <= {"0"}

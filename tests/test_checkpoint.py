@@ -104,3 +104,14 @@ def test_several_outputs_are_written_all_or_nothing(tmp_path):
     assert (tmp_path / "a.json").read_text() == "old"  # the first output was not replaced
     with pytest.raises(CheckpointError, match="is a folder"):
         save_state_dict({"x": torch.ones(1)}, tmp_path)
+
+
+def test_a_safetensors_file_whose_name_is_not_utf8_loads(tmp_path):
+    """QA (session 22): the reader refused the name, and the error said to re-export the file."""
+    import os
+    from safetensors.torch import save_file
+    weights = {"w": torch.arange(4.0)}
+    path = os.path.join(os.fsencode(tmp_path), b"bad\xff\xfe.safetensors")
+    save_file(weights, str(tmp_path / "ok.safetensors"))
+    os.rename(os.fsencode(tmp_path / "ok.safetensors"), path)
+    assert torch.equal(load_state_dict(os.fsdecode(path))["w"], weights["w"])

@@ -317,6 +317,11 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         raise ValueError(f"norm_stats={norm_stats!r}: choose one of {NORM_STATS}")
     if norm_stats == "auto":
         norm_stats = "probe" if layers is None else "keep"
+    if isinstance(layers, str):  # one name, not its characters
+        raise TypeError(f"layers={layers!r}: give a list of layer names, e.g. [{layers!r}]")
+    for name, value in (("batch_size", batch_size), ("max_iter", max_iter)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r}: give a whole number >= 1")
     check_traceable(model, values=True)
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back
         plain = plain_copy(model)
@@ -329,6 +334,12 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     start = time.perf_counter()
     arch = arch or trace(model, example_input)
     wanted = set(layers) if layers is not None else None
+    unknown = sorted(wanted - {layer.name for layer in arch.layers}) if wanted else []
+    if unknown:
+        raise ValueError(f"layers: {', '.join(map(repr, unknown[:5]))} "
+                         f"{'is not a layer' if len(unknown) == 1 else 'are not layers'} of "
+                         f"{arch.name} (its parametric layers: {arch.layers[0].name}, …; see "
+                         f"netgraft.trace(model).layers)")
     report = AutoInitReport()
     candidates = []
     for layer in arch.layers:

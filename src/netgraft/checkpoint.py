@@ -36,8 +36,12 @@ def read_checkpoint(path: str | os.PathLike, what: str = "file") -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
-        from safetensors.torch import load_file
+        from safetensors.torch import load, load_file
         try:
+            try:
+                str(path).encode()
+            except UnicodeEncodeError:  # a name that is not UTF-8: the reader takes only those
+                return load(path.read_bytes())
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - any reader failure means a bad file
             raise CheckpointError(f"{path} is not a readable safetensors file "
