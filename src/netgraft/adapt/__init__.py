@@ -556,6 +556,7 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     (`consecutive_index`), for models whose channels go through a shuffle."""
     pairs = list(pairs)
     groups: dict[tuple[int, int], tuple[int, int]] = {}
+    others: dict[tuple[int, int], tuple[int, int]] = {}  # group norms, recurrent directions
     for src, tgt in pairs:
         if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
                 and not src.depthwise and not tgt.depthwise):
@@ -567,15 +568,17 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
                 and tgt.module.num_channels > src.module.num_channels):
             # a group norm's statistics are per group: each target group holds replicas of one
             # source group (as a grouped conv's inputs), not channels of two
-            groups.setdefault((src.module.num_channels, tgt.module.num_channels),
+            others.setdefault((src.module.num_channels, tgt.module.num_channels),
                               (src.module.num_groups, tgt.module.num_groups))
         widths = (_directions(src), _directions(tgt))
         if widths[0] and widths[1] and widths[1] > widths[0]:
             # a bidirectional recurrent layer outputs [forward | backward]: each direction's
             # units are replicated within its own half, so what reads them is mapped half by half
-            groups.setdefault((2 * widths[0], 2 * widths[1]), (2, 2))
+            others.setdefault((2 * widths[0], 2 * widths[1]), (2, 2))
     heads = {k: v for k, v in _head_groups(pairs, models).items()
              if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
+    for key, value in others.items():  # what grouped convs and heads left undecided
+        groups.setdefault(key, value)
     if not groups and not consecutive:
         return None
     # a grouped conv's fan-in within one group is tiled as inside `group_channel_index`
