@@ -319,8 +319,10 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         norm_stats = "probe" if layers is None else "keep"
     if isinstance(layers, str):  # one name, not its characters
         raise TypeError(f"layers={layers!r}: give a list of layer names, e.g. [{layers!r}]")
+    from .align import whole
+
     for name, value in (("batch_size", batch_size), ("max_iter", max_iter)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not whole(value):  # None (not a whole number) or 0
             raise ValueError(f"{name}={value!r}: give a whole number >= 1")
     check_traceable(model, values=True)
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back

@@ -165,6 +165,14 @@ def _input_shape(text: str | None):
     return None if dims is None else torch.randn(1, *dims)
 
 
+def _read_channels(spec: str, in_chans: int | None, example) -> int | None:
+    """The input channels to build `spec` for: --in-chans, else those --input-size gives (a timm
+    name; a factory builds what it builds)."""
+    if in_chans or ":" in spec:
+        return in_chans
+    return example.shape[1] if example is not None else None
+
+
 def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None,
            role: str, flags: str = "--num-classes and --in-chans"):
     from .checkpoint import load_state_dict, load_weights
@@ -298,11 +306,8 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     from .trace import trace
 
     example = _input_shape(args.input_size)
-    # the models read what --input-size gives, unless --in-chans says otherwise (timm names;
-    # a factory builds what it builds)
-    chans = args.in_chans or (example.shape[1] if example is not None else None)
-    a, b = (trace(create_model(s, in_chans=None if ":" in s else chans), example, name=s)
-            for s in (args.a, args.b))
+    a, b = (trace(create_model(s, in_chans=_read_channels(s, args.in_chans, example)), example,
+                  name=s) for s in (args.a, args.b))
     methods = [args.method] if args.method else ["graft", "dpiat"]
     for method in methods:
         print(f"similarity({args.a}, {args.b}) [{method}] = {similarity(a, b, method):.4f}")
@@ -314,10 +319,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .trace import trace
 
     example = _input_shape(args.input_size)
-    # as `similarity`: a timm model reads the channels --input-size gives unless --in-chans says
-    chans = args.in_chans or (example.shape[1] if example is not None and ":" not in args.model
-                              else None)
-    model = create_model(args.model, num_classes=args.num_classes, in_chans=chans)
+    model = create_model(args.model, num_classes=args.num_classes,
+                         in_chans=_read_channels(args.model, args.in_chans, example))
     arch = trace(model, example, name=args.model)
     if args.json:
         print(json.dumps(arch.to_dict(), indent=1))

@@ -988,8 +988,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
                      f"{report.function_gap:.1e}): nothing to align")
         elif aligning:
             from .align import align as align_features
-            kwargs = {"seed": seed} if align_steps is None else {"steps": align_steps,
-                                                                  "seed": seed}
+            kwargs = {"seed": seed, **({} if align_steps is None else {"steps": align_steps})}
             # a target left wholly at its init has nothing for align's never-worse check to
             # keep (and the benchmark counts the alignment's time: the check is a forward pass)
             report.alignment = align_features(source, target, calibration_data,
@@ -1211,13 +1210,15 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     inputs = _paired_inputs(report.matching)
     heads = _new_head(report.matching)
     classifier = _backbone_of(report.matching) or (heads[0] if heads else None)
-    features: list[torch.Tensor] = []
+    features: list[torch.Tensor] = []  # what the source's classifier reads
     read: list[torch.Tensor] = []  # what the target's new classifier reads
-    hooks = [] if classifier is None else [classifier.module.register_forward_pre_hook(
-        lambda module, args: features.append(args[0].detach()) if not features else None)]
-    if heads:
-        hooks.append(heads[1].module.register_forward_pre_hook(
-            lambda module, args: read.append(args[0].detach()) if not read else None))
+
+    def first_input(layer: Layer, into: list):
+        return layer.module.register_forward_pre_hook(
+            lambda module, args: into.append(args[0].detach()) if not into else None)
+
+    hooks = ([] if classifier is None else [first_input(classifier, features)]) + (
+        [first_input(heads[1], read)] if heads else [])
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs (its own example input differs)
