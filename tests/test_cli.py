@@ -25,6 +25,9 @@ def test_transfer_end_to_end(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "coverage" in text and "conv_stem" in text and f"wrote {out}" in text
+    # in a pipe: the summary is the first line, whole (QA, session 22: a blank line came first
+    # and rich padded the summary as the table's title)
+    assert text.splitlines()[0] == json.loads((tmp_path / "r.json").read_text())["summary"]
     state = load_file(str(out))
     assert state["conv_stem.weight"].shape == (32, 1, 3, 3)
     target = timm.create_model("efficientnet_b0", num_classes=10, in_chans=1)
@@ -136,6 +139,12 @@ def test_unknown_model_and_failing_forward(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "failed on the example input" in err and "--input-size" in err
     assert list(tmp_path.iterdir()) == []
+    # QA (session 22): an --input-size of the wrong length (C,W for a 2-D conv net)
+    code = main(["inspect", "resnet18", "--input-size", "3,32"])
+    err = capsys.readouterr().err
+    assert code == 2 and ("Its first convolution reads inputs of 3 dimensions (C,H,W, besides "
+                          "the batch); this one has 2.") in err
+    assert "--in-chans" not in err  # the channels torch complains of are not the problem
 
 
 def test_custom_factory_model(tmp_path, monkeypatch, capsys):

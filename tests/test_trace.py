@@ -64,7 +64,7 @@ def test_depthwise_and_loose_parameters_and_attention():
 
 def test_vit_tokens_and_input_size_from_timm_config():
     arch = netgraft.trace(timm.create_model("vit_tiny_patch16_224"))
-    assert arch.input_shape == (1, 3, 224, 224)  # fixed input size comes from the config
+    assert arch.input_shape == (2, 3, 224, 224)  # fixed input size comes from the config
     assert arch.layers[0].shapes == {"cls_token": (1, 1, 192), "pos_embed": (1, 197, 192)}
     assert arch["patch_embed.proj"].role == "input"
     assert arch["head"].role == "output"

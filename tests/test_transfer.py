@@ -284,6 +284,14 @@ def test_distant_pair_gets_norm_statistics_from_a_noise_probe_and_containment_ke
         if name.endswith(("running_mean", "running_var")):
             assert torch.allclose(buf, copy.state_dict()[name], rtol=1e-4, atol=1e-7), name
     assert dst.bn1.running_var.min() > 1e-3  # the stem sees real variance, not the source's 1e-4
+    # the report says the statistics are no longer the source's (QA, session 22: "copied")
+    bn1 = next(p for p in report.pairs if p.target == "bn1")
+    actions = {t.name: (t.action, t.how, t.filled) for t in bn1.tensors}
+    assert actions["running_var"] == ("estimated", "re-estimated on a noise probe", 0)
+    assert actions["weight"][0] in ("copied", "adapted") and bn1.action == actions["weight"][0]
+    estimated = sum(t.action == "estimated" for p in report.pairs for t in p.tensors)
+    assert estimated == report.counts()["estimated"] >= 2 * report.probed_norms
+    assert f"re-estimated {estimated}," in report.summary()
 
     grown = timm.create_model("resnet34", num_classes=10, in_chans=1)
     report = netgraft.transfer(src, grown)
@@ -497,7 +505,7 @@ def test_a_containing_pair_below_the_distant_threshold_is_not_warned_about():
 def test_a_vit_built_at_a_small_size_is_traced_at_that_size_without_inputs():
     src = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10)
     dst = timm.create_model("vit_small_patch16_224", img_size=32, patch_size=4, num_classes=10)
-    assert netgraft.trace(src).example_input.shape == (1, 3, 32, 32)
+    assert netgraft.trace(src).example_input.shape == (2, 3, 32, 32)
     report = netgraft.transfer(src, dst)
     # ×2 wider (192 → 384 dims, 3 → 6 heads of 64): heads and LayerNorms replicated evenly
     assert report.coverage > 0.99 and report.function_gap < 1e-4
@@ -640,6 +648,59 @@ def test_a_deeper_recurrent_stack_starts_its_new_layers_near_the_identity(cell, 
                     getattr(fresh.rnn, f"{name}_l{k}").copy_(getattr(source.rnn, f"{name}_l{k}"))
             fresh.fc.load_state_dict(source.fc.state_dict())
             assert (fresh(x) - source(x)).abs().max() / source(x).abs().max() > 10 * measured
+
+
+class _CrossAttention(nn.Module):
+    """Queries of width `e` attend over keys and values of other widths (kdim / vdim)."""
+
+    def __init__(self, e, kdim, vdim, heads):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, e), nn.Linear(8, kdim), nn.Linear(8, vdim)
+        self.att = nn.MultiheadAttention(e, heads, kdim=kdim, vdim=vdim, batch_first=True)
+        self.out = nn.Linear(e, 3)
+
+    def forward(self, x):
+        return self.out(self.att(self.q(x), self.k(x), self.v(x))[0].mean(1))
+
+
+@pytest.mark.parametrize("source, target", [
+    ((16, 12, 12, 2), (32, 24, 24, 2)),  # heads twice as wide
+    ((16, 12, 12, 2), (32, 24, 24, 4)),  # twice the heads
+    ((16, 12, 12, 2), (16, 24, 24, 2)),  # wider keys and values only
+    ((16, 12, 10, 2), (32, 12, 20, 2))])  # values of a third width
+def test_an_attention_with_keys_of_another_width_widens_exactly(source, target):
+    """QA (session 22): with kdim / vdim ≠ embed_dim an nn.MultiheadAttention keeps q, k and v
+    projections of its own; they were resized as if both dims were outputs and not head by
+    head (gap 0.31, unnamed)."""
+    torch.manual_seed(0)
+    src, dst = _trained_looking(_CrossAttention(*source)).eval(), _CrossAttention(*target).eval()
+    x = torch.randn(4, 5, 8)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        gap = ((dst(x) - src(x)).abs().max() / src(x).abs().max()).item()
+    assert gap < 1e-5 and report.function_gap < 1e-5 and report.coverage == 1.0
+    hows = {t.name: t.how for r in report.pairs if r.target == "att" for t in r.tensors}
+    if target[0] // target[3] > source[0] // source[3]:  # wider heads: the softmax's scale kept
+        assert "queries scaled for the softmax" in hows["q_proj_weight"]
+        assert "queries scaled" not in hows["k_proj_weight"]
+
+
+def test_a_recurrent_layer_made_bidirectional_is_named():
+    """QA (session 22): a unidirectional LSTM grafted onto a bidirectional one has a gap the
+    report did not name."""
+    class Tagger(nn.Module):
+        def __init__(self, bidirectional):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 16, batch_first=True, bidirectional=bidirectional)
+            self.fc = nn.Linear(32 if bidirectional else 16, 3)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    report = netgraft.transfer(Tagger(False), Tagger(True), example_input=torch.randn(2, 6, 4))
+    assert report.function_gap > 1e-3
+    assert report.function_note.startswith("rnn becomes bidirectional: the backward direction")
 
 
 @pytest.mark.parametrize("cell, layers, proj", [
@@ -819,19 +880,19 @@ def test_outputs_of_another_shape_are_left_out_of_the_gap_and_named():
     source = _TwoHeads(10, 5, as_dict=True).eval()
     report = netgraft.transfer(source, _TwoHeads(10, 7, width=32, as_dict=True).eval())
     assert report.function_gap is not None and report.function_gap < 1e-5  # the classifier
-    assert report.uncompared == ["output 1 is (1, 7) where the source's is (1, 5)"]
+    assert report.uncompared == ["output 1 is (2, 7) where the source's is (2, 5)"]
     assert report.function_note.startswith(
-        "the gap covers the outputs of the source's shapes only (output 1 is (1, 7) where the "
-        "source's is (1, 5))")
+        "the gap covers the outputs of the source's shapes only (output 1 is (2, 7) where the "
+        "source's is (2, 5))")
     assert report.to_dict()["uncompared_outputs"] == report.uncompared
     # no output of the source's shape: nothing to compare, no gap; the summary says why
     report = netgraft.transfer(_TwoHeads(10, 5, as_dict=True).eval(),
                                _TwoHeads(12, 7, width=32, as_dict=True).eval())
     assert report.function_gap is None and report.uncompared == [
-        "output 0 is (1, 12) where the source's is (1, 10)",
-        "output 1 is (1, 7) where the source's is (1, 5)"]
+        "output 0 is (2, 12) where the source's is (2, 10)",
+        "output 1 is (2, 7) where the source's is (2, 5)"]
     assert ("the target holds the source but its outputs were not compared (output 0 is "
-            "(1, 12)") in report.summary()
+            "(2, 12)") in report.summary()
 
 
 def test_a_backbone_is_grafted_whole_and_compared_with_the_features_of_the_classifier():
@@ -972,6 +1033,61 @@ def test_bad_seeds_noise_inputs_and_ignored_options_are_named_before_the_graft()
         assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
     with pytest.warns(NetgraftWarning, match="calibration_data= and align= are ignored"):
         netgraft.transfer(mlp(16), target, method="dpiat", calibration_data=torch.randn(40, 20))
+
+
+def test_inputs_a_user_may_give_and_a_target_that_fails_are_handled_and_named():
+    """QA (session 22): the inferred example input held one input, so a batch norm computing
+    batch statistics in eval mode failed; a NumPy example_input was refused; a target that
+    raised while its outputs were compared got function_gap=None and a silent summary; a
+    model holding buffers only reported coverage 0 although its buffer was copied."""
+    import numpy as np
+
+    def bn_mlp(h):
+        torch.manual_seed(h)
+        return nn.Sequential(nn.Linear(8, h), nn.BatchNorm1d(h, track_running_stats=False),
+                             nn.ReLU(), nn.Linear(h, 3))
+
+    report = netgraft.transfer(bn_mlp(16), bn_mlp(32))  # example input inferred: (2, 8)
+    assert report.matching.target.example_input.shape == (2, 8)
+    assert report.function_gap < 1e-6
+
+    source, target = bn_mlp(16), bn_mlp(32)
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype("float32")
+    report = netgraft.transfer(source, target, example_input=x)
+    assert report.function_gap < 1e-6
+    with torch.no_grad():
+        assert torch.allclose(source.eval()(torch.from_numpy(x)), target.eval()(torch.from_numpy(x)),
+                              atol=1e-5)
+
+    class NeedsFour(nn.Module):  # accepts its own example input, not the source's
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 32), nn.Linear(32, 3)
+
+        def forward(self, x):
+            if x.shape[0] < 4:
+                raise ValueError("this model needs a batch of at least 4\nand more words")
+            return self.b(self.a(x).relu())
+
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    report = netgraft.transfer(mlp, NeedsFour(), example_input=torch.randn(4, 8),
+                               source_input=torch.randn(2, 8))
+    assert report.function_gap is None
+    assert report.uncompared == ["the target raised ValueError on the source's example input: "
+                                 "this model needs a batch of at least 4"]
+    assert "its outputs were not compared (the target raised ValueError" in report.summary()
+
+    class Scaled(nn.Module):  # a model holding a buffer and no parameter
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.randn(8))
+
+        def forward(self, x):
+            return x * self.scale
+
+    a, b = Scaled(), Scaled()
+    report = netgraft.transfer(a, b, example_input=torch.randn(2, 8))
+    assert torch.equal(a.scale, b.scale) and report.coverage == 1.0
 
 
 def test_calibration_data_forms_and_argument_types_are_checked():

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "ema")
 
@@ -83,13 +83,10 @@ def _plain(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without terminal colour codes and without
-    torch's advice to retry with weights_only=False (which would run the file's code)."""
-    text = _plain(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    if not line or "weights_only" in line or "Re-running" in line:
-        return type(exc).__name__
-    return line
+    """The first line of an exception's message, without torch's advice to retry with
+    weights_only=False (which would run the file's code)."""
+    line = first_line(exc)
+    return type(exc).__name__ if "weights_only" in line or "Re-running" in line else line
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:

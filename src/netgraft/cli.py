@@ -43,14 +43,17 @@ def make_console(stderr: bool = False):
 
 @contextmanager
 def _steps(enabled: bool, total: int) -> Iterator:
-    """A rich progress bar advanced once per named step (silent when disabled)."""
+    """A rich progress bar on standard error, advanced once per named step (silent when
+    disabled or when standard error is no terminal: a pipe or a log gets no bar's residue)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if not enabled:
+    console = make_console(stderr=True)
+    if not enabled or not console.is_terminal:
         yield lambda description: None
         return
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True, console=make_console()) as progress:
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  transient=True, console=console) as progress:
         task = progress.add_task("starting", total=total)
         first = [True]
 
@@ -282,13 +285,14 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def _print_report(console, report, show_all: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
-    from rich.text import Text
 
-    # the summary says "[graft]", the rows hold layer names and notes: text, not markup
-    table = Table(title=Text(report.summary()), title_justify="left", show_lines=False)
+    # the summary says "[graft]", the rows hold layer names and notes: text, not markup; it is
+    # a line of its own, not the table's title (which rich pads and wraps to the table's width)
+    console.print(report.summary(), soft_wrap=True, markup=False, highlight=False)
+    table = Table(show_lines=False)
     for col in ("target layer", "kind", "source layer", "score", "action", "detail"):
         table.add_column(col, overflow="fold")
-    colours = {"copied": "green", "adapted": "cyan", "init": "yellow"}
+    colours = {"copied": "green", "adapted": "cyan", "init": "yellow", "estimated": "magenta"}
     rows = report.rows()
     shown = rows if show_all or len(rows) <= 60 else rows[:25] + [("…",) * 6] + rows[-25:]
     for r in shown:

@@ -5,6 +5,8 @@ users never have to read a traceback from deep inside torch.
 """
 from __future__ import annotations
 
+import re
+
 
 class NetgraftError(Exception):
     """Base class of every error netgraft raises on purpose."""
@@ -32,3 +34,11 @@ class ModelSpecError(NetgraftError):
 
 class NetgraftWarning(UserWarning):
     """A transfer that ran but is likely to help little, or to hurt, as configured."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message, without terminal colour codes (torch bolds
+    parts of its own), cut to `limit` characters; the exception's type when it has none."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"

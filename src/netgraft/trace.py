@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from .errors import ModelForwardError, UnsupportedModelError
+from .errors import ModelForwardError, UnsupportedModelError, first_line
 from .reparam import plain_copy, reparametrized
 
 # Layer kinds, most specific class first. Data, not if-chains: add a row to support a kind.
@@ -298,10 +298,16 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+#: how many inputs an inferred example input holds
+EXAMPLE_BATCH = 2
+
+
 def default_input_shape(model: nn.Module,
                         hint: str = "example_input= (CLI: --input-size C,H,W)") -> tuple[int, ...]:
     """A small example input shape for `model`: timm's config when present, else its first
-    layer (`hint`: how to give one, named in the error when neither tells)."""
+    layer (`hint`: how to give one, named in the error when neither tells). The batch holds
+    two inputs: a norm computing batch statistics in eval mode (BatchNorm without running
+    statistics) cannot run on one."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         c, h, w = cfg["input_size"][-3:]
@@ -313,18 +319,32 @@ def default_input_shape(model: nn.Module,
             patch = _patch_size(model)
             side = max(64, 2 * patch) if patch else 64
             h, w = min(h, side), min(w, side)
-        return (1, c, h, w)
+        return (EXAMPLE_BATCH, c, h, w)
     for module in model.modules():
         if isinstance(module, nn.Conv1d):
-            return (1, module.in_channels, 64)
+            return (EXAMPLE_BATCH, module.in_channels, 64)
         if isinstance(module, nn.Conv2d):
-            return (1, module.in_channels, 64, 64)
+            return (EXAMPLE_BATCH, module.in_channels, 64, 64)
         if isinstance(module, nn.Conv3d):
-            return (1, module.in_channels, 16, 32, 32)
+            return (EXAMPLE_BATCH, module.in_channels, 16, 32, 32)
         if isinstance(module, nn.Linear):
-            return (1, module.in_features)
+            return (EXAMPLE_BATCH, module.in_features)
     raise UnsupportedModelError(
         f"cannot guess an example input for {type(model).__name__}: pass {hint}")
+
+
+_DIM_NAMES = {2: "C,L", 3: "C,H,W", 4: "C,D,H,W"}
+
+
+def _input_dims(model: nn.Module) -> int | None:
+    """How many dimensions (besides the batch) `model`'s first convolution reads, when its
+    first layer with parameters is one (a 1-D, 2-D or 3-D conv: 2, 3 or 4)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return len(module.kernel_size) + 1
+        if own_tensors(module):
+            return None
+    return None
 
 
 def _first_layer_channels(model: nn.Module) -> int | None:
@@ -353,6 +373,18 @@ def _tensors_of(obj: Any) -> list[torch.Tensor]:
 def _first_tensor(obj: Any) -> torch.Tensor | None:
     found = _tensors_of(obj)
     return found[0] if found else None
+
+
+def as_input(example: Any) -> Any:
+    """`example` with NumPy arrays (itself, or the items of a tuple, list or dict of
+    arguments) made tensors, so that a model is called as it would be on tensors."""
+    if type(example).__module__ == "numpy" and hasattr(example, "shape"):
+        return torch.as_tensor(example)
+    if isinstance(example, (tuple, list)):
+        return type(example)(as_input(item) for item in example)
+    if isinstance(example, dict):
+        return {key: as_input(item) for key, item in example.items()}
+    return example
 
 
 def run_model(model: nn.Module, example: Any) -> Any:
@@ -681,12 +713,16 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
             out = run_model(model, example)
     except Exception as exc:  # any failure inside the user's forward
         shape = tuple(inp.shape) if inp is not None else None
+        dims = _input_dims(model)
+        rank = (f" Its first convolution reads inputs of {dims} dimensions ({_DIM_NAMES[dims]}, "
+                f"besides the batch); this one has {inp.ndim - 1}."
+                if dims and inp is not None and inp.ndim - 1 != dims else "")
         chans = (" If the model is meant to read these channels, build it for them (timm: "
-                 "in_chans=; CLI: --in-chans)." if "channels" in str(exc) else "")
+                 "in_chans=; CLI: --in-chans)." if "channels" in str(exc) and not rank else "")
         raise ModelForwardError(
             f"{type(model).__name__} failed on the example input of shape {shape}: "
-            f"{type(exc).__name__}: {exc}. Pass an input the model accepts with {hint}."
-            f"{chans}") from exc
+            f"{type(exc).__name__}: {first_line(exc)}.{rank} Pass an input the model accepts "
+            f"with {hint}.{chans}") from exc
     finally:
         for h in handles:
             h.remove()
@@ -832,6 +868,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     check_traceable(model)
     if reparametrized(model):  # computed weights (weight norm ...): trace them as plain tensors
         model = plain_copy(model)
+    example_input = as_input(example_input)
     if example_input is None:
         shape = default_input_shape(model, input_hint)
         param = float_param(model)

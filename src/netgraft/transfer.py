@@ -21,7 +21,7 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import recalibrate_norms
-from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError
+from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError, first_line
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
                       write_back)
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
@@ -30,8 +30,8 @@ from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated
                     get_method, keep_shut, match)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
                          pair_similarity, unrelated)
-from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, check_traceable, eval_output,
-                    float_param, grouped_reads_shuffled,
+from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, as_input, check_traceable,
+                    eval_output, float_param, grouped_reads_shuffled,
                     keep_modes, own_tensors, put_back, single_thread, snapshot, trace,
                     uncompiled)
 
@@ -71,6 +71,9 @@ SHUT_SOURCE = ("the source's scale is shut (zero or near zero, as an untrained r
 #: a containing target whose relative output gap (``report.function_gap``) is below this
 #: computes its source's function (float32 round-off; the growth tests hold 1e-4)
 FUNCTION_GAP = 1e-4
+#: the action of a batch norm's running statistics re-estimated on inputs after the graft
+ESTIMATED = "estimated"
+_RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass
@@ -86,7 +89,11 @@ class LayerRecord:
 
     @property
     def action(self) -> str:
-        actions = {t.action for t in self.tensors}
+        # re-estimated running statistics say nothing of where the layer's weights came from
+        actions = ({t.action for t in self.tensors if t.action != ESTIMATED}
+                   or {t.action for t in self.tensors})
+        if actions == {ESTIMATED}:
+            return "init"
         if actions == {"copied"}:
             return "copied"
         if actions == {"init"}:
@@ -153,7 +160,7 @@ class TransferReport:
         return sum(p.source is not None and p.action != "init" for p in self.pairs)
 
     def counts(self) -> dict[str, int]:
-        out = {"copied": 0, "adapted": 0, "init": 0}
+        out = {"copied": 0, "adapted": 0, "init": 0, ESTIMATED: 0}
         for p in self.pairs:
             for t in p.tensors:
                 out[t.action] += 1
@@ -161,7 +168,7 @@ class TransferReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "source": self.source, "target": self.target,
-                "coverage": self.coverage, "similarity": self.similarity,
+                "summary": self.summary(), "coverage": self.coverage, "similarity": self.similarity,
                 "seconds": self.seconds, "matched_layers": self.matched,
                 "calibrated_norms": self.calibrated, "reset_norms": self.reset_norms,
                 "probed_norms": self.probed_norms, "head_scale": self.head_scale,
@@ -206,7 +213,8 @@ class TransferReport:
         text = (f"{self.source} → {self.target} [{self.method}]: {self.matched}/{len(self.pairs)} "
                 f"layers matched, coverage {percent(self.coverage)}, similarity {self.similarity:.3f}, "
                 f"tensors copied {c['copied']} / adapted {c['adapted']} / left at init "
-                f"{c['init']}, {self.seconds:.2f} s")
+                f"{c['init']}" + (f" / re-estimated {c[ESTIMATED]}" if c[ESTIMATED] else "")
+                + f", {self.seconds:.2f} s")
         narrowed = sum(any(adapt.SELECTED_BY in (t.how or "") for t in p.tensors)
                        for p in self.pairs)
         unused = self.unused_source_layers()
@@ -270,6 +278,13 @@ def _stacks_deeper(src: Layer, tgt: Layer) -> bool:
     layers than it."""
     return (type(tgt.module) in (nn.LSTM, nn.GRU, nn.RNN) and type(src.module) is type(tgt.module)
             and tgt.module.num_layers > src.module.num_layers)
+
+
+def _turns_bidirectional(src: Layer, tgt: Layer) -> bool:
+    """Whether a unidirectional recurrent layer is matched to a bidirectional one."""
+    return (adapt.gate_count(src) > 0 and adapt.gate_count(tgt) > 0
+            and not getattr(src.module, "bidirectional", False)
+            and bool(getattr(tgt.module, "bidirectional", False)))
 
 
 def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> torch.Tensor | None:
@@ -825,6 +840,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             or type(calibration_data).__module__ == "numpy"):
         raise TypeError(f"calibration_data must be a tensor or array of inputs (N, ...) or an "
                         f"iterable of batches, got {type(calibration_data).__name__}")
+    example_input, source_input = as_input(example_input), as_input(source_input)
     if isinstance(example_input, torch.Tensor) and example_input.is_floating_point() \
             and not torch.isfinite(example_input).all():
         raise ValueError("example_input holds NaN or inf values: the graft's output gap and "
@@ -974,6 +990,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         if calibration_data is not None and method != "dpiat" and not distil_only:
             start = time.perf_counter()
             report.calibrated = recalibrate_norms(target, calibration_data)
+            _mark_calibrated(target, report)
             report.seconds += time.perf_counter() - start
         if head == "auto" and distant:
             start = time.perf_counter()
@@ -999,6 +1016,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
                 start = time.perf_counter()
                 report.calibrated = (report.alignment.calibrated
                                      or recalibrate_norms(target, calibration_data))
+                _mark_calibrated(target, report)
                 report.seconds += time.perf_counter() - start
         if report.function_gap is not None:
             report.function_note = _why_not_preserved(report)
@@ -1221,7 +1239,9 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
         [first_input(heads[1], read)] if heads else [])
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
-    except Exception:  # a target that takes other inputs (its own example input differs)
+    except Exception as error:  # a target that takes other inputs (its own example input differs)
+        report.uncompared = [f"{_which_failed(source, inputs[0])} raised {type(error).__name__} "
+                             f"on the source's example input: {first_line(error, 160)}"]
         return None
     finally:
         for hook in hooks:
@@ -1245,6 +1265,15 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     report.uncompared = [f"output {i} is {tuple(b.shape)} where the source's is {tuple(a.shape)}"
                          for i, (a, b) in enumerate(zip(expected, got)) if a.shape != b.shape]
     return max(relative_gap((b - a).abs().max(), a) for a, b in same) if same else None
+
+
+def _which_failed(source: nn.Module, example: Any) -> str:
+    """'the source' when `source` fails on its own example input too, else 'the target'."""
+    try:
+        eval_output(source, example)
+    except Exception:
+        return "the source"
+    return "the target"
 
 
 def _new_head(matching: Matching, *, same_input: bool = True) -> tuple[Layer, Layer] | None:
@@ -1459,6 +1488,13 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"recurrent layers than the source: a new recurrent layer can start only "
                    f"near the identity (its gates and tanh squash what it passes on; a ReLU "
                    f"RNN's is exact)")
+    turned = [tgt.layers[t].name for t, s in sorted(matching.pairs.items())
+              if s is not None and _turns_bidirectional(src.layers[s], tgt.layers[t])]
+    if turned:
+        why.append(f"{_listed(turned, 2)} become{'' if len(turned) > 1 else 's'} bidirectional: "
+                   f"the backward direction, which the source lacks, is filled from the forward "
+                   f"one and reads the sequence the other way, and what reads the layer's "
+                   f"output reads both directions")
     passed = [r.target for r in report.pairs if r.note == IDENTITY_LAYER]
     if tgt.shuffles and passed:
         many = len(passed) > 1
@@ -1615,12 +1651,27 @@ def _add_note(record: LayerRecord, text: str) -> None:
     record.note = (record.note + "; " if record.note else "") + text
 
 
+def _mark_calibrated(target: nn.Module, report: TransferReport) -> None:
+    if report.calibrated:
+        for p, _ in _tracked_norms(target, report, grafted_only=False):
+            _restat(p, "re-estimated on the calibration data")
+
+
+def _restat(record: LayerRecord, how: str, action: str = ESTIMATED) -> None:
+    """Mark a batch norm's running statistics as no longer the source's: reset (`action`
+    "init") or re-estimated on inputs (`how` says which)."""
+    _add_note(record, f"running statistics {how}")
+    for t in record.tensors:
+        if t.name in _RUNNING_STATS:
+            t.action, t.how, t.filled = action, how, 0
+
+
 def _reset_norm_stats(target: nn.Module, report: TransferReport) -> int:
     """Reset the running statistics of every batch norm that received source tensors."""
     n = 0
     for p, m in _tracked_norms(target, report, grafted_only=True):
         m.reset_running_stats()
-        _add_note(p, "running statistics reset")
+        _restat(p, "reset", "init")
         n += 1
     return n
 
@@ -1653,7 +1704,7 @@ def _probe_norm_stats(target: nn.Module, report: TransferReport) -> int:
         return _reset_norm_stats(target, report)
     n = recalibrate_norms(target, probe, batch_size=PROBE_BATCH)
     for p, _ in _tracked_norms(target, report, grafted_only=False):
-        _add_note(p, "running statistics from a noise probe")
+        _restat(p, "re-estimated on a noise probe")
     return n
 
 
@@ -1780,10 +1831,12 @@ def _set_init(record: LayerRecord, note: str) -> None:
 
 
 def _coverage(records: list[LayerRecord]) -> float:
-    """Share of the target's parameter elements filled from the source."""
-    total = sum(t.numel for r in records for t in r.tensors if t.parameter)
-    filled = sum(t.filled for r in records for t in r.tensors if t.parameter)
-    return filled / total if total else 0.0
+    """Share of the target's parameter elements filled from the source (of its buffers'
+    elements, for a model that holds buffers only)."""
+    tensors = [t for r in records for t in r.tensors]
+    counted = [t for t in tensors if t.parameter] or tensors
+    total = sum(t.numel for t in counted)
+    return sum(t.filled for t in counted) / total if total else 0.0
 
 
 def _autoinit_unmatched(target: nn.Module, report: TransferReport, example_input: Any) -> None:

@@ -84,6 +84,10 @@ def _is_qkv(layer: Layer) -> bool:
 _GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3, "RNN": 1, "RNNCell": 1}
 
 
+#: an ``nn.MultiheadAttention``'s own projections when keys or values are of another width
+_SEPARATE_PROJECTIONS = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
 def gate_count(layer: Layer) -> int:
     """How many gates a recurrent layer stacks in its tensors (0: not a recurrent layer)."""
     return _GATES.get(type(layer.module).__name__, 0) if layer.module is not None else 0
@@ -100,6 +104,8 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
         return ("out", "in")
     if (kind == "attention" and name.startswith("in_proj")) or _is_qkv(layer):
         return ("qkv", "in")[:ndim]
+    if kind == "attention" and name in _SEPARATE_PROJECTIONS:  # kdim / vdim ≠ embed_dim
+        return ("q" if name == "q_proj_weight" else "out", "in")[:ndim]
     if kind == "embedding" and name == "weight":
         return ("rows", "out")
     if name == "weight" and kind in ("conv", "linear"):
@@ -255,6 +261,16 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         m = mixing_matrix(s, size).to(device=x.device, dtype=x.dtype)
         plan.notes.append(f"input channels {s}→{size} mixed")
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
+    if role == "q":  # the queries of an attention projecting them on their own
+        out = _resize_dim(x, dim, size, "out", plan, mix, select, channel_map)
+        heads = getattr(channel_map, "heads", {}).get((s, size))
+        if heads is not None:
+            view = [1] * x.ndim
+            view[dim] = size
+            out = out * query_scale(s, size, *heads).to(dtype=x.dtype, device=x.device).view(view)
+            plan.notes.append(f"heads {s // heads[0]}→{size // heads[1]} wide: queries scaled "
+                              f"for the softmax")
+        return out
     stacked = 3 if role == "qkv" else int(role[5:]) if role.startswith("gates") else 0
     if stacked and s % stacked == 0 and size % stacked == 0:
         n = stacked
@@ -497,10 +513,20 @@ def head_widths(src: Layer, tgt: Layer, models: tuple[Any, Any]
     q/k/v projections (a width: what each of q, k and v has); None when either does not say
     its heads."""
     hs, ht = attention_heads(models[0], src), attention_heads(models[1], tgt)
-    ws, wt = src.weight_shape, tgt.weight_shape
-    if hs is None or ht is None or not ws or not wt or ws[0] % 3 or wt[0] % 3:
+    ws, wt = _packed_width(src), _packed_width(tgt)
+    if hs is None or ht is None or not ws or not wt or ws % 3 or wt % 3:
         return None
-    return hs, ht, ws[0] // 3, wt[0] // 3
+    return hs, ht, ws // 3, wt // 3
+
+
+def _packed_width(layer: Layer) -> int | None:
+    """3 × the width of each of q, k and v (an attention projecting them separately, for keys
+    or values of another width, has no packed weight)."""
+    if layer.weight_shape:
+        return layer.weight_shape[0]
+    if "q_proj_weight" in layer.shapes:
+        return 3 * layer.shapes["q_proj_weight"][0]
+    return None
 
 
 def heads_grow_evenly(hs: int, ht: int, s: int, t: int) -> bool | None:

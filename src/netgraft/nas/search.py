@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import NetgraftError
+from ..errors import NetgraftError, first_line
 from .pool import WarmStartPool
 from .space import get_space
 
@@ -312,8 +312,7 @@ def make_storage(cfg: SearchConfig):
                         and "IntegrityError" not in type(exc).__name__:
                     break
                 time.sleep(0.5 + attempt)
-    first = str(last).strip().splitlines()[0] if str(last).strip() else type(last).__name__
-    raise NetgraftError(f"cannot open storage {_redact(url)}: {first}") from last
+    raise NetgraftError(f"cannot open storage {_redact(url)}: {first_line(last)}") from last
 
 
 def _redact(url: str) -> str:
