@@ -1481,20 +1481,19 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
-    stacked = [tgt.layers[t].name for t, s in sorted(matching.pairs.items())
-               if s is not None and _stacks_deeper(src.layers[s], tgt.layers[t])]
-    if stacked:
-        why.append(f"{_listed(stacked, 2)} stack{'' if len(stacked) > 1 else 's'} more "
-                   f"recurrent layers than the source: a new recurrent layer can start only "
-                   f"near the identity (its gates and tanh squash what it passes on; a ReLU "
-                   f"RNN's is exact)")
-    turned = [tgt.layers[t].name for t, s in sorted(matching.pairs.items())
-              if s is not None and _turns_bidirectional(src.layers[s], tgt.layers[t])]
-    if turned:
-        why.append(f"{_listed(turned, 2)} become{'' if len(turned) > 1 else 's'} bidirectional: "
-                   f"the backward direction, which the source lacks, is filled from the forward "
-                   f"one and reads the sequence the other way, and what reads the layer's "
-                   f"output reads both directions")
+    for test, verb, reason in (
+            (_stacks_deeper, "stack{s} more recurrent layers than the source",
+             "a new recurrent layer can start only near the identity (its gates and tanh "
+             "squash what it passes on; a ReLU RNN's is exact)"),
+            (_turns_bidirectional, "become{s} bidirectional",
+             "the backward direction, which the source lacks, is filled from the forward one "
+             "and reads the sequence the other way, and what reads the layer's output reads "
+             "both directions")):
+        names = [tgt.layers[t].name for t, s in sorted(matching.pairs.items())
+                 if s is not None and test(src.layers[s], tgt.layers[t])]
+        if names:
+            why.append(f"{_listed(names, 2)} {verb.format(s='' if len(names) > 1 else 's')}: "
+                       f"{reason}")
     passed = [r.target for r in report.pairs if r.note == IDENTITY_LAYER]
     if tgt.shuffles and passed:
         many = len(passed) > 1
