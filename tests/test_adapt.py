@@ -88,6 +88,54 @@ def test_position_embedding_grid_is_resampled_keeping_the_class_token():
     assert "14×14→4×4" in plan.notes[0]
 
 
+def _vit(**kwargs):
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", num_classes=10, depth=2, patch_size=8,
+                             **{"img_size": 32, **kwargs}).eval()
+
+
+@pytest.mark.parametrize("source, target", [
+    ({"reg_tokens": 4}, {"reg_tokens": 4, "img_size": 64}),  # 1 + 4 + 2×2 read as 3×3 before
+    ({}, {"img_size": (32, 64)}),  # a grid of another shape: was tiled token by token
+    ({"img_size": (32, 64)}, {"img_size": 64})])
+def test_position_grids_are_read_as_the_model_lays_them_out(source, target):
+    """QA (session 23): a grid was guessed as the square left after 0–8 prefix tokens, so
+    1 class token + 4 registers + 2×2 patches were read as a 3×3 grid, and a grid that is not
+    square was replicated token by token (up to 5.4 off timm's own resampling)."""
+    from timm.layers import resample_abs_pos_embed
+
+    src, dst = _vit(**source), _vit(**target)
+    netgraft.transfer(src, dst, example_input=torch.randn(2, 3, *dst.patch_embed.img_size))
+    prefix = src.num_prefix_tokens
+    assert torch.equal(dst.pos_embed[:, :prefix], src.pos_embed[:, :prefix])
+    expected = resample_abs_pos_embed(src.pos_embed.detach(), list(dst.patch_embed.grid_size),
+                                      list(src.patch_embed.grid_size), num_prefix_tokens=prefix)
+    # the same grid up to the bicubic kernels' difference (torch's antialiased vs timm's)
+    assert (dst.pos_embed - expected).abs().max() < 0.3 * src.pos_embed.abs().max()
+
+
+def test_position_embeddings_with_other_prefix_tokens_line_up_their_grids():
+    """QA (session 23): a position embedding gaining or losing its class token's position
+    (`no_embed_class`) or register tokens was cut or replicated along the token axis, shifting
+    the grid by the prefix (gap 0.65, unnamed). The grid now lines up; a class token's new
+    position starts at zero, which keeps the source's function."""
+    src, dst = _vit(no_embed_class=True, class_token=True), _vit()
+    x = torch.randn(2, 3, 32, 32)
+    report = netgraft.transfer(src, dst, example_input=x)
+    assert torch.equal(dst.pos_embed[:, 1:], src.pos_embed) and not dst.pos_embed[:, 0].any()
+    with torch.no_grad():
+        assert (dst(x) - src(x)).abs().max() < 1e-5
+    hows = {t.name: t.how for r in report.pairs for t in r.tensors}
+    assert hows["pos_embed"] == "prefix tokens 0→1, new ones zero"
+    src, dst = _vit(), _vit(reg_tokens=4)
+    report = netgraft.transfer(src, dst, example_input=x)
+    assert torch.equal(dst.pos_embed[:, 5:], src.pos_embed[:, 1:])
+    assert report.function_note.startswith("position embeddings hold other prefix tokens "
+                                           "(pos_embed 1→5)")
+
+
 def test_patch_embeddings_are_resampled_not_cropped():
     from timm.layers import resample_patch_embed
 

@@ -107,6 +107,11 @@ def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
     assert code == 0 and out.exists()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["alignment"] is None and report["calibrated_norms"] > 0  # statistics only
+    # more than the dataset holds: said (QA, session 23: all were used silently)
+    code = main(["transfer", *_tiny_nets(tmp_path), "--calibration", "digits:4000",
+                 "--out", str(out), "--force", "-q"])
+    assert code == 0 and ("--calibration digits:4000: the dataset holds 1497 training images; "
+                          "all 1497 are used") in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.parametrize("args, message", [
@@ -115,6 +120,7 @@ def test_transfer_with_a_builtin_dataset_as_calibration(tmp_path, capsys):
     (["--calibration", "missing.npy"], "calibration data not found: missing.npy"),
     (["--calibration", "digits:64", "--method", "dpiat"], "--calibration is for --method graft"),
     (["--calibration", "digits:1"], "ask for at least 2"),
+    (["--calibration", "fashion-mnist:999999"], "at most 4096 images"),  # QA, session 23
     (["--calibration", "imagenet:64"], "unknown dataset"),
     (["--calibration", "WRONG_SHAPE"], "but the model takes (N, 1, H, W), e.g. (N, 1, 32, 32)"),
     (["--calibration", "TWO"], "holds 2 tensors (a, b): name the inputs 'x'"),

@@ -116,14 +116,16 @@ def test_a_deeper_vit_computes_the_source_function():
     assert len(zeroed) == 12 and all(n.endswith(("attn.proj", "mlp.fc2")) for n in zeroed)
 
 
-@pytest.mark.parametrize("embed, heads", [(384, 3), (576, 3), (768, 6)])
-def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads):
+@pytest.mark.parametrize("embed, heads, qk_norm", [
+    (384, 3, False), (576, 3, False), (768, 6, False), (384, 3, True), (768, 6, True)])
+def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads, qk_norm):
     """QA (session 16): a ViT widened to larger heads (192 → 384 channels, 3 heads of 64 →
     3 of 128) tiled channels across heads and kept the source's query·key products where the
     target's softmax divides by sqrt(128), not sqrt(64): output gaps 0.029 / 0.046 / 0.014
     for the three widths here. Now each target head holds one source head, and the queries
-    are scaled."""
-    kw = dict(img_size=32, patch_size=8, depth=2, num_classes=10)
+    are scaled. QA (session 23): with `qk_norm` the queries' norm undid that scaling (gap
+    0.26); the norm's scale and shift now carry it."""
+    kw = dict(img_size=32, patch_size=8, depth=2, num_classes=10, qk_norm=qk_norm)
     src = _trained_looking(timm.create_model("vit_tiny_patch16_224", embed_dim=192,
                                              num_heads=3, **kw))
     dst = timm.create_model("vit_tiny_patch16_224", embed_dim=embed, num_heads=heads, **kw)
@@ -136,6 +138,9 @@ def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads):
     (qkv,) = [p for p in report.pairs if p.target == "blocks.0.attn.qkv"]
     wide = embed // heads
     assert f"heads 64→{wide} wide: queries scaled for the softmax" in qkv.tensors[0].how
+    if qk_norm:
+        (norm,) = [p for p in report.pairs if p.target == "blocks.0.attn.q_norm"]
+        assert all("queries scaled for the softmax" in t.how for t in norm.tensors)
 
 
 class _Encoder(nn.Module):

@@ -106,7 +106,10 @@ def test_cold_search_and_resume_keeps_finished_trials(tmp_path, data):
     for other, recorded in ((dict(image_size=32), "image_size=16, not 32"),
                             (dict(train_size=50), "train_size=320, not 50"),
                             (dict(epochs=0.5), "epochs=1.0, not 0.5"),
-                            (dict(pool=str(tmp_path / "elsewhere")), "pool=")):
+                            (dict(pool=str(tmp_path / "elsewhere")), "pool="),
+                            # QA (session 23): accepted, and the record kept the old ones
+                            (dict(seed=5), "seed=0, not 5"),
+                            (dict(min_similarity=0.9), "min_similarity=0.0, not 0.9")):
         with pytest.raises(NetgraftError, match=f"created with {recorded}"):
             open_study(tiny(tmp_path, warm=False, trials=4, **other))
 
@@ -219,7 +222,7 @@ def test_pool_in_a_plain_optuna_objective(tmp_path, data):
     assert t2.user_attrs["coverage"] == 1.0
     # ties on similarity go to the more accurate entry
     params = {"depth": 2, "hidden": 32}
-    best = max(pool.entries(), key=lambda e: (pool.similarity(params, e.params), e.accuracy))
+    best = max(pool.entries(), key=lambda e: (pool.similarity(e.params, params), e.accuracy))
     assert pool.rank(params, pool.entries())[0][0].key == best.key
     # below min_similarity nothing is grafted, and the note says why
     picky = WarmStartPool(tmp_path / "pool", _mlp, example_input=x[:1], min_similarity=0.99)
@@ -551,3 +554,30 @@ def test_equal_weights_of_two_studies_are_two_pool_entries(tmp_path):
     # an entry's key is still the sha256 of its weights file
     import hashlib
     assert hashlib.sha256((tmp_path / "pool" / f"{a}.safetensors").read_bytes()).hexdigest() == a
+
+
+def test_the_pool_scores_a_parent_by_the_graft_it_would_make(tmp_path):
+    """QA (session 23): the pool scored similarity(child → parent), the reverse of the graft
+    it makes, and cached one value for both directions: a ResNet parent whose graft scores
+    0.54 was refused under the default --min-similarity 0.5 ("best similarity 0.43")."""
+    import netgraft
+    from netgraft.trace import trace
+
+    torch.manual_seed(0)
+    space = get_space("resnet")
+
+    def build(p):
+        return space.build(p, num_classes=10, in_chans=1)
+
+    x = torch.randn(2, 1, 28, 28)
+    parent = dict(width=32, depth1=2, depth2=2, depth3=2, block="bottleneck")
+    child = dict(width=32, depth1=2, depth2=2, depth3=1, block="basic")
+    forward = netgraft.similarity(trace(build(parent), x), trace(build(child), x))
+    backward = netgraft.similarity(trace(build(child), x), trace(build(parent), x))
+    assert forward > 0.5 > backward  # the pair straddles the default threshold
+    pool = WarmStartPool(tmp_path / "pool", build, example_input=x, study="s", min_similarity=0.5)
+    pool.add(build(parent), parent, study="s", metrics={"accuracy": 0.5})
+    assert pool.similarity(parent, child) == pytest.approx(forward)
+    assert pool.similarity(child, parent) == pytest.approx(backward)
+    warm = pool.warm_start(build(child), child, study="s")
+    assert warm.entry is not None and warm.similarity == pytest.approx(forward)

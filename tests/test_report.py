@@ -430,3 +430,22 @@ def test_a_foreign_study_in_percent_is_read_as_percent(tmp_path):
     with pytest.raises(ReportError, match="its one objective ranges -3 to 250, which is no accuracy"):
         write_report(tmp_path / "s.db", tmp_path / "r.html", studies=["reward"])
     assert not (tmp_path / "r.html").exists()
+
+
+def test_a_failed_or_running_trial_names_its_parent_in_this_study(tmp_path):
+    """QA (session 23): a trial interrupted (FAIL) or still running, grafted from trial #0 of
+    the same study, was shown as grafted from "trial #0 outside this study"."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    C, F, R = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+               optuna.trial.TrialState.RUNNING)
+    warm = _new(url, "warm", ["accuracy"], True)
+    _add(warm, 0, C, [0.6], _attrs(0, 0.6, 1000, 1.0))
+    grafted = {k: v for k, v in _attrs(1, 0.7, 2000, 1.0, parent_trial=0, sim=0.8).items()
+               if k in ("warm", "parent", "parent_trial", "similarity", "parent_arch")}
+    _add(warm, 1, F, attrs={**grafted, "fail_reason": "interrupted"})
+    _add(warm, 2, R, attrs=grafted)
+    (study,) = load_studies(tmp_path / "s.db")
+    assert {t.number: t.lineage_parent for t in study.trials} == {0: None, 1: 0, 2: 0}
+    out = tmp_path / "r.html"
+    write_report(tmp_path / "s.db", out)
+    assert "trial #0 outside this study" not in out.read_text()

@@ -685,6 +685,33 @@ def test_an_attention_with_keys_of_another_width_widens_exactly(source, target):
         assert "queries scaled" not in hows["k_proj_weight"]
 
 
+def test_importance_ranks_the_hidden_units_of_a_recurrent_layer():
+    """QA (session 23): shrink="importance" read `module.weight`, which recurrent layers lack,
+    so an LSTM's hidden units were kept evenly spaced under the name "importance"."""
+    class Tagger(nn.Module):
+        def __init__(self, hidden):
+            super().__init__()
+            self.rnn = nn.LSTM(3, hidden, batch_first=True)
+            self.fc = nn.Linear(hidden, 5)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    source = Tagger(32).eval()
+    with torch.no_grad():  # units 0–15 do nothing: their input and cell gates are shut
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            for gate in (0, 2):
+                getattr(source.rnn, name)[gate * 32:gate * 32 + 16] = 0
+    x = torch.randn(4, 20, 3)
+    target = Tagger(16).eval()
+    report = netgraft.transfer(source, target, shrink="importance", example_input=x)
+    assert report.shrink == "importance"
+    assert torch.equal(target.rnn.weight_ih_l0[48:], source.rnn.weight_ih_l0[112:])  # units 16–31
+    with torch.no_grad():
+        assert (target(x) - source(x)).abs().max() < 1e-6
+
+
 def test_a_recurrent_layer_made_bidirectional_is_named():
     """QA (session 22): a unidirectional LSTM grafted onto a bidirectional one has a gap the
     report did not name."""
@@ -895,6 +922,34 @@ def test_outputs_of_another_shape_are_left_out_of_the_gap_and_named():
             "(2, 12)") in report.summary()
 
 
+def test_a_wider_backbone_is_one_family_and_other_heads_are_named():
+    """QA (session 23): a wider backbone (num_classes=0) grafted from its family's classifier
+    was taken for a distant pair (its source classifier has no target layer), so ConvNeXt's
+    layer scales stayed shut; its gap was None with nothing said, as for DeiT's two heads
+    with another class count."""
+    import warnings
+
+    torch.manual_seed(0)
+    src = _trained_looking(timm.create_model("convnext_atto", num_classes=10)).eval()
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name.endswith("gamma"):
+                p.fill_(0.5)
+    dst = timm.create_model("convnext_nano", num_classes=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NetgraftWarning)  # no "distant pair" warning
+        report = netgraft.transfer(src, dst)
+    assert (dst.stages[0].blocks[0].gamma == 0.5).all()  # the layer scales are open
+    assert report.function_gap is None and report.uncompared == [
+        "the target's output is (2, 640) where the source's classifier reads (2, 320)"]
+    kw = {"img_size": 32, "patch_size": 8, "depth": 2}
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, **kw)
+    report = netgraft.transfer(deit, timm.create_model("deit_tiny_distilled_patch16_224",
+                                                       num_classes=7, **kw))
+    assert report.uncompared == ["output 0 is (2, 7) where the source's is (2, 10)"]
+    assert "its outputs were not compared (output 0 is (2, 7)" in report.summary()
+
+
 def test_a_backbone_is_grafted_whole_and_compared_with_the_features_of_the_classifier():
     """QA (session 16): a target without a classifier (timm ``num_classes=0``, or a torchvision
     body cut before its pooling) had its last stage taken for a classifier: resnet18/10 →
@@ -1027,7 +1082,10 @@ def test_bad_seeds_noise_inputs_and_ignored_options_are_named_before_the_graft()
             ({"split_noise": "0.1"}, ValueError, "split_noise='0.1'"),
             ({"calibration_data": 5}, TypeError, "calibration_data must be a tensor"),
             ({"example_input": torch.full((4, 20), float("nan"))}, ValueError,
-             "example_input holds NaN or inf")):
+             "example_input holds NaN or inf"),
+            ({"example_input": torch.zeros(0, 20)}, ValueError,
+             r"example_input is a batch of 0 inputs \(0, 20\)"),
+            ({"source_input": torch.zeros(0, 20)}, ValueError, "source_input is a batch of 0")):
         with pytest.raises(error, match=message):
             netgraft.transfer(mlp(16), target, **kwargs)
         assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())

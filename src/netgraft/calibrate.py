@@ -189,6 +189,10 @@ def check_calibration_spec(spec: str) -> None:
 _SPATIAL = {2: "L", 3: "H, W", 4: "D, H, W"}
 
 
+#: the most images a built-in dataset gives as calibration data (``"fashion-mnist:N"``)
+CALIBRATION_IMAGES = 4096
+
+
 def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
     """Unlabeled calibration inputs for a model taking ``input_shape`` (C, H, W …, no batch).
 
@@ -208,11 +212,19 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
             raise NetgraftError(f"--calibration {spec}: a built-in image dataset needs a model "
                                 f"taking square images (C,H,H), this one takes {input_shape}; "
                                 f"pass a tensor file instead")
+        asked = spec.partition(":")[2]
+        if asked.isdigit() and int(asked) > CALIBRATION_IMAGES:
+            raise NetgraftError(f"--calibration {spec}: at most {CALIBRATION_IMAGES} images (a "
+                                f"few hundred re-estimate the statistics; more only take time)")
         try:
             x = load_dataset_spec(spec, size=input_shape[1], in_chans=input_shape[0],
                                   default_count=512).x.contiguous()
         except (ValueError, FileNotFoundError) as exc:
             raise NetgraftError(f"--calibration {spec}: {exc}") from None
+        if asked.isdigit() and int(asked) > len(x):
+            warnings.warn(NetgraftWarning(f"--calibration {spec}: the dataset holds {len(x)} "
+                                          f"training images; all {len(x)} are used"),
+                          stacklevel=2)
         if len(x) < 2:
             raise NetgraftError(f"--calibration {spec}: ask for at least 2 images")
         return x

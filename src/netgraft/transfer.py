@@ -19,6 +19,7 @@ from torch import nn
 
 from . import adapt
 from .adapt import TensorRecord, init_record
+from .adapt.mapping import query_scale
 from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError, first_line
@@ -323,6 +324,22 @@ def _near_identity(src: Layer, tgt: Layer, name: str, like: torch.Tensor) -> tor
     return value
 
 
+def _query_norm_scale(tgt: Layer, name: str, source_shape: tuple[int, ...],
+                      shape: tuple[int, ...], channel_map: Callable | None) -> torch.Tensor | None:
+    """For the scale and shift of an attention's query norm (timm's ``q_norm``, normalising
+    each head's queries) whose heads grow wider: the factor that keeps the query·key products
+    the target's softmax sees equal to the source's (`mapping.query_scale`; scaling the
+    queries before the norm, as for an attention without one, is normalised away)."""
+    if (tgt.name.rsplit(".", 1)[-1] != "q_norm" or name not in ("weight", "bias")
+            or len(shape) != 1 or len(source_shape) != 1 or shape[0] <= source_shape[0]):
+        return None
+    ws, wt = source_shape[0], shape[0]
+    for (s, t), (hs, ht) in getattr(channel_map, "heads", {}).items():
+        if s // hs == ws and t // ht == wt:
+            return query_scale(ws, wt, 1, 1)
+    return None
+
+
 def _no_source(name: str) -> str:
     return f"source layer has no '{name}'"
 
@@ -384,7 +401,9 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                 value, plan = adapt.graft(
                     source, shape, dim_roles,
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
-                    tokens=tgt.kind == "param" and "pos" in name and not relative,
+                    tokens=((adapt.token_layout(src.module), adapt.token_layout(tgt.module))
+                            if tgt.kind == "param" and "pos" in name and not relative
+                            else False),
                     patches=adapt.is_patchify(src) and adapt.is_patchify(tgt),
                     offsets=((getattr(src.module, "window_size", None),
                               getattr(tgt.module, "window_size", None)) if relative else None),
@@ -393,6 +412,10 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     in_index=in_index, in_how=in_how, out_index=out_index,
                     out_how=channels.how.get(tgt.name, "") if channels else "")
             how, fraction = "; ".join(plan.notes), plan.fraction
+            factor = _query_norm_scale(tgt, name, tuple(source.shape), shape, channel_map)
+            if factor is not None:  # the queries' norm would undo the qkv's query scaling
+                value = value * factor.to(dtype=value.dtype, device=value.device)
+                how += "; queries scaled for the softmax"
         _write(target, value, src, tgt, name)
         padding = getattr(tgt.module, "padding_idx", None)
         if tgt.kind == "embedding" and name == "weight" and padding is not None:
@@ -751,8 +774,8 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     function is the same either way). `seed` seeds that jitter.
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, consistently across connected layers: ``"consecutive"`` (the first
-    ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest outgoing weights),
-    ``"norm_scale"`` (largest batch-norm scales |γ|, network slimming's criterion) or
+    ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest weights, the L1 norm of
+    each unit's own), ``"norm_scale"`` (largest batch-norm scales |γ|, network slimming's criterion) or
     ``"auto"`` (default: for a close pair, similarity ≥ ``DISTANT_SIMILARITY``, i.e. one
     family at a smaller size, norm_scale when the source has batch norms and no grouped
     convolution other than depthwise (``slimmable``), else consecutive; uniform for a distant
@@ -841,6 +864,10 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
         raise TypeError(f"calibration_data must be a tensor or array of inputs (N, ...) or an "
                         f"iterable of batches, got {type(calibration_data).__name__}")
     example_input, source_input = as_input(example_input), as_input(source_input)
+    for flag, given in (("example_input", example_input), ("source_input", source_input)):
+        if isinstance(given, torch.Tensor) and given.ndim and given.shape[0] == 0:
+            raise ValueError(f"{flag} is a batch of 0 inputs {tuple(given.shape)}: give at "
+                             f"least one (two for batch norms computing batch statistics)")
     if isinstance(example_input, torch.Tensor) and example_input.is_floating_point() \
             and not torch.isfinite(example_input).all():
         raise ValueError("example_input holds NaN or inf values: the graft's output gap and "
@@ -935,7 +962,9 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
                                            identity_blocks, shrink, split_noise, seed)
         if method != "dpiat" and (embeds(report.matching)
                                   or (_backbone_of(report.matching) is not None
-                                      or _new_head(report.matching) is not None)
+                                      or _new_head(report.matching) is not None
+                                      or _other_outputs(report.matching)
+                                      and _new_head(report.matching, same_input=False) is None)
                                   and embeds(report.matching, classifier=False)):
             # the graft's own function (a backbone's: the features of the source's classifier)
             start = time.perf_counter()
@@ -1252,6 +1281,11 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
         expected = features[0].flatten(1) if features else None
         got = got.flatten(1) if isinstance(got, torch.Tensor) else None
         if expected is None or got is None or expected.shape != got.shape:
+            if expected is not None and got is not None:  # a wider backbone's features
+                what = "classifier reads" if heads else "output is"
+                report.uncompared = [
+                    f"the target's {what} {tuple(got.shape)} where the source's classifier "
+                    f"reads {tuple(expected.shape)}"]
             return None
         report.uncompared = []
         return relative_gap((got - expected).abs().max(), expected)
@@ -1289,6 +1323,14 @@ def _new_head(matching: Matching, *, same_input: bool = True) -> tuple[Layer, La
             or same_input and a.in_dim != b.in_dim):
         return None
     return a, b
+
+
+def _other_outputs(matching: Matching) -> bool:
+    """Whether the target's output layers predict other counts than the source's (several
+    heads, as DeiT's distillation head, with another class count), or it has none (a
+    backbone): the outputs are then compared where their shapes agree, and the others named."""
+    return ([layer.out_dim for layer in matching.source.layers if layer.role == "output"]
+            != [layer.out_dim for layer in matching.target.layers if layer.role == "output"])
 
 
 def _backbone_of(matching: Matching) -> Layer | None:
@@ -1481,6 +1523,12 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
+    prefixed = [f"{_qual(r.target, t.name)} {t.how.split(adapt.PREFIX_TOKENS)[1].split(',')[0].strip()}"
+                for r in report.pairs for t in r.tensors if adapt.PREFIX_TOKENS in t.how]
+    if prefixed:
+        why.append(f"position embeddings hold other prefix tokens ({_listed(prefixed, 2)}): "
+                   f"new register tokens take part in the attention, and a class token's "
+                   f"position the target does not embed is not folded into the token")
     for test, verb, reason in (
             (_stacks_deeper, "stack{s} more recurrent layers than the source",
              "a new recurrent layer can start only near the identity (its gates and tanh "

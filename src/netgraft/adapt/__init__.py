@@ -321,25 +321,64 @@ def _match_ndim(x: torch.Tensor, ndim: int, plan: _Plan) -> torch.Tensor:
     return x
 
 
-def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan) -> torch.Tensor:
-    """Position embeddings (1, prefix + H·W, D): keep the prefix tokens, resample the grid."""
-    def split(n: int) -> tuple[int, int] | None:
-        for prefix in range(0, 9):
-            side = math.isqrt(n - prefix) if n - prefix > 0 else 0
-            if side * side == n - prefix and side > 0:
-                return prefix, side
-        return None
+#: how a note says that a position embedding's prefix tokens (class, registers) changed
+PREFIX_TOKENS = "prefix tokens"
+#: how a position embedding's tokens are laid out: (prefix tokens, (grid rows, grid columns))
+TokenLayout = tuple[int, tuple[int, int]]
 
-    a, b = split(x.shape[1]), split(tokens)
-    if a is None or b is None or a[0] != b[0]:
-        return _resize_dim(x, 1, tokens, "out", plan, False)
-    prefix, side = a[0], a[1]
-    grid = x[:, prefix:].reshape(x.shape[0], side, side, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid.float(), size=(b[1], b[1]), mode="bicubic", align_corners=False,
-                         antialias=b[1] < side).to(x.dtype)
-    grid = grid.permute(0, 2, 3, 1).reshape(x.shape[0], b[1] * b[1], -1)
-    plan.notes.append(f"position grid {side}×{side}→{b[1]}×{b[1]} resampled")
-    return torch.cat([x[:, :prefix], grid], dim=1)
+
+def token_layout(owner: Any) -> TokenLayout | None:
+    """The layout of the position embedding of a ViT-like module (timm's): its prefix tokens
+    that have a position (class, distillation and register tokens; none with
+    ``no_embed_class``) and the patch grid; None when the module does not say."""
+    grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+    prefix = 0 if getattr(owner, "no_embed_class", False) else getattr(owner,
+                                                                       "num_prefix_tokens", None)
+    if not isinstance(prefix, int) or grid is None:
+        return None
+    grid = (grid, grid) if isinstance(grid, int) else tuple(int(g) for g in grid)
+    return (prefix, grid) if len(grid) == 2 else None
+
+
+def _square_layout(n: int) -> TokenLayout | None:
+    """A guess for a module that does not say: the fewest prefix tokens (up to 8) that leave
+    a square grid."""
+    for prefix in range(0, 9):
+        side = math.isqrt(n - prefix) if n - prefix > 0 else 0
+        if side * side == n - prefix and side > 0:
+            return prefix, (side, side)
+    return None
+
+
+def _resample_tokens(x: torch.Tensor, tokens: int, plan: _Plan,
+                     layouts: tuple[TokenLayout | None, TokenLayout | None] = (None, None)
+                     ) -> torch.Tensor:
+    """Position embeddings (1, prefix + H·W, D): keep the prefix tokens (the first ones both
+    hold; the target's others start at zero), resample the grid. `layouts`:
+    what the two modules say of their tokens (`token_layout`), else a square grid is guessed,
+    and the prefixes must then agree."""
+    a, b = layouts
+    told = (a is not None and b is not None and a[0] + math.prod(a[1]) == x.shape[1]
+            and b[0] + math.prod(b[1]) == tokens)
+    if not told:
+        a, b = _square_layout(x.shape[1]), _square_layout(tokens)
+        if a is None or b is None or a[0] != b[0]:
+            return _resize_dim(x, 1, tokens, "out", plan, False)
+    (pa, (ha, wa)), (pb, (hb, wb)) = a, b
+    grid = x[:, pa:].reshape(x.shape[0], ha, wa, -1).permute(0, 3, 1, 2)
+    if (ha, wa) != (hb, wb):
+        grid = F.interpolate(grid.float(), size=(hb, wb), mode="bicubic", align_corners=False,
+                             antialias=hb < ha or wb < wa).to(x.dtype)
+        plan.notes.append(f"position grid {ha}×{wa}→{hb}×{wb} resampled")
+    grid = grid.permute(0, 2, 3, 1).reshape(x.shape[0], hb * wb, -1)
+    prefix = x[:, :min(pa, pb)]
+    if pb > pa:  # more prefix tokens: a class token's position the source did not add (its
+        # zero keeps what the source computed), or registers', which are new anyway
+        prefix = torch.cat([prefix, x.new_zeros(x.shape[0], pb - pa, x.shape[2])], dim=1)
+        plan.fraction *= 1 - (pb - pa) / tokens
+    if pa != pb:
+        plan.notes.append(f"{PREFIX_TOKENS} {pa}→{pb}" + (", new ones zero" if pb > pa else ""))
+    return torch.cat([prefix, grid], dim=1)
 
 
 def is_patchify(layer: Layer) -> bool:
@@ -417,7 +456,7 @@ def _resample_offsets(x: torch.Tensor, shape: tuple[int, ...], windows: tuple[An
 
 
 def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ...], *,
-          mix_input: bool = False, tokens: bool = False, patches: bool = False,
+          mix_input: bool = False, tokens: bool | tuple = False, patches: bool = False,
           offsets: tuple[Any, Any] | None = None,
           base: torch.Tensor | None = None,
           select: Selector | None = None,
@@ -435,6 +474,11 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     (not None), with the usual fan-in rescaling: `group_channel_index` for grouped convs.
     `split_noise` > 0 jitters how a replicated fan-in is split among the replicas (zero-sum,
     so the function is unchanged; `mapping.replica_jitter`), drawn from `generator`.
+
+    `tokens`: `source` is a position embedding (1, prefix + grid, D); True guesses its layout
+    (`_square_layout`), a pair of `token_layout`s (source's, target's; None where a module
+    does not say) tells it. Its grid is resampled and its prefix tokens kept
+    (`_resample_tokens`).
 
     `patches`: `source` and the target are both patch embeddings (`is_patchify`); a kernel of
     another size is resampled (`_resample_patches`), not cropped or zero-padded.
@@ -456,8 +500,9 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
     plan = _Plan(split_noise=split_noise, generator=generator)
     x = source.detach()
     x = _match_ndim(x, len(shape), plan)
-    if tokens and x.ndim == 3 and x.shape[1] != shape[1]:
-        x = _resample_tokens(x, shape[1], plan)
+    layouts = tokens if isinstance(tokens, tuple) else (None, None)
+    if tokens and x.ndim == 3 and (x.shape[1] != shape[1] or layouts[0] != layouts[1]):
+        x = _resample_tokens(x, shape[1], plan, layouts)
     if patches and x.ndim in (3, 4) and x.shape[2:] != tuple(shape[2:]) \
             and dim_roles[2:] == ("k",) * (x.ndim - 2):
         x = _resample_patches(x, tuple(shape[2:]), plan)
@@ -667,9 +712,25 @@ def channel_importance(layers: Iterable[Layer]) -> dict[int, torch.Tensor]:
     norm of each output unit, normalised to sum 1 per tensor so that every layer has one vote.
     Channel spaces are keyed by their size, the same key uniform selection uses, so a producer,
     its consumers and the branches of a residual sum (which share a size) keep the same
-    channels."""
+    channels. A recurrent layer (no ``weight``) scores each hidden unit by the L1 norm of its
+    input and recurrent weights over every gate, layer and direction."""
     scores: dict[int, torch.Tensor] = {}
+
+    def vote(per: torch.Tensor) -> None:
+        per = per / per.sum().clamp_min(1e-12)
+        n = per.numel()
+        scores[n] = scores[n] + per if n in scores else per
+
     for layer in layers:
+        gates = gate_count(layer)
+        if gates:
+            hidden = layer.module.hidden_size
+            units = [t.detach().abs().double().reshape(gates, hidden, -1).sum((0, 2))
+                     for name, t in layer.module.named_parameters()
+                     if name.startswith(("weight_ih", "weight_hh"))]
+            if units:
+                vote(torch.stack(units).sum(0))
+            continue
         weight = layer.module.weight if layer.module is not None and layer.kind not in (
             "embedding", "attention", "param") else None
         if not isinstance(weight, torch.Tensor) or weight.ndim == 0:
@@ -678,10 +739,7 @@ def channel_importance(layers: Iterable[Layer]) -> dict[int, torch.Tensor]:
             if role != "out":
                 continue
             w = weight.detach().abs().double().movedim(d, 0)
-            per = w.reshape(w.shape[0], -1).sum(1)
-            per = per / per.sum().clamp_min(1e-12)
-            n = per.numel()
-            scores[n] = scores[n] + per if n in scores else per
+            vote(w.reshape(w.shape[0], -1).sum(1))
     return scores
 
 

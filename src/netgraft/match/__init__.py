@@ -310,12 +310,13 @@ def contains(matching: Matching, *, classifier: bool = True) -> bool:
     layer, and every target layer initialised holds its source layer (same kind, at least as
     large in every dimension) — growth, where the graft is function-preserving and the
     source's norm statistics stay exact. ``classifier=False``: the layers producing the output
-    may differ (another class count)."""
+    may differ (another class count) or be missing (a backbone, ``num_classes=0``)."""
     src, tgt = matching.source, matching.target
     pairs = [(s, t) for t, s in matching.pairs.items() if s is not None]
+    needed = {i for i, layer in enumerate(src.layers) if classifier or layer.role != "output"}
     return (all(_holds(src.layers[s], tgt.layers[t]) for s, t in pairs
                 if classifier or tgt.layers[t].role != "output")
-            and len({s for s, _ in pairs}) == len(src.layers))
+            and needed <= {s for s, _ in pairs})
 
 
 def contained(matching: Matching, *, classifier: bool = True) -> bool:

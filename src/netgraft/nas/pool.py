@@ -208,17 +208,20 @@ class WarmStartPool:
             self._archs[key] = trace(self.build(dict(params)), self.example_input, name=key)
         return self._archs[key]
 
-    def similarity(self, a: dict[str, Any], b: dict[str, Any]) -> float:
-        """netgraft.similarity of two architectures (cached per pair)."""
-        ka, kb = sorted((arch_key(a), arch_key(b)))
-        if (ka, kb) not in self._sims:
+    def similarity(self, source: dict[str, Any], target: dict[str, Any]) -> float:
+        """netgraft.similarity for grafting the `source` architecture onto `target` (cached
+        per ordered pair: across families the score is not symmetric)."""
+        key = (arch_key(source), arch_key(target))
+        if key not in self._sims:
             from ..similarity import similarity
-            self._sims[(ka, kb)] = 1.0 if ka == kb else similarity(self._arch(a), self._arch(b))
-        return self._sims[(ka, kb)]
+            self._sims[key] = 1.0 if key[0] == key[1] else similarity(self._arch(source),
+                                                                      self._arch(target))
+        return self._sims[key]
 
     def rank(self, params: dict[str, Any], candidates: list[PoolEntry]) -> list[tuple[PoolEntry, float]]:
-        """Candidates by decreasing similarity to `params` (ties: accuracy, then newer)."""
-        scored = [(e, self.similarity(params, e.params)) for e in candidates]
+        """Candidates by decreasing similarity of a graft from each onto `params` (ties:
+        accuracy, then newer)."""
+        scored = [(e, self.similarity(e.params, params)) for e in candidates]
         order = sorted(range(len(scored)), key=lambda i: (scored[i][1], scored[i][0].accuracy,
                                                           scored[i][0].meta.get("created", "")),
                        reverse=True)
@@ -243,7 +246,7 @@ class WarmStartPool:
         if not cands:
             result.note = "pool has no trained model of this study yet"
         elif not ranked:
-            best = max(self.similarity(params, e.params) for e in cands)
+            best = max(self.similarity(e.params, params) for e in cands)
             result.note = (f"no pool model is similar enough (best similarity {best:.2f} < "
                            f"{self.min_similarity}): random init kept")
         for entry, sim in ranked:

@@ -438,7 +438,8 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
         # the default pool of a server storage is a folder of the working directory, which
         # another machine or folder names otherwise: compared only when named (--pool)
         pool = ("pool",) if cfg.pool or storage_url(cfg.storage).startswith("sqlite") else ()
-        for k in ("objectives", "warm", "space", "dataset", *MEASURED_WITH, *pool):
+        for k in ("objectives", "warm", "space", "dataset", *MEASURED_WITH, *CHOSEN_WITH,
+                  *pool):
             if k in recorded and recorded[k] != wanted[k]:
                 raise NetgraftError(
                     f"study '{cfg.study_name}' in {_redact(storage_url(cfg.storage))} was created "
@@ -450,6 +451,9 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
 #: the settings a study's accuracies were measured with: a resumed study keeps them
 MEASURED_WITH = ("image_size", "train_size", "test_size", "epochs", "batch_size", "lr",
                  "calibration")
+#: the settings its trials were drawn, seeded and warm-started with: a resumed study keeps
+#: them too, so that its record says how every trial came about
+CHOSEN_WITH = ("seed", "min_similarity", "pool_scope")
 
 
 # ---------------------------------------------------------------------------- data

@@ -57,7 +57,7 @@ class TrialRow:
     start: datetime | None = None
     complete: datetime | None = None
     pareto: bool = False
-    lineage_parent: int | None = None   # finished trial of the same study it was grafted from
+    lineage_parent: int | None = None   # finished trial of this study it was grafted from
 
     @property
     def finished(self) -> bool:
@@ -259,7 +259,7 @@ def _study_data(study) -> StudyData:
         data.trials.append(_trial_row(study.study_name, t, objectives, scale))
     names, dirs = data.front_objectives
     fin = data.finished
-    _resolve_lineage(fin)
+    _resolve_lineage(data.trials, fin)
     for i in pareto_front([[t.get(n) for n in names] for t in fin], dirs):
         fin[i].pareto = True
     return data
@@ -281,13 +281,14 @@ def _foreign_accuracy_scale(study) -> float:
         f"0–100); name the search's studies with --study")
 
 
-def _resolve_lineage(finished: list[TrialRow]) -> None:
-    """Set `lineage_parent`: the trial of this study whose trained weights (pool key) the trial
-    was grafted from. The pool key decides when both sides have one, so a `parent_trial` number
-    that belongs to another study sharing the pool is not mistaken for a trial of this one."""
+def _resolve_lineage(trials: list[TrialRow], finished: list[TrialRow]) -> None:
+    """Set `lineage_parent` of every trial (finished, failed or running): the finished trial of
+    this study whose trained weights (pool key) it was grafted from. The pool key decides when
+    both sides have one, so a `parent_trial` number that belongs to another study sharing the
+    pool is not mistaken for a trial of this one."""
     by_key = {t.pool_key: t.number for t in finished if t.pool_key}
     by_number = {t.number: t for t in finished}
-    for t in finished:
+    for t in trials:
         if t.parent is not None and str(t.parent) in by_key:
             t.lineage_parent = by_key[str(t.parent)]
         elif t.parent_trial is not None and t.parent_trial in by_number:
