@@ -192,6 +192,26 @@ def test_frozen_batch_norms_and_compiled_models_are_traced_like_the_others():
                                                                     netgraft.trace(plain, x).layers]
 
 
+@pytest.mark.parametrize("first, shape", [
+    (nn.LSTM(6, 8, batch_first=True), (2, 16, 6)), (nn.GRU(6, 8), (16, 2, 6)),
+    (nn.LSTMCell(6, 8), (2, 6)), (nn.Conv1d(3, 8, 3), (2, 3, 64)), (nn.Linear(5, 8), (2, 5))])
+def test_an_example_input_is_guessed_from_the_first_layer(first, shape):
+    """QA (session 23): a model starting with an LSTM was given an input guessed from its
+    linear head; an inferred input holds 2 inputs (batch norms computing batch statistics)."""
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.head = first, nn.Linear(8, 3)
+
+        def forward(self, x):
+            y = self.first(x)
+            y = y[0] if isinstance(y, tuple) else y
+            return self.head(y.reshape(-1, y.shape[-1]) if y.ndim != 3 or
+                             isinstance(first, nn.RNNBase) else y.mean(-1))
+
+    assert netgraft.trace(Model()).example_input.shape == shape
+
+
 def test_tracing_without_an_example_input_does_not_draw_from_the_random_stream():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2))

@@ -321,6 +321,12 @@ def default_input_shape(model: nn.Module,
             h, w = min(h, side), min(w, side)
         return (EXAMPLE_BATCH, c, h, w)
     for module in model.modules():
+        if isinstance(module, nn.RNNBase):  # a sequence of 16 steps
+            steps, batch = 16, EXAMPLE_BATCH
+            return ((batch, steps) if module.batch_first else (steps, batch)) + (
+                module.input_size,)
+        if isinstance(module, nn.RNNCellBase):
+            return (EXAMPLE_BATCH, module.input_size)
         if isinstance(module, nn.Conv1d):
             return (EXAMPLE_BATCH, module.in_channels, 64)
         if isinstance(module, nn.Conv2d):
