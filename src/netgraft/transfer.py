@@ -775,9 +775,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     `align_steps` overrides the number of regression steps. `shrink`: which channels a
     narrower target keeps, consistently across connected layers: ``"consecutive"`` (the first
     ones), ``"uniform"`` (evenly spaced), ``"importance"`` (largest weights, the L1 norm of
-    each unit's own), ``"norm_scale"`` (largest batch-norm scales |γ|, network slimming's criterion) or
-    ``"auto"`` (default: for a close pair, similarity ≥ ``DISTANT_SIMILARITY``, i.e. one
-    family at a smaller size, norm_scale when the source has batch norms and no grouped
+    each unit's own), ``"norm_scale"`` (largest batch-norm scales |γ|, network slimming's
+    criterion) or ``"auto"`` (default: for a close pair, similarity ≥ ``DISTANT_SIMILARITY``,
+    i.e. one family at a smaller size, norm_scale when the source has batch norms and no grouped
     convolution other than depthwise (``slimmable``), else consecutive; uniform for a distant
     pair); ``report.shrink`` says which was used. Measured (Fashion-MNIST
     32×32, 3,000 images, PreciseBN, 2 seeds; accuracy at step 0 / after one epoch of 46
@@ -1268,7 +1268,7 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
         [first_input(heads[1], read)] if heads else [])
     try:
         expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
-    except Exception as error:  # a target that takes other inputs (its own example input differs)
+    except Exception as error:  # a target that takes other inputs (its own example differs)
         report.uncompared = [f"{_which_failed(source, inputs[0])} raised {type(error).__name__} "
                              f"on the source's example input: {first_line(error, 160)}"]
         return None
@@ -1523,7 +1523,8 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"rescaling (untie them to graft each exactly)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
-    prefixed = [f"{_qual(r.target, t.name)} {t.how.split(adapt.PREFIX_TOKENS)[1].split(',')[0].strip()}"
+    prefixed = [f"{_qual(r.target, t.name)} "
+                f"{t.how.split(adapt.PREFIX_TOKENS)[1].split(',')[0].strip()}"
                 for r in report.pairs for t in r.tensors if adapt.PREFIX_TOKENS in t.how]
     if prefixed:
         why.append(f"position embeddings hold other prefix tokens ({_listed(prefixed, 2)}): "
