@@ -406,11 +406,11 @@ def test_bad_data_and_counts_are_named(tmp_path, capsys):
 
 
 def test_input_sizes_are_asked_for_with_the_flag_of_the_command(tmp_path, capsys):
-    lstm = "torch.nn:LSTM(input_size=4,hidden_size=3)"
-    assert main(["transfer", "--source", lstm, "--target", "resnet10t", "-q",
+    unguessable = "torch.nn:Embedding(num_embeddings=10,embedding_dim=3)"  # reads token ids
+    assert main(["transfer", "--source", unguessable, "--target", "resnet10t", "-q",
                  "--out", str(tmp_path / "o.safetensors")]) == 2
     assert "pass --source-input-size C,H,W" in capsys.readouterr().err
-    for command in (["inspect", lstm], ["similarity", lstm, "resnet10t"]):
+    for command in (["inspect", unguessable], ["similarity", unguessable, "resnet10t"]):
         assert main(command) == 2
         assert "pass --input-size C,H,W" in capsys.readouterr().err
     assert main(["similarity", "resnet10t", "resnet14t", "--input-size", "3,32,32",
