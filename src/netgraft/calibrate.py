@@ -189,7 +189,8 @@ def check_calibration_spec(spec: str) -> None:
 _SPATIAL = {2: "L", 3: "H, W", 4: "D, H, W"}
 
 
-#: the most images a built-in dataset gives as calibration data (``"fashion-mnist:N"``)
+#: the most calibration inputs read: from a built-in dataset (``"fashion-mnist:N"``), or from
+#: an iterator (``transfer``'s ``CALIBRATION_LIMIT``)
 CALIBRATION_IMAGES = 4096
 
 

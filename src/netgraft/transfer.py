@@ -21,7 +21,7 @@ from . import adapt
 from .adapt import TensorRecord, init_record
 from .adapt.mapping import query_scale
 from .adapt.standardised import gained, restore_gain, standardised_weight
-from .calibrate import recalibrate_norms
+from .calibrate import CALIBRATION_IMAGES, recalibrate_norms
 from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError, first_line
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
                       write_back)
@@ -912,7 +912,7 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
 
 
 #: most inputs read from a calibration iterator (it is read once, then served to every step)
-CALIBRATION_LIMIT = 4096
+CALIBRATION_LIMIT = CALIBRATION_IMAGES
 
 
 def _read_once(batches: Iterator) -> list:

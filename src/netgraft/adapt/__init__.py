@@ -263,14 +263,7 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         return torch.movedim(torch.tensordot(x, m, dims=([dim], [1])), -1, dim)
     if role == "q":  # the queries of an attention projecting them on their own
         out = _resize_dim(x, dim, size, "out", plan, mix, select, channel_map)
-        heads = getattr(channel_map, "heads", {}).get((s, size))
-        if heads is not None:
-            view = [1] * x.ndim
-            view[dim] = size
-            out = out * query_scale(s, size, *heads).to(dtype=x.dtype, device=x.device).view(view)
-            plan.notes.append(f"heads {s // heads[0]}→{size // heads[1]} wide: queries scaled "
-                              f"for the softmax")
-        return out
+        return _scale_queries(out, dim, s, channel_map, plan)
     stacked = 3 if role == "qkv" else int(role[5:]) if role.startswith("gates") else 0
     if stacked and s % stacked == 0 and size % stacked == 0:
         n = stacked
@@ -278,14 +271,8 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
                  for p in x.chunk(n, dim)]
         plan.notes.append(f"q/k/v {s // n}→{size // n} each" if role == "qkv" else
                           f"{n} gates {s // n}→{size // n} each")
-        heads = getattr(channel_map, "heads", {}).get((s // n, size // n)) if role == "qkv" else None
-        if heads is not None:  # larger heads, replicated head by head: keep the softmax's scale
-            view = [1] * x.ndim
-            view[dim] = size // n
-            parts[0] = parts[0] * query_scale(s // n, size // n, *heads).to(
-                dtype=x.dtype, device=x.device).view(view)
-            hs, ht = (s // n) // heads[0], (size // n) // heads[1]
-            plan.notes.append(f"heads {hs}→{ht} wide: queries scaled for the softmax")
+        if role == "qkv":
+            parts[0] = _scale_queries(parts[0], dim, s // n, channel_map, plan)
         return torch.cat(parts, dim)
     index, how = unit_index(s, size, select, channel_map)
     if how == "selected":  # a selection policy: the kept units as they are, no rescaling
@@ -308,6 +295,22 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
             verb += f", split jittered ±{plan.split_noise:g}"
     plan.notes.append(f"{role} {s}→{size} {verb}")
     return out
+
+
+def _scale_queries(q: torch.Tensor, dim: int, source: int, channel_map: Selector | None,
+                   plan: _Plan) -> torch.Tensor:
+    """Queries widened from `source` channels to ``q.shape[dim]`` head by head, scaled
+    (`query_scale`) so that the softmax sees the source's products; as they are when their
+    heads do not grow wider (`channel_map` knows no heads for that width)."""
+    target = q.shape[dim]
+    heads = getattr(channel_map, "heads", {}).get((source, target))
+    if heads is None:
+        return q
+    view = [1] * q.ndim
+    view[dim] = target
+    plan.notes.append(f"heads {source // heads[0]}→{target // heads[1]} wide: queries scaled "
+                      f"for the softmax")
+    return q * query_scale(source, target, *heads).to(dtype=q.dtype, device=q.device).view(view)
 
 
 def _match_ndim(x: torch.Tensor, ndim: int, plan: _Plan) -> torch.Tensor:
