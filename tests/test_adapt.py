@@ -376,6 +376,46 @@ def test_norm_scale_shrink_keeps_the_channels_with_the_largest_norm_scales():
     assert not torch.equal(by_weight[0].weight, source[0].weight[keep])
 
 
+@pytest.mark.parametrize("shrink", ["uniform", "importance", "norm_scale", "consecutive"])
+@pytest.mark.parametrize("heads", [3, 6])  # 6 heads of 16 → 3 heads of 16, or 6 heads of 8
+def test_an_attention_losing_heads_keeps_one_source_head_in_each(shrink, heads):
+    """Every selection keeps the channels of an attention head by head: each target head
+    holds channels of one source head (a whole one when the heads keep their size), never
+    parts of two, whose query·key products mean nothing together; the kept channels follow
+    the residual stream of that width. A ranked policy keeps the heads it scores highest."""
+    source, target = _vit(embed_dim=96, num_heads=6), _vit(embed_dim=48, num_heads=heads)
+    with torch.no_grad():  # each channel's position, readable after the graft
+        source.blocks[0].norm1.weight.copy_(torch.arange(96.0) + 1)
+    x = torch.randn(2, 3, 32, 32)
+    expected = None
+    if shrink in ("importance", "norm_scale"):
+        layers = trace(source, x).layers
+        if shrink == "norm_scale":
+            layers = [layer for layer in layers if layer.kind == "layernorm"]
+        per_head = adapt.channel_importance(layers)[96].reshape(6, 16).sum(1)
+        expected = sorted(per_head.argsort(descending=True)[:heads].tolist()) \
+            if heads == 3 else list(range(6))
+    report = netgraft.transfer(source, target, example_input=x, shrink=shrink)
+    kept = target.blocks[0].norm1.weight.detach().round().long() - 1
+    width = 48 // heads
+    from_heads = [sorted(set((kept[h * width:(h + 1) * width] // 16).tolist()))
+                  for h in range(heads)]
+    assert all(len(h) == 1 for h in from_heads), from_heads  # one source head each
+    if heads == 3:
+        assert all((kept[h * 16:(h + 1) * 16] % 16).tolist() == list(range(16))
+                   for h in range(3))  # whole heads
+    assert len({h[0] for h in from_heads}) == heads  # never the same source head twice
+    if expected is not None:
+        assert [h[0] for h in from_heads] == expected
+    if shrink == "consecutive":
+        assert [h[0] for h in from_heads] == list(range(heads))
+    qkv_s, qkv_t = source.blocks[1].attn.qkv.weight, target.blocks[1].attn.qkv.weight
+    rows = [int(c) + part * 96 for part in range(3) for c in kept]  # q, k and v alike
+    assert torch.allclose(qkv_t.abs().sum(1), qkv_s[rows][:, kept].abs().sum(1)
+                          * (2 ** 0.5 if shrink == "uniform" else 1), atol=1e-5)
+    assert report.shrink == shrink
+
+
 def test_importance_index_is_deterministic_and_ordered():
     from netgraft.adapt.mapping import importance_index
 

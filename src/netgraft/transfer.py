@@ -1967,6 +1967,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             ((src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
              if s is not None), (src_arch.model, tgt_arch.model),
             consecutive=bool(src_arch.shuffles or tgt_arch.shuffles))
+        if select is not None and channel_map is not None:
+            select = adapt.by_heads(select, getattr(channel_map, "narrowing", {}))
         plan = _channel_plan(src_arch, tgt_arch, matching, select, channel_map,
                              grow=zero_new and embeds(matching, classifier=False))
         unplaced = plan.unplaced

@@ -605,6 +605,65 @@ def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
     return {k: v for k, v in found.items() if k not in clash}
 
 
+def shrinking_heads(pairs: Iterable[tuple[Layer, Layer]], models: tuple[Any, Any]
+                    ) -> dict[tuple[int, int], tuple[int, int]]:
+    """(S, T) → (source heads, target heads) for attentions that lose heads or narrow them:
+    width S in hs heads → T in ht ≤ hs heads, each at most as wide. Selecting channels of
+    that width head by head (`head_index`) keeps whole heads, or one source head's channels in
+    each target head; an evenly spaced or ranked choice over the whole width would give a
+    target head parts of two or three source heads, whose query·key products mean nothing
+    together. Widths that two pairs would split differently are left out."""
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    clash: set[tuple[int, int]] = set()
+    for src, tgt in pairs:
+        widths = head_widths(src, tgt, models)
+        if widths is None:
+            continue
+        hs, ht, s, t = widths
+        if t < s and s % hs == 0 and t % ht == 0 and ht <= hs and t // ht <= s // hs:
+            if found.setdefault((s, t), (hs, ht)) != (hs, ht):
+                clash.add((s, t))
+    return {k: v for k, v in found.items() if k not in clash}
+
+
+def head_index(source: int, target: int, source_heads: int, target_heads: int,
+               scores: torch.Tensor | None = None, first: bool = False) -> torch.Tensor:
+    """Which of `source` channels in `source_heads` heads a narrower attention of `target`
+    channels in `target_heads` keeps, head by head: the heads with the highest summed
+    `scores` (or the first ones when `first`, else evenly spaced), and in each the channels
+    with the highest scores (the first, or evenly spaced)."""
+    ws, wt = source // source_heads, target // target_heads
+    if scores is not None:
+        per_head = scores.reshape(source_heads, ws)
+        kept = importance_index(per_head.sum(1), target_heads)
+    else:
+        kept = torch.arange(target_heads) if first else channel_index(source_heads, target_heads)
+    parts = []
+    for h in kept.tolist():
+        inner = (importance_index(per_head[h], wt) if scores is not None else
+                 torch.arange(wt) if first else channel_index(ws, wt))
+        parts.append(h * ws + inner)
+    return torch.cat(parts)
+
+
+def by_heads(select: Selector, heads: dict[tuple[int, int], tuple[int, int]]) -> Selector:
+    """`select` (a shrink policy) made to keep whole attention heads for the widths in `heads`
+    (`shrinking_heads`): ranked by the summed scores it ranks channels by (``select.scores``),
+    or the first heads for a policy without scores (consecutive)."""
+    if not heads:
+        return select
+    scores = getattr(select, "scores", {})
+
+    def headwise(source: int, target: int) -> torch.Tensor | None:
+        h = heads.get((source, target))
+        if h is None:
+            return select(source, target)
+        return head_index(source, target, *h, scores=scores.get(source),
+                          first=source not in scores)
+    headwise.label = f"{getattr(select, 'label', 'policy')}, whole heads"  # type: ignore
+    return headwise
+
+
 def _directions(layer: Layer) -> int:
     """The width of each direction's output of a bidirectional recurrent layer, else 0."""
     module = layer.module
@@ -651,6 +710,9 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
             others.setdefault((2 * widths[0], 2 * widths[1]), (2, 2))
     heads = {k: v for k, v in _head_groups(pairs, models).items()
              if groups.setdefault(k, v) == v}  # a grouped conv of that width decides
+    # attentions losing heads: evenly spaced whole heads (a policy's ranking: `by_heads`)
+    narrowing = {k: v for k, v in shrinking_heads(pairs, models).items()
+                 if groups.setdefault(k, v) == v}
     for key, value in others.items():  # what grouped convs and heads left undecided
         groups.setdefault(key, value)
     if not groups and not consecutive:
@@ -667,6 +729,7 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
 
     channel_map.groups = groups  # type: ignore[attr-defined]
     channel_map.heads = heads  # type: ignore[attr-defined]
+    channel_map.narrowing = narrowing  # type: ignore[attr-defined]
     return channel_map
 
 
@@ -770,4 +833,5 @@ def importance_selector(layers: Iterable[Layer], label: str = "importance") -> S
             cache[(source, target)] = importance_index(scores[source], target)
         return cache[(source, target)]
     select.label = label  # type: ignore[attr-defined]
+    select.scores = scores  # type: ignore[attr-defined]
     return select
