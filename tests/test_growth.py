@@ -7,6 +7,7 @@ from torch import nn
 import netgraft
 from benchmarks.growth_sweep import trained_looking as _trained_looking
 from netgraft.calibrate import recalibrate_norms
+from netgraft.trace import trace
 
 
 @pytest.mark.parametrize("source, target, growth", [
@@ -141,6 +142,63 @@ def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads, qk_no
     if qk_norm:
         (norm,) = [p for p in report.pairs if p.target == "blocks.0.attn.q_norm"]
         assert all("queries scaled for the softmax" in t.how for t in norm.tensors)
+
+
+@pytest.mark.parametrize("kind", ["vit_swiglu_packed", "eva_glu", "eva_swiglu"])
+def test_a_packed_gated_mlp_widens_half_by_half(kind):
+    """QA (session 23): a gated MLP whose first linear is split on its last dim
+    (``x1, x2 = fc1(x).chunk(2, -1)``, timm's `GluMlp` / `SwiGLUPacked`) was widened as one
+    width, so each target half mixed units of both source halves (gap 1.6). The trace now
+    records the split (`Architecture.packed`) and each half is widened in itself."""
+    from timm.layers import SwiGLUPacked
+    from timm.models.eva import Eva
+    from timm.models.vision_transformer import VisionTransformer
+
+    kw = dict(img_size=32, patch_size=8, num_classes=10, depth=2, mlp_ratio=2)
+    if kind == "vit_swiglu_packed":
+        build = lambda d, h: VisionTransformer(embed_dim=d, num_heads=h, mlp_layer=SwiGLUPacked,
+                                               act_layer=nn.SiLU, **kw)
+    else:  # EVA's GluMlp (packed) and SwiGLU (two linears, already exact) for comparison
+        build = lambda d, h: Eva(embed_dim=d, num_heads=h, swiglu_mlp=True,
+                                 scale_mlp=kind == "eva_swiglu", **kw)
+    torch.manual_seed(0)
+    src, dst = _trained_looking(build(48, 3)), build(96, 6)
+    x = torch.randn(2, 3, 32, 32)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        diff = (src.eval()(x) - dst.eval()(x)).abs().max().item()
+    assert diff < 1e-4 and report.function_gap < 1e-4
+    packed = trace(src, x).packed
+    assert packed == ({} if kind == "eva_swiglu" else {f"blocks.{i}.mlp.fc1": 2 for i in (0, 1)})
+
+
+def test_a_packed_gated_mlp_shrinks_both_halves_alike():
+    """Each half of a packed gated MLP keeps the units the layer reading their product
+    keeps, under every policy: x1[i] still meets x2[i]."""
+    from timm.layers import SwiGLUPacked
+    from timm.models.vision_transformer import VisionTransformer
+
+    for shrink in ("uniform", "importance", "norm_scale", "consecutive"):
+        torch.manual_seed(0)
+        src, dst = (VisionTransformer(img_size=32, patch_size=8, num_classes=10, depth=1,
+                                      embed_dim=d, num_heads=h, mlp_ratio=2,
+                                      mlp_layer=SwiGLUPacked, act_layer=nn.SiLU)
+                    for d, h in ((96, 6), (48, 3)))
+        fc1 = src.blocks[0].mlp.fc1
+        with torch.no_grad():  # each unit's position, in each half, readable after the graft
+            fc1.bias.copy_(torch.cat([torch.arange(96.0), torch.arange(96.0) + 1000]))
+            fc1.weight[torch.randperm(192)[:60]] *= 5  # rankings differ from the positions
+            src.blocks[0].mlp.fc2.weight.copy_((torch.arange(96.0) + 1).expand(96, 96))
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32),
+                                   shrink=shrink)
+        # one family at the same depth: each layer from its namesake (shape scores alone sent
+        # fc1 (192, 96) → (96, 48) to fc2 (96, 96), and left fc1 unused)
+        assert all(p.source == p.target for p in report.pairs), shrink
+        bias = dst.blocks[0].mlp.fc1.bias.detach()
+        assert torch.equal(bias[:48] + 1000, bias[48:]), shrink
+        kept = bias[:48].round().long()
+        ratio = dst.blocks[0].mlp.fc2.weight.detach() / (kept + 1)  # fc2 reads those units
+        assert torch.allclose(ratio, ratio[0, 0].expand(48, 48), rtol=1e-5), shrink
 
 
 class _Encoder(nn.Module):

@@ -178,6 +178,10 @@ class Architecture:
     #: (MobileViT-v2's ``qkv.split([1, d, d])``: its 1-channel query piece is read by a
     #: softmax): the producer's channels are widened piece by piece
     pieces: list[Layout] = field(default_factory=list, repr=False, compare=False)
+    #: linears whose output on tokens is split on its last dim into equal pieces used apart
+    #: (a packed gated MLP: ``x1, x2 = fc1(x).chunk(2, -1)``; `_ChannelSources.packed`):
+    #: name → pieces. Their output is widened piece by piece (`adapt.group_map`)
+    packed: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -486,6 +490,12 @@ class _ChannelSources(TorchFunctionMode):
         self.follow_shuffles = shuffles  # else a shuffle's output has no layout, as any reorder
         # weak keys: the forward's intermediate tensors are freed as usual
         self._known = WeakTensorKeyDictionary()
+        #: a linear's output on tokens (N, L, D) → its name: channels on the last dim, which
+        #: the layouts (dim 1) do not follow; only a split of them is recorded (`packed`)
+        self.tokens = WeakTensorKeyDictionary()
+        #: linears whose token output is split into equal pieces on its last dim, which are
+        #: then used apart (a packed gated MLP, ``x1, x2 = fc1(x).chunk(2, -1)``): name → pieces
+        self.packed: dict[str, int] = {}
         #: a tensor whose channels were viewed as (groups, channels per group), before or
         #: after swapping those two dims: (layout of the channels, groups, swapped)
         self._grouped = WeakTensorKeyDictionary()
@@ -570,6 +580,11 @@ class _ChannelSources(TorchFunctionMode):
                     else args[1]
                 self.set(out, self.get(big))
                 return
+        if (name in _SPLITS and isinstance(out, (tuple, list)) and len(out) > 1
+                and isinstance(first, torch.Tensor) and first in self.tokens):
+            dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+            if dim % first.ndim == first.ndim - 1 and len({t.shape[-1] for t in out}) == 1:
+                self.packed.setdefault(self.tokens[first], len(out))
         if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
             layout = self.get(first)
             if name in _SPLITS and isinstance(out, (tuple, list)):
@@ -698,6 +713,8 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
                     # new channels start here (a linear's on (N, C) features only: on tokens
                     # (N, L, D), dim 1 is not channels)
                     sources.set(t, ((name, 0, t.shape[1], t.shape[1]),))
+                elif layer_kind(module) == "linear" and t.ndim >= 3:
+                    sources.tokens[t] = name
         return hook
 
     def leave(module, args, out):
@@ -927,7 +944,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input, mixed_sums=sources.mixed_sums,
                         summed=frozenset(sources.summed), residual=frozenset(sources.residual),
-                        shuffles=sources.shuffles, pieces=sources.pieces)
+                        shuffles=sources.shuffles, pieces=sources.pieces,
+                        packed=dict(sources.packed))
 
 
 class _Own:

@@ -1966,9 +1966,10 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         channel_map = adapt.group_map(
             ((src_arch.layers[s], tgt_arch.layers[t]) for t, s in matching.pairs.items()
              if s is not None), (src_arch.model, tgt_arch.model),
-            consecutive=bool(src_arch.shuffles or tgt_arch.shuffles))
+            consecutive=bool(src_arch.shuffles or tgt_arch.shuffles),
+            packed=(src_arch.packed, tgt_arch.packed))
         if select is not None and channel_map is not None:
-            select = adapt.by_heads(select, getattr(channel_map, "narrowing", {}))
+            select = adapt.by_heads(select, channel_map)
         plan = _channel_plan(src_arch, tgt_arch, matching, select, channel_map,
                              grow=zero_new and embeds(matching, classifier=False))
         unplaced = plan.unplaced

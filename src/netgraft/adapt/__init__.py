@@ -646,15 +646,34 @@ def head_index(source: int, target: int, source_heads: int, target_heads: int,
     return torch.cat(parts)
 
 
-def by_heads(select: Selector, heads: dict[tuple[int, int], tuple[int, int]]) -> Selector:
-    """`select` (a shrink policy) made to keep whole attention heads for the widths in `heads`
-    (`shrinking_heads`): ranked by the summed scores it ranks channels by (``select.scores``),
-    or the first heads for a policy without scores (consecutive)."""
-    if not heads:
+def pieces_index(source: int, target: int, pieces: int, select: Selector | None,
+                 channel_map: Selector | None = None) -> torch.Tensor:
+    """`source` channels made of `pieces` equal pieces that are multiplied together (a packed
+    gated MLP's halves) resized to `target`: every piece takes the units that a dimension of
+    the pieces' width takes (`unit_index`), which is what the layer reading their product
+    reads, so unit i of one piece still meets unit i of the other."""
+    ws, wt = source // pieces, target // pieces
+    inner = unit_index(ws, wt, select, channel_map)[0]
+    return torch.cat([p * ws + inner for p in range(pieces)])
+
+
+def by_heads(select: Selector, channel_map: Selector | None) -> Selector:
+    """`select` (a shrink policy) made to keep whole attention heads for the widths in
+    ``channel_map.narrowing`` (`shrinking_heads`): ranked by the summed scores it ranks
+    channels by (``select.scores``), or the first heads for a policy without scores
+    (consecutive). For the widths in ``channel_map.paired`` (pieces multiplied together, a
+    packed gated MLP's halves) every piece keeps what the layer reading their product keeps
+    (`pieces_index`)."""
+    heads = getattr(channel_map, "narrowing", {})
+    paired = getattr(channel_map, "paired", {})
+    if not heads and not paired:
         return select
     scores = getattr(select, "scores", {})
 
     def headwise(source: int, target: int) -> torch.Tensor | None:
+        if (source, target) in paired:
+            return pieces_index(source, target, paired[(source, target)][0], headwise,
+                                channel_map)
         h = heads.get((source, target))
         if h is None:
             return select(source, target)
@@ -674,7 +693,8 @@ def _directions(layer: Layer) -> int:
 
 def group_map(pairs: Iterable[tuple[Layer, Layer]],
               models: tuple[Any, Any] = (None, None),
-              consecutive: bool = False) -> Selector | None:
+              consecutive: bool = False,
+              packed: tuple[dict[str, int], dict[str, int]] = ({}, {})) -> Selector | None:
     """A `channel_map` for widening channels that feed grouped (not depthwise) convolutions,
     or attentions whose heads grow wider.
 
@@ -686,10 +706,15 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     of that width is mapped head by head, so each target head holds one source head, and its
     queries are scaled for the wider head (`query_scale`, in `_resize_dim`). None when no
     such pair exists. `consecutive`: every other widening puts a unit's replicas side by side
-    (`consecutive_index`), for models whose channels go through a shuffle."""
+    (`consecutive_index`), for models whose channels go through a shuffle. `packed` (the
+    source's and the target's `Architecture.packed`): a linear whose output is split into
+    equal pieces used apart (a packed gated MLP's two halves, multiplied together) is resized
+    piece by piece, so that each piece keeps its own units (``channel_map.paired``: the widths
+    whose pieces a shrink policy must select alike, `by_heads`)."""
     pairs = list(pairs)
     groups: dict[tuple[int, int], tuple[int, int]] = {}
     others: dict[tuple[int, int], tuple[int, int]] = {}  # group norms, recurrent directions
+    paired: dict[tuple[int, int], tuple[int, int]] = {}  # packed pieces (gated MLPs)
     for src, tgt in pairs:
         if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
                 and not src.depthwise and not tgt.depthwise):
@@ -703,6 +728,13 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
             # source group (as a grouped conv's inputs), not channels of two
             others.setdefault((src.module.num_channels, tgt.module.num_channels),
                               (src.module.num_groups, tgt.module.num_groups))
+        pieces = packed[0].get(src.name), packed[1].get(tgt.name)
+        if pieces[0] and pieces[0] == pieces[1] and src.out_dim and tgt.out_dim \
+                and src.out_dim != tgt.out_dim and not (src.out_dim % pieces[0]
+                                                        or tgt.out_dim % pieces[0]):
+            # [x1 | x2] with x1 * act(x2) after: each half is widened (or selected) in itself
+            others.setdefault((src.out_dim, tgt.out_dim), (pieces[0], pieces[0]))
+            paired.setdefault((src.out_dim, tgt.out_dim), (pieces[0], pieces[0]))
         widths = (_directions(src), _directions(tgt))
         if widths[0] and widths[1] and widths[1] > widths[0]:
             # a bidirectional recurrent layer outputs [forward | backward]: each direction's
@@ -722,6 +754,8 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
 
     def channel_map(source: int, target: int) -> torch.Tensor | None:
         g = groups.get((source, target))
+        if (source, target) in paired and g == paired[(source, target)]:
+            return pieces_index(source, target, g[0], channel_map)
         if g is None:
             return consecutive_index(source, target) if (
                 consecutive and target > source and (source, target) not in inner) else None
@@ -730,6 +764,8 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     channel_map.groups = groups  # type: ignore[attr-defined]
     channel_map.heads = heads  # type: ignore[attr-defined]
     channel_map.narrowing = narrowing  # type: ignore[attr-defined]
+    channel_map.paired = {k: v for k, v in paired.items()  # type: ignore[attr-defined]
+                          if groups.get(k) == v}
     return channel_map
 
 

@@ -411,7 +411,34 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
     elif (m.name == "graft" and (not embeds(found, classifier=False) or _mixes(found))
           and (by_name := _by_name(source, target, m, found)) is not None):
         found = by_name
+    elif (m.name == "graft" and (narrowed := _narrowed_by_name(source, target, m, found))
+          is not None):
+        found = narrowed
     return found
+
+
+def _narrowed_by_name(source: Architecture, target: Architecture, m: Method,
+                      found: Matching) -> Matching | None:
+    """For one family made narrower at the same depth — the same layer names, each source
+    layer holding its namesake — the pairing by name, when the DP's skips some source layer:
+    shape scores favour a layer with one dimension equal over the namesake halved in both (a
+    gated MLP halved: its fc1 (192, 96) → (96, 48) went to fc2 (96, 96), fc2 filling both
+    target layers and fc1 unused). None otherwise; the DP value stays `found`'s."""
+    if not _one_class(source, target) or len(source.layers) != len(target.layers):
+        return None
+    if {s for s in found.pairs.values() if s is not None} == set(range(len(source.layers))):
+        return None  # every source layer already used
+    by_name = {layer.name: layer for layer in source.layers}
+    pairs: dict[int, int | None] = {}
+    for layer in target.layers:
+        twin = by_name.get(layer.name)
+        if twin is None or twin.type != layer.type or not (
+                _holds(layer, twin) or layer.role == "output"):
+            return None
+        pairs[layer.index] = twin.index
+    scores = {t: m.score(source.layers[s], target.layers[t]) for t, s in pairs.items()}
+    return _rescored(Matching(method=m.name, source=source, target=target, pairs=pairs,
+                              scores=scores, value=0.0), found.plain_value)
 
 
 def _mixes(matching: Matching) -> bool:
