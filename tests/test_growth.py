@@ -168,8 +168,32 @@ def test_a_packed_gated_mlp_widens_half_by_half(kind):
     with torch.no_grad():
         diff = (src.eval()(x) - dst.eval()(x)).abs().max().item()
     assert diff < 1e-4 and report.function_gap < 1e-4
-    packed = trace(src, x).packed
+    packed = {k: v for k, v in trace(src, x).packed.items() if ".mlp." in k}
     assert packed == ({} if kind == "eva_swiglu" else {f"blocks.{i}.mlp.fc1": 2 for i in (0, 1)})
+
+
+@pytest.mark.parametrize("embed, heads", [(96, 6), (96, 3)])
+def test_a_vit_pooled_by_attention_grows_function_preserving(embed, heads):
+    """QA (session 23): `global_pool="map"` (SigLIP's attention pooling: a latent query, a
+    packed key/value projection split by a reshape into keys and values) grew with a gap of
+    1.5 (more heads) or 1.8 (wider heads). The trace now records the packed projection, whose
+    keys and values widen apart, and the pooling's own query projection is scaled as a
+    packed one's queries are when its heads grow wider."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    build = lambda d, h: VisionTransformer(img_size=32, patch_size=8, num_classes=10, depth=2,
+                                           embed_dim=d, num_heads=h, mlp_ratio=2,
+                                           global_pool="map", class_token=False)
+    torch.manual_seed(0)
+    src, dst = _trained_looking(build(48, 3)), build(embed, heads)
+    x = torch.randn(2, 3, 32, 32)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        diff = (src.eval()(x) - dst.eval()(x)).abs().max().item()
+    assert diff < 1e-4 and report.function_gap < 1e-4
+    assert trace(src, x).packed["attn_pool.kv"] == 2
+    (q,) = [p for p in report.pairs if p.target == "attn_pool.q"]
+    assert ("queries scaled" in q.tensors[0].how) == (heads == 3)
 
 
 def test_a_packed_gated_mlp_shrinks_both_halves_alike():

@@ -585,6 +585,13 @@ class _ChannelSources(TorchFunctionMode):
             dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
             if dim % first.ndim == first.ndim - 1 and len({t.shape[-1] for t in out}) == 1:
                 self.packed.setdefault(self.tokens[first], len(out))
+        if (name in ("reshape", "view") and isinstance(first, torch.Tensor)
+                and first in self.tokens and isinstance(out, torch.Tensor)
+                and out.ndim >= first.ndim + 2 and out.shape[:first.ndim - 1] == first.shape[:-1]
+                and out.shape[first.ndim - 1] in (2, 3)):
+            # (N, L, k·D) → (N, L, k, heads, D / heads): keys and values (or q, k, v) packed
+            # in one projection's output, each then split into heads
+            self.packed.setdefault(self.tokens[first], out.shape[first.ndim - 1])
         if isinstance(first, torch.Tensor) and self.get(first) is not None and first.ndim >= 2:
             layout = self.get(first)
             if name in _SPLITS and isinstance(out, (tuple, list)):

@@ -79,6 +79,10 @@ def _is_qkv(layer: Layer) -> bool:
     return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("qkv", "in_proj", "c_attn")
 
 
+def _is_query(layer: Layer) -> bool:
+    return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("q", "q_proj")
+
+
 #: gates stacked along the first dimension of a recurrent layer's weights and biases (a plain
 #: RNN's one: its hidden units, read back through weight_hh, whose fan-in is rescaled alike)
 _GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3, "RNN": 1, "RNNCell": 1}
@@ -106,6 +110,10 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
         return ("qkv", "in")[:ndim]
     if kind == "attention" and name in _SEPARATE_PROJECTIONS:  # kdim / vdim ≠ embed_dim
         return ("q" if name == "q_proj_weight" else "out", "in")[:ndim]
+    if kind == "linear" and name in ("weight", "bias") and _is_query(layer):
+        # an attention's own query projection (timm's attention pooling, unfused q/k/v):
+        # scaled as a packed projection's queries when its heads grow wider
+        return ("q", "in")[:ndim]
     if kind == "embedding" and name == "weight":
         return ("rows", "out")
     if name == "weight" and kind in ("conv", "linear"):
@@ -729,7 +737,7 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
             others.setdefault((src.module.num_channels, tgt.module.num_channels),
                               (src.module.num_groups, tgt.module.num_groups))
         pieces = packed[0].get(src.name), packed[1].get(tgt.name)
-        if pieces[0] and pieces[0] == pieces[1] and src.out_dim and tgt.out_dim \
+        if pieces[0] and not _is_qkv(src) and pieces[0] == pieces[1] and src.out_dim and tgt.out_dim \
                 and src.out_dim != tgt.out_dim and not (src.out_dim % pieces[0]
                                                         or tgt.out_dim % pieces[0]):
             # [x1 | x2] with x1 * act(x2) after: each half is widened (or selected) in itself
@@ -755,7 +763,7 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     def channel_map(source: int, target: int) -> torch.Tensor | None:
         g = groups.get((source, target))
         if (source, target) in paired and g == paired[(source, target)]:
-            return pieces_index(source, target, g[0], channel_map)
+            return pieces_index(source, target, g[0], None, channel_map)
         if g is None:
             return consecutive_index(source, target) if (
                 consecutive and target > source and (source, target) not in inner) else None
