@@ -62,7 +62,9 @@ PAIRS = (
     "vit_small_patch16_224:vit_base_patch16_224,"
     "swin_tiny_patch4_window7_224:swin_small_patch4_window7_224,"
     "swinv2_cr_tiny_224:swinv2_cr_small_224,levit_128s:levit_128,pit_ti_224:pit_xs_224,"
-    "convit_tiny:convit_small")
+    "convit_tiny:convit_small,"
+    # EVA-02: a packed gated MLP (GluMlp) and rotary embeddings (added 2026-11-28, session 24)
+    "eva02_tiny_patch14_224:eva02_small_patch14_224")
 
 #: how a model is built for the sweep's 64 px inputs (transformers fix their input size)
 _SMALL = {"img_size": 64}
@@ -70,7 +72,8 @@ MODEL_KWARGS: dict[str, dict] = {
     **dict.fromkeys(("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
                      "deit_tiny_patch16_224", "deit_small_patch16_224", "swinv2_cr_tiny_224",
                      "swinv2_cr_small_224", "levit_128s", "levit_128", "pit_ti_224",
-                     "pit_xs_224", "convit_tiny", "convit_small"), _SMALL),
+                     "pit_xs_224", "convit_tiny", "convit_small", "eva02_tiny_patch14_224",
+                     "eva02_small_patch14_224"), _SMALL),
     **dict.fromkeys(("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224"),
                     {"img_size": 64, "window_size": 4}),
 }
