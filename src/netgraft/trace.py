@@ -100,6 +100,10 @@ class Layer:
     #: `producer` (``""``: the model input), which has `width` channels. More than one whole
     #: output when the layer reads a concatenation or a slice (`concatenated`)
     in_layout: tuple[tuple[str, int, int, int], ...] | None = None
+    #: an attention's own query projection: a linear named ``q`` / ``q_proj`` in a module with
+    #: ``num_heads`` (timm's attention pooling, unfused q/k/v); scaled like a packed
+    #: projection's queries when the heads grow wider
+    query: bool = False
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -918,6 +922,10 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
         tensors = own_tensors(module)
         if tensors:
             layers.append(_describe(mod_name, module, tensors))
+            parent = modules.get(mod_name.rpartition(".")[0])
+            layers[-1].query = (layers[-1].kind == "linear"
+                                and mod_name.rpartition(".")[2] in ("q", "q_proj")
+                                and isinstance(getattr(parent, "num_heads", None), int))
     if not layers:
         raise UnsupportedModelError(f"{type(model).__name__} has no parameters to transfer")
 

@@ -80,7 +80,7 @@ def _is_qkv(layer: Layer) -> bool:
 
 
 def _is_query(layer: Layer) -> bool:
-    return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("q", "q_proj")
+    return layer.query
 
 
 #: gates stacked along the first dimension of a recurrent layer's weights and biases (a plain
