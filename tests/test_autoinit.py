@@ -270,3 +270,83 @@ def test_unknown_layer_names_and_bad_counts_are_refused():
             autoinit(model, torch.randn(4, 8), **kwargs)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert autoinit(model, torch.randn(4, 8), layers=["0"]).scales.keys() <= {"0"}
+
+
+def _measured(net, x, layer):
+    out = {}
+    h = layer.register_forward_hook(lambda m, a, o: out.setdefault("y", o))
+    with torch.no_grad():
+        net(x)
+    h.remove()
+    return float(out["y"].std())
+
+
+def test_constrained_pruned_and_shared_weights():
+    """QA (session 24): autoinit reported output std 1.0 for layers whose scale was undone
+    (spectral norm, orthogonal: written back through the parametrization; a pruned layer:
+    its weight recomputed from weight_orig) or spread to another module (a decoder tied to an
+    embedding). Pruned layers are now fitted; constrained and shared ones are left alone and
+    named in `skipped`, and the layers after them are fitted on what they really produce."""
+    import torch.nn.utils.prune as prune
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    x = torch.randn(2048, 8)
+    for constrain in ("prune", "spectral"):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                          nn.Linear(32, 4))
+        if constrain == "prune":
+            prune.l1_unstructured(m[2], "weight", 0.5)
+        else:
+            spectral_norm(m[2])
+        report = autoinit(m, torch.randn(2, 8))
+        for i in (0, 4):
+            assert abs(_measured(m, x, m[i]) - 1) < 0.1, (constrain, i)
+        if constrain == "prune":
+            assert abs(_measured(m, x, m[2]) - 1) < 0.1 and "2" in report.scales
+        else:
+            assert "spectral" in report.skipped["2"].lower() and "2" not in report.output_std
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.mid = nn.Embedding(50, 16), nn.Linear(16, 16)
+            self.dec = nn.Linear(16, 50, bias=False)
+            self.dec.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.dec(torch.tanh(self.mid(self.emb(ids))))
+
+    torch.manual_seed(0)
+    lm = Tied()
+    table = lm.emb.weight.detach().clone()
+    report = autoinit(lm, torch.randint(0, 50, (64, 16)))
+    assert torch.equal(lm.emb.weight, table)  # the embedding is not rescaled through its tie
+    assert "shared with emb.weight" in report.skipped["dec"]
+    assert abs(_measured(lm, torch.randint(0, 50, (64, 16)), lm.mid) - 1) < 0.15
+
+
+def test_a_model_failing_on_the_probe_is_named_and_left_as_it_was():
+    class FixedBatch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.c(self.b(torch.relu(self.a(x))).reshape(1, 32))
+
+    m = FixedBatch()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(netgraft.NetgraftError, match="failed on its random probe of shape"):
+        autoinit(m, torch.randn(2, 8))
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+
+
+def test_multihead_attention_projections_are_named_not_fitted():
+    m = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0,
+                                                         batch_first=True), 2,
+                              enable_nested_tensor=False)
+    report = autoinit(m, torch.randn(2, 5, 16))
+    reasons = [why for name, why in report.skipped.items() if "self_attn" in name]
+    assert reasons and all("F.multi_head_attention_forward" in why for why in reasons)
+    assert "layers.0.linear1" in report.scales

@@ -201,3 +201,43 @@ def test_an_endless_calibration_generator_is_read_up_to_the_limit():
                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3))
     report = netgraft.transfer(source, target, calibration_data=endless())
     assert len(reads) == CALIBRATION_LIMIT // 64 and report.calibrated == 1
+
+
+def _pruned_mlp(seed: int = 0) -> nn.Module:
+    import torch.nn.utils.prune as prune
+
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    prune.l1_unstructured(m[2], "weight", 0.5)
+    return m
+
+
+def test_pruned_layers_are_grafted_and_keep_their_mask():
+    """QA (session 24): a layer pruned with torch.nn.utils.prune (weight_orig · weight_mask,
+    no `weight` parameter) failed the graft with a bare KeyError: 'weight'. A pruned source
+    gives its masked weight; a pruned target takes the graft in weight_orig and keeps its
+    mask, and is reported as constrained where the mask zeroes grafted entries."""
+    source = _pruned_mlp()
+    x = torch.randn(5, 8)
+    target = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                           nn.Linear(16, 4))
+    netgraft.transfer(source, target, example_input=x)
+    assert torch.allclose(target(x), source(x), atol=1e-6)  # the masked weight, exactly
+    assert "2.weight" in reparametrized(source)
+    masked = _pruned_mlp(seed=1)
+    mask = masked[2].weight_mask.clone()
+    report = netgraft.transfer(target, masked, example_input=x)
+    assert torch.equal(masked[2].weight_mask, mask)  # still pruned, where it was
+    assert torch.equal(masked[2].weight, masked[2].weight_orig * mask)
+    assert torch.equal(masked[2].weight_orig, target[2].weight)
+    assert "2.weight" in report.constrained
+    assert netgraft.similarity(netgraft.trace(source, x), netgraft.trace(target, x)) > 0.9
+
+
+def test_a_model_that_cannot_be_copied_is_refused_by_name():
+    import threading
+
+    target = tcn(8)
+    target.lock = threading.Lock()
+    with pytest.raises(UnsupportedModelError, match="cannot be copied.*lock"):
+        netgraft.transfer(tcn(8), target, example_input=torch.randn(2, 1, 16))

@@ -1190,3 +1190,40 @@ def test_a_share_short_of_whole_never_reads_100_percent():
 
     assert [percent(x) for x in (0.99955, 1.0, 0.99949, 0.5, 0.0)] == [
         ">99.9%", "100.0%", "99.9%", "50.0%", "0.0%"]
+
+
+def test_batch_counts_come_with_the_statistics_and_recalibration_keeps_frozen_norms():
+    """QA (session 24): a batch norm with momentum=None (a cumulative average) received the
+    source's statistics but not how many batches they average (num_batches_tracked stayed 0),
+    so the first training batch replaced them outright. And `recalibrate_norms`, which
+    transfer's errors point users to, unfroze a norm the user had put in eval mode."""
+    from netgraft.calibrate import recalibrate_norms
+
+    def net():
+        return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16, momentum=None), nn.ReLU(),
+                             nn.Linear(16, 4))
+
+    torch.manual_seed(0)
+    source = net().train()
+    with torch.no_grad():
+        for _ in range(50):
+            source(torch.randn(32, 8) * 3 + 1)
+    target = net()
+    netgraft.transfer(source, target, example_input=torch.randn(4, 8))
+    assert int(target[1].num_batches_tracked) == 50
+    mean = target[1].running_mean.clone()
+    target.train()
+    with torch.no_grad():
+        target(torch.randn(32, 8))
+    assert (target[1].running_mean - mean).abs().max() < 0.2  # one batch in 51, not all
+    target.train()
+    target[1].eval()  # frozen by the user
+    recalibrate_norms(target, torch.randn(64, 8))
+    assert target.training and not target[1].training
+
+
+def test_a_source_without_parameters_is_named_as_such():
+    """QA (session 24): the real reason was swallowed and the error asked for source_input=."""
+    with pytest.raises(netgraft.NetgraftError, match="no parameters to transfer"):
+        netgraft.transfer(nn.Sequential(nn.ReLU()), nn.Sequential(nn.Linear(4, 4)),
+                          example_input=torch.randn(2, 4))

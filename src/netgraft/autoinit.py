@@ -45,9 +45,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from .reparam import plain_copy, reparametrized, write_back
+from .errors import NetgraftError, first_line
+from .reparam import changed_by_write_back, constrained_layers, plain_copy, reparametrized, write_back
 from .trace import (Architecture, _first_tensor, check_traceable, keep_modes, put_back, run_model,
-                    single_thread, snapshot, trace)
+                    single_thread, snapshot, trace, uncompiled)
 
 __all__ = ["AutoInitReport", "autoinit"]
 
@@ -287,7 +288,8 @@ def _probe_norm_stats(model: nn.Module, norms: list, batches: list[Any]) -> None
 def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[str] | None = None,
              mode: str = "unit", batch_size: int = 16, seed: int = 0, tolerance: float = 0.02,
              max_iter: int = 1, center: bool = False, norm_stats: str = "auto",
-             arch: Architecture | None = None) -> AutoInitReport:
+             arch: Architecture | None = None,
+             _leave: dict[str, str] | None = None) -> AutoInitReport:
     """Rescale the conv/linear layers of `model` in place so activations keep a stable scale.
 
     `example_input` is only used for its shape (a random N(0, 1) probe of that shape, batch
@@ -310,6 +312,13 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     variance, so the residual stream still grows with the number of blocks within a stage (as
     with the default init: std √k after k blocks, reset wherever a layer without a shortcut
     reads the stream); ``"preserve"`` does not add to it.
+
+    Left alone, and said in ``report.skipped``: a layer whose weight a parametrization
+    constrains (spectral norm, orthogonal: a scale written through it is undone; weight norm
+    and pruning are fitted), a layer whose weight another module shares (a decoder tied to
+    an embedding: rescaling it would rescale the other), and the projections inside an
+    ``nn.MultiheadAttention`` (they run in its functional forward, not as modules). When the
+    model fails on the probe, its weights are restored and the error says so.
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: choose one of {MODES}")
@@ -324,14 +333,20 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     for name, value in (("batch_size", batch_size), ("max_iter", max_iter)):
         if not whole(value):  # None (not a whole number) or 0
             raise ValueError(f"{name}={value!r}: give a whole number >= 1")
+    model = uncompiled(model)
     check_traceable(model, values=True)
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back
         plain = plain_copy(model)
         report = autoinit(plain, example_input, layers=layers, mode=mode, batch_size=batch_size,
                           seed=seed, tolerance=tolerance, max_iter=max_iter, center=center,
-                          norm_stats=norm_stats)
+                          norm_stats=norm_stats, _leave=constrained_layers(model))
         with torch.random.fork_rng(devices=[]):
             write_back(plain, model)
+        for name in changed_by_write_back(model, plain):  # a safety net: none expected
+            layer = name.rpartition(".")[0]
+            report.skipped[layer] = ("its parametrization changed the fitted weight when it was "
+                                     "written back: the fitted scale does not hold")
+            report.output_std.pop(layer, None)
         return report
     start = time.perf_counter()
     arch = arch or trace(model, example_input)
@@ -344,11 +359,29 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
                          f"netgraft.trace(model).layers)")
     report = AutoInitReport()
     candidates = []
+    owners: dict[int, list[str]] = {}  # a tensor → every module.name holding it
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for p_name, p in module.named_parameters(recurse=False):
+            owners.setdefault(id(p), []).append(f"{mod_name}.{p_name}".strip("."))
+    modules = dict(model.named_modules())
     for layer in arch.layers:
-        if layer.kind not in _KINDS or (wanted is not None and layer.name not in wanted):
+        if layer.kind not in _KINDS and layer.kind != "attention" or (
+                wanted is not None and layer.name not in wanted):
             continue
-        if not isinstance(getattr(layer.module, "weight", None), torch.Tensor):
+        weight = getattr(layer.module, "weight", None)
+        parent = modules.get(layer.name.rpartition(".")[0])
+        if layer.kind == "attention" or isinstance(parent, nn.MultiheadAttention):
+            report.skipped[layer.name] = (
+                "inside nn.MultiheadAttention, whose projections run in its functional forward "
+                "(F.multi_head_attention_forward), not as modules: not fitted")
+        elif _leave and layer.name in _leave:
+            report.skipped[layer.name] = _leave[layer.name]
+        elif not isinstance(weight, torch.Tensor):
             report.skipped[layer.name] = "no weight"
+        elif len(set(owners.get(id(weight), []))) > 1:
+            others = [n for n in owners[id(weight)] if n != f"{layer.name}.weight"]
+            report.skipped[layer.name] = (
+                f"its weight is shared with {others[0]}: rescaling it would rescale that too")
         elif not layer.executed:
             report.skipped[layer.name] = "not executed on the probe"
         else:
@@ -359,6 +392,7 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     # or set to the probe's (`norm_stats`)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = snapshot(b for m in norms for b in m.buffers(recurse=False))
+    weights = snapshot(model.parameters())  # put back when the model fails on the probe
     restore = True
     # every submodule's train flag comes back afterwards
     with keep_modes(model), torch.no_grad(), single_thread():
@@ -369,7 +403,17 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
             for _ in range(max(1, max_iter)):
                 fit = _Fit([layer for layer in candidates if layer.name not in report.skipped],
                            mode, center, tolerance, report)
-                fit.run(model, probe)
+                try:
+                    fit.run(model, probe)
+                except Exception as exc:
+                    put_back(weights)
+                    shape = tuple(probe.shape) if isinstance(probe, torch.Tensor) else None
+                    raise NetgraftError(
+                        f"autoinit: {arch.name} failed on its random probe of shape {shape} "
+                        f"({type(exc).__name__}: {first_line(exc)}); its weights are as they "
+                        f"were. The probe holds more samples than the example input (enough "
+                        f"for each layer's statistics): a model whose forward only accepts "
+                        f"one batch size cannot be fitted this way") from exc
                 if not fit.changed:
                     break
             if norm_stats == "probe" and norms:

@@ -131,7 +131,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     param = float_param(model)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # every flag (a frozen norm stays so)
     momenta = [m.momentum for m in norms]
     saved = _statistics(norms)
     model.eval()
@@ -168,7 +168,8 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     return len(norms)
 
 

@@ -1,6 +1,9 @@
 """Layers whose weight is computed from other tensors: ``torch.nn.utils.parametrizations``
-(``weight_norm``, ``spectral_norm``, ``orthogonal`` and user parametrizations) and the older
-``torch.nn.utils.weight_norm`` hook (``weight_g`` / ``weight_v``).
+(``weight_norm``, ``spectral_norm``, ``orthogonal`` and user parametrizations), the older
+``torch.nn.utils.weight_norm`` hook (``weight_g`` / ``weight_v``) and ``torch.nn.utils.prune``
+(``weight_orig`` · ``weight_mask``; a grafted weight is written to ``weight_orig``, so the
+mask still zeroes the pruned entries: such a layer is reported as constrained when that
+changes it).
 
 Such a layer holds no ``weight`` of its own, so it is grafted through a plain copy: the copy
 computes the same function with ordinary tensors (the weight as the layer computes it), the
@@ -14,13 +17,29 @@ import copy
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.prune import BasePruningMethod
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, first_line
 
 
 def _old_weight_norms(module: nn.Module) -> list[WeightNorm]:
     return [h for h in module._forward_pre_hooks.values() if isinstance(h, WeightNorm)]
+
+
+def _prunings(module: nn.Module) -> list[BasePruningMethod]:
+    """``torch.nn.utils.prune``'s hooks on `module`: each computes ``name`` as
+    ``name_orig * name_mask`` before every forward."""
+    return [h for h in module._forward_pre_hooks.values() if isinstance(h, BasePruningMethod)]
+
+
+def _hooked(module: nn.Module) -> list:
+    """The forward pre-hooks that compute one of `module`'s tensors (weight norm, pruning)."""
+    return [*_old_weight_norms(module), *_prunings(module)]
+
+
+def _hook_name(hook) -> str:
+    return hook.name if isinstance(hook, WeightNorm) else hook._tensor_name
 
 
 def reparametrized(model: nn.Module) -> list[str]:
@@ -31,7 +50,7 @@ def reparametrized(model: nn.Module) -> list[str]:
         prefix = f"{mod_name}." if mod_name else ""
         if parametrize.is_parametrized(module):
             names += [prefix + n for n in module.parametrizations.keys()]
-        names += [prefix + h.name for h in _old_weight_norms(module)]
+        names += [prefix + _hook_name(h) for h in _hooked(module)]
     return names
 
 
@@ -40,9 +59,17 @@ def plain_copy(model: nn.Module) -> nn.Module:
     its current value (same module names, same function)."""
     # the weight-norm hook keeps its computed weight as a non-leaf attribute, which deepcopy
     # refuses: copy it as a plain tensor (the hook's removal below recomputes it anyway)
-    memo = {id(w): w.detach().clone() for m in model.modules() for h in _old_weight_norms(m)
-            if isinstance(w := getattr(m, h.name, None), torch.Tensor)}
-    plain = copy.deepcopy(model, memo)
+    memo = {id(w): w.detach().clone() for m in model.modules() for h in _hooked(m)
+            if isinstance(w := getattr(m, _hook_name(h), None), torch.Tensor)}
+    try:
+        plain = copy.deepcopy(model, memo)
+    except Exception as exc:  # an attribute that cannot be copied (a lock, a generator)
+        raise UnsupportedModelError(
+            f"{type(model).__name__} cannot be copied (copy.deepcopy: {type(exc).__name__}: "
+            f"{first_line(exc)}), which grafting or fitting its parametrized or pruned layers "
+            f"needs (they are handled on a plain copy): remove the attribute that cannot be "
+            f"copied before the call, or remove the parametrization / pruning "
+            f"(torch.nn.utils.parametrize.remove_parametrizations, prune.remove)") from exc
     for module in plain.modules():
         if parametrize.is_parametrized(module):
             # not parametrize.remove_parametrizations: the copy shares its parametrized class
@@ -60,7 +87,36 @@ def plain_copy(model: nn.Module) -> nn.Module:
             if isinstance(hook, WeightNorm):  # as torch.nn.utils.remove_weight_norm does
                 hook.remove(module)
                 del module._forward_pre_hooks[key]
+            elif isinstance(hook, BasePruningMethod):  # as torch.nn.utils.prune.remove does
+                name = hook._tensor_name
+                value = (getattr(module, name + "_orig") * getattr(module, name + "_mask"))
+                delattr(module, name)
+                del module._parameters[name + "_orig"]
+                del module._buffers[name + "_mask"]
+                module.register_parameter(name, nn.Parameter(value.detach().clone()))
+                del module._forward_pre_hooks[key]
     return plain
+
+
+#: parametrizations through which a rescaled weight is written back as it is (weight norm:
+#: g = ‖w‖, v = w); others constrain it (spectral norm divides by its largest singular value,
+#: orthogonal keeps it orthogonal), and a scale written through them is undone
+_SCALE_FREE = ("_WeightNorm",)
+
+
+def constrained_layers(model: nn.Module) -> dict[str, str]:
+    """Layer name → why its weight cannot take a scale: a parametrization that constrains it
+    (every one but weight norm; pruning's mask keeps a scale)."""
+    found = {}
+    for mod_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        kinds = [type(p).__name__ for p in module.parametrizations["weight"]]
+        odd = [k for k in kinds if k not in _SCALE_FREE]
+        if odd:
+            found[mod_name] = (f"its weight is computed by the parametrization {odd[0]}, which "
+                               f"would undo a scale written through it: not fitted")
+    return found
 
 
 def check_writable(model: nn.Module) -> None:
@@ -97,6 +153,7 @@ def _write_back(plain: nn.Module, model: nn.Module) -> None:
     for mod_name, source in plain.named_modules():
         module = model.get_submodule(mod_name)
         hooks = {h.name: h for h in _old_weight_norms(module)}
+        pruned = {h._tensor_name: h for h in _prunings(module)}
         for name, value in [*source.named_parameters(recurse=False),
                             *source.named_buffers(recurse=False)]:
             if value is None:
@@ -113,6 +170,9 @@ def _write_back(plain: nn.Module, model: nn.Module) -> None:
                 getattr(module, name + "_g").copy_(torch.norm_except_dim(value, 2, hook.dim))
                 _unit_direction(getattr(module, name + "_v"), hook.dim)
                 setattr(module, name, hook.compute_weight(module))
+            elif name in pruned:  # the mask stays: pruned entries stay zero
+                getattr(module, name + "_orig").copy_(value)
+                setattr(module, name, pruned[name].apply_mask(module))
             else:
                 getattr(module, name).copy_(value)
                 continue

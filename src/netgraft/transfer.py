@@ -22,7 +22,8 @@ from .adapt import TensorRecord, init_record
 from .adapt.mapping import query_scale
 from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import CALIBRATION_IMAGES, recalibrate_norms
-from .errors import NetgraftError, NetgraftWarning, UnsupportedModelError, first_line
+from .errors import (ModelForwardError, NetgraftError, NetgraftWarning, UnsupportedModelError,
+                     first_line)
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
                       write_back)
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
@@ -993,6 +994,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             _leave_weak(report, target, backup, float(min_score))
         if autoinit and method != "dpiat" and not untouched:
             _autoinit_unmatched(target, report, example_input)
+        _carry_batch_counts(source, target, report)
         if norm_stats == "auto":
             norm_stats = ("probe" if calibration_data is None and distant and not untouched
                           else "copy")
@@ -1699,6 +1701,23 @@ def _add_note(record: LayerRecord, text: str) -> None:
     record.note = (record.note + "; " if record.note else "") + text
 
 
+@torch.no_grad()
+def _carry_batch_counts(source: nn.Module, target: nn.Module, report: TransferReport) -> None:
+    """A batch norm whose running statistics came from the source also takes how many batches
+    they average (``num_batches_tracked``, an integer the graft of float tensors skips): with
+    ``momentum=None`` that count weighs the statistics against the next batch, and at 0 the
+    first training batch would replace them outright."""
+    sources = dict(source.named_modules())
+    for p, m in _tracked_norms(target, report, grafted_only=True):
+        s = sources.get(p.source) if p.source is not None else None
+        copied = any(t.name == "running_mean" and t.action in ("copied", "adapted")
+                     for t in p.tensors)
+        if (copied and isinstance(s, nn.modules.batchnorm._BatchNorm)
+                and isinstance(getattr(s, "num_batches_tracked", None), torch.Tensor)
+                and isinstance(getattr(m, "num_batches_tracked", None), torch.Tensor)):
+            m.num_batches_tracked.copy_(s.num_batches_tracked)
+
+
 def _mark_calibrated(target: nn.Module, report: TransferReport) -> None:
     if report.calibrated:
         for p, _ in _tracked_norms(target, report, grafted_only=False):
@@ -2018,7 +2037,7 @@ def _trace_source(source: nn.Module, source_input: Any, example_input: Any,
     if source_input is None and example_input is not None:
         try:
             return trace(source, example_input, input_hint=hint, shuffles=shuffles)
-        except NetgraftError:
+        except ModelForwardError:
             pass  # another input shape (channels, size): guess the source's own
     return trace(source, source_input, input_hint=hint, shuffles=shuffles)
 
