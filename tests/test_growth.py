@@ -196,6 +196,29 @@ def test_a_vit_pooled_by_attention_grows_function_preserving(embed, heads):
     assert ("queries scaled" in q.tensors[0].how) == (heads == 3)
 
 
+@pytest.mark.parametrize("heads", [3, 6])  # heads twice as wide, or twice as many
+def test_a_wider_swin_merges_patches_function_preserving(heads):
+    """QA (session 23): Swin's patch merging folds 2×2 neighbours' channels side by side (a
+    reshape, a permute, a flatten: 4·C) before its norm and reduction, which were widened as
+    one width (gap 0.4–1.3, unnamed). The trace now records the fold (`Architecture.folded`)
+    and the layers reading it take each neighbour's channels as the channels were resized."""
+    kw = dict(img_size=64, window_size=4, num_classes=10, depths=(2, 2, 2, 2))
+    torch.manual_seed(0)
+    src = _trained_looking(timm.create_model("swin_tiny_patch4_window7_224", embed_dim=48,
+                                             num_heads=(3, 3, 3, 3), **kw))
+    dst = timm.create_model("swin_tiny_patch4_window7_224", embed_dim=96,
+                            num_heads=(heads,) * 4, **kw)
+    x = torch.randn(2, 3, 64, 64)
+    report = netgraft.transfer(src, dst, example_input=x)
+    with torch.no_grad():
+        diff = (src.eval()(x) - dst.eval()(x)).abs().max().item()
+    assert diff < 1e-4 and report.function_gap < 1e-4
+    assert trace(src, x).folded == {f"layers.{i}.downsample.{n}": 4 for i in (1, 2, 3)
+                                    for n in ("norm", "reduction")}
+    (norm,) = [p for p in report.pairs if p.target == "layers.1.downsample.norm"]
+    assert "4 folded neighbours piece by piece" in norm.tensors[0].how
+
+
 def test_a_packed_gated_mlp_shrinks_both_halves_alike():
     """Each half of a packed gated MLP keeps the units the layer reading their product
     keeps, under every policy: x1[i] still meets x2[i]."""

@@ -186,6 +186,10 @@ class Architecture:
     #: (a packed gated MLP: ``x1, x2 = fc1(x).chunk(2, -1)``; `_ChannelSources.packed`):
     #: name → pieces. Their output is widened piece by piece (`adapt.group_map`)
     packed: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    #: layers reading a channels-last tensor whose last dim folds k neighbours' channels side
+    #: by side (Swin's patch merging: 2×2 neighbours → 4·C): name → k. What they read is
+    #: widened piece by piece (`adapt.group_map`)
+    folded: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -500,6 +504,11 @@ class _ChannelSources(TorchFunctionMode):
         #: linears whose token output is split into equal pieces on its last dim, which are
         #: then used apart (a packed gated MLP, ``x1, x2 = fc1(x).chunk(2, -1)``): name → pieces
         self.packed: dict[str, int] = {}
+        #: channels-last tensors whose last dim folds k neighbours' channels (Swin's patch
+        #: merging: (N, H/2, W/2, 2, 2, C) flattened to 4·C) → k; and the layers reading one
+        #: directly → k (`Architecture.folded`)
+        self.folds = WeakTensorKeyDictionary()
+        self.folded: dict[str, int] = {}
         #: a tensor whose channels were viewed as (groups, channels per group), before or
         #: after swapping those two dims: (layout of the channels, groups, swapped)
         self._grouped = WeakTensorKeyDictionary()
@@ -589,6 +598,20 @@ class _ChannelSources(TorchFunctionMode):
             dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
             if dim % first.ndim == first.ndim - 1 and len({t.shape[-1] for t in out}) == 1:
                 self.packed.setdefault(self.tokens[first], len(out))
+        if (name in ("flatten", "reshape", "view") and isinstance(first, torch.Tensor)
+                and isinstance(out, torch.Tensor) and first.ndim >= 4 and out.ndim < first.ndim
+                and first.shape[-1] >= 8 and self.get(first) is None):
+            merged = first.ndim - out.ndim + 1  # trailing dims folded into the last one
+            k = out.shape[-1] // first.shape[-1]
+            # neighbours along 2 or more small axes (2×2), not heads (N, L, heads, D / heads)
+            if (merged >= 3 and out.shape[:-1] == first.shape[:-merged] and 2 <= k <= 16
+                    and all(d <= 4 for d in first.shape[-merged:-1])
+                    and math.prod(first.shape[-merged:]) == out.shape[-1]):
+                self.folds[out] = k
+        if (isinstance(first, torch.Tensor) and first in self.folds
+                and isinstance(out, torch.Tensor) and out.shape == first.shape
+                and name not in _REORDERS and name not in ("linear", "bilinear")):
+            self.folds[out] = self.folds[first]  # a norm or activation keeps the fold
         if (name in ("reshape", "view") and isinstance(first, torch.Tensor)
                 and first in self.tokens and isinstance(out, torch.Tensor)
                 and out.ndim >= first.ndim + 2 and out.shape[:first.ndim - 1] == first.shape[:-1]
@@ -710,6 +733,8 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
             sources.inputs.append(first)
             if name not in sources.read and sources.get(first) is not None and own_tensors(module):
                 sources.read[name] = sources.get(first)
+            if isinstance(first, torch.Tensor) and first in sources.folds and own_tensors(module):
+                sources.folded.setdefault(name, sources.folds[first])
             if inp_ptr is not None and first is not None and first.data_ptr() == inp_ptr \
                     and layer_kind(module) in DIMENSIONAL_KINDS and not input_reader:
                 input_reader.append(name)
@@ -960,7 +985,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                         example_input=example_input, mixed_sums=sources.mixed_sums,
                         summed=frozenset(sources.summed), residual=frozenset(sources.residual),
                         shuffles=sources.shuffles, pieces=sources.pieces,
-                        packed=dict(sources.packed))
+                        packed=dict(sources.packed), folded=dict(sources.folded))
 
 
 class _Own:

@@ -359,6 +359,12 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
     if effective:
         src_t = {**src_t, "weight": standardised_weight(src.module)}
     found = _concat_index(src, tgt, channels, select, channel_map) if channels else None
+    k = channels.folded.get(tgt.name) if channels else None
+    if (found is None and k and src.in_dim and tgt.in_dim and src.in_dim != tgt.in_dim
+            and not (src.in_dim % k or tgt.in_dim % k)):
+        # neighbours' channels folded side by side: each piece resized as the channels are
+        found = (adapt.pieces_index(src.in_dim, tgt.in_dim, k, select, channel_map),
+                 f"{k} folded neighbours piece by piece")
     in_index, in_how = found if found is not None else (None, "")
     out_index = channels.maps.get(tgt.name) if channels and _mixes_channels(tgt) else None
     for name, target in tgt_t.items():
@@ -457,6 +463,9 @@ class _ChannelPlan:
     #: widened producers of a shuffled model some of whose source channels no target channel
     #: can stand in for where they are read (`_reader_maps`)
     unplaced: list[str] = field(default_factory=list)
+    #: target layer → k, where it and its source layer read k neighbours' channels folded
+    #: side by side (`Architecture.folded`: Swin's patch merging): read piece by piece
+    folded: dict[str, int] = field(default_factory=dict)
 
 
 def _concat_index(src: Layer, tgt: Layer, channels: _ChannelPlan,
@@ -655,9 +664,13 @@ def _channel_plan(src_arch: Architecture, tgt_arch: Architecture, matching: Matc
         split |= read
     maps = {k: index for k, (index, _) in split.items()}
     summed = _sum_maps(src_arch, tgt_arch, producers, select, channel_map, maps)
+    folded = {tgt_arch.layers[t].name: k for t, s in matching.pairs.items() if s is not None
+              and (k := tgt_arch.folded.get(tgt_arch.layers[t].name))
+              and src_arch.folded.get(src_arch.layers[s].name) == k}
     return _ChannelPlan(producers=producers, maps=maps | summed,
                         how={k: how for k, (_, how) in split.items()}
-                        | dict.fromkeys(summed, SUM_ORDER), grow=grow, unplaced=unplaced)
+                        | dict.fromkeys(summed, SUM_ORDER), grow=grow, unplaced=unplaced,
+                        folded=folded)
 
 
 def _clip_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
