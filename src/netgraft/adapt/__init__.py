@@ -595,43 +595,40 @@ def heads_grow_evenly(hs: int, ht: int, s: int, t: int) -> bool | None:
     return ht % hs == 0 and (t // ht) % (s // hs) == 0
 
 
-def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
+def _heads_where(pairs: Iterable[tuple[Layer, Layer]], models: tuple[Any, Any],
+                 keep: Callable[[int, int, int, int], Any]
                  ) -> dict[tuple[int, int], tuple[int, int]]:
-    """(S, T) → (source heads, target heads) for attentions whose heads grow evenly wider
-    (`heads_grow_evenly`; an equal head size already tiles whole heads). Widths that two
-    pairs would split into heads differently are left out."""
+    """(S, T) → (source heads, target heads) for the matched packed attentions whose
+    (hs, ht, S, T) satisfy `keep`; widths that two pairs would split into heads differently
+    are left out."""
     found: dict[tuple[int, int], tuple[int, int]] = {}
     clash: set[tuple[int, int]] = set()
     for src, tgt in pairs:
         widths = head_widths(src, tgt, models)
-        if widths is None:
+        if widths is None or not keep(*widths):
             continue
         hs, ht, s, t = widths
-        if heads_grow_evenly(hs, ht, s, t):
-            if found.setdefault((s, t), (hs, ht)) != (hs, ht):
-                clash.add((s, t))
+        if found.setdefault((s, t), (hs, ht)) != (hs, ht):
+            clash.add((s, t))
     return {k: v for k, v in found.items() if k not in clash}
+
+
+def _head_groups(pairs: list[tuple[Layer, Layer]], models: tuple[Any, Any]
+                 ) -> dict[tuple[int, int], tuple[int, int]]:
+    """Attentions whose heads grow evenly wider (`heads_grow_evenly`; an equal head size
+    already tiles whole heads), as `_heads_where`."""
+    return _heads_where(pairs, models, heads_grow_evenly)
 
 
 def shrinking_heads(pairs: Iterable[tuple[Layer, Layer]], models: tuple[Any, Any]
                     ) -> dict[tuple[int, int], tuple[int, int]]:
-    """(S, T) → (source heads, target heads) for attentions that lose heads or narrow them:
-    width S in hs heads → T in ht ≤ hs heads, each at most as wide. Selecting channels of
-    that width head by head (`head_index`) keeps whole heads, or one source head's channels in
-    each target head; an evenly spaced or ranked choice over the whole width would give a
-    target head parts of two or three source heads, whose query·key products mean nothing
-    together. Widths that two pairs would split differently are left out."""
-    found: dict[tuple[int, int], tuple[int, int]] = {}
-    clash: set[tuple[int, int]] = set()
-    for src, tgt in pairs:
-        widths = head_widths(src, tgt, models)
-        if widths is None:
-            continue
-        hs, ht, s, t = widths
-        if t < s and s % hs == 0 and t % ht == 0 and ht <= hs and t // ht <= s // hs:
-            if found.setdefault((s, t), (hs, ht)) != (hs, ht):
-                clash.add((s, t))
-    return {k: v for k, v in found.items() if k not in clash}
+    """Attentions that lose heads or narrow them, as `_heads_where`: width S in hs heads → T
+    in ht ≤ hs heads, each at most as wide. Selecting channels of that width head by head
+    (`head_index`) keeps whole heads, or one source head's channels in each target head; an
+    evenly spaced or ranked choice over the whole width would give a target head parts of two
+    or three source heads, whose query·key products mean nothing together."""
+    return _heads_where(pairs, models, lambda hs, ht, s, t: (
+        t < s and s % hs == 0 and t % ht == 0 and ht <= hs and t // ht <= s // hs))
 
 
 def head_index(source: int, target: int, source_heads: int, target_heads: int,
