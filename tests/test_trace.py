@@ -295,3 +295,14 @@ def test_shuffled_layouts_keep_their_segments():
     assert shuffled(layout, 4) is None  # 6 channels do not split into 4 groups
     assert shuffled(layout, 6) == (("a", 0, 6, 6),)  # one channel per group: unchanged
     assert netgraft.trace(nn.Conv2d(3, 4, 1), torch.randn(1, 3, 4, 4)).shuffles == 0
+
+
+def test_a_wrapped_model_gets_its_input_from_the_model_it_wraps():
+    """QA (session 24): an nn.DataParallel around a ViT built for 32 px was probed at 64 px
+    (its config is the wrapped model's) and the error ended in '..'."""
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
+                            num_classes=10)
+    arch = netgraft.trace(nn.DataParallel(vit))
+    assert arch.input_shape == (2, 3, 32, 32)

@@ -320,6 +320,8 @@ def default_input_shape(model: nn.Module,
     layer (`hint`: how to give one, named in the error when neither tells). The batch holds
     two inputs: a norm computing batch statistics in eval mode (BatchNorm without running
     statistics) cannot run on one."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module  # the wrapped model's config tells
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
         c, h, w = cfg["input_size"][-3:]
@@ -780,8 +782,8 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
                  "in_chans=; CLI: --in-chans)." if "channels" in str(exc) and not rank else "")
         raise ModelForwardError(
             f"{type(model).__name__} failed on the example input of shape {shape}: "
-            f"{type(exc).__name__}: {first_line(exc)}.{rank} Pass an input the model accepts "
-            f"with {hint}.{chans}") from exc
+            f"{type(exc).__name__}: {first_line(exc).rstrip('.')}.{rank} Pass an input the "
+            f"model accepts with {hint}.{chans}") from exc
     finally:
         for h in handles:
             h.remove()
