@@ -798,3 +798,27 @@ def test_then_transfer_writes_nothing_when_the_best_source_gives_nothing(checkpo
     err = " ".join(capsys.readouterr().err.split())
     assert "the best source, 'convnext_atto' (convnext_atto), gives resnet18 nothing" in err
     assert "nothing was written" in err and not out.exists()
+
+
+def test_a_read_only_zoo_still_ranks_and_its_writers_say_why_they_cannot(tmp_path, checkpoints,
+                                                                          monkeypatch):
+    """QA (session 24): on a zoo whose index could not be written, `rank` (which only needs
+    it as a cache) failed with a raw sqlite3.OperationalError traceback, as did `zoo add`."""
+    from netgraft.zoo import Index
+
+    zoo = Zoo(tmp_path / "z")
+    zoo.add(checkpoints["mobilenetv3_small_050"], "mobilenetv3_small_050")
+    expected = zoo.rank("resnet10t", num_classes=5, in_chans=1)[0].similarity
+    index = tmp_path / "z" / "index.sqlite"
+    with sqlite3.connect(index) as con:
+        con.execute("DELETE FROM dp")
+        con.execute("DELETE FROM fingerprints")
+
+    def read_only(self):  # what a zoo on a read-only mount or folder gives
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+    monkeypatch.setattr(Index, "connect", read_only)
+    with pytest.warns(netgraft.NetgraftWarning, match="cannot be written.*not cached"):
+        ranked = Zoo(tmp_path / "z").rank("resnet10t", num_classes=5, in_chans=1)
+    assert ranked[0].similarity == pytest.approx(expected)
+    with pytest.raises(ZooError, match="cannot write the zoo index .*index.sqlite"):
+        Zoo(tmp_path / "z").add(checkpoints["resnet18"], "resnet18")

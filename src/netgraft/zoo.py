@@ -235,6 +235,26 @@ class Index:
 
     def __init__(self, path: Path):
         self.path = path
+        #: a failed write is a cache miss, said once (ranking a shared read-only zoo), not an
+        #: error (what `zoo index` and `zoo add` are for)
+        self.cache_only = False
+        self._warned = False
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
+        try:
+            with closing(self.connect()) as con, con:
+                con.executemany(sql, rows)
+        except sqlite3.OperationalError as exc:
+            if not self.cache_only:
+                raise ZooError(
+                    f"cannot write the zoo index {self.path} ({exc}): make the zoo folder and "
+                    f"its index writable (`netgraft rank` still ranks a read-only zoo, without "
+                    f"caching)") from exc
+            if not self._warned:
+                self._warned = True
+                warnings.warn(NetgraftWarning(
+                    f"the zoo index {self.path} cannot be written ({exc}): fingerprints and "
+                    f"similarities are computed but not cached"), stacklevel=3)
 
     def connect(self) -> sqlite3.Connection:
         try:
@@ -264,10 +284,9 @@ class Index:
                         input_key: str, fp: dict, seconds: float) -> str:
         digest = fpr.fingerprint_hash(fp)
         blob = zlib.compress(fpr.dumps(fp).encode(), 6)
-        with closing(self.connect()) as con, con:
-            con.execute("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?,?,?,?,?,?)",
-                        self._key(spec, num_classes, in_chans, input_key)
-                        + (digest, blob, seconds, _utc_now()))
+        self._write("INSERT OR REPLACE INTO fingerprints VALUES (?,?,?,?,?,?,?,?,?)",
+                    [self._key(spec, num_classes, in_chans, input_key)
+                     + (digest, blob, seconds, _utc_now())])
         return digest
 
     def dp_rows(self, hashes: Iterable[str], method: str) -> dict[tuple[str, str], tuple[float, Any]]:
@@ -290,12 +309,10 @@ class Index:
         if not rows:
             return
         version = fpr.score_version()
-        with closing(self.connect()) as con, con:
-            con.executemany(
-                "INSERT OR REPLACE INTO dp VALUES (?,?,?,?,?,?)",
-                [(a, b, method, version, value,
-                  None if pairs is None else zlib.compress(json.dumps(pairs).encode()))
-                 for a, b, value, pairs in rows])
+        self._write("INSERT OR REPLACE INTO dp VALUES (?,?,?,?,?,?)",
+                    [(a, b, method, version, value,
+                      None if pairs is None else zlib.compress(json.dumps(pairs).encode()))
+                     for a, b, value, pairs in rows])
 
     def prune(self) -> dict[str, int]:
         """Drop rows written by another version of the tracing or scoring code."""
@@ -879,6 +896,7 @@ class Zoo:
         entries = self.entries()
         if not entries:
             raise ZooError(f"zoo {self.dir} is empty: add checkpoints with `netgraft zoo add`")
+        self.index.cache_only = True  # ranking only reads the zoo; its cache may be read-only
         entries = self._with_weights(entries)
         if not entries:
             raise ZooError(f"no entry of zoo {self.dir} has its weights (see the warnings and "
