@@ -115,3 +115,22 @@ def test_a_safetensors_file_whose_name_is_not_utf8_loads(tmp_path):
     save_file(weights, str(tmp_path / "ok.safetensors"))
     os.rename(os.fsencode(tmp_path / "ok.safetensors"), path)
     assert torch.equal(load_state_dict(os.fsdecode(path))["w"], weights["w"])
+
+
+def test_an_unreadable_file_is_named_as_such(tmp_path, monkeypatch):
+    """QA (session 24): a weights file without read permission was called "not a readable
+    safetensors file (No such file or directory)" with advice to re-export it."""
+    import builtins
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"x")
+    real = builtins.open
+
+    def denied(file, *args, **kwargs):  # what a file of mode 000 gives (root reads anything)
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(CheckpointError, match=r"cannot read file .*w.safetensors: Permission "
+                                              r"denied \(check its permissions\)"):
+        read_checkpoint(path)

@@ -1,6 +1,7 @@
 import functools
 import json
 import math
+import warnings
 
 import pytest
 import timm
@@ -1227,3 +1228,16 @@ def test_a_source_without_parameters_is_named_as_such():
     with pytest.raises(netgraft.NetgraftError, match="no parameters to transfer"):
         netgraft.transfer(nn.Sequential(nn.ReLU()), nn.Sequential(nn.Linear(4, 4)),
                           example_input=torch.randn(2, 4))
+
+
+def test_dpiat_names_the_options_it_ignores():
+    """QA (session 24): method='dpiat' ignored head=, shrink=, split_noise= and autoinit=
+    without a word (the CLI's --head reset still copied the head)."""
+    def net(w):
+        return nn.Sequential(nn.Linear(4, w), nn.ReLU(), nn.Linear(w, 3))
+    with pytest.warns(netgraft.NetgraftWarning, match="head=, shrink=, autoinit= are ignored"):
+        netgraft.transfer(net(8), net(4), method="dpiat", head="reset", shrink="uniform",
+                          autoinit=True, example_input=torch.randn(2, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", netgraft.NetgraftWarning)
+        netgraft.transfer(net(8), net(4), method="dpiat", example_input=torch.randn(2, 4))

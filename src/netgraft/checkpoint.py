@@ -35,6 +35,12 @@ def read_checkpoint(path: str | os.PathLike, what: str = "file") -> Any:
         raise CheckpointError(f"{what} {path} is a folder: give the file inside it")
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:  # the readers' own messages name another cause (file not found)
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc} (check its "
+                              f"permissions)") from None
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         from safetensors.torch import load, load_file
         try:

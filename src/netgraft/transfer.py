@@ -886,10 +886,16 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
             and not torch.isfinite(example_input).all():
         raise ValueError("example_input holds NaN or inf values: the graft's output gap and "
                          "noise probes are measured on it; give finite inputs")
-    if method == "dpiat" and (align is True or calibration_data is not None):
+    ignored = [name for name, given in (
+        ("head=", head != "auto"), ("shrink=", shrink != "auto"),
+        ("split_noise=", split_noise != SPLIT_NOISE), ("autoinit=", bool(autoinit)),
+        ("calibration_data=", calibration_data is not None), ("align=", align is True)) if given]
+    if method == "dpiat" and ignored:
         warnings.warn(NetgraftWarning(
-            "method='dpiat' reproduces the authors' transfer: calibration_data= and align= "
-            "are ignored (they are the default method's, method='graft')"), stacklevel=2)
+            f"method='dpiat' reproduces the authors' transfer (centre crop, every matched "
+            f"tensor copied, the head too): {', '.join(ignored)} "
+            f"{'is' if len(ignored) == 1 else 'are'} ignored (the default method's, "
+            f"method='graft')"), stacklevel=2)
     for role, model in (("source", source), ("target", target)):
         if not isinstance(model, nn.Module):
             raise TypeError(f"{role} must be a torch.nn.Module, got {type(model).__name__}")
