@@ -134,3 +134,32 @@ def test_an_unreadable_file_is_named_as_such(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r"cannot read file .*w.safetensors: Permission "
                                               r"denied \(check its permissions\)"):
         read_checkpoint(path)
+
+
+def test_an_interruption_between_two_renames_leaves_a_consistent_pair(tmp_path, monkeypatch):
+    """QA (session 24): Ctrl-C after the first of two renames replaced the weights and left
+    the report stale, and the command line said "no output written". The renames now hold
+    SIGINT until both are done; what was written is recorded rename by rename."""
+    import os
+    import signal
+
+    from netgraft import checkpoint
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old"), b.write_text("old")
+    real = os.replace
+    calls = []
+
+    def replace(src, dst):
+        real(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C right after the first rename
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    checkpoint.WRITTEN.clear()
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_all([(a, lambda t: open(t, "w").write("new")),
+                          (b, lambda t: open(t, "w").write("new"))])
+    assert a.read_text() == b.read_text() == "new"
+    assert checkpoint.WRITTEN == [a, b]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]

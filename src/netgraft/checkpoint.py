@@ -5,10 +5,13 @@ failed run never leaves a half-written output file behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -207,14 +210,35 @@ def atomic_write_all(outputs: list[tuple[str | os.PathLike, Callable[[str], None
             except Exception as exc:  # noqa: BLE001 - OSError, SafetensorError, torch's
                 raise CheckpointError(f"cannot write {path}: {_os_reason(exc)}; nothing was "
                                       f"written") from None
-        for path, tmp in zip(paths, tmps):
-            os.replace(tmp, path)
+        with _signals_deferred():  # a Ctrl-C between two renames would leave a mixed pair
+            for path, tmp in zip(paths, tmps):
+                os.replace(tmp, path)
+                WRITTEN.append(path)
     except BaseException:
         for tmp in tmps:
             Path(tmp).unlink(missing_ok=True)
         raise
-    WRITTEN.extend(paths)
     return paths
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM until the block ends, then act on them (the renames of an
+    all-or-nothing write take microseconds). Only the main thread can catch signals; in any
+    other the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _: caught.append(n))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for n in caught[:1]:
+            signal.raise_signal(n)
 
 
 #: every file written by `atomic_write_all` in this process (the command line says, when

@@ -8,7 +8,7 @@ import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -453,6 +453,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a batch scheduler, `docker stop`), handled as Ctrl-C is: temporary
+    files removed, what was written named."""
+
+
+def _on_sigterm() -> Any:
+    """Make SIGTERM raise `_Terminated` in the main thread while a command runs; returns the
+    handler it replaced (restored by `main`)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(signum, frame):
+        raise _Terminated()
+    return signal.signal(signal.SIGTERM, terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import WRITTEN
 
@@ -462,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; no output written", file=sys.stderr)
         return 130
     WRITTEN.clear()  # what this command writes (named if it is interrupted)
+    terminate = _on_sigterm()
     try:
         translate = args.command in ("transfer", "inspect", "similarity")  # have --input-size
         with _cli_warnings(make_console(stderr=True), translate=translate):
@@ -470,10 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = _flags(str(exc)) if translate else str(exc)
         print(f"netgraft {args.command}: error: {text}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done = f"wrote {', '.join(map(str, WRITTEN))} before" if WRITTEN else "no output written"
-        print(f"interrupted; {done}", file=sys.stderr)
-        return 130
+        print(f"{'terminated' if isinstance(exc, _Terminated) else 'interrupted'}; {done}",
+              file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and "DefaultCPUAllocator" not in str(exc):
             raise  # a bug: its traceback is what a report needs
@@ -489,6 +510,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"netgraft {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    finally:
+        if terminate is not None:  # the caller's SIGTERM handling, as it was
+            import signal
+            signal.signal(signal.SIGTERM, terminate)
 
 
 if __name__ == "__main__":
