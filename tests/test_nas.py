@@ -317,7 +317,9 @@ def test_cli_failed_start_leaves_no_study_behind(tmp_path, capsys):
                      (["--objectives", "params"], "must include accuracy"),
                      (["--batch-size", "0"], "--batch-size must be a whole number >= 1, got 0"),
                      (["--pool", str(tmp_path / "afile")], "afile: a file; give a folder"),
-                     (["--pool", "/proc/xpool"], "--pool /proc/xpool: cannot create the folder")):
+                     (["--pool", "/proc/xpool"], "--pool /proc/xpool: cannot create the folder"),
+                     # QA (session 24): found only after 5 trials had trained, past --trials 1
+                     (["--pool", "/proc"], "--pool /proc: cannot write the trained weights")):
         assert nas_cli.main(good + bad) == 2, bad
         captured = capsys.readouterr()
         assert "netgraft search: error: " in captured.err and msg in captured.err, captured.err

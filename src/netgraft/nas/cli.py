@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -177,6 +178,11 @@ def _check_start(args: argparse.Namespace, console):
     except OSError as exc:
         raise NetgraftError(f"--pool {pool}: cannot create the folder for the trained weights "
                             f"({exc.strerror or exc})") from None
+    try:  # every trial writes its weights there: find out before the first one trains
+        tempfile.TemporaryFile(dir=pool).close()
+    except OSError as exc:
+        raise NetgraftError(f"--pool {pool}: cannot write the trained weights there "
+                            f"({exc.strerror or exc}); give a folder you can write to") from None
     for option, asked, split, used in (("--train-size", args.train_size, "training", data.train),
                                        ("--test-size", args.test_size, "test", data.test)):
         if asked is not None and asked > len(used):

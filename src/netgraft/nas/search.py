@@ -421,7 +421,11 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
     except Exception as exc:
         if isinstance(exc, NetgraftError):
             raise
-        raise NetgraftError(f"cannot create or load study '{cfg.study_name}': {exc}") from exc
+        cause = exc  # the database driver's words (a read-only file), not Optuna's wrapper
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        why = first_line(cause) if cause is not exc else str(exc)
+        raise NetgraftError(f"cannot create or load study '{cfg.study_name}': {why}") from exc
     attrs = study.user_attrs
     wanted = _study_attrs(cfg, pool_dir)
     if "objectives" not in attrs:
