@@ -163,3 +163,18 @@ def test_an_interruption_between_two_renames_leaves_a_consistent_pair(tmp_path, 
     assert a.read_text() == b.read_text() == "new"
     assert checkpoint.WRITTEN == [a, b]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+@pytest.mark.parametrize("wrap", ["lightning", "swa"])
+def test_lightning_and_swa_checkpoints_load(tmp_path, wrap):
+    """QA (session 24): keys under a shared module path (Lightning's `model.`, an SWA
+    AveragedModel's `module.` plus its `n_averaged`) were refused as 86 missing tensors."""
+    model = timm.create_model("resnet10t", num_classes=3)
+    prefix = "model." if wrap == "lightning" else "module."
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    if wrap == "swa":
+        state["n_averaged"] = torch.tensor(5)
+    torch.save({"state_dict": state} if wrap == "lightning" else state, tmp_path / "c.pt")
+    fresh = timm.create_model("resnet10t", num_classes=3)
+    load_weights(fresh, tmp_path / "c.pt")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())

@@ -118,6 +118,23 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                           f"model.state_dict() instead")
 
 
+def _without_wrapper_prefix(state: dict[str, torch.Tensor], expected: dict[str, Any]
+                            ) -> dict[str, torch.Tensor]:
+    """`state` with the module path every key shares removed, when that makes its keys the
+    model's exactly: a Lightning module's ``model.``, an SWA `AveragedModel`'s ``module.``
+    (its ``n_averaged`` counter dropped). Otherwise `state` as it is."""
+    keys = [k for k in state if k != "n_averaged"]
+    if not keys or set(keys) == set(expected):
+        return state
+    first = keys[0]
+    for end in [i + 1 for i, ch in enumerate(first) if ch == "."]:
+        prefix = first[:end]
+        if all(k.startswith(prefix) for k in keys) and \
+                {k[end:] for k in keys} == set(expected):
+            return {k[end:]: state[k] for k in keys}
+    return state
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str = "model",
                  source: str | os.PathLike | None = None,
                  flags: str = "--num-classes and --in-chans") -> None:
@@ -129,6 +146,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
     else:
         state = load_state_dict(path)
     expected = model.state_dict()
+    state = _without_wrapper_prefix(state, expected)
     # buffers that only count steps make poor examples of what is missing
     missing = sorted((k for k in expected if k not in state),
                      key=lambda k: k.endswith("num_batches_tracked"))
