@@ -432,3 +432,12 @@ def test_out_of_memory_is_said_without_a_traceback(monkeypatch, capsys):
                         lambda *a, **k: 1 / 0)  # any other error is a bug: its traceback stays
     with pytest.raises(ZeroDivisionError):
         main(["inspect", "resnet10t"])
+
+
+def test_transfer_builds_the_target_for_the_channels_of_the_input_size(tmp_path):
+    """QA (session 24): `transfer --input-size 1,32,32` built the target for 3 channels and
+    failed on its own example input, where `inspect` and `similarity` build it for 1."""
+    out = tmp_path / "o.safetensors"
+    assert main(["transfer", "--source", "resnet10t", "--target", "resnet10t", "--input-size",
+                 "1,32,32", "--out", str(out), "-q"]) == 0
+    assert load_file(out)["conv1.0.weight"].shape[1] == 1

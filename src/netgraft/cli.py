@@ -227,8 +227,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                         "--source-num-classes and --source-in-chans")
         step(f"building target {args.target}")
         torch.manual_seed(args.seed)  # its init: what the graft leaves untouched
-        target = _build(args.target, args.target_weights, args.num_classes, args.in_chans, "target")
         example = _input_shape(args.input_size)
+        # built for the channels --input-size gives, as `inspect` and `similarity` do
+        target = _build(args.target, args.target_weights, args.num_classes,
+                        _read_channels(args.target, args.in_chans, example)
+                        if not args.target_weights else args.in_chans, "target")
         calibration = None
         if args.calibration:
             from .calibrate import load_calibration
