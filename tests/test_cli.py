@@ -140,8 +140,9 @@ def test_bad_calibration_gives_a_clear_error_and_no_output(tmp_path, capsys, arg
 def test_unknown_model_and_failing_forward(tmp_path, capsys):
     code = main(["transfer", "--source", "resnet1", "--target", "resnet18", "--out", str(tmp_path / "o.safetensors")])
     assert code == 2 and "Did you mean" in capsys.readouterr().err
+    # (without --in-chans the target is now built for the 5 channels --input-size gives)
     code = main(["transfer", "--source", "resnet18", "--target", "resnet18", "--input-size", "5,64,64",
-                 "--out", str(tmp_path / "o.safetensors"), "-q"])
+                 "--in-chans", "3", "--out", str(tmp_path / "o.safetensors"), "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "failed on the example input" in err and "--input-size" in err
     assert list(tmp_path.iterdir()) == []
