@@ -1090,7 +1090,7 @@ def test_bad_seeds_noise_inputs_and_ignored_options_are_named_before_the_graft()
         with pytest.raises(error, match=message):
             netgraft.transfer(mlp(16), target, **kwargs)
         assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
-    with pytest.warns(NetgraftWarning, match="calibration_data= and align= are ignored"):
+    with pytest.warns(NetgraftWarning, match="calibration_data= is ignored"):
         netgraft.transfer(mlp(16), target, method="dpiat", calibration_data=torch.randn(40, 20))
 
 
