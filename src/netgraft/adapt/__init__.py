@@ -79,10 +79,6 @@ def _is_qkv(layer: Layer) -> bool:
     return layer.kind == "linear" and layer.name.rsplit(".", 1)[-1] in ("qkv", "in_proj", "c_attn")
 
 
-def _is_query(layer: Layer) -> bool:
-    return layer.query
-
-
 #: gates stacked along the first dimension of a recurrent layer's weights and biases (a plain
 #: RNN's one: its hidden units, read back through weight_hh, whose fan-in is rescaled alike)
 _GATES = {"LSTM": 4, "GRU": 3, "LSTMCell": 4, "GRUCell": 3, "RNN": 1, "RNNCell": 1}
@@ -110,7 +106,7 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
         return ("qkv", "in")[:ndim]
     if kind == "attention" and name in _SEPARATE_PROJECTIONS:  # kdim / vdim ≠ embed_dim
         return ("q" if name == "q_proj_weight" else "out", "in")[:ndim]
-    if kind == "linear" and name in ("weight", "bias") and _is_query(layer):
+    if kind == "linear" and name in ("weight", "bias") and layer.query:
         # an attention's own query projection (timm's attention pooling, unfused q/k/v):
         # scaled as a packed projection's queries when its heads grow wider
         return ("q", "in")[:ndim]
