@@ -3,8 +3,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from netgraft.checkpoint import (atomic_write_all, load_state_dict, load_weights, read_checkpoint,
-                                 save_state_dict)
+from netgraft.checkpoint import (_os_reason, atomic_write_all, load_state_dict, load_weights,
+                                 read_checkpoint, save_state_dict)
 from netgraft.errors import CheckpointError
 
 
@@ -178,3 +178,23 @@ def test_lightning_and_swa_checkpoints_load(tmp_path, wrap):
     fresh = timm.create_model("resnet10t", num_classes=3)
     load_weights(fresh, tmp_path / "c.pt")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
+def test_a_torch_file_on_a_full_disk_names_the_full_disk(tmp_path, monkeypatch):
+    """QA (session 24): a .pt output on a full disk failed with torch's "unexpected pos 576 vs
+    534" (checked on a 200 KB tmpfs). Here the file refuses every write as a full disk does."""
+    import io
+
+    from netgraft import checkpoint
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "open", lambda path, mode: Full(), raising=False)
+    with pytest.raises(CheckpointError, match=r"cannot write .*out\.pt: No space left on device; "
+                                              r"nothing was written"):
+        save_state_dict({"w": torch.randn(1000)}, tmp_path / "out.pt")
+    assert list(tmp_path.iterdir()) == []
+    assert _os_reason(RuntimeError("Error while serializing: I/O error: No space left on device "
+                                   "(os error 28)")) == "No space left on device"

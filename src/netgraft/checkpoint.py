@@ -268,7 +268,8 @@ def _os_reason(exc: BaseException) -> str:
     """Why a write failed, in one line: the system's words for an OSError, else the writer's."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return _first_line(exc)
+    code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' "I/O error: ... (os error 28)"
+    return os.strerror(int(code.group(1))) if code else _first_line(exc)
 
 
 def state_writer(state: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -280,7 +281,14 @@ def state_writer(state: dict[str, torch.Tensor], path: str | os.PathLike,
     if Path(path).suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
         return lambda tmp: save_file(state, tmp, metadata=metadata)
-    return lambda tmp: torch.save(state, tmp)
+    return lambda tmp: _torch_save(state, tmp)
+
+
+def _torch_save(obj: Any, path: str) -> None:
+    """`torch.save` through a Python file: a failed write (a full disk) raises the system's
+    OSError, where torch's own file writer says only "unexpected pos N vs M"."""
+    with open(path, "wb") as file:
+        torch.save(obj, file)
 
 
 def save_state_dict(state: dict[str, torch.Tensor], path: str | os.PathLike,
