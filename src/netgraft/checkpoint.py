@@ -265,9 +265,14 @@ WRITTEN: list[Path] = []
 
 
 def _os_reason(exc: BaseException) -> str:
-    """Why a write failed, in one line: the system's words for an OSError, else the writer's."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    """Why a write failed, in one line: the system's words for an OSError, else the writer's.
+    torch's zip writer replaces the OSError of a full disk by "unexpected pos N vs M" while it
+    closes the file: the OSError is then the context of the error raised."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__context__
     code = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors' "I/O error: ... (os error 28)"
     return os.strerror(int(code.group(1))) if code else _first_line(exc)
 
@@ -286,7 +291,8 @@ def state_writer(state: dict[str, torch.Tensor], path: str | os.PathLike,
 
 def _torch_save(obj: Any, path: str) -> None:
     """`torch.save` through a Python file: a failed write (a full disk) raises the system's
-    OSError, where torch's own file writer says only "unexpected pos N vs M"."""
+    OSError (as the context of torch's "unexpected pos"), where torch's own file writer gives
+    only "unexpected pos N vs M"."""
     with open(path, "wb") as file:
         torch.save(obj, file)
 
