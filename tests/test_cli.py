@@ -442,3 +442,36 @@ def test_transfer_builds_the_target_for_the_channels_of_the_input_size(tmp_path)
     assert main(["transfer", "--source", "resnet10t", "--target", "resnet10t", "--input-size",
                  "1,32,32", "--out", str(out), "-q"]) == 0
     assert load_file(out)["conv1.0.weight"].shape[1] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["transfer", "--source", "resnet18", "--target", "resnet34", "--out", "o.safetensors",
+      "--report", ""], "argument --report: an empty name: give one, or leave the option out"),
+    (["transfer", "--source", "resnet18", "--target", "resnet34", "--out", " "],
+     "argument --out: an empty name"),
+    (["transfer", "--source", "resnet18", "--target", "resnet34", "--out", "o.safetensors",
+      "-q", "--all"], "argument --all: not allowed with argument -q/--quiet"),
+    (["rank", "--target", "resnet18", "--then-transfer", ""], "argument --then-transfer: an empty"),
+    (["rank", "--target", "resnet18", "--force"],
+     "--force lets --then-transfer replace an existing file: give --then-transfer OUT with it"),
+    (["search", "--cold", "--min-similarity", "0.3"],
+     "--min-similarity chooses the model a trial is grafted from, and --cold grafts none"),
+    (["search", "--cold", "--pool-scope", "all"], "--pool-scope chooses the model a trial"),
+    (["search", "--pool", ""], "argument --pool: an empty name"),
+    (["search", "--study", ""], "argument --study: an empty name"),
+    (["report", "s.db", "--out", ""], "argument --out: an empty name"),
+])
+def test_options_that_would_be_ignored_are_refused_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                   argv, message):
+    """QA (session 24): each of these was accepted and then did nothing (`--report ""` wrote no
+    report, `-q --all` printed no table, `rank --force` without a file to replace, `search
+    --cold --min-similarity` grafted nothing)."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert message in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing created: no output, no study, no pool

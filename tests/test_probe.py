@@ -153,6 +153,10 @@ def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100"]))
     with pytest.raises(ZooError, match="--probe-top 0"):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100", "--probe-top", "0"]))
+    # QA (session 24): probe settings without --probe-data were accepted and unused
+    for option in ("--probe-top", "--probe-steps", "--probe-limit"):
+        with pytest.raises(ZooError, match=f"{option} sets the probe stage: give --probe-data"):
+            run_rank(parser.parse_args(args + [option, "3"]))
 
 
 #: a quarter of the usual widths: the ranking is the same, the steps 10× cheaper

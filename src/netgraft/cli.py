@@ -89,6 +89,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def file_name(text: str) -> str:
+    """An argparse type for a file, folder or study name: an empty one is refused, not taken
+    as "not given" (`--report ""` wrote no report and said nothing)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name: give one, or leave the option out")
+    return text
+
+
 #: how the library's warnings name its keyword arguments, and the flags that set them here
 _FLAGS = [("example_input= (CLI: --input-size C,H,W)", "--input-size C,H,W"),
           ("source_input= (CLI: --source-input-size C,H,W)", "--source-input-size C,H,W"),
@@ -136,7 +144,7 @@ def _check_outputs(args: argparse.Namespace, out: Path) -> None:
     existing file without --force (`checkpoint.check_output`)."""
     from .checkpoint import WEIGHT_SUFFIXES, check_output
 
-    report = Path(args.report) if args.report else None
+    report = Path(args.report) if args.report is not None else None
     if report is not None and _same_file(report, out):
         raise NetgraftError(f"--out and --report are the same file ({out}): give two names")
     for name, path in (("--out", out), ("--report", report)):
@@ -269,7 +277,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         outputs = [(out, state_writer(target.state_dict(), out, metadata={
             "netgraft_source": args.source, "netgraft_target": args.target,
             "netgraft_method": report.method, "netgraft_coverage": f"{report.coverage:.6f}"}))]
-        if args.report:  # both or neither
+        if args.report is not None:  # both or neither
             text = json.dumps(report.to_dict(), indent=1)
             outputs.append((Path(args.report), lambda tmp: Path(tmp).write_text(text)))
         atomic_write_all(outputs)
@@ -394,14 +402,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "source's on those inputs (auto: only for distant pairs)")
     p.add_argument("--align-steps", type=int, metavar="N",
                    help="training steps of the alignment (default 30)")
-    p.add_argument("--out", required=True,
+    p.add_argument("--out", required=True, type=file_name,
                    help="where to write the grafted target: .safetensors (recommended) or "
                         ".pt/.pth/.bin (a torch state_dict); an existing file needs --force")
-    p.add_argument("--report", help="also write the full report as JSON here")
+    p.add_argument("--report", type=file_name, help="also write the full report as JSON here")
     p.add_argument("--force", action="store_true",
                    help="replace --out / --report if they exist (never --source-weights)")
-    p.add_argument("--all", action="store_true", help="print every layer of the report")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one-line summary")
+    shown = p.add_mutually_exclusive_group()  # -q prints no table for --all to widen
+    shown.add_argument("--all", action="store_true", help="print every layer of the report")
+    shown.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar, one-line summary")
     p.set_defaults(func=cmd_transfer)
 
     p = sub.add_parser("similarity", help="architecture similarity of two models (no data needed)")

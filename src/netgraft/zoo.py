@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
-from .cli import PIPE_WIDTH, _positive_int, _same_file, make_console as _console
+from .cli import PIPE_WIDTH, _positive_int, _same_file, file_name, make_console as _console
 from .errors import ModelSpecError, NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
@@ -1155,6 +1155,10 @@ def run_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the probe stage's settings when --probe-data is given without them
+PROBE_DEFAULTS = {"top": 5, "steps": 20, "limit": 1000}
+
+
 def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """`netgraft rank --target ARCH [--zoo DIR] [--top K] [--then-transfer OUT]`."""
     from .match import METHODS
@@ -1168,33 +1172,55 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no table: one plain line per source, whatever the terminal width")
-    parser.add_argument("--then-transfer", metavar="OUT",
+    parser.add_argument("--then-transfer", metavar="OUT", type=file_name,
                         help="graft the best source onto the target and write it here "
                              "(.safetensors); an existing file needs --force, a file of the zoo "
                              "is never replaced")
     parser.add_argument("--force", action="store_true",
                         help="let --then-transfer replace an existing file")
-    parser.add_argument("--probe-data", metavar="DATA",
+    parser.add_argument("--probe-data", metavar="DATA", type=file_name,
                         help="labelled target data for a second, data-driven stage: a .safetensors"
                              "/.pt file with tensors x and y, or fashion-mnist[:N] / digits[:N]; "
                              "the shortlist is re-ranked by a short fine-tune of each graft")
-    parser.add_argument("--probe-top", type=int, default=5, metavar="K",
-                        help="probe the K best data-free candidates (default 5)")
-    parser.add_argument("--probe-steps", type=int, default=20,
-                        help="fine-tune steps per probed source (default 20; 0 = linear probe only)")
-    parser.add_argument("--probe-limit", type=_positive_int, default=1000,
-                        help="use at most this many labelled examples (default 1000)")
+    # default None: an option given without --probe-data is refused, not silently unused
+    parser.add_argument("--probe-top", type=int, metavar="K",
+                        help=f"probe the K best data-free candidates (default {PROBE_DEFAULTS['top']})")
+    parser.add_argument("--probe-steps", type=int,
+                        help=f"fine-tune steps per probed source (default "
+                             f"{PROBE_DEFAULTS['steps']}; 0 = linear probe only)")
+    parser.add_argument("--probe-limit", type=_positive_int,
+                        help=f"use at most this many labelled examples (default "
+                             f"{PROBE_DEFAULTS['limit']})")
     _zoo_arg(parser)
     return parser
 
 
+def _check_rank_options(args: argparse.Namespace) -> None:
+    """Refuse options this ranking would accept and then not use, and bad probe numbers,
+    before the ranking (which can take minutes)."""
+    if args.force and args.then_transfer is None:
+        raise ZooError("--force lets --then-transfer replace an existing file: give "
+                       "--then-transfer OUT with it")
+    for key in PROBE_DEFAULTS:
+        given = getattr(args, f"probe_{key}")
+        if given is not None and not args.probe_data:
+            raise ZooError(f"--probe-{key} sets the probe stage: give --probe-data with it")
+        if given is None:
+            setattr(args, f"probe_{key}", PROBE_DEFAULTS[key])
+    if args.probe_top < 1:
+        raise ZooError(f"--probe-top {args.probe_top}: give a positive number")
+    if args.probe_steps < 0:
+        raise ZooError(f"--probe-steps {args.probe_steps}: give 0 or a positive number")
+
+
 def run_rank(args: argparse.Namespace) -> int:
     console = _console()
+    _check_rank_options(args)
     zoo = Zoo(args.zoo, create=False)
     from .models import parse_input_size
 
     input_size = parse_input_size(args.input_size)
-    out = Path(args.then_transfer) if args.then_transfer else None
+    out = Path(args.then_transfer) if args.then_transfer is not None else None
     if out is not None:  # before ranking: a bad name should not cost a ranking first
         zoo.check_output(out, force=args.force, flag="--then-transfer")
     start = time.perf_counter()
@@ -1316,10 +1342,6 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     """Re-rank the data-free shortlist by the probe: (new best, probe summary)."""
     from .probe import load_probe_data
 
-    if args.probe_top < 1:
-        raise ZooError(f"--probe-top {args.probe_top}: give a positive number")
-    if args.probe_steps < 0:
-        raise ZooError(f"--probe-steps {args.probe_steps}: give 0 or a positive number")
     size = input_size[-1] if input_size else 32
     chans = args.in_chans or ranked[0].entry.in_chans or 1
     data = load_probe_data(args.probe_data, image_size=size, in_chans=chans,

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from ..cli import file_name
 from ..errors import NetgraftError
 
 
@@ -43,12 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=d.storage,
                         help="Optuna storage: a file path / sqlite:///FILE (default "
                              "netgraft-search.db) or postgresql://USER:PASS@HOST/DB")
-    parser.add_argument("--study", help="study name (default: <space>-warm or <space>-cold)")
-    parser.add_argument("--pool", help="weight pool directory (default: <storage file>-pool "
+    parser.add_argument("--study", type=file_name, help="study name (default: <space>-warm or <space>-cold)")
+    parser.add_argument("--pool", type=file_name, help="weight pool directory (default: <storage file>-pool "
                                        "next to a sqlite file, else ./netgraft-pool)")
-    parser.add_argument("--pool-scope", default=d.pool_scope, choices=("study", "all"),
+    # default None: with --cold they would choose nothing, and are refused (_check_start)
+    parser.add_argument("--pool-scope", choices=("study", "all"),
                         help="graft only from this study's trials (default) or from any entry")
-    parser.add_argument("--min-similarity", type=float, default=d.min_similarity,
+    parser.add_argument("--min-similarity", type=float,
                         help=f"graft only from pool models at least this similar (default "
                              f"{d.min_similarity}; 0 = always graft from the most similar)")
     parser.add_argument("--seed", type=int, default=d.seed,
@@ -90,7 +92,8 @@ def config_from_args(args: argparse.Namespace):
     return SearchConfig(
         dataset=args.dataset, space=args.space, objectives=args.objectives, trials=trials,
         minutes=args.minutes, warm=args.warm, storage=args.storage, study=args.study,
-        pool=args.pool, pool_scope=args.pool_scope, min_similarity=args.min_similarity,
+        pool=args.pool, pool_scope=d.pool_scope if args.pool_scope is None else args.pool_scope,
+        min_similarity=d.min_similarity if args.min_similarity is None else args.min_similarity,
         seed=args.seed, image_size=args.image_size,
         train_size=d.train_size if args.train_size is None else args.train_size,
         test_size=d.test_size if args.test_size is None else args.test_size, epochs=args.epochs,
@@ -164,6 +167,11 @@ def _check_start(args: argparse.Namespace, console):
     if args.top < 1:
         raise NetgraftError(f"--top must be a whole number >= 1 (rows of the final table), "
                             f"got {args.top}")
+    for option, given in (("--min-similarity", args.min_similarity),
+                          ("--pool-scope", args.pool_scope)):
+        if given is not None and not args.warm:
+            raise NetgraftError(f"{option} chooses the model a trial is grafted from, and "
+                                f"--cold grafts none: drop one of them")
     cfg = config_from_args(args)  # objectives, budget, sizes, every number
     get_space(cfg.space)
     check_storage_folder(cfg.storage)

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..cli import file_name
+
 HELP = "write one self-contained HTML page showing a NAS search (Pareto front, lineage, warm vs cold)"
 
 
@@ -16,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="the search's sqlite file (search.db) or an Optuna storage URL")
     parser.add_argument("--study", action="append", dest="studies", metavar="NAME",
                         help="study to show (repeatable; default: every study in the storage)")
-    parser.add_argument("--out", default="report.html",
+    parser.add_argument("--out", default="report.html", type=file_name,
                         help="HTML file to write, .html or .htm (default report.html)")
     parser.add_argument("--force", action="store_true",
                         help="replace --out if it exists (never the search's database)")
