@@ -167,12 +167,12 @@ def _check_start(args: argparse.Namespace, console):
     if args.top < 1:
         raise NetgraftError(f"--top must be a whole number >= 1 (rows of the final table), "
                             f"got {args.top}")
+    cfg = config_from_args(args)  # objectives, budget, sizes, every number
     for option, given in (("--min-similarity", args.min_similarity),
                           ("--pool-scope", args.pool_scope)):
         if given is not None and not args.warm:
             raise NetgraftError(f"{option} chooses the model a trial is grafted from, and "
                                 f"--cold grafts none: drop one of them")
-    cfg = config_from_args(args)  # objectives, budget, sizes, every number
     get_space(cfg.space)
     check_storage_folder(cfg.storage)
     storage_url(cfg.storage)  # the URL and its driver; an existing file must be Optuna's
