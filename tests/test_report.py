@@ -449,3 +449,30 @@ def test_a_failed_or_running_trial_names_its_parent_in_this_study(tmp_path):
     out = tmp_path / "r.html"
     write_report(tmp_path / "s.db", out)
     assert "trial #0 outside this study" not in out.read_text()
+
+
+def test_an_interrupted_trial_is_counted_as_search_counts_it(tmp_path, capsys):
+    """QA (session 24): `report` counted a trial stopped by Ctrl-C (or a killed worker) as
+    failed, where `netgraft search` leaves it out of the budget and reruns it."""
+    from netgraft.cli import main
+    from netgraft.nas.search import INTERRUPTED
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    C, F = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL
+    warm = _new(url, "warm", ["accuracy"], True)
+    _add(warm, 0, C, [0.6], _attrs(0, 0.6, 1000, 1.0))
+    _add(warm, 1, F, attrs={"fail_reason": "diverged (loss nan)", "fail_kind": "failed"})
+    _add(warm, 2, F, attrs={"fail_reason": "error: boom", "fail_kind": "error"})
+    _add(warm, 3, F, attrs={"fail_reason": "interrupted by the user (Ctrl-C)",
+                            "fail_kind": "interrupted"})
+    _add(warm, 4, F, attrs={"fail_reason": INTERRUPTED})  # a study from before fail_kind
+    (study,) = load_studies(tmp_path / "s.db")
+    assert [t.number for t in study.failed] == [1, 2]
+    assert [t.number for t in study.interrupted] == [3, 4]
+    out = tmp_path / "r.html"
+    assert main(["report", str(tmp_path / "s.db"), "--out", str(out)]) == 0
+    assert "warm: 1 finished, 2 failed, 2 interrupted, best 60.0%" in capsys.readouterr().out
+    page = out.read_text()
+    # the summary row: finished 1, failed 2, interrupted 2, other 0
+    assert "<td>1</td><td>2</td><td>2</td><td>0</td>" in page
+    assert page.count(">INTERRUPTED<") == 2

@@ -48,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     for s in data:
         if not s.finished:
             print(f"netgraft report: warning: study {s.name!r} has no finished trials "
-                  f"({len(s.failed)} failed)", file=sys.stderr)
+                  f"({len(s.failed)} failed, {len(s.interrupted)} interrupted)", file=sys.stderr)
     parts = []
     for s in data:
         best = max((t.accuracy for t in s.finished), default=None)
         parts.append(f"{s.label}: {len(s.finished)} finished, {len(s.failed)} failed"
+                     + (f", {len(s.interrupted)} interrupted" if s.interrupted else "")
                      + (f", best {100 * best:.1f}%" if best is not None else ""))
     print(f"wrote {args.out} ({'; '.join(parts)})")
     return 0

@@ -53,6 +53,7 @@ class TrialRow:
     steps: int | None = None
     pool_key: str | None = None
     fail_reason: str | None = None
+    fail_kind: str | None = None    # netgraft.nas: failed (build, diverged), error, interrupted
     warm_note: str | None = None    # why a warm trial was not grafted (``pool.warm_start``)
     start: datetime | None = None
     complete: datetime | None = None
@@ -63,6 +64,16 @@ class TrialRow:
     def finished(self) -> bool:
         """Complete with an accuracy: a point on the plots."""
         return self.state == "COMPLETE" and self.accuracy is not None
+
+    @property
+    def interrupted(self) -> bool:
+        """Failed because its worker stopped (Ctrl-C, killed, lost), not because of its
+        architecture: `netgraft search` does not count it, and reruns it."""
+        if self.state != "FAIL":
+            return False
+        if self.fail_kind is not None:
+            return self.fail_kind == "interrupted"
+        return (self.fail_reason or "").startswith("interrupted")  # older studies: the reason
 
     def get(self, name: str) -> float | None:
         """Objective / metric value by contract name (accuracy, params, flops, latency_ms)."""
@@ -89,7 +100,12 @@ class StudyData:
 
     @property
     def failed(self) -> list[TrialRow]:
-        return [t for t in self.trials if t.state == "FAIL"]
+        """Trials that failed on their own (could not be built, diverged, an error)."""
+        return [t for t in self.trials if t.state == "FAIL" and not t.interrupted]
+
+    @property
+    def interrupted(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.interrupted]
 
     @property
     def front_objectives(self) -> tuple[list[str], list[str]]:
@@ -336,6 +352,7 @@ def _trial_row(study_name: str, t, objectives: list[str], scale: float = 1.0) ->
         # a running trial may carry a provisional reason (for the case it gets interrupted)
         fail_reason=(str(ua["fail_reason"]) if ua.get("fail_reason") is not None
                      and t.state.name == "FAIL" else None),
+        fail_kind=str(ua["fail_kind"]) if ua.get("fail_kind") and t.state.name == "FAIL" else None,
         warm_note=str(ua["warm_note"]) if ua.get("warm_note") else None,
         start=t.datetime_start, complete=t.datetime_complete,
     )

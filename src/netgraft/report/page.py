@@ -144,6 +144,7 @@ def lineage_figure(studies: Sequence[StudyData], colors: dict[str, str]) -> tupl
     titles = []
     for s in studies:
         extra = f", {len(s.failed)} failed (see table)" if s.failed else ""
+        extra += f", {len(s.interrupted)} interrupted" if s.interrupted else ""
         titles.append(f"{s.label}: {len(s.finished)} trials{extra}")
     # studies with grafted trials get taller panels (their init-accuracy stems span more range)
     weights = [1.6 if any(t.similarity is not None for t in s.finished) else 1.0 for s in studies]
@@ -264,7 +265,7 @@ def _duration(s: StudyData) -> str:
 def summary_table(studies: Sequence[StudyData]) -> str:
     e = html.escape
     head = ("<tr><th>study</th><th>init</th><th>space</th><th>dataset</th><th>objectives</th>"
-            "<th>finished</th><th>failed</th><th>other</th><th>best accuracy</th><th>Pareto front</th>"
+            "<th>finished</th><th>failed</th><th>interrupted</th><th>other</th><th>best accuracy</th><th>Pareto front</th>"
             "<th>wall clock</th><th>grafted</th></tr>")
     rows = []
     for s in studies:
@@ -277,7 +278,8 @@ def summary_table(studies: Sequence[StudyData]) -> str:
             f"<tr><td><b>{e(s.name)}</b></td><td>{ {True: 'warm', False: 'cold', None: '–'}[s.warm] }</td>"
             f"<td>{e(str(s.attrs.get('space', '–')))}</td><td>{e(str(s.attrs.get('dataset', '–')))}</td>"
             f"<td>{e(', '.join(s.objectives))}</td><td>{len(fin)}</td><td>{len(s.failed)}</td>"
-            f"<td>{len(s.trials) - len(fin) - len(s.failed)}</td>"
+            f"<td>{len(s.interrupted)}</td>"
+            f"<td>{len(s.trials) - len(fin) - len(s.failed) - len(s.interrupted)}</td>"
             f"<td>{_pct(best.accuracy) + f' (#{best.number})' if best else '–'}</td>"
             f"<td>{sum(t.pareto for t in fin)} trials ({e(front)})</td><td>{_duration(s)}</td>"
             f"<td>{grafted}</td></tr>")
@@ -302,10 +304,11 @@ def trials_table(studies: Sequence[StudyData]) -> str:
         for t in sorted(s.trials, key=lambda t: t.number):
             parent = ("–" if t.parent_trial is None and t.parent is None and not t.warm_note
                       else e(_parent_text(t)))
-            cls = {"FAIL": "fail", "COMPLETE": ""}.get(t.state, "other")
+            cls = "other" if t.interrupted else {"FAIL": "fail", "COMPLETE": ""}.get(t.state, "other")
             rows.append(
                 f'<tr class="{cls}" data-study="{e(s.name)}">' + "".join([
-                    _cell(e(s.name)), _cell(str(t.number), t.number), _cell(t.state),
+                    _cell(e(s.name)), _cell(str(t.number), t.number),
+                    _cell("INTERRUPTED" if t.interrupted else t.state),
                     _cell(_pct(t.accuracy), t.accuracy), _cell(_pct(t.accuracy_at_0), t.accuracy_at_0),
                     _cell(_int(t.params), t.params), _cell(_si(t.flops), t.flops),
                     _cell(_f(t.latency_ms), t.latency_ms), _cell("★" if t.pareto else "", int(t.pareto)),
@@ -372,7 +375,8 @@ def render_page(studies: Sequence[StudyData], source: str, title: str | None = N
         if not s.finished:
             reasons = sorted({t.fail_reason for t in s.failed if t.fail_reason})
             notices.append(f'<div class="notice">study <b>{e(s.name)}</b> has no finished trials yet '
-                           f"({len(s.failed)} failed, {len(s.trials) - len(s.failed)} other)"
+                           f"({len(s.failed)} failed, {len(s.interrupted)} interrupted, "
+                           f"{len(s.trials) - len(s.failed) - len(s.interrupted)} other)"
                            + (f": {e('; '.join(reasons[:3]))}" if reasons else "") + "</div>")
     figs = ""
     if plotted:
