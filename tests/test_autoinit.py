@@ -342,11 +342,29 @@ def test_a_model_failing_on_the_probe_is_named_and_left_as_it_was():
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
 
 
-def test_multihead_attention_projections_are_named_not_fitted():
+@pytest.mark.parametrize("mode", ["unit", "preserve"])
+def test_multihead_attention_output_is_fitted_through_out_proj(mode):
+    """Session 24 left every projection of an nn.MultiheadAttention unfitted (they run in its
+    functional forward, not as modules). Its output is linear in out_proj's weight and bias, so
+    out_proj is now fitted on the attention's output; the query/key/value projections (which
+    set where it attends) are left as they are, and named."""
+    torch.manual_seed(0)
     m = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0,
                                                          batch_first=True), 2,
                               enable_nested_tensor=False)
-    report = autoinit(m, torch.randn(2, 5, 16))
-    reasons = [why for name, why in report.skipped.items() if "self_attn" in name]
-    assert reasons and all("F.multi_head_attention_forward" in why for why in reasons)
-    assert "layers.0.linear1" in report.scales
+    with torch.no_grad():  # an attention whose output is far from unit scale
+        for layer in m.layers:
+            layer.self_attn.out_proj.weight.mul_(7.0)
+    report = autoinit(m, torch.randn(2, 5, 16), mode=mode)
+    assert set(report.skipped) == {"layers.0.self_attn", "layers.1.self_attn"}
+    assert all("fitted through its out_proj" in why for why in report.skipped.values())
+    assert {"layers.0.self_attn.out_proj", "layers.1.self_attn.out_proj",
+            "layers.0.linear1"} <= set(report.scales)
+    assert abs(report.scales["layers.0.self_attn.out_proj"] - 1) > 0.2  # it was far off
+    seen = []  # the attention's real output on other inputs, in eval mode
+    hook = m.layers[1].self_attn.register_forward_hook(lambda mod, a, out: seen.append(out[0]))
+    m.eval()
+    with torch.no_grad():
+        m(torch.randn(64, 5, 16))
+    hook.remove()
+    assert 0.9 < float(seen[0].std()) < 1.1

@@ -170,15 +170,20 @@ class _Fit:
     first call fitted."""
 
     def __init__(self, layers: list, mode: str, center: bool, tolerance: float,
-                 report: AutoInitReport):
+                 report: AutoInitReport, hosts: dict[str, nn.Module] | None = None):
         self.layers, self.mode, self.center, self.tolerance = layers, mode, center, tolerance
         self.report = report
+        # layer → the module whose call runs it: an nn.MultiheadAttention's out_proj runs in
+        # the attention's functional forward, and is fitted on the attention's output (linear
+        # in out_proj's weight and bias)
+        self.hosts = hosts or {}
         self.follow = _PreActivation() if mode == "preserve" else None
         self.reached: set[str] = set()
         self.changed = False
 
     def run(self, model: nn.Module, probe: Any) -> None:
-        handles = [layer.module.register_forward_hook(self._hook(layer)) for layer in self.layers]
+        handles = [self.hosts.get(layer.name, layer.module).register_forward_hook(
+            self._hook(layer), with_kwargs=True) for layer in self.layers]
         try:
             if self.follow is not None:
                 with self.follow:
@@ -192,10 +197,10 @@ class _Fit:
             if layer.name not in self.reached:
                 self.report.skipped[layer.name] = "did not run on the probe"
 
-    def _goal(self, args: tuple) -> float:
+    def _goal(self, args: tuple, kwargs: dict) -> float:
         """The wanted output std: 1, or in ``"preserve"`` mode the scale of what the layer
         reads (before the activations that made it)."""
-        x = _first_tensor(args)
+        x = _first_tensor(args) if args else _first_tensor(tuple(kwargs.values()))
         if self.mode == "unit" or x is None or not x.is_floating_point():
             return 1.0
         scale = self.follow.scale.get(x) if self.follow is not None else None
@@ -207,10 +212,15 @@ class _Fit:
         bias = bias if isinstance(bias, torch.Tensor) else None
         report = self.report
 
-        def hook(module, args, out):
+        hosted = layer.name in self.hosts  # (output, attention weights) of the attention
+
+        def hook(module, args, kwargs, out):
             if layer.name in self.reached:
                 return None
             self.reached.add(layer.name)
+            rest = None
+            if hosted and isinstance(out, tuple) and out:
+                out, rest = out[0], out[1:]
             if not isinstance(out, torch.Tensor) or not out.is_floating_point():
                 report.skipped[layer.name] = "its output is not a float tensor"
                 return None
@@ -223,26 +233,29 @@ class _Fit:
                     shape = [1] * y.ndim
                     shape[dim] = -1
                     y, shifted = y - mean.to(y.dtype).view(shape), True
+            def give(y):  # the output handed on, with the attention's weights if hosted
+                return y if rest is None else (y, *rest)
+
             std = float(y.double().std())
-            goal = self._goal(args)
+            goal = self._goal(args, kwargs)
             if not (math.isfinite(std) and std > 0) or not (math.isfinite(goal) and goal > 0):
                 if layer.name not in report.scales:  # (not fitted by an earlier pass)
                     report.skipped[layer.name] = f"output std {std:.3g} cannot be rescaled"
-                return y if shifted else None
+                return give(y) if shifted else None
             factor = goal / std
             report.scales.setdefault(layer.name, 1.0)
             if abs(factor - 1) < self.tolerance:
                 report.output_std[layer.name] = std
-                return y if shifted else None
+                return give(y) if shifted else None
             weight.mul_(factor)
             if bias is not None:
                 bias.mul_(factor)
             report.scales[layer.name] *= factor
             self.changed = True
-            if type(module) in _LINEAR_TYPES:
+            if hosted or type(module) in _LINEAR_TYPES:
                 report.output_std[layer.name] = goal  # exact
-                return y * factor
-            y = module.forward(*args)
+                return give(y * factor)
+            y = module.forward(*args, **kwargs)
             report.output_std[layer.name] = float(y.double().std())
             return y
 
@@ -364,13 +377,21 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         for p_name, p in module.named_parameters(recurse=False):
             owners.setdefault(id(p), []).append(f"{mod_name}.{p_name}".strip("."))
     modules = dict(model.named_modules())
+    executed = {layer.name for layer in arch.layers if layer.executed}
+    hosts: dict[str, nn.Module] = {}
     for layer in arch.layers:
         if layer.kind not in _KINDS and layer.kind != "attention" or (
                 wanted is not None and layer.name not in wanted):
             continue
         weight = getattr(layer.module, "weight", None)
-        parent = modules.get(layer.name.rpartition(".")[0])
-        if layer.kind == "attention" or isinstance(parent, nn.MultiheadAttention):
+        host, parent = layer.name.rpartition(".")[0], modules.get(layer.name.rpartition(".")[0])
+        attention = parent if isinstance(parent, nn.MultiheadAttention) else None
+        if layer.kind == "attention":
+            report.skipped[layer.name] = (
+                "the query/key/value projections of an nn.MultiheadAttention: left as they "
+                "are (they set where it attends); its output's scale is fitted through "
+                "its out_proj")
+        elif attention is not None and layer.module is not attention.out_proj:
             report.skipped[layer.name] = (
                 "inside nn.MultiheadAttention, whose projections run in its functional forward "
                 "(F.multi_head_attention_forward), not as modules: not fitted")
@@ -382,6 +403,12 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
             others = [n for n in owners[id(weight)] if n != f"{layer.name}.weight"]
             report.skipped[layer.name] = (
                 f"its weight is shared with {others[0]}: rescaling it would rescale that too")
+        elif attention is not None:  # out_proj: fitted on the attention's output
+            if host in executed:
+                hosts[layer.name] = attention
+                candidates.append(layer)
+            else:
+                report.skipped[layer.name] = "not executed on the probe"
         elif not layer.executed:
             report.skipped[layer.name] = "not executed on the probe"
         else:
@@ -402,7 +429,7 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
         try:
             for _ in range(max(1, max_iter)):
                 fit = _Fit([layer for layer in candidates if layer.name not in report.skipped],
-                           mode, center, tolerance, report)
+                           mode, center, tolerance, report, hosts)
                 try:
                     fit.run(model, probe)
                 except Exception as exc:
