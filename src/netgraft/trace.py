@@ -172,6 +172,10 @@ class Architecture:
     #: cannot compute the source's function
     summed: frozenset[tuple[str, str, str]] = field(default_factory=frozenset, repr=False,
                                                     compare=False)
+    #: pairs of layers whose whole outputs are added, subtracted or multiplied channel by
+    #: channel (residual sums, squeeze-excitation gates): their channels must be chosen alike
+    coupled: frozenset[tuple[str, str]] = field(default_factory=frozenset, repr=False,
+                                                compare=False)
     #: modules whose forward adds their own input back (x + f(x)): the residual units; those
     #: without convolutions (attention, MLP) are one block each (see `_unit_blocks`)
     residual: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
@@ -519,6 +523,7 @@ class _ChannelSources(TorchFunctionMode):
         self.mixed_sums: list[tuple[Layout, Layout]] = []
         self.read: dict[str, Layout] = {}  # layer name → what it reads (first call)
         self.summed: set[tuple[str, str, str]] = set()  # (module, layer, layer) added
+        self.coupled: set[tuple[str, str]] = set()  # layers whose outputs meet channel by channel
         self.running: list[str] = []  # the modules whose forward is running, innermost last
         self.inputs: list[Any] = []  # the first input tensor of each running module
         #: modules whose forward adds its own input to a tensor of the same shape (x + f(x)):
@@ -574,6 +579,9 @@ class _ChannelSources(TorchFunctionMode):
             self.residual.add(self.running[-1])
         if name in _SUMS and len(args) > 1:
             a, b = self.get(first), self.get(args[1])
+            if (a is not None and b is not None and len(a) == len(b) == 1 and a[0][0] != b[0][0]
+                    and a[0][0] and b[0][0] and a[0][1:] == b[0][1:]):
+                self.coupled.add(tuple(sorted((a[0][0], b[0][0]))))  # a sum, a gate's product
             if a is not None and b is not None and name in _ADDS and len(a) == len(b) == 1:
                 if self.running:
                     self.summed.add((self.running[-1],) + tuple(sorted((a[0][0], b[0][0]))))
@@ -985,7 +993,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     return Architecture(name=arch_name or type(model).__name__, layers=layers, blocks=blocks,
                         input_shape=tuple(inp.shape) if inp is not None else None, model=model,
                         example_input=example_input, mixed_sums=sources.mixed_sums,
-                        summed=frozenset(sources.summed), residual=frozenset(sources.residual),
+                        summed=frozenset(sources.summed), coupled=frozenset(sources.coupled),
+                        residual=frozenset(sources.residual),
                         shuffles=sources.shuffles, pieces=sources.pieces,
                         packed=dict(sources.packed), folded=dict(sources.folded))
 

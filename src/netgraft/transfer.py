@@ -20,6 +20,7 @@ from torch import nn
 from . import adapt
 from .adapt import TensorRecord, init_record
 from .adapt.mapping import query_scale
+from .adapt.spaces import space_selector
 from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import CALIBRATION_IMAGES, recalibrate_norms
 from .errors import (ModelForwardError, NetgraftError, NetgraftWarning, UnsupportedModelError,
@@ -349,8 +350,11 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
                  generator: torch.Generator | None = None,
-                 channels: _ChannelPlan | None = None) -> list[TensorRecord]:
+                 channels: _ChannelPlan | None = None,
+                 spaces: Callable[[str], Callable] | None = None) -> list[TensorRecord]:
     records = []
+    if spaces is not None:  # channels ranked within this layer's channel spaces
+        select = spaces(src.name)
     # a weight-standardised conv whose fan-in grows: adapt its standardised weight
     effective = (gained(src.module) and gained(tgt.module) and "weight" in tgt_t
                  and "gain" in tgt_t and src.module.weight.shape[1:] != tgt_t["weight"].shape[1:]
@@ -1960,12 +1964,28 @@ def _selector(shrink: str, source_layers: list[Layer]) -> Callable | None:
     """The channel selection of a `shrink` policy (None: evenly spaced, the graft default)."""
     if shrink == "consecutive":
         return adapt.consecutive_selector
-    if shrink == "importance":
-        return adapt.importance_selector(source_layers)
-    if shrink == "norm_scale":
-        return adapt.importance_selector(
-            [layer for layer in source_layers if layer.kind in NORM_KINDS], "norm scale")
+    if shrink in _SCORED:
+        return adapt.importance_selector(_SCORED[shrink][0](source_layers), _SCORED[shrink][1])
     return None
+
+
+#: the ranked policies: which source layers vote, and how notes name the policy
+_SCORED = {"importance": (list, "importance"),
+           "norm_scale": (lambda layers: [layer for layer in layers if layer.kind in NORM_KINDS],
+                          "norm scale")}
+
+
+def _space_selector(shrink: str, src_arch: Architecture, tgt_arch: Architecture,
+                    matching: Matching, select: Callable | None, channel_map: Callable | None,
+                    plan: _ChannelPlan) -> Callable[[str], Callable] | None:
+    """A ranked policy's selection by channel space (`adapt.spaces`), for plain graphs whose
+    channels need no other map; None: one ranking per width."""
+    if shrink not in _SCORED or select is None or channel_map is not None or plan.maps \
+            or plan.folded:
+        return None
+    voters = _SCORED[shrink][0]
+    return space_selector(src_arch, tgt_arch, matching.pairs,
+                          lambda layers: adapt.channel_importance(voters(layers)), select)
 
 
 def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_input: Any,
@@ -2018,7 +2038,8 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
             _graft_layer, select=select, channel_map=channel_map,
             split_noise=split_noise if close else 0.0,
             generator=torch.Generator().manual_seed(seed),
-            channels=plan)
+            channels=plan, spaces=_space_selector(shrink, src_arch, tgt_arch, matching, select,
+                                                  channel_map, plan))
 
     records: list[LayerRecord] = []
     owners: dict[int, str] = {}  # tied parameters (e.g. an embedding shared with the LM head)

@@ -278,7 +278,9 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
         if role == "qkv":
             parts[0] = _scale_queries(parts[0], dim, s // n, channel_map, plan)
         return torch.cat(parts, dim)
-    index, how = unit_index(s, size, select, channel_map)
+    # a selection by channel space (`spaces`) ranks a layer's inputs in the space it reads
+    chosen = select.for_role(role) if hasattr(select, "for_role") else select
+    index, how = unit_index(s, size, chosen, channel_map)
     if how == "selected":  # a selection policy: the kept units as they are, no rescaling
         out = x.index_select(dim, index.to(x.device))
         plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {getattr(select, 'label', 'policy')}")
