@@ -414,6 +414,14 @@ def test_an_attention_losing_heads_keeps_one_source_head_in_each(shrink, heads):
     assert torch.allclose(qkv_t.abs().sum(1), qkv_s[rows][:, kept].abs().sum(1)
                           * (2 ** 0.5 if shrink == "uniform" else 1), atol=1e-5)
     assert report.shrink == shrink
+    if shrink in ("importance", "norm_scale"):  # notes say "whole heads" only where they are
+        how = {(r.target, t.name): t.how for r in report.pairs for t in r.tensors}
+        label = {"importance": "importance", "norm_scale": "norm scale"}[shrink]
+        assert f"selected by {label}, whole heads" in how[("blocks.1.attn.qkv", "weight")]
+        # the MLP's hidden units are no heads (no LayerNorm scores them for norm_scale)
+        hidden = how[("blocks.1.mlp.fc1", "weight")].split(";")[0]
+        assert hidden == ("out 384→192 selected by importance" if shrink == "importance"
+                          else "out 384→192 selected")
 
 
 def test_importance_index_is_deterministic_and_ordered():

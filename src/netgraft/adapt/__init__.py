@@ -283,7 +283,9 @@ def _resize_dim(x: torch.Tensor, dim: int, size: int, role: str, plan: _Plan,
     index, how = unit_index(s, size, chosen, channel_map)
     if how == "selected":  # a selection policy: the kept units as they are, no rescaling
         out = x.index_select(dim, index.to(x.device))
-        plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {getattr(select, 'label', 'policy')}")
+        label = (select.label_for(s, size) if hasattr(select, "label_for")
+                 else getattr(select, "label", "policy"))
+        plan.notes.append(f"{role} {s}→{size} {SELECTED_BY} {label}")
         return out
     out = x.index_select(dim, index.to(x.device))
     verb = ("replicated" if size > s else "selected") + {
@@ -682,7 +684,11 @@ def by_heads(select: Selector, channel_map: Selector | None) -> Selector:
             return select(source, target)
         return head_index(source, target, *h, scores=scores.get(source),
                           first=source not in scores)
-    headwise.label = f"{getattr(select, 'label', 'policy')}, whole heads"  # type: ignore
+    label = getattr(select, "label", "policy")
+    headwise.label = label  # type: ignore[attr-defined]
+    # the note of a tensor says "whole heads" only where heads were kept whole
+    headwise.label_for = lambda source, target: (  # type: ignore[attr-defined]
+        f"{label}, whole heads" if (source, target) in heads else label)
     return headwise
 
 
