@@ -285,19 +285,22 @@ def test_a_transformer_encoder_with_wider_heads_computes_the_source_function():
 def test_why_a_transformer_does_not_keep_its_function_is_named():
     """QA (session 16): a deeper post-norm `nn.TransformerEncoder` (gap 0.6) and a ViT whose
     heads grow by a non-integer factor were put down to "a reason the report does not name"."""
-    torch.manual_seed(0)
-    src = _Encoder(32, 2, norm_first=False).eval()
-    with torch.no_grad():
-        for m in src.modules():
-            if isinstance(m, nn.LayerNorm):  # trained-looking: not the identity's γ = 1, β = 0
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.3)
-    report = netgraft.transfer(src, _Encoder(32, 3, norm_first=False).eval(),
-                               example_input=torch.randn(1, 7, 8))
-    assert report.function_gap > 0.1
-    assert report.function_note.startswith("1 new post-norm transformer layer (enc.layers.")
-    assert "cannot start as the identity" in report.function_note
-    assert "does not name" not in report.function_note
+    for layers, deeper in ((2, 3), (1, 2)):
+        # QA (session 24): 1 → 2 copies the source layer into the new one instead of zeroing
+        # a branch, and was put down to "a reason the report does not name"
+        torch.manual_seed(0)
+        src = _Encoder(32, layers, norm_first=False).eval()
+        with torch.no_grad():
+            for m in src.modules():
+                if isinstance(m, nn.LayerNorm):  # trained-looking: not γ = 1, β = 0
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.3)
+        report = netgraft.transfer(src, _Encoder(32, deeper, norm_first=False).eval(),
+                                   example_input=torch.randn(1, 7, 8))
+        assert report.function_gap > 0.1
+        assert report.function_note.startswith("1 new post-norm transformer layer (enc.layers.")
+        assert "cannot start as the identity" in report.function_note
+        assert "does not name" not in report.function_note
 
     kw = dict(img_size=32, patch_size=8, depth=2, num_classes=10)
     vit = _trained_looking(timm.create_model("vit_tiny_patch16_224", embed_dim=192,

@@ -818,11 +818,12 @@ def test_submodule_modes_survive_and_nan_calibration_is_refused():
 class _TiedLM(nn.Module):
     """Embedding and output layer sharing one matrix, as language models tie them."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, tied: bool = True):
         super().__init__()
         self.emb, self.mid = nn.Embedding(50, width), nn.Linear(width, width)
         self.out = nn.Linear(width, 50, bias=False)
-        self.out.weight = self.emb.weight
+        if tied:
+            self.out.weight = self.emb.weight
 
     def forward(self, x):
         return self.out(torch.relu(self.mid(self.emb(x))))
@@ -835,6 +836,22 @@ def test_a_widened_tied_matrix_is_named_as_why_the_function_is_not_kept():
     assert report.function_gap > 0.5  # replicated for the embedding, not rescaled for out
     assert "shared by two layers (out.weight is emb.weight)" in report.function_note
     assert target.out.weight is target.emb.weight  # still tied
+
+
+def test_an_untied_source_on_a_tied_target_is_named_as_why_the_function_is_not_kept():
+    """QA (session 24): put down to "a reason the report does not name"."""
+    torch.manual_seed(0)
+    source, target = _TiedLM(16, tied=False).eval(), _TiedLM(16).eval()
+    report = netgraft.transfer(source, target, example_input=torch.randint(0, 50, (3, 7)))
+    assert report.function_gap > 0.5
+    assert report.function_note.startswith(
+        "1 tensor is tied in the target but not in the source (out.weight is emb.weight): it "
+        "holds what the source's emb holds, not the source's own out")
+    assert torch.equal(target.emb.weight, source.emb.weight)
+    # tied in both: no such reason (the function is kept)
+    report = netgraft.transfer(_TiedLM(16).eval(), _TiedLM(16).eval(),
+                               example_input=torch.randint(0, 50, (3, 7)))
+    assert report.function_gap < 1e-5 and "tied in the target" not in report.function_note
 
 
 def test_norm_scale_shrink_without_norms_says_what_it_did():

@@ -1546,6 +1546,13 @@ def _why_not_preserved(report: TransferReport) -> str:
                    f"two layers ({mine} is {owner}): resized for its owner, it reads other "
                    f"widths in the other layer, where replicated units would need the opposite "
                    f"rescaling (untie them to graft each exactly)")
+    untied = _tied_untied(report)
+    if untied:
+        mine, owner = untied[0]
+        why.append(f"{len(untied)} tensor{'s are' if len(untied) > 1 else ' is'} tied in the "
+                   f"target but not in the source ({mine} is {owner}): it holds what the "
+                   f"source's {owner.rpartition('.')[0]} holds, not the source's own "
+                   f"{mine.rpartition('.')[0]} (untie them in the target to graft each)")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
     prefixed = [f"{_qual(r.target, t.name)} "
@@ -1643,18 +1650,52 @@ def _uneven_heads(matching: Matching) -> list[str]:
     return found
 
 
+def _tied_untied(report: TransferReport) -> list[tuple[str, str]]:
+    """(target tensor, the tensor it is tied to) where the target shares a tensor between two
+    layers whose source layers hold two different tensors (an untied source's decoder grafted
+    onto a target whose decoder is its embedding)."""
+    model = report.matching.source.model if report.matching is not None else None
+    if model is None:
+        return []
+    of = {r.target: r.source for r in report.pairs}
+    modules = dict(model.named_modules())
+    found = []
+    for r in report.pairs:
+        for t in r.tensors:
+            if not t.how.startswith(TIED) or r.source is None:
+                continue
+            owner = t.how[len(TIED):].split(";")[0]
+            layer, _, name = owner.rpartition(".")
+            mine = getattr(modules.get(r.source), t.name, None)
+            theirs = getattr(modules.get(of.get(layer) or ""), name, None)
+            if (isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor)
+                    and mine is not theirs and not (mine.shape == theirs.shape
+                                                    and torch.equal(mine, theirs))):
+                found.append((_qual(r.target, t.name), owner))
+    return found
+
+
 def _new_post_norm_layers(report: TransferReport) -> list[str]:
-    """Post-norm torch transformer layers (``norm_first=False``) that hold a layer started as
-    the identity or zeroed: their norm after the residual sum cannot pass its input on."""
+    """Post-norm torch transformer layers (``norm_first=False``) with no source layer of their
+    own: holding a layer started as the identity or zeroed, or copies of source layers an
+    earlier target layer already holds (a deeper stack repeating one). Their norm after the
+    residual sum cannot pass its input on."""
     model = report.matching.target.model if report.matching is not None else None
     if model is None:
         return []
-    fresh = [r.target for r in report.pairs
-             if r.note == IDENTITY_LAYER or r.note.startswith("zeroed")]
+    fresh = {r.target for r in report.pairs
+             if r.note == IDENTITY_LAYER or r.note.startswith("zeroed")}
     post = [name for name, m in model.named_modules()
             if isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer))
             and not m.norm_first]
-    return [name for name in post if any(f.startswith(name + ".") for f in fresh)]
+    new, seen = [], set()
+    for name in post:
+        inside = [r for r in report.pairs if r.target.startswith(name + ".")]
+        sources = {r.source for r in inside if r.source is not None}
+        if any(r.target in fresh for r in inside) or (sources and sources <= seen):
+            new.append(name)
+        seen |= sources
+    return new
 
 
 #: block settings without parameters that change what a block computes (Swin's shifted
