@@ -1540,19 +1540,18 @@ def _why_not_preserved(report: TransferReport) -> str:
                if t.action == "adapted"}
     tied = [(_qual(r.target, t.name), owner) for r in report.pairs for t in r.tensors
             if t.how.startswith(TIED) and (owner := t.how[len(TIED):].split(";")[0]) in resized]
-    if tied:
-        mine, owner = tied[0]
-        why.append(f"{len(tied)} resized tensor{'s are' if len(tied) > 1 else ' is'} shared by "
-                   f"two layers ({mine} is {owner}): resized for its owner, it reads other "
-                   f"widths in the other layer, where replicated units would need the opposite "
-                   f"rescaling (untie them to graft each exactly)")
-    untied = _tied_untied(report)
-    if untied:
-        mine, owner = untied[0]
-        why.append(f"{len(untied)} tensor{'s are' if len(untied) > 1 else ' is'} tied in the "
-                   f"target but not in the source ({mine} is {owner}): it holds what the "
-                   f"source's {owner.rpartition('.')[0]} holds, not the source's own "
-                   f"{mine.rpartition('.')[0]} (untie them in the target to graft each)")
+    for pairs, noun, text in (
+            (tied, "resized tensor", lambda mine, owner: (
+                f"shared by two layers ({mine} is {owner}): resized for its owner, it reads "
+                f"other widths in the other layer, where replicated units would need the "
+                f"opposite rescaling (untie them to graft each exactly)")),
+            (_tied_untied(report), "tensor", lambda mine, owner: (
+                f"tied in the target but not in the source ({mine} is {owner}): it holds what "
+                f"the source's {owner.rpartition('.')[0]} holds, not the source's own "
+                f"{mine.rpartition('.')[0]} (untie them in the target to graft each)"))):
+        if pairs:
+            why.append(f"{len(pairs)} {noun}{'s are' if len(pairs) > 1 else ' is'} "
+                       f"{text(*pairs[0])}")
     if report.constrained:
         why.append(_constrained_text(report.constrained))
     prefixed = [f"{_qual(r.target, t.name)} "
