@@ -153,6 +153,16 @@ def test_cli_rank_probe_reranks_the_shortlist(tmp_path, capsys):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100"]))
     with pytest.raises(ZooError, match="--probe-top 0"):
         run_rank(parser.parse_args(args + ["--probe-data", "digits:100", "--probe-top", "0"]))
+    # QA (session 25): --top cut the probe's shortlist to 1 candidate, and without --in-chans
+    # the probe data took the best source's channels, not the target's (--input-size's here)
+    no_chans = [a for a in args if a not in ("--in-chans", "1")]
+    assert run_rank(parser.parse_args(no_chans + ["--top", "1", "--probe-data",
+                                                  str(tmp_path / "probe.safetensors"),
+                                                  "--probe-steps", "0", "--probe-limit", "100",
+                                                  "--json"])) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["ranking"]) == 1 and doc["probe"]["candidates"] == 2
+    assert doc["probe"]["examples"] == 100
     # QA (session 24): probe settings without --probe-data were accepted and unused
     for option in ("--probe-top", "--probe-steps", "--probe-limit"):
         with pytest.raises(ZooError, match=f"{option} sets the probe stage: give --probe-data"):
@@ -227,3 +237,12 @@ def test_cli_probe_data_errors_name_the_file(tmp_path, capsys):
         assert f"--probe-limit: {limit}: give a whole number of at least 1" in capsys.readouterr().err
     with pytest.raises(ProbeError, match="--probe-limit 0: give a positive number"):
         load_probe_data(str(tmp_path / "ok.safetensors"), limit=0)
+
+
+def test_a_built_in_probe_set_takes_the_limit_and_the_models_input_shape():
+    """QA (session 25): --probe-limit was ignored for fashion-mnist / digits, and the images
+    were square whatever the target's input (--input-size 1,16,24 gave 24×24)."""
+    x, y = load_probe_data("digits:300", image_size=(16, 24), limit=100)
+    assert tuple(x.shape) == (100, 1, 16, 24) and len(y) == 100
+    x, _ = load_probe_data("digits:50", image_size=12, in_chans=3)
+    assert tuple(x.shape) == (50, 3, 12, 12)

@@ -301,13 +301,14 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
 
 
 # ----------------------------------------------------------------------------- CLI data
-def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
+def load_probe_data(spec: str, *, image_size: int | tuple[int, int] = 32, in_chans: int = 1,
                     limit: int = 1000, num_classes: int | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labelled probe data for the CLI: a file holding tensors ``x`` (N, C, H, W) and ``y``
     (N,) — ``.safetensors`` or a torch file read with ``weights_only=True`` — or a built-in
-    dataset ``fashion-mnist[:N]`` / ``digits[:N]`` (a stratified train subset); at most
-    ``limit`` examples, labels below ``num_classes`` when given (see ``labelled``)."""
+    dataset ``fashion-mnist[:N]`` / ``digits[:N]`` (a stratified train subset, resized to
+    `image_size`: a side, or (height, width)); at most ``limit`` examples, labels below
+    ``num_classes`` when given (see ``labelled``)."""
     from pathlib import Path
 
     from .data import TENSOR_FILE_SUFFIXES, load_dataset_spec, read_tensors
@@ -326,11 +327,17 @@ def load_probe_data(spec: str, *, image_size: int = 32, in_chans: int = 1,
             raise ProbeError(f"{path}: expected tensors named 'x' (inputs) and 'y' (labels)")
         return labelled((tensors["x"], tensors["y"]), limit, num_classes=num_classes,
                         what=str(path))
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     try:
-        data = load_dataset_spec(spec, size=image_size, in_chans=in_chans, default_count=limit)
+        data = load_dataset_spec(spec, size=width, in_chans=in_chans, default_count=limit)
     except ValueError as exc:
         raise ProbeError(f"--probe-data {spec}: {exc}; give a .safetensors/.pt file with 'x' "
                          "and 'y', or fashion-mnist[:N] / digits[:N]") from None
     except FileNotFoundError as exc:
         raise ProbeError(str(exc)) from None
-    return labelled(data, len(data), num_classes=num_classes, what=f"--probe-data {spec}")
+    if height != width:  # the model's own input shape, not a square
+        import torch.nn.functional as F
+
+        data = (F.interpolate(data.x, size=(height, width), mode="bilinear",
+                              align_corners=False), data.y)
+    return labelled(data, limit, num_classes=num_classes, what=f"--probe-data {spec}")

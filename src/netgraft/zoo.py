@@ -1198,6 +1198,8 @@ def add_rank_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def _check_rank_options(args: argparse.Namespace) -> None:
     """Refuse options this ranking would accept and then not use, and bad probe numbers,
     before the ranking (which can take minutes)."""
+    if args.top is not None and args.top < 1:
+        raise ZooError(f"--top {args.top}: give a positive number")
     if args.force and args.then_transfer is None:
         raise ZooError("--force lets --then-transfer replace an existing file: give "
                        "--then-transfer OUT with it")
@@ -1220,6 +1222,8 @@ def run_rank(args: argparse.Namespace) -> int:
     from .models import parse_input_size
 
     input_size = parse_input_size(args.input_size)
+    if args.in_chans is None and input_size and ":" not in args.target:
+        args.in_chans = input_size[0]  # a timm name built for --input-size's channels
     out = Path(args.then_transfer) if args.then_transfer is not None else None
     if out is not None:  # before ranking: a bad name should not cost a ranking first
         zoo.check_output(out, force=args.force, flag="--then-transfer")
@@ -1228,12 +1232,13 @@ def run_rank(args: argparse.Namespace) -> int:
     # tracing a large input can take minutes: say what runs (a terminal only; rich's status
     # draws nothing when stderr is piped)
     with _console(stderr=True).status(f"tracing {args.target}{at} and ranking the zoo's sources …"):
-        ranked = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
-                          input_size=input_size, method=args.method, top=args.top)
+        every = zoo.rank(args.target, num_classes=args.num_classes, in_chans=args.in_chans,
+                         input_size=input_size, method=args.method)
     seconds = time.perf_counter() - start
+    ranked = every[:args.top] if args.top else every  # shown; the probe shortlists from all
     best, probe = ranked[0], None
     if args.probe_data:
-        best, probe = _probe_stage(zoo, ranked, args, input_size)
+        best, probe = _probe_stage(zoo, every, args, input_size)
     title = f"sources for {args.target} [{args.method}], best first ({seconds:.2f} s)"
     if args.json:
         doc = {"target": args.target, "method": args.method, "seconds": seconds,
@@ -1342,8 +1347,10 @@ def _probe_stage(zoo: Zoo, ranked: list[Ranked], args: argparse.Namespace,
     """Re-rank the data-free shortlist by the probe: (new best, probe summary)."""
     from .probe import load_probe_data
 
-    size = input_size[-1] if input_size else 32
-    chans = args.in_chans or ranked[0].entry.in_chans or 1
+    # the target's own input: the shape it was traced at (--input-size, or its default)
+    shape = zoo._target(args.target, args.num_classes, args.in_chans, input_size).arch.input_shape
+    chans, size = (shape[1], tuple(shape[2:])) if shape and len(shape) == 4 else (
+        args.in_chans or 1, 32)
     data = load_probe_data(args.probe_data, image_size=size, in_chans=chans,
                            limit=args.probe_limit, num_classes=args.num_classes)
     # a source that cannot give its convs (another dimensionality) is not worth a graft
