@@ -503,6 +503,24 @@ def test_cli_ctrl_c_names_the_study_it_keeps_and_a_rerun_resumes(tmp_path, capsy
     assert "2 complete, 0 failed; this worker ran 1 trial in " in out
 
 
+def test_cli_sigterm_during_a_trial_says_terminated(tmp_path, capsys, monkeypatch):
+    """QA (session 25): SIGTERM on `search` said "interrupted" with exit 130, and the trial's
+    reason was "interrupted by the user (Ctrl-C)"; the other commands say "terminated", 143."""
+    from netgraft.cli import _Terminated, main as netgraft_main
+    from netgraft.nas import search
+
+    def terminated(self, trial):
+        raise _Terminated()
+
+    monkeypatch.setattr(search.Objective, "_run", terminated)
+    db = tmp_path / "s.db"
+    assert netgraft_main(["search", *TINY_CLI, "--trials", "2", "--storage", str(db)]) == 143
+    err = capsys.readouterr().err
+    assert f"terminated; the study 'effnet-cold' in {db} keeps 0 finished trials" in err, err
+    trial, = optuna.load_study(study_name="effnet-cold", storage=f"sqlite:///{db}").trials
+    assert trial.user_attrs["fail_reason"] == "terminated (SIGTERM)"
+
+
 def test_storage_that_is_another_applications_sqlite_file_is_refused(tmp_path, capsys):
     import sqlite3
 
@@ -586,3 +604,27 @@ def test_the_pool_scores_a_parent_by_the_graft_it_would_make(tmp_path):
     assert pool.similarity(child, parent) == pytest.approx(backward)
     warm = pool.warm_start(build(child), child, study="s")
     assert warm.entry is not None and warm.similarity == pytest.approx(forward)
+
+
+def test_a_study_netgraft_did_not_make_is_not_taken_over(tmp_path, capsys):
+    """QA (session 25): `--study NAME` of an Optuna study minimising a loss ran, recorded
+    netgraft's settings on it and kept its direction, so the sampler steered toward low
+    accuracy and its loss trials counted towards the budget."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    loss = optuna.create_study(study_name="loss", storage=url, direction="minimize")
+    for value in (3.0, 1.5):
+        trial = loss.ask()
+        trial.suggest_float("lr", 1e-4, 0.1)
+        loss.tell(trial, value)
+    optuna.create_study(study_name="empty", storage=url, direction="minimize")
+    for study, why in (("loss", "was not made by netgraft search (it has trials and no "
+                                "netgraft settings)"),
+                       ("empty", "has the directions ['minimize'], not ['maximize'] for the "
+                                 "objectives ['accuracy']")):
+        assert nas_cli.main([*TINY_CLI, "--trials", "1", "--storage", url, "--study", study,
+                             "--pool", str(tmp_path / "pool")]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"study '{study}' in {url} {why}; name a new study with --study" in err, err
+        assert not (tmp_path / "pool").exists()  # a refused search leaves no pool folder
+    assert "objectives" not in optuna.load_study(study_name="loss", storage=url).user_attrs
+    assert len(optuna.load_study(study_name="loss", storage=url).trials) == 2

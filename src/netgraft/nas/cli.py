@@ -181,6 +181,7 @@ def _check_start(args: argparse.Namespace, console):
         raise NetgraftError(f"--pool {pool}: a file; give a folder for the trained weights "
                             f"(it is created if missing)")
     data = load_data(cfg)
+    made = None if pool.exists() else pool  # removed again if the study is refused
     try:  # before the study: a folder that cannot be made would leave an empty study behind
         pool.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -196,7 +197,7 @@ def _check_start(args: argparse.Namespace, console):
         if asked is not None and asked > len(used):
             console.print(f"[yellow]warning:[/] {option} {asked}: {cfg.dataset} has only "
                           f"{len(used):,} {split} images; using all {len(used):,}")
-    return cfg, data
+    return cfg, data, made
 
 
 def _describe(t) -> str:
@@ -293,18 +294,19 @@ def _summary(cfg, result, counts) -> str:
             f"{result.pool_dir}")
 
 
-def _interrupted(cfg, study) -> str:
-    """What a Ctrl-C leaves behind: the study (resumable) and its pool, never nothing."""
+def _interrupted(cfg, study, verb: str = "interrupted") -> str:
+    """What a Ctrl-C (or SIGTERM: `verb` "terminated") leaves behind: the study (resumable)
+    and its pool, never nothing."""
     from .search import _redact, budget_counts, default_pool_dir
 
     where = f"the study '{cfg.study_name}' in {_redact(cfg.storage)}"
     if study is None:
-        return f"interrupted while opening {where}; rerun the same command to start it"
+        return f"{verb} while opening {where}; rerun the same command to start it"
     try:
         kept = f" keeps {_plural(budget_counts(study)['finished'], 'finished trial')}"
     except Exception:  # noqa: BLE001 - the storage went away too: say what is sure
         kept = " keeps its finished trials"
-    return (f"interrupted; {where}{kept} (weights in {default_pool_dir(cfg)}): rerun the same "
+    return (f"{verb}; {where}{kept} (weights in {default_pool_dir(cfg)}): rerun the same "
             f"command to resume")
 
 
@@ -313,10 +315,15 @@ def run(args: argparse.Namespace) -> int:
     from .search import budget_counts, open_study
 
     console = make_console()
-    cfg, data = _check_start(args, console)
+    cfg, data, made = _check_start(args, console)
     study = None
     try:
-        study = open_study(cfg)  # creates the study, or checks a stored one has the same settings
+        try:  # creates the study, or checks a stored one has the same settings
+            study = open_study(cfg)
+        except BaseException:
+            if made is not None and not any(made.iterdir()):
+                made.rmdir()  # a search refused (or stopped) before it began leaves no folder
+            raise
         console.print(_header(cfg, data))
         note = _nothing_to_run(cfg, budget_counts(study))
         if note:
@@ -324,9 +331,10 @@ def run(args: argparse.Namespace) -> int:
         result = _search(args, cfg, data, console)
         console.print(front_table(result.study, args.top))
         console.print(_summary(cfg, result, budget_counts(result.study)))
-    except KeyboardInterrupt:
-        print(_interrupted(cfg, study), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = type(exc).__name__ == "_Terminated"  # SIGTERM (netgraft.cli), as `timeout` sends
+        print(_interrupted(cfg, study, "terminated" if term else "interrupted"), file=sys.stderr)
+        return 143 if term else 130
     failed = _all_failed(result.study, result.ran)
     if failed:
         raise NetgraftError(failed)

@@ -428,6 +428,16 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
         raise NetgraftError(f"cannot create or load study '{cfg.study_name}': {why}") from exc
     attrs = study.user_attrs
     wanted = _study_attrs(cfg, pool_dir)
+    where = f"study '{cfg.study_name}' in {_redact(storage_url(cfg.storage))}"
+    if "objectives" not in attrs and study.get_trials(deepcopy=False):
+        # netgraft records its settings before any trial: trials without them are another
+        # program's (an Optuna study minimising a loss), which this search must not take over
+        raise NetgraftError(f"{where} was not made by netgraft search (it has trials and no "
+                            f"netgraft settings); name a new study with --study")
+    got = [d.name.lower() for d in study.directions]
+    if "objectives" not in attrs and got != [d.lower() for d in directions]:
+        raise NetgraftError(f"{where} has the directions {got}, not {directions} for the "
+                            f"objectives {list(cfg.objectives)}; name a new study with --study")
     if "objectives" not in attrs:
         # "objectives" marks a study whose settings are recorded: written last, so that a
         # worker loading the study while its creator is still writing never compares
@@ -446,9 +456,8 @@ def open_study(cfg: SearchConfig, storage=None, pool_dir: str | None = None):
                   *pool):
             if k in recorded and recorded[k] != wanted[k]:
                 raise NetgraftError(
-                    f"study '{cfg.study_name}' in {_redact(storage_url(cfg.storage))} was created "
-                    f"with {k}={recorded[k]!r}, not {wanted[k]!r}; resume it with the same "
-                    f"options or name a new one with --study")
+                    f"{where} was created with {k}={recorded[k]!r}, not {wanted[k]!r}; resume "
+                    f"it with the same options or name a new one with --study")
     return study
 
 
@@ -515,8 +524,10 @@ class Objective:
         except TrialFailed as exc:
             self._fail(trial, str(exc), exc.kind)
             raise
-        except KeyboardInterrupt:
-            self._fail(trial, "interrupted by the user (Ctrl-C)", "interrupted")
+        except KeyboardInterrupt as exc:
+            by = ("terminated (SIGTERM)" if type(exc).__name__ == "_Terminated"
+                  else "interrupted by the user (Ctrl-C)")
+            self._fail(trial, by, "interrupted")
             raise
         except Exception as exc:  # a bug or an unforeseen failure: record it, go on
             self._fail(trial, f"error: {_one_line(exc)}", "error")
