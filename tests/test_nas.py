@@ -1,6 +1,7 @@
 """netgraft.nas: warm-start pool, search worker, resuming, failures, CLI (tiny: digits at 16 px)."""
 import json
 import math
+import re
 import time
 
 import optuna
@@ -628,3 +629,20 @@ def test_a_study_netgraft_did_not_make_is_not_taken_over(tmp_path, capsys):
         assert not (tmp_path / "pool").exists()  # a refused search leaves no pool folder
     assert "objectives" not in optuna.load_study(study_name="loss", storage=url).user_attrs
     assert len(optuna.load_study(study_name="loss", storage=url).trials) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="bogus"), "method='bogus': choose one of"),
+    (dict(min_similarity=2.0), "min_similarity=2.0: give a number in [0, 1]"),
+    (dict(min_similarity=float("nan")), "min_similarity=nan: give a number in [0, 1]"),
+    (dict(calibration_data="x"), "calibration_data: give a tensor of inputs or an iterable"),
+])
+def test_a_pool_refuses_settings_that_would_make_every_warm_start_random(tmp_path, kwargs,
+                                                                         message):
+    """QA (session 25): these were accepted, and every warm start then fell back to random
+    init with the reason only in its note."""
+    with pytest.raises(NetgraftError, match=re.escape(message)):
+        WarmStartPool(tmp_path / "pool", _mlp, **kwargs)
+    assert not (tmp_path / "pool").exists()
+    WarmStartPool(tmp_path / "pool", _mlp, calibration_data=torch.randn(4, 8),
+                  min_similarity=1, method="dpiat")

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ..checkpoint import atomic_write, load_state_dict, load_weights, save_json
@@ -134,6 +135,18 @@ class WarmStartPool:
                  method: str = "graft", min_similarity: float = 0.0, describe=None):
         if scope not in SCOPES:
             raise NetgraftError(f"pool scope {scope!r}: choose one of {', '.join(SCOPES)}")
+        # checked here: a bad value would only make every warm start fall back to random init
+        from ..match import METHODS
+
+        if method not in METHODS:
+            raise NetgraftError(f"method={method!r}: choose one of {', '.join(sorted(METHODS))}")
+        if isinstance(min_similarity, bool) or not isinstance(min_similarity, (int, float)) \
+                or not 0.0 <= min_similarity <= 1.0:  # (NaN fails both comparisons)
+            raise NetgraftError(f"min_similarity={min_similarity!r}: give a number in [0, 1]")
+        if calibration_data is not None and not isinstance(calibration_data, torch.Tensor) \
+                and not hasattr(calibration_data, "__iter__") or isinstance(calibration_data, str):
+            raise NetgraftError(f"calibration_data: give a tensor of inputs or an iterable of "
+                                f"batches, not {type(calibration_data).__name__}")
         self.directory = Path(directory)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
