@@ -216,14 +216,17 @@ def _describe(t) -> str:
             f"{a['trial_seconds']:.1f}s")
 
 
-def _search(args: argparse.Namespace, cfg, data, console):
-    """run_search with a progress bar and one line per trial."""
+def _search(args: argparse.Namespace, cfg, data, console, study=None):
+    """run_search with a progress bar and one line per trial; "best" counts the trials
+    `study` (resumed) already holds."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
     from .search import run_search
 
-    best = [None]
+    done = [t.user_attrs["accuracy"] for t in (study.get_trials(deepcopy=False) if study else ())
+            if t.state.name == "COMPLETE" and isinstance(t.user_attrs.get("accuracy"), float)]
+    best = [max(done, default=None)]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=args.quiet,
                   transient=False) as progress:
@@ -328,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
         note = _nothing_to_run(cfg, budget_counts(study))
         if note:
             console.print(note)
-        result = _search(args, cfg, data, console)
+        result = _search(args, cfg, data, console, study)
         console.print(front_table(result.study, args.top))
         console.print(_summary(cfg, result, budget_counts(result.study)))
     except KeyboardInterrupt as exc:
