@@ -157,9 +157,15 @@ def test_an_interruption_between_two_renames_leaves_a_consistent_pair(tmp_path, 
             signal.raise_signal(signal.SIGINT)  # Ctrl-C right after the first rename
     monkeypatch.setattr(checkpoint.os, "replace", replace)
     checkpoint.WRITTEN.clear()
-    with pytest.raises(KeyboardInterrupt):
-        atomic_write_all([(a, lambda t: open(t, "w").write("new")),
-                          (b, lambda t: open(t, "w").write("new"))])
+    # Python's own Ctrl-C handler, however this run was started (a background job of a
+    # non-interactive shell starts with SIGINT ignored, and Python then installs none)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write_all([(a, lambda t: open(t, "w").write("new")),
+                              (b, lambda t: open(t, "w").write("new"))])
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert a.read_text() == b.read_text() == "new"
     assert checkpoint.WRITTEN == [a, b]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
