@@ -527,6 +527,7 @@ class Zoo:
             self.dir.mkdir(parents=True)
         self.index = Index(self.dir / INDEX_FILE)
         self._archs: dict[str, Architecture] = {}  # fingerprint hash → rebuilt Architecture
+        self._warned: set[str] = set()  # one warning per damaged file, however often it is read
 
     # ------------------------------------------------------------------ entries
     def entries(self) -> list[ZooEntry]:
@@ -540,8 +541,10 @@ class Zoo:
             except ZooError as exc:
                 fix = (f"; or remove it with `netgraft zoo remove {path.stem} --zoo {self.dir}`"
                        if _NAME.match(path.stem) else "")
-                warnings.warn(f"skipped {exc}: fix or delete that file{fix}", ZooWarning,
-                              stacklevel=2)
+                message = f"skipped {exc}: fix or delete that file{fix}"
+                if message not in self._warned:
+                    self._warned.add(message)
+                    warnings.warn(message, ZooWarning, stacklevel=2)
                 continue
             if entry is not None:
                 out.append(entry)
