@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .errors import NetgraftError
+from .errors import NetgraftError, Terminated as _Terminated
 from .models import MODEL_SPEC_HELP
 
 
@@ -176,12 +176,13 @@ def _input_shape(text: str | None):
     return None if dims is None else torch.randn(1, *dims)
 
 
-def _read_channels(spec: str, in_chans: int | None, example) -> int | None:
-    """The input channels to build `spec` for: --in-chans, else those --input-size gives (a timm
-    name; a factory builds what it builds)."""
-    if in_chans or ":" in spec:
+def read_channels(spec: str, in_chans: int | None, input_size) -> int | None:
+    """The input channels to build `spec` for: --in-chans, else the C of --input-size's C,H,W
+    (`input_size`: those dims, or an example batch) for a timm name; a factory builds what
+    it builds."""
+    if in_chans or ":" in spec or input_size is None:
         return in_chans
-    return example.shape[1] if example is not None else None
+    return input_size.shape[1] if isinstance(input_size, torch.Tensor) else input_size[0]
 
 
 def _build(spec: str, weights: str | None, num_classes: int | None, in_chans: int | None,
@@ -238,7 +239,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         example = _input_shape(args.input_size)
         # built for the channels --input-size gives, as `inspect` and `similarity` do
         target = _build(args.target, args.target_weights, args.num_classes,
-                        _read_channels(args.target, args.in_chans, example)
+                        read_channels(args.target, args.in_chans, example)
                         if not args.target_weights else args.in_chans, "target")
         calibration = None
         if args.calibration:
@@ -321,7 +322,7 @@ def cmd_similarity(args: argparse.Namespace) -> int:
     from .trace import trace
 
     example = _input_shape(args.input_size)
-    a, b = (trace(create_model(s, in_chans=_read_channels(s, args.in_chans, example)), example,
+    a, b = (trace(create_model(s, in_chans=read_channels(s, args.in_chans, example)), example,
                   name=s) for s in (args.a, args.b))
     methods = [args.method] if args.method else ["graft", "dpiat"]
     for method in methods:
@@ -335,7 +336,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     example = _input_shape(args.input_size)
     model = create_model(args.model, num_classes=args.num_classes,
-                         in_chans=_read_channels(args.model, args.in_chans, example))
+                         in_chans=read_channels(args.model, args.in_chans, example))
     arch = trace(model, example, name=args.model)
     if args.json:
         print(json.dumps(arch.to_dict(), indent=1))
@@ -464,11 +465,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (`timeout`, a batch scheduler, `docker stop`), handled as Ctrl-C is: temporary
-    files removed, what was written named."""
 
 
 def _on_sigterm() -> Any:

@@ -42,3 +42,8 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if limit is None or len(line) <= limit else line[:limit - 1] + "…"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, a batch scheduler, `docker stop`) while a command runs, handled as
+    Ctrl-C is: temporary files removed, what was written named, "terminated", exit 143."""

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import fingerprint as fpr
-from .cli import PIPE_WIDTH, _positive_int, _same_file, file_name, make_console as _console
+from .cli import (PIPE_WIDTH, _positive_int, _same_file, file_name, make_console as _console,
+                  read_channels)
 from .errors import ModelSpecError, NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
@@ -1225,8 +1226,7 @@ def run_rank(args: argparse.Namespace) -> int:
     from .models import parse_input_size
 
     input_size = parse_input_size(args.input_size)
-    if args.in_chans is None and input_size and ":" not in args.target:
-        args.in_chans = input_size[0]  # a timm name built for --input-size's channels
+    args.in_chans = read_channels(args.target, args.in_chans, input_size)  # as `transfer`
     out = Path(args.then_transfer) if args.then_transfer is not None else None
     if out is not None:  # before ranking: a bad name should not cost a ranking first
         zoo.check_output(out, force=args.force, flag="--then-transfer")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli import file_name
-from ..errors import NetgraftError
+from ..errors import NetgraftError, Terminated
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(front_table(result.study, args.top))
         console.print(_summary(cfg, result, budget_counts(result.study)))
     except KeyboardInterrupt as exc:
-        term = type(exc).__name__ == "_Terminated"  # SIGTERM (netgraft.cli), as `timeout` sends
+        term = isinstance(exc, Terminated)  # SIGTERM (netgraft.cli), as `timeout` sends
         print(_interrupted(cfg, study, "terminated" if term else "interrupted"), file=sys.stderr)
         return 143 if term else 130
     failed = _all_failed(result.study, result.ran)

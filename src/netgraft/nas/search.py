@@ -51,7 +51,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import NetgraftError, first_line
+from ..errors import NetgraftError, Terminated, first_line
 from .pool import WarmStartPool
 from .space import get_space
 
@@ -525,7 +525,7 @@ class Objective:
             self._fail(trial, str(exc), exc.kind)
             raise
         except KeyboardInterrupt as exc:
-            by = ("terminated (SIGTERM)" if type(exc).__name__ == "_Terminated"
+            by = ("terminated (SIGTERM)" if isinstance(exc, Terminated)
                   else "interrupted by the user (Ctrl-C)")
             self._fail(trial, by, "interrupted")
             raise
