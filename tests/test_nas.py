@@ -16,7 +16,8 @@ from netgraft.nas import cli as nas_cli
 from netgraft.nas.search import INTERRUPTED, load_data, open_study
 
 CONTRACT_ATTRS = {"arch", "arch_params", "accuracy", "params", "flops", "latency_ms", "warm",
-                  "parent", "parent_trial", "parent_arch", "similarity", "coverage", "pool_key",
+                  "parent", "parent_trial", "parent_arch", "parent_study", "similarity", "coverage",
+                  "pool_key",
                   "train_seconds", "steps", "accuracy_at_0"}
 
 
@@ -56,6 +57,7 @@ def test_warm_search_lineage_pool_and_contract(tmp_path, data):
     for t in trials:
         a = t.user_attrs
         assert CONTRACT_ATTRS <= set(a), CONTRACT_ATTRS - set(a)
+        assert a["parent_study"] == (study.study_name if a["parent"] else None)
         assert t.values == [a["accuracy"], a["params"]] and 0 <= a["accuracy"] <= 1
         assert a["arch_params"] == t.params and a["arch"].startswith("effnet d=")
         assert a["pool_key"] in keys and a["flops"] > 0 and a["latency_ms"] > 0
@@ -561,6 +563,21 @@ def test_a_warm_trial_that_did_not_graft_says_why_in_its_line():
     assert "cold (" + "x" * 157 + "...)" in nas_cli._describe(trial)
     del attrs["warm_note"]
     assert nas_cli._describe(trial).endswith("1,234 params, cold, 2.0s")
+
+
+def test_a_parent_of_another_study_is_named_with_its_study():
+    """QA (session 25): with --pool-scope all, "from #2" named a trial number of another study
+    as if it were one of this search's."""
+    from types import SimpleNamespace
+
+    attrs = {"arch": "effnet d=1 w=8", "accuracy": 0.5, "accuracy_at_0": 0.4, "params": 1234,
+             "trial_seconds": 2.0, "parent": "ab" * 32, "parent_trial": 2, "parent_study": "first",
+             "similarity": 0.9, "coverage": 0.8}
+    trial = SimpleNamespace(number=3, state=SimpleNamespace(name="COMPLETE"), user_attrs=attrs)
+    assert "from first #2 (sim 0.90, cov 80%)" in nas_cli._describe(trial, "second")
+    assert "from #2 (sim 0.90, cov 80%)" in nas_cli._describe(trial, "first")
+    del attrs["parent_study"]  # a trial recorded before the attribute existed
+    assert "from #2 (sim" in nas_cli._describe(trial, "second")
 
 
 def test_equal_weights_of_two_studies_are_two_pool_entries(tmp_path):

@@ -203,6 +203,7 @@ def test_rank_accepts_a_module_and_rejects_bad_requests(zoo_dir, tmp_path):
         zoo.rank("resnet10t", method="nope")
     with pytest.raises(ZooError, match="--top"):
         zoo.rank("resnet10t", top=0)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ZooError, match="is empty"):
         Zoo(tmp_path / "empty").rank("resnet10t")
     with pytest.raises(ZooError, match="no zoo at"):
@@ -643,7 +644,7 @@ def test_remove_takes_an_entry_name_never_a_path(tmp_path, checkpoints, capsys):
     other = tmp_path / "zooV"
     Zoo(other).add(checkpoints[_MNV3], _MNV3, name="r")
     empty = tmp_path / "zoo0"
-    Zoo(empty)
+    empty.mkdir()
     assert _main(["zoo", "remove", "../zooV/r", "--zoo", str(empty)]) == 2
     assert "entry name '../zooV/r'" in capsys.readouterr().err
     assert (other / "r.json").is_file() and (other / "r.safetensors").is_file()
@@ -715,7 +716,7 @@ def test_missing_weights_are_marked_skipped_and_name_the_link_target(small_zoo, 
     assert _main(["zoo", "list", "--zoo", str(small_zoo)]) == 0
     rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
             if line.startswith("│")}
-    assert "MISSING" in rows["lnk"] and str(target) in rows["lnk"] and rows["m"].split()[-2] == "ok"
+    assert "UNUSABLE" in rows["lnk"] and str(target) in rows["lnk"] and rows["m"].split()[-2] == "ok"
     assert _main(["zoo", "list", "--zoo", str(small_zoo), "--json"]) == 0
     listed = {e["name"]: e["weights_missing"] for e in json.loads(capsys.readouterr().out)}
     assert listed["m"] is None and str(target) in listed["lnk"]
@@ -776,6 +777,7 @@ def test_add_refuses_non_finite_weights_and_a_failed_add_leaves_no_new_folder(
     _remove_if_unused(shared)
     assert not shared.exists()
     # a folder that existed is left in place, with the entries it had
+    (tmp_path / "kept").mkdir()
     zoo = Zoo(tmp_path / "kept")
     with pytest.raises(ZooError, match="NaN or inf"):
         zoo.add(bad, arch)
@@ -826,3 +828,104 @@ def test_a_read_only_zoo_still_ranks_and_its_writers_say_why_they_cannot(tmp_pat
     assert ranked[0].similarity == pytest.approx(expected)
     with pytest.raises(ZooError, match="cannot write the zoo index .*index.sqlite"):
         Zoo(tmp_path / "z").add(checkpoints["resnet18"], "resnet18")
+
+
+def test_a_mistyped_zoo_path_is_named_and_not_made(tmp_path, checkpoints):
+    """QA (session 25): `Zoo(typo).rank(...)` made an empty folder at the typo before saying
+    the zoo was empty."""
+    typo = tmp_path / "zooo"
+    for call in (lambda z: z.rank(_MNV3, num_classes=5, in_chans=1), lambda z: z.build_index()):
+        with pytest.raises(ZooError, match=f"no zoo at {typo}: add a checkpoint"):
+            call(Zoo(typo))
+        assert not typo.exists()
+    assert Zoo(typo).entries() == [] and not typo.exists()
+    with pytest.raises(NetgraftError, match="unknown model"):  # a failed first add: no folder
+        Zoo(typo).add(checkpoints[_MNV3], "no_such_model_xyz")
+    assert not typo.exists()
+    Zoo(typo).add(checkpoints[_MNV3], _MNV3)  # the first entry makes it
+    assert [e.name for e in Zoo(typo).entries()] == [_MNV3]
+
+
+def test_a_truncated_weights_file_is_not_ranked(small_zoo, capsys):
+    """QA (session 25): a weights file cut short by a copy that did not finish was ranked
+    first, and only --then-transfer failed on it (advising to re-export the checkpoint)."""
+    from netgraft.zoo import ZooWarning
+    weights = small_zoo / "m.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:len(whole) // 2])
+    with pytest.warns(ZooWarning, match=r"zoo entry 'm' skipped: its weights file .*m\.safetensors "
+                                        r"is damaged \(.* bytes where its header describes"):
+        ranked = Zoo(small_zoo).rank(_MNV3, num_classes=5, in_chans=1)
+    assert [r.name for r in ranked] == ["lnk"]
+    assert _main(["zoo", "list", "--zoo", str(small_zoo)]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("│")}
+    assert "UNUSABLE" in rows["m"] and rows["lnk"].split()[-2] == "ok"
+    with pytest.raises(ZooError, match="zoo entry 'm': its weights file .* is damaged"):
+        Zoo(small_zoo).transfer_to("m", _MNV3, num_classes=5, in_chans=1)
+    weights.write_bytes(b"not safetensors at all")
+    assert "not a readable safetensors file" in Zoo(small_zoo).missing_weights(Zoo(small_zoo).get("m"))
+    weights.write_bytes(whole)
+    assert Zoo(small_zoo).missing_weights(Zoo(small_zoo).get("m")) is None
+
+
+_FIXED_LENGTH = '''
+from torch import nn
+
+class FixedLength(nn.Module):
+    """A 1-D model whose head reads a flattened map: it takes sequences of length 100 only."""
+    def __init__(self, num_classes=4, in_chans=2):
+        super().__init__()
+        self.conv = nn.Conv1d(in_chans, 8, 3, padding=1)
+        self.bn = nn.BatchNorm1d(8)
+        self.fc = nn.Linear(8 * 100, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).relu().flatten(1))
+
+def fixed(num_classes=4, in_chans=2):
+    return FixedLength(num_classes, in_chans)
+'''
+
+
+def test_zoo_add_takes_the_input_size_a_model_needs(tmp_path, monkeypatch, capsys):
+    """QA (session 25): a model that takes one input size only could not be added (`zoo add`
+    had no --input-size, yet the error advised it)."""
+    (tmp_path / "ng_fixed.py").write_text(_FIXED_LENGTH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    mod = importlib.import_module("ng_fixed")
+    try:
+        torch.manual_seed(0)
+        src = mod.fixed()
+        path = tmp_path / "fixed.safetensors"
+        save_state_dict(src.state_dict(), path)
+        z = str(tmp_path / "z")
+        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z]) == 2
+        assert "--input-size" in capsys.readouterr().err
+        assert not (tmp_path / "z").exists()
+        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z,
+                      "--in-chans", "3", "--input-size", "2,100"]) == 2
+        assert "--in-chans 3 and --input-size 2,100 disagree" in capsys.readouterr().err
+        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z,
+                      "--input-size", "2,100"]) == 0
+        assert "traced at 2×100" in capsys.readouterr().out
+        zoo = Zoo(z)
+        assert zoo.get("fixed").input_size == [2, 100]
+        ranked = zoo.rank("ng_fixed:fixed", input_size=(2, 100))
+        assert [(r.name, round(r.similarity, 6), r.coverage) for r in ranked] == [("fixed", 1.0, 1.0)]
+        model, report = zoo.transfer_to("fixed", "ng_fixed:fixed", input_size=(2, 100),
+                                        out=tmp_path / "t.safetensors")
+        x = torch.randn(3, 2, 100)
+        src.eval(), model.eval()
+        assert report.coverage == 1.0 and torch.allclose(model(x), src(x))
+        assert _main(["zoo", "index", "--zoo", z]) == 0
+        assert "(0 fingerprinted now" in capsys.readouterr().out
+        entry = json.loads((tmp_path / "z" / "fixed.json").read_text())
+        entry["input_size"] = [2, 0]
+        (tmp_path / "z" / "fixed.json").write_text(json.dumps(entry))
+        from netgraft.zoo import ZooWarning
+        with pytest.warns(ZooWarning, match=r"damaged zoo entry \(input_size is \[2, 0\]\)"):
+            assert Zoo(z).entries() == []
+    finally:
+        sys.modules.pop("ng_fixed", None)

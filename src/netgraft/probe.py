@@ -255,12 +255,15 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
                   data: Any, *, limit: int | None = 1000, target_name: str = "target",
                   steps: int = 0, lr: float = 1e-3, seed: int = 0,
                   progress: Callable[[str], None] | None = None,
+                  source_inputs: dict[str, Any] | None = None,
                   **transfer_kwargs: Any) -> list[ProbeResult]:
     """Graft each ``(name, source)`` onto a fresh ``make_target()`` and probe it on ``data``
     (labelled: see ``labelled``); with ``steps > 0`` also a short fine-tune at rate ``lr``.
 
     The baseline is one unmodified ``make_target()``; every graft starts from a copy of its
-    weights. Results come in input order; sort by ``.gain`` to rank."""
+    weights. Results come in input order; sort by ``.gain`` to rank. `source_inputs` maps a
+    source's name to an input it is traced on, for a source that needs its own (the
+    ``source_input`` of ``netgraft.transfer``)."""
     from .transfer import transfer
 
     if steps < 0:
@@ -285,7 +288,8 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
             src = copy.deepcopy(source)
             with warnings.catch_warnings():  # distant pairs warn; ranking them is the point here
                 warnings.simplefilter("ignore", NetgraftWarning)
-                report = transfer(src, target, example_input=example, **transfer_kwargs)
+                report = transfer(src, target, example_input=example,
+                                  source_input=(source_inputs or {}).get(name), **transfer_kwargs)
             feats, final = pooled_features(target, x, names)
             xs = _source_view(x, _in_channels(src))
             src_names = feature_points(src, xs[:1])

@@ -3,8 +3,8 @@
 Layout of a zoo directory (default ``$NETGRAFT_ZOO`` or ``~/.cache/netgraft/zoo``)::
 
     <name>.safetensors   the weights (a copy, or a symlink with --link)
-    <name>.json          arch spec, num_classes / in_chans, task, accuracy (a fraction in [0, 1]),
-                         params, sha256, date
+    <name>.json          arch spec, num_classes / in_chans / input_size, task, accuracy (a
+                         fraction in [0, 1]), params, sha256, date
     index.sqlite         architecture fingerprints + cached pairwise DP values
 
 The index keys fingerprints by (arch spec, num_classes, in_chans, input size, fingerprint
@@ -101,6 +101,43 @@ def _input_key(input_size: Sequence[int] | None) -> str:
     return "auto" if not input_size else "x".join(str(int(d)) for d in input_size)
 
 
+def _damaged_safetensors(path: Path) -> str | None:
+    """Why a .safetensors file cannot be whole (truncated, or not safetensors at all), read
+    from its header alone; None when its size is the one its header describes. Cheap enough
+    for every ranking (the stored sha256 would mean reading every file)."""
+    if path.suffix != ".safetensors":
+        return None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return f"its weights file {path} is not a readable safetensors file"
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return (f"its weights file {path} is damaged ({size:,} bytes where its header "
+                f"describes {expected:,}: truncated by a copy that did not finish?)")
+    return None
+
+
+def _checked_input_size(input_size: Sequence[int] | None,
+                        in_chans: int | None) -> tuple[int, ...] | None:
+    """`input_size` as a tuple of positive ints (None stays None); refused when it
+    contradicts `in_chans`."""
+    if input_size is None:
+        return None
+    dims = tuple(input_size)
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ZooError(f"input size {input_size!r}: give positive C,H,W (or C,L), e.g. 3,64,64")
+    if in_chans is not None and dims[0] != in_chans:
+        raise ZooError(f"--in-chans {in_chans} and --input-size {','.join(map(str, dims))} "
+                       f"disagree: the input size's first number is the channel count")
+    return dims
+
+
 # ----------------------------------------------------------------------------- entries
 ACCURACY_RANGE = ("a fraction in [0, 1] (0.833) or a percentage in (1, 100] (83.3); "
                   "both are stored as the fraction")
@@ -140,7 +177,8 @@ def _stored_accuracy(value: Any) -> Any:
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "arch": (str,), "num_classes": (int, type(None)),
     "in_chans": (int, type(None)), "task": (str, type(None)), "sha256": (str, type(None)),
-    "added": (str,), "params": (int,), "weights": (str,), "linked": (str, type(None))}
+    "added": (str,), "params": (int,), "weights": (str,), "linked": (str, type(None)),
+    "input_size": (list, type(None))}
 
 
 @dataclass
@@ -158,6 +196,8 @@ class ZooEntry:
     params: int
     weights: str  # file name inside the zoo directory
     linked: str | None = None  # absolute path the weights link to (--link)
+    #: the input the model is traced on (C, H, W / C, L), for a model that needs one
+    input_size: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"netgraft_zoo_entry": ENTRY_FORMAT, **asdict(self)}
@@ -187,7 +227,18 @@ class ZooEntry:
             return f"name {self.name!r} is not an entry name"
         if self.weights in ("", ".", "..") or Path(self.weights).name != self.weights:
             return f"weights {self.weights!r} is not a file name inside the zoo"
+        if self.input_size is not None and not (
+                self.input_size and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                        for d in self.input_size)):
+            return f"input_size is {self.input_size!r}"
         return None
+
+    def example_input(self):
+        """A random input of the entry's `input_size`, or None (the model's default)."""
+        if self.input_size is None:
+            return None
+        import torch
+        return torch.randn(1, *self.input_size)
 
 
 @dataclass
@@ -522,13 +573,14 @@ class Zoo:
         self.dir = Path(directory).expanduser() if directory else default_zoo_dir()
         if self.dir.exists() and not self.dir.is_dir():
             raise ZooError(f"zoo path {self.dir} is a file, not a directory")
-        if not self.dir.exists():
-            if not create:
-                raise ZooError(f"no zoo at {self.dir}: add a checkpoint with `netgraft zoo add`")
-            self.dir.mkdir(parents=True)
+        if not self.dir.exists() and not create:
+            raise self._no_zoo()
         self.index = Index(self.dir / INDEX_FILE)
         self._archs: dict[str, Architecture] = {}  # fingerprint hash → rebuilt Architecture
         self._warned: set[str] = set()  # one warning per damaged file, however often it is read
+
+    def _no_zoo(self) -> ZooError:
+        return ZooError(f"no zoo at {self.dir}: add a checkpoint with `netgraft zoo add`")
 
     # ------------------------------------------------------------------ entries
     def entries(self) -> list[ZooEntry]:
@@ -582,12 +634,28 @@ class Zoo:
     def add(self, checkpoint: str | os.PathLike, arch: str, *, name: str | None = None,
             task: str | None = None, accuracy: float | None = None,
             num_classes: int | None = None, in_chans: int | None = None,
+            input_size: Sequence[int] | None = None,
             link: bool = False, force: bool = False) -> ZooEntry:
         """Check that `checkpoint` loads into `arch`, store it, fingerprint it, describe it.
 
         num_classes / in_chans are read off the weights (timm models); pass them for a
-        ``package.module:factory`` model. Refuses an existing name or identical weights unless
-        `force`. With `link`, a .safetensors file is symlinked instead of copied."""
+        ``package.module:factory`` model. `input_size` (C, H, W or C, L) is the input the
+        model is traced on, for a model that does not accept netgraft's default one (it is
+        stored with the entry, and used whenever the entry is ranked or grafted from).
+        Refuses an existing name or identical weights unless `force`. With `link`, a
+        .safetensors file is symlinked instead of copied. The zoo's folder is made by the
+        first entry added to it (and removed again if that fails)."""
+        made = not self.dir.exists()
+        try:
+            return self._add(checkpoint, arch, name, task, accuracy, num_classes, in_chans,
+                             input_size, link, force)
+        except BaseException:
+            if made:  # the folder this call made: removed if nobody else wrote to it since
+                _remove_if_unused(self.dir)
+            raise
+
+    def _add(self, checkpoint, arch, name, task, accuracy, num_classes, in_chans, input_size,
+             link, force) -> ZooEntry:
         import torch
 
         from .checkpoint import atomic_write, load_state_dict, load_weights, save_json, save_state_dict
@@ -605,6 +673,7 @@ class Zoo:
             raise ZooError(f"--link needs a .safetensors file ({checkpoint} is converted, so it "
                            f"is copied): drop --link")
         accuracy = normalise_accuracy(accuracy)
+        input_size = _checked_input_size(input_size, in_chans)
         if task is not None and any(c in task for c in "\r\n\t"):
             raise ZooError(f"--task {task!r} holds a line break or tab: give one line (a table "
                            f"row per entry stays one line)")
@@ -630,7 +699,9 @@ class Zoo:
             self._refuse_duplicate(digest, name)
         trained_state = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(init_state)
-        arch_hash, fp = self._fingerprint_model(model, *key, "auto")
+        example = None if input_size is None else torch.randn(1, *input_size)
+        self.dir.mkdir(parents=True, exist_ok=True)  # the index is written from here on
+        arch_hash, fp = self._fingerprint_model(model, *key, _input_key(input_size), example)
         model.load_state_dict(trained_state)
         for method in METHODS:
             self._self_dp([arch_hash], method)
@@ -663,7 +734,8 @@ class Zoo:
                 name=name, arch=arch, num_classes=key[1], in_chans=key[2], task=task,
                 accuracy=None if accuracy is None else float(accuracy), sha256=digest,
                 added=_utc_now(), params=sum(p.numel() for p in model.parameters()),
-                weights=weights_path.name, linked=str(checkpoint.resolve()) if link else None)
+                weights=weights_path.name, linked=str(checkpoint.resolve()) if link else None,
+                input_size=None if input_size is None else list(input_size))
             save_json(entry.to_dict(), meta_path)
         except BaseException:
             if created:
@@ -716,7 +788,7 @@ class Zoo:
         file is gone, or the file its --link points to is."""
         path = self.weights_path(entry)
         if path.is_file():
-            return None
+            return _damaged_safetensors(path)
         if path.is_symlink():
             return f"its weights link to {os.readlink(path)}, which no longer exists"
         if entry.linked:
@@ -808,7 +880,8 @@ class Zoo:
         when its model cannot be built here (a factory module not importable from this
         directory or machine): one such entry does not stop the others being ranked."""
         try:
-            return self.fingerprint(entry.arch, entry.num_classes, entry.in_chans)
+            return self.fingerprint(entry.arch, entry.num_classes, entry.in_chans,
+                                    entry.input_size)
         except ModelSpecError as exc:
             warnings.warn(f"zoo entry '{entry.name}': its model cannot be built here, so it "
                           f"is not ranked ({exc})", ZooWarning, stacklevel=3)
@@ -824,6 +897,8 @@ class Zoo:
     def build_index(self) -> dict[str, float]:
         """Make sure every entry has a fingerprint and its self-DP value for every method;
         returns counts and timings."""
+        if not self.dir.is_dir():
+            raise self._no_zoo()
         start = time.perf_counter()
         pruned = self.index.prune()
         hashes = []
@@ -833,7 +908,8 @@ class Zoo:
             if missing is not None:  # its architecture is indexed all the same
                 warnings.warn(f"zoo entry '{entry.name}': {missing}, so it is not ranked; "
                               f"{self._missing_hint(entry)}", ZooWarning, stacklevel=2)
-            if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans) is None:
+            if self.index.get_fingerprint(entry.arch, entry.num_classes, entry.in_chans,
+                                          _input_key(entry.input_size)) is None:
                 built += 1
             found = self._entry_fingerprint(entry)
             if found is not None:
@@ -897,6 +973,8 @@ class Zoo:
             raise ZooError(str(exc)) from None
         if top is not None and top < 1:
             raise ZooError(f"--top {top}: give a positive number")
+        if not self.dir.is_dir():  # a mistyped path: said, not made
+            raise self._no_zoo()
         entries = self.entries()
         if not entries:
             raise ZooError(f"zoo {self.dir} is empty: add checkpoints with `netgraft zoo add`")
@@ -990,6 +1068,7 @@ class Zoo:
 
         sources = [(r.name, self.load_source(r.entry)) for r in ranked]
         results = probe_sources(sources, make_target, data, limit=None, target_name=target,
+                                source_inputs={r.name: r.entry.example_input() for r in ranked},
                                 steps=steps, method=method, progress=progress)
         pairs = list(zip(ranked, results))
         pairs.sort(key=lambda p: (-p[1].gain, p[0].rank))
@@ -1032,7 +1111,8 @@ class Zoo:
                   if v is not None}
         model = create_model(target, **kwargs)
         example = torch.randn(1, *input_size) if input_size else None
-        report = transfer(source, model, method=method, example_input=example)
+        report = transfer(source, model, method=method, example_input=example,
+                          source_input=entry.example_input())
         model.eval()
         with torch.no_grad():
             y = model(report.matching.target.example_input)
@@ -1065,6 +1145,10 @@ def add_zoo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         "(1, 100] (83.3), stored as the fraction")
     p.add_argument("--num-classes", type=_positive_int, help="default: read from the weights")
     p.add_argument("--in-chans", type=_positive_int, help="default: read from the weights")
+    p.add_argument("--input-size", metavar="C,H,W",
+                   help="the input the model is traced on, for a model that does not take the "
+                        "default one (a fixed image or sequence size, e.g. 3,64,64 or 3,128); "
+                        "stored with the entry")
     p.add_argument("--link", action="store_true", help="symlink the .safetensors file instead of copying it")
     p.add_argument("--force", action="store_true", help="replace an entry of the same name / weights")
     _zoo_arg(p)
@@ -1104,21 +1188,18 @@ def _remove_if_unused(folder: Path) -> None:
 def run_zoo(args: argparse.Namespace) -> int:
     console = _console()
     cmd = args.zoo_command
-    new = cmd == "add" and not (Path(args.zoo).expanduser() if args.zoo
-                                else default_zoo_dir()).exists()
     zoo = Zoo(args.zoo, create=cmd == "add")
     if cmd == "add":
-        try:
-            entry = zoo.add(args.checkpoint, args.arch, name=args.name, task=args.task,
-                            accuracy=args.accuracy, num_classes=args.num_classes,
-                            in_chans=args.in_chans, link=args.link, force=args.force)
-        except BaseException:
-            if new:  # the folder this command made: removed if nobody else wrote to it since
-                _remove_if_unused(zoo.dir)
-            raise
+        from .models import parse_input_size
+        entry = zoo.add(args.checkpoint, args.arch, name=args.name, task=args.task,
+                        accuracy=args.accuracy, num_classes=args.num_classes,
+                        in_chans=args.in_chans, input_size=parse_input_size(args.input_size),
+                        link=args.link, force=args.force)
         shape = [f"{v} {what}" for v, what in ((entry.num_classes, "classes"),
                                                (entry.in_chans, "input channels"))
                  if v is not None]
+        if entry.input_size:
+            shape.append(f"traced at {'×'.join(map(str, entry.input_size))}")
         console.print(f"added '{entry.name}' ({', '.join([entry.arch, f'{entry.params:,} parameters', *shape])}) "
                       f"to {zoo.dir}", markup=False)
         return 0
@@ -1153,7 +1234,7 @@ def run_zoo(args: argparse.Namespace) -> int:
         row = [e.name, e.arch, e.task or "-", _fmt_acc(e.accuracy), f"{e.params:,}",
                e.added[:16].replace("T", " ")]
         if len(columns) > len(row):
-            row.append(f"MISSING: {missing[e.name]}" if missing[e.name] else "ok")
+            row.append(f"UNUSABLE: {missing[e.name]}" if missing[e.name] else "ok")
         table.add_row(*map(escape, row))
     _print_table(console, table)
     return 0

@@ -152,7 +152,8 @@ def front_table(study, top: int = 15):
         table.add_row(str(t.number), a.get("arch", "?"), _fmt(a.get("accuracy"), "pct"),
                       _fmt(a.get("params"), "int"), _fmt(a.get("flops"), "flops"),
                       _fmt(a.get("latency_ms"), "f"),
-                      "–" if a.get("parent_trial") is None else str(a["parent_trial"]),
+                      "–" if a.get("parent_trial") is None
+                      else _parent(a, study.study_name).lstrip("#"),
                       _fmt(a.get("similarity"), "f"), _fmt(a.get("coverage"), "pct"),
                       _fmt(a.get("accuracy_at_0"), "pct"))
     return table
@@ -200,14 +201,21 @@ def _check_start(args: argparse.Namespace, console):
     return cfg, data, made
 
 
-def _describe(t) -> str:
+def _parent(a: dict, study_name: str | None) -> str:
+    """"#N", or "<study> #N" for a parent of another study (`--pool-scope all`)."""
+    other = a.get("parent_study")
+    where = f"{other} " if other is not None and other != study_name else ""
+    return f"{where}#{a['parent_trial']}"
+
+
+def _describe(t, study_name: str | None = None) -> str:
     from rich.markup import escape
 
     a = t.user_attrs
     if t.state.name != "COMPLETE":
         return f"trial {t.number} [red]failed[/]: {escape(str(a.get('fail_reason')))}"
-    src = (f"from #{a['parent_trial']} (sim {a['similarity']:.2f}, cov {100 * a['coverage']:.0f}%)"
-           if a.get("parent") else "cold")
+    src = (f"from {escape(_parent(a, study_name))} (sim {a['similarity']:.2f}, "
+           f"cov {100 * a['coverage']:.0f}%)" if a.get("parent") else "cold")
     if not a.get("parent") and a.get("warm_note"):  # a warm start that did not graft
         note = str(a["warm_note"])
         src += f" ({escape(note if len(note) <= 160 else note[:157] + '...')})"
@@ -237,7 +245,7 @@ def _search(args: argparse.Namespace, cfg, data, console, study=None):
                 if trial.state.name == "COMPLETE":
                     acc = trial.user_attrs["accuracy"]
                     best[0] = acc if best[0] is None else max(best[0], acc)
-                progress.console.print(_describe(trial))
+                progress.console.print(_describe(trial, study.study_name))
             desc = f"best {100 * best[0]:.1f}%" if best[0] is not None else "searching"
             if counts.get("running"):
                 desc += f", {counts['running']} running"

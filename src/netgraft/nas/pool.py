@@ -29,8 +29,8 @@ trials that are COMPLETE) or of any study (``scope="all"``) with the same `tag`,
 architecture is most similar to the new model's (``netgraft.similarity``; ties go to the
 higher accuracy, then to the newer trial), grafts its weights with ``netgraft.transfer`` (the
 classifier head too when the class counts agree) and records ``warm``, ``parent``,
-``parent_trial``, ``parent_arch``, ``similarity`` and ``coverage`` as the trial's user
-attributes. `add` stores the trained weights and sets ``pool_key``.
+``parent_trial``, ``parent_arch``, ``parent_study``, ``similarity`` and ``coverage`` as the
+trial's user attributes. `add` stores the trained weights and sets ``pool_key``.
 """
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ class WarmStart:
         e = self.entry
         return {"warm": e is not None, "parent": e.key if e else None,
                 "parent_trial": e.trial if e else None, "parent_arch": e.arch if e else None,
+                "parent_study": e.study if e else None,
                 "similarity": self.similarity, "coverage": self.coverage}
 
 

@@ -4,8 +4,9 @@
 Several workers (processes, machines) given the same storage, study and pool directory share
 the work. The study and every trial carry the user attributes ``netgraft report`` reads
 (study: netgraft_version, space, dataset, objectives, warm, pool; trial: arch, arch_params,
-accuracy, params, flops, latency_ms, warm, parent, parent_trial, parent_arch, similarity,
-coverage, pool_key, train_seconds, steps, accuracy_at_0, worker; failed: fail_reason).
+accuracy, params, flops, latency_ms, warm, parent, parent_trial, parent_arch, parent_study,
+similarity, coverage, pool_key, train_seconds, steps, accuracy_at_0, worker; failed:
+fail_reason).
 
 Warm start: a trial's model is grafted from the most similar trained model of the study
 (``WarmStartPool``), if one is at least ``min_similarity`` similar (default 0.5: grafts
@@ -572,7 +573,8 @@ class Objective:
             trial.set_user_attr("warm_seconds", round(ws.seconds, 3))
         else:
             for k, v in {"warm": False, "parent": None, "parent_trial": None,
-                         "parent_arch": None, "similarity": None, "coverage": None}.items():
+                         "parent_arch": None, "parent_study": None, "similarity": None,
+                         "coverage": None}.items():
                 trial.set_user_attr(k, v)
             parent = None
         acc0 = evaluate(model, data.test)
