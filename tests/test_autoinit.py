@@ -368,3 +368,26 @@ def test_multihead_attention_output_is_fitted_through_out_proj(mode):
         m(torch.randn(64, 5, 16))
     hook.remove()
     assert 0.9 < float(seen[0].std()) < 1.1
+
+
+def test_a_recurrent_layer_is_named_as_skipped_and_a_bad_tolerance_refused():
+    """QA (session 26): an nn.LSTM was left as it was without a word in `skipped`, and
+    `tolerance=-1` was accepted."""
+    class Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 8, batch_first=True)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0][:, -1])
+
+    model = Seq()
+    before = {k: v.clone() for k, v in model.rnn.state_dict().items()}
+    report = netgraft.autoinit(model, torch.randn(2, 5, 4))
+    assert report.skipped["rnn"].startswith("a recurrent layer")
+    assert all(torch.equal(before[k], v) for k, v in model.rnn.state_dict().items())
+    assert "fc" in report.scales or "fc" in report.output_std
+    for bad in (-1, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="tolerance="):
+            netgraft.autoinit(model, torch.randn(2, 5, 4), tolerance=bad)

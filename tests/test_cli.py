@@ -75,6 +75,21 @@ def test_the_same_transfer_command_writes_the_same_file(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_integer_calibration_images_are_warned_about_as_in_python(tmp_path, capsys):
+    """QA (session 26): `--calibration` with uint8 images (0..255) said nothing, where
+    `transfer(calibration_data=...)` warns; the norms then held statistics of 0..255."""
+    import numpy as np
+
+    path = tmp_path / "calib_u8.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (16, 1, 32, 32), dtype=np.uint8))
+    out = tmp_path / "dst.safetensors"
+    assert main(["transfer", *_tiny_nets(tmp_path), "--calibration", str(path), "--out",
+                 str(out), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert f"{path} holds uint8 values; they are cast to float as they are (e.g. 0..255)" in err
+    assert out.is_file()
+
+
 @pytest.mark.parametrize("kind", ["pt", "safetensors", "npy"])
 def test_transfer_with_calibration_file_and_alignment(tmp_path, capsys, kind):
     import numpy as np
@@ -168,7 +183,7 @@ def test_custom_factory_model(tmp_path, monkeypatch, capsys):
     assert code == 2 and "has no callable 'nope'" in capsys.readouterr().err
 
 
-def test_similarity_and_inspect(capsys):
+def test_similarity_and_inspect(capsys, tmp_path):
     assert main(["similarity", "resnet18", "resnet18", "--method", "graft"]) == 0
     assert "= 1.0000" in capsys.readouterr().out
     assert main(["inspect", "resnet18", "--json"]) == 0
@@ -183,6 +198,13 @@ def test_similarity_and_inspect(capsys):
                  "--in-chans", "3"]) == 2
     assert "build it for them (timm: in_chans=; CLI: --in-chans)" in " ".join(
         capsys.readouterr().err.split())
+    # the source's input names the source's flag (QA, session 26: it said --in-chans)
+    assert main(["transfer", "--source", "resnet10t", "--target", "resnet14t", "--num-classes",
+                 "10", "--source-input-size", "1,32,32", "--out",
+                 str(tmp_path / "unused.safetensors")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "with --source-input-size C,H,W" in err and "CLI: --source-in-chans)" in err
+    assert not (tmp_path / "unused.safetensors").exists()
     # inspect too (QA, session 22: it needed --in-chans 1 as well)
     assert main(["inspect", "resnet10t", "--input-size", "1,32,32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["layers"][0]["in_dim"] == 1

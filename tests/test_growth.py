@@ -117,6 +117,28 @@ def test_a_deeper_vit_computes_the_source_function():
     assert len(zeroed) == 12 and all(n.endswith(("attn.proj", "mlp.fc2")) for n in zeroed)
 
 
+@pytest.mark.parametrize("depth", [3, 4])
+def test_a_vit_grafted_onto_its_layer_scale_twin_opens_the_scales(depth):
+    """QA (session 26): a ViT without layer scales grafted onto the same ViT with them
+    (`init_values=1e-5`) left every scale at 1e-5: all copied blocks gated off, gap 0.76,
+    similarity 0.28, and the note blamed "a reason the report does not name"."""
+    kw = dict(num_classes=10, img_size=32, patch_size=8)
+    src = _trained_looking(timm.create_model("vit_tiny_patch16_224", depth=3, **kw))
+    dst = timm.create_model("vit_tiny_patch16_224", depth=depth, init_values=1e-5, **kw)
+    report = netgraft.transfer(src, dst)
+    assert report.function_gap < 1e-5 and report.gated_off == []
+    opened = {p.target for p in report.pairs if p.note.startswith("opened")}
+    zeroed = {p.target for p in report.pairs if p.note.startswith("zeroed")}
+    assert len(opened) == 6 and len(zeroed) == 2 * (depth - 3)
+    assert opened | zeroed == {f"blocks.{b}.ls{i}" for b in range(depth) for i in (1, 2)}
+    gammas = {f"blocks.{b}.ls{i}": getattr(dst.blocks[b], f"ls{i}").gamma.detach()
+              for b in range(depth) for i in (1, 2)}
+    assert all(bool((gammas[n] == 1).all()) for n in opened)
+    assert all(not gammas[n].any() for n in zeroed)  # the repeated block: an identity
+    sim = netgraft.similarity(src, dst)
+    assert sim == pytest.approx(report.similarity) and sim > 0.8
+
+
 @pytest.mark.parametrize("embed, heads, qk_norm", [
     (384, 3, False), (576, 3, False), (768, 6, False), (384, 3, True), (768, 6, True)])
 def test_a_vit_with_wider_heads_computes_the_source_function(embed, heads, qk_norm):

@@ -89,6 +89,24 @@ def test_models_that_cannot_be_traced_are_refused_by_name(role):
     lazy = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(UnsupportedModelError, match=f"the {role} is a lazy module"):
         netgraft.transfer(*pair(lazy))
+    # QA (session 26): a quantized model failed with "'torch.dtype' object has no attribute
+    # 'detach'", a target built under inference_mode with torch's own state-dict error
+    quantized = torch.ao.quantization.quantize_dynamic(_mlp(8), {nn.Linear}, dtype=torch.qint8)
+    with pytest.raises(UnsupportedModelError, match=f"the {role} holds a quantized module at "
+                                                    f"'0' \\(Linear\\).*graft the float model"):
+        netgraft.transfer(*pair(quantized))
+    with torch.inference_mode():
+        frozen = _mlp(8)
+    if role == "target":
+        before = {k: v.clone() for k, v in frozen.state_dict().items()}
+        with pytest.raises(UnsupportedModelError, match="layer '0.weight': the target's tensors "
+                                                        "were created under torch.inference_mode"):
+            netgraft.transfer(_mlp(16), frozen)
+        assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+        with torch.inference_mode():  # inside inference mode they can be written
+            assert netgraft.transfer(_mlp(16), frozen).coverage > 0
+    else:  # a source is only read
+        assert netgraft.transfer(frozen, _mlp(16)).coverage > 0
 
 
 def test_generator_calibration_data_serves_every_step():

@@ -125,3 +125,12 @@ def test_input_channels_read_through_a_norm_or_depthwise_conv_are_the_datas(firs
         assert netgraft.similarity(three, arch(1)) == pytest.approx(1.0)
     narrower = netgraft.similarity(three, arch(6, width=16))
     assert 0.3 < narrower < 0.95  # the stem's width still counts
+
+
+def test_a_value_below_a_threshold_never_reads_as_the_threshold():
+    """QA (session 26): `rank` printed "similarity 0.099 … unrelated pair (similarity 0.10 <
+    0.1)"; a value below a threshold is now shown rounded down."""
+    from netgraft.similarity import below
+    assert below(0.099) == "0.09" and below(0.3999) == "0.39" and below(0.2499) == "0.24"
+    assert below(0.25) == "0.25" and below(0.0) == "0.00" and below(0.0627) == "0.06"
+    assert below(0.29) == "0.29" and below(0.57) == "0.57"  # no float artefact

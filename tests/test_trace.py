@@ -306,3 +306,14 @@ def test_a_wrapped_model_gets_its_input_from_the_model_it_wraps():
                             num_classes=10)
     arch = netgraft.trace(nn.DataParallel(vit))
     assert arch.input_shape == (2, 3, 32, 32)
+
+
+def test_the_text_view_shows_the_shape_of_a_layer_without_a_weight():
+    """QA (session 26): `netgraft inspect` printed an empty shape for ConvNeXt's layer scales
+    and a ViT's class token / position embedding."""
+    arch = netgraft.trace(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8,
+                                            depth=1, init_values=1e-5))
+    lines = str(arch).splitlines()
+    assert any(line.rstrip().endswith("cls_token 1x1x192, pos_embed 1x17x192") for line in lines)
+    assert any("blocks.0.ls1" in line and line.rstrip().endswith("gamma 192") for line in lines)
+    assert any("patch_embed.proj" in line and line.rstrip().endswith("192x3x8x8") for line in lines)

@@ -346,6 +346,9 @@ def test_distant_pair_tempers_an_overconfident_copied_head_to_the_init_scale():
     assert report.head_scale is not None and 0 < report.head_scale < 0.2
     record = next(p for p in report.pairs if p.target == "head.fc")
     assert record.note.startswith("tempered") and "tempered" in report.summary()
+    # (QA, session 26: the scaled bias was recorded as "copied")
+    assert {(t.name, t.action) for t in record.tensors} == {("weight", "adapted"), ("bias", "adapted")}
+    assert all(t.how.endswith(f"×{report.head_scale:.3g} (tempered)") for t in record.tensors)
     # same direction as the plain copy, only shorter
     assert torch.allclose(dst.head.fc.weight, plain_model.head.fc.weight * report.head_scale,
                           atol=1e-7)
@@ -1197,7 +1200,8 @@ def test_calibration_data_forms_and_argument_types_are_checked():
     assert report.alignment is not None
     for bad, message in ((dict(align_steps=-3), "align_steps=-3"),
                          (dict(align_steps="5"), "align_steps='5'"),
-                         (dict(autoinit="yes"), "autoinit='yes'")):
+                         (dict(autoinit="yes"), "autoinit='yes'"),
+                         (dict(identity_blocks="no"), "identity_blocks='no'")):  # session 26
         with pytest.raises(ValueError, match=message):
             netgraft.transfer(source, target, calibration_data=x, **bad)
 
@@ -1258,3 +1262,88 @@ def test_dpiat_names_the_options_it_ignores():
     with warnings.catch_warnings():
         warnings.simplefilter("error", netgraft.NetgraftWarning)
         netgraft.transfer(net(8), net(4), method="dpiat", example_input=torch.randn(2, 4))
+
+
+def _conv_net(dims: int, c: int = 16):
+    conv, bn, pool = {1: (nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d),
+                      2: (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d)}[dims]
+    return nn.Sequential(conv(1, c, 3, padding=1), bn(c), nn.ReLU(), conv(c, c, 3, padding=1),
+                         bn(c), nn.ReLU(), pool(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def test_a_source_of_another_conv_dimensionality_leaves_the_target_at_init():
+    """QA (session 26): a 1-D signal model grafted onto its 2-D twin scored similarity 0.6,
+    left the convs at init but copied the BatchNorm1d statistics into the BatchNorm2d layers
+    (output std 0.06 where the init gives 0.61) and the head, without a word."""
+    torch.manual_seed(0)
+    src, dst = _conv_net(1), _conv_net(2)
+    with torch.no_grad():
+        src[1].running_var.fill_(100.0)
+    init = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.warns(NetgraftWarning, match="the source has 1-D convolutions, the target's are "
+                                             "2-D: cannot give its convs; nothing was copied"):
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 1, 32, 32),
+                                   source_input=torch.randn(2, 1, 128))
+    assert report.coverage == 0.0
+    assert all(torch.equal(init[k], v) for k, v in dst.state_dict().items())
+    notes = {p.note for p in report.pairs if p.source is not None}
+    assert notes == {"left at init: 1-D convolutions, the target's are 2-D: cannot give its convs"}
+    # the paper's method does what it does (its clip copies what fits)
+    dpiat = netgraft.transfer(src, _conv_net(2), method="dpiat",
+                              example_input=torch.randn(2, 1, 32, 32),
+                              source_input=torch.randn(2, 1, 128))
+    assert dpiat.coverage > 0
+
+
+def test_why_a_graft_is_not_exact_names_identity_blocks_off_and_regrouped_norms():
+    """QA (session 26): `identity_blocks=False` (resnet18 → resnet34, gap 44) and a GroupNorm
+    of 4 groups grafted onto one of 2 (gap 0.13) were "for a reason the report does not name"."""
+    src = _trained_looking(timm.create_model("resnet18", num_classes=10))
+    report = netgraft.transfer(src, timm.create_model("resnet34", num_classes=10),
+                               identity_blocks=False, example_input=torch.randn(1, 3, 32, 32))
+    assert report.function_gap > 1e-3 and not report.identity_blocks
+    assert ("identity_blocks=False: 8 target blocks that repeat a source block or have none "
+            "(layer1.1, layer2.2 …) keep what was copied into them") in report.function_note
+    assert "does not name" not in report.function_note
+
+    def net(groups):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(groups, 8), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    torch.manual_seed(0)
+    src = net(4)
+    with torch.no_grad():
+        src[1].weight.uniform_(0.5, 1.5), src[1].bias.normal_()
+    report = netgraft.transfer(src, net(2), example_input=torch.randn(2, 3, 8, 8))
+    assert report.function_gap > 1e-3
+    assert ("1 group norm changes its number of groups (1 4→2): other channels share the "
+            "statistics it normalises by") in report.function_note
+
+
+@pytest.mark.parametrize("given", ["example_input", "source_input"])
+def test_an_input_for_one_model_only_still_measures_the_function_gap(given):
+    """QA (session 26): resnet18 (RGB) → resnet34 (gray) with only `example_input` (1, 32, 32)
+    traced the source on its own guessed input (3, 64, 64), then compared the two on that
+    input, which the gray target refused: no gap, and the note blamed the target."""
+    src = _trained_looking(timm.create_model("resnet18", num_classes=10))
+    dst = timm.create_model("resnet34", num_classes=10, in_chans=1)
+    x = torch.randn(2, 1, 32, 32) if given == "example_input" else torch.randn(2, 3, 32, 32)
+    report = netgraft.transfer(src, dst, **{given: x})
+    assert report.function_gap is not None and report.function_gap < 1e-5
+    assert report.uncompared == []
+
+
+def test_a_source_whose_own_output_is_not_finite_is_not_compared():
+    """QA (session 26): a source whose batch norm divides by zero (variance 0, eps 0) gave
+    "relative output gap nan … for a reason the report does not name"."""
+    def net(c):
+        return nn.Sequential(nn.Linear(4, c), nn.BatchNorm1d(c, eps=0.0), nn.ReLU(),
+                             nn.Linear(c, 2))
+    src = net(8)
+    with torch.no_grad():
+        src[1].running_var.zero_(), src[1].running_mean.fill_(1.0)
+    report = netgraft.transfer(src, net(16), example_input=torch.ones(2, 4))
+    assert report.function_gap is None
+    assert report.uncompared == ["the source's own output on its example input holds NaN or inf "
+                                 "values (check its weights and norm statistics): nothing to "
+                                 "compare with"]
+    assert "nan" not in report.summary()

@@ -13,6 +13,7 @@ import netgraft
 from netgraft import fingerprint as fpr
 from netgraft.checkpoint import load_state_dict, save_state_dict
 from netgraft.errors import CheckpointError, NetgraftError
+from netgraft.similarity import below
 from netgraft.zoo import Zoo, ZooError, add_rank_arguments, add_zoo_arguments, run_rank, run_zoo
 
 SOURCES = ["resnet18", "mobilenetv3_small_050", "convnext_atto"]
@@ -395,7 +396,7 @@ def test_why_says_what_the_default_transfer_does(zoo_dir):
     assert [r.name for r in unrelated] == ["mobilenetv3_small_050", "convnext_atto"]
     for r in unrelated:
         assert r.similarity < 0.1 and r.coverage == 0.0 and r.matched_blocks == 0
-        assert r.why == (f"nothing transferred: unrelated pair (similarity {r.similarity:.2f} < 0.1), "
+        assert r.why == (f"nothing transferred: unrelated pair (similarity {below(r.similarity)} < 0.1), "
                          f"the target keeps its init")
         target = timm.create_model("resnet34", num_classes=5, in_chans=1)
         with warnings.catch_warnings():
@@ -842,6 +843,8 @@ def test_a_mistyped_zoo_path_is_named_and_not_made(tmp_path, checkpoints):
     with pytest.raises(NetgraftError, match="unknown model"):  # a failed first add: no folder
         Zoo(typo).add(checkpoints[_MNV3], "no_such_model_xyz")
     assert not typo.exists()
+    with pytest.raises(ZooError, match="entry name '': use letters"):  # not the file's name
+        Zoo(typo).add(checkpoints[_MNV3], _MNV3, name="")
     Zoo(typo).add(checkpoints[_MNV3], _MNV3)  # the first entry makes it
     assert [e.name for e in Zoo(typo).entries()] == [_MNV3]
 

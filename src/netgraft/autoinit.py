@@ -346,6 +346,10 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     for name, value in (("batch_size", batch_size), ("max_iter", max_iter)):
         if not whole(value):  # None (not a whole number) or 0
             raise ValueError(f"{name}={value!r}: give a whole number >= 1")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
+            or not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance={tolerance!r}: give a relative change in [0, 1) below "
+                         f"which a layer is left as it is (default 0.02)")
     model = uncompiled(model)
     check_traceable(model, values=True)
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back
@@ -380,6 +384,11 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     executed = {layer.name for layer in arch.layers if layer.executed}
     hosts: dict[str, nn.Module] = {}
     for layer in arch.layers:
+        if isinstance(layer.module, nn.RNNBase) and (wanted is None or layer.name in wanted):
+            report.skipped[layer.name] = (
+                "a recurrent layer: its gates squash what it passes on, so its output scale "
+                "is not linear in its weights; left as it is")
+            continue
         if layer.kind not in _KINDS and layer.kind != "attention" or (
                 wanted is not None and layer.name not in wanted):
             continue

@@ -247,6 +247,11 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
                             f"inputs as the model sees them")
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
+    if not x.is_floating_point():  # as the Python API warns (`input_batch`)
+        warnings.warn(NetgraftWarning(
+            f"{path} holds {str(x.dtype).replace('torch.', '')} values; they are cast to float "
+            f"as they are (e.g. 0..255), not scaled: save the inputs the model is trained on "
+            f"(normalised floats)"), stacklevel=2)
     return finite_inputs(x.float(), where=f"{path}: ", whose="its", noun="calibration inputs")
 
 

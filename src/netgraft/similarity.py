@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from .match import (DEFAULT_METHOD, Matching, contained, contains, dp_value, keep_shut,
-                    open_value)
+                    open_value, openable_gates)
 from .trace import Architecture, trace
 
 #: below this architecture similarity a pair is "distant" (measured: same-family pairs of the
@@ -24,6 +24,13 @@ DISTANT_SIMILARITY = 0.4
 #: its init (measured: the 20 pairs of the 40-pair validation scored under it gained −3.6 …
 #: +6.1 points over random init after 50 steps, −0.8 on average)
 UNRELATED_SIMILARITY = 0.1
+
+
+def below(value: float, digits: int = 2) -> str:
+    """`value`, known to be below some threshold, with `digits` decimals rounded *down*, so
+    that a message never reads "0.10 < 0.1" for 0.099 ("0.09 < 0.1")."""
+    scale = 10 ** digits
+    return f"{math.floor(value * scale + 1e-9) / scale:.{digits}f}"  # 0.29 * 100 = 28.99…
 
 
 def similarity_from_values(ab: float, ba: float, aa: float, bb: float) -> float:
@@ -49,8 +56,36 @@ def closes_gates(matching: Matching, similarity: float) -> bool:
 
 def unrelated(matching: Matching, similarity: float) -> bool:
     """Whether a default transfer leaves the whole target at its init: a distant pair
-    (``closes_gates``) whose similarity is below ``UNRELATED_SIMILARITY``."""
+    (``closes_gates``) whose similarity is below ``UNRELATED_SIMILARITY``, or a source whose
+    convolutions have another dimensionality than the target's (`conv_mismatch`)."""
+    if matching.method != "dpiat" and conv_mismatch(matching) is not None:
+        return True
     return similarity < UNRELATED_SIMILARITY and closes_gates(matching, similarity)
+
+
+def conv_dims(arch: Architecture) -> frozenset[int]:
+    """The spatial dimensionalities of an architecture's convolutions (1 for Conv1d, 2 for
+    Conv2d, 3 for Conv3d; transposed ones included), read off the kernels' shapes."""
+    return frozenset(len(layer.shapes["weight"]) - 2 for layer in arch.layers
+                     if layer.kind in ("conv", "conv_transpose") and "weight" in layer.shapes
+                     and len(layer.shapes["weight"]) > 2)
+
+
+def conv_mismatch(matching: Matching) -> str | None:
+    """Why the source cannot give the target its convolutions, or None: the source's
+    convolutions all have another dimensionality than the target's (a Conv1d signal model
+    for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D one,
+    which carries nothing of what the source learned, and the norms after those convs would
+    get statistics of other features: ``transfer`` leaves such a target at its init
+    (`unrelated`), ``Zoo.rank`` ranks such a source last and ``rank --then-transfer`` refuses
+    it."""
+    src, tgt = conv_dims(matching.source), conv_dims(matching.target)
+    if not src or not tgt or src & tgt:
+        return None
+
+    def dims(d: frozenset[int]) -> str:
+        return "/".join(f"{n}-D" for n in sorted(d))
+    return f"{dims(src)} convolutions, the target's are {dims(tgt)}: cannot give its convs"
 
 
 def pair_similarity(matching: Matching, ba: float, aa: float, bb: float) -> float:
@@ -61,10 +96,15 @@ def pair_similarity(matching: Matching, ba: float, aa: float, bb: float) -> floa
     target (whose residual branches end in a zero-initialised norm) its stem, shortcuts and
     head only, as it gives a ConvNeXt (layer scales at 1e-6)."""
     sim = similarity_from_values(matching.value, ba, aa, bb)
-    if closes_gates(matching, sim) and matching.plain_value is not None:
-        value = open_value(matching.plain_value, matching.target,
-                           keep_shut(matching.target, matching.pairs), matching.scores,
-                           matching.method)
+    if matching.plain_value is not None and matching.method != "dpiat":
+        if closes_gates(matching, sim):
+            value = open_value(matching.plain_value, matching.target,
+                               keep_shut(matching.target, matching.pairs), matching.scores,
+                               matching.method)
+        else:  # one family: the graft opens the layer scales the source has none for
+            value = open_value(matching.plain_value, matching.target, matching.pairs,
+                               matching.scores, matching.method,
+                               openable_gates(matching.target, matching.pairs))
         sim = similarity_from_values(value, ba, aa, bb)
     return sim
 
@@ -109,11 +149,11 @@ def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) ->
     total = sum(layer.numel for layer in b.layers)
     if not total:
         return 0.0
-    pairs = m.pairs
+    pairs, opened = m.pairs, openable_gates(b, m.pairs)
     if closes_gates(m, pair_similarity(m, dp_value(b, a, method), dp_value(a, a, method),
                                        dp_value(b, b, method))):
-        pairs = keep_shut(b, pairs)
-    shut = shut_layers(b, pairs, method)
+        pairs, opened = keep_shut(b, pairs), set()
+    shut = shut_layers(b, pairs, method, opened)
     return sum(layer.numel * m.scores[layer.index] for layer in b.layers
                if layer.index not in shut) / total
 

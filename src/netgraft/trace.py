@@ -224,7 +224,9 @@ class Architecture:
             lines.append(f"  [{b}] {block.name or '(top)'}")
             for i in block.layers:
                 layer = self.layers[i]
-                shape = "x".join(map(str, layer.weight_shape or ()))
+                shape = ("x".join(map(str, layer.weight_shape)) if layer.weight_shape else
+                         ", ".join(f"{n} {'x'.join(map(str, s)) or 'scalar'}"
+                                   for n, s in layer.shapes.items()))  # gamma, cls_token …
                 lines.append(f"      {layer.index:4d} {layer.kind:<14} {layer.name:<40} {shape}")
         return "\n".join(lines)
 
@@ -786,8 +788,9 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
         rank = (f" Its first convolution reads inputs of {dims} dimensions ({_DIM_NAMES[dims]}, "
                 f"besides the batch); this one has {inp.ndim - 1}."
                 if dims and inp is not None and inp.ndim - 1 != dims else "")
-        chans = (" If the model is meant to read these channels, build it for them (timm: "
-                 "in_chans=; CLI: --in-chans)." if "channels" in str(exc) and not rank else "")
+        flag = "--source-in-chans" if "source_input" in hint else "--in-chans"
+        chans = (f" If the model is meant to read these channels, build it for them (timm: "
+                 f"in_chans=; CLI: {flag})." if "channels" in str(exc) and not rank else "")
         raise ModelForwardError(
             f"{type(model).__name__} failed on the example input of shape {shape}: "
             f"{type(exc).__name__}: {first_line(exc).rstrip('.')}.{rank} Pass an input the "
@@ -884,6 +887,12 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
     TorchScript module (it runs no forward hooks), a lazy module not yet run; with `values`
     (a transfer reads and writes them), also a tensor on the meta device."""
     for mod_name, module in model.named_modules():
+        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized",
+                                               "torch.ao.nn.intrinsic.quantized")):
+            raise UnsupportedModelError(
+                f"the {role} holds a quantized module at '{mod_name or '(the model)'}' "
+                f"({type(module).__name__}), whose packed integer weights cannot be read or "
+                f"written as tensors: graft the float model, then quantize it")
         if isinstance(module, torch.jit.ScriptModule):
             where = f" holds a TorchScript module at '{mod_name}'" if mod_name else \
                 " is a TorchScript module"
@@ -899,6 +908,15 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
                     f"the {role} is a lazy module with uninitialised parameters: run one "
                     f"forward pass first", layer=f"{mod_name}.{p_name}".strip("."))
     if values:
+        # written in place by a transfer: outside inference mode, its tensors cannot be
+        frozen = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                       if t.is_inference()), None) \
+            if role == "target" and not torch.is_inference_mode_enabled() else None
+        if frozen is not None:
+            raise UnsupportedModelError(
+                f"the {role}'s tensors were created under torch.inference_mode(), which makes "
+                f"them read-only: build the model outside inference_mode (or load its weights "
+                f"into one built outside it)", layer=frozen)
         meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
                      if t.is_meta), None)
         if meta is not None:

@@ -30,9 +30,9 @@ from .reparam import (changed_by_write_back, check_writable, plain_copy, reparam
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
                      rescale_readers, set_identity, unmatched_submodules)
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
-                    get_method, keep_shut, match)
-from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, closes_gates, one_family,
-                         pair_similarity, unrelated)
+                    get_method, keep_shut, match, openable_gates)
+from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, below, closes_gates,
+                         conv_mismatch, one_family, pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, as_input, check_traceable,
                     eval_output, float_param, grouped_reads_shuffled,
                     keep_modes, own_tensors, put_back, single_thread, snapshot, trace,
@@ -132,6 +132,8 @@ class TransferReport:
     #: target blocks that stay shut after the graft: a layer scale that starts near zero and
     #: has no source scale to copy (their grafted weights act only once training opens it)
     gated_off: list[str] = field(default_factory=list)
+    #: the `identity_blocks` the transfer was asked for (False: new blocks keep copies / init)
+    identity_blocks: bool = True
     #: how a narrower target layer chose its channels (graft; ``shrink="auto"`` resolved)
     shrink: str | None = None
     #: for a target that holds every source layer (growth): max |target − source| output on
@@ -857,8 +859,9 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     if align not in ALIGN_POLICIES:
         raise ValueError(f"align={align!r}: choose one of {ALIGN_POLICIES}")
     align = align if isinstance(align, str) else bool(align)  # 1, numpy.bool_(True) ...
-    if autoinit not in (False, True):
-        raise ValueError(f"autoinit={autoinit!r}: give True or False")
+    for flag, value in (("autoinit", autoinit), ("identity_blocks", identity_blocks)):
+        if value not in (False, True):  # "no" would read as True
+            raise ValueError(f"{flag}={value!r}: give True or False")
     from .align import whole
 
     if align_steps is not None and whole(align_steps) is None:
@@ -984,6 +987,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         if method != "dpiat" and _zero_weights_new(report):
             report = _without_zero_weights(source, target, report, backup, head,
                                            identity_blocks, shrink, split_noise, seed)
+        report.identity_blocks = bool(identity_blocks)
         if method != "dpiat" and (embeds(report.matching)
                                   or (_backbone_of(report.matching) is not None
                                       or _new_head(report.matching) is not None
@@ -1086,7 +1090,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         shown = ", ".join(weak[:8]) + (f" and {len(weak) - 8} more" if len(weak) > 8 else "")
         message = (
             f"{report.source} → {report.target} is a distant pair (similarity "
-            f"{report.similarity:.2f} < {DISTANT_SIMILARITY}): copied tensors transfer little "
+            f"{below(report.similarity)} < {DISTANT_SIMILARITY}): copied tensors transfer little "
             f"between families{probed}. Pass "
             f"calibration_data= (a few hundred unlabeled inputs) to recalibrate on real inputs "
             f"(and align=True to align the target's features to the source's). "
@@ -1116,7 +1120,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         warnings.warn(NetgraftWarning(
             f"{report.source} → {report.target}: grafted as one network inside the other, "
             f"but the two share almost nothing (similarity "
-            f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): check that this is the pair "
+            f"{below(report.similarity)} < {UNRELATED_SIMILARITY}): check that this is the pair "
             f"you meant"), stacklevel=3)
     return report
 
@@ -1279,7 +1283,6 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     source's largest output; None when the target does not take that input or
     the outputs differ in shape (e.g. another class count). When the two read other numbers of
     input channels, both run on one gray image repeated to their channels."""
-    inputs = _paired_inputs(report.matching)
     heads = _new_head(report.matching)
     classifier = _backbone_of(report.matching) or (heads[0] if heads else None)
     features: list[torch.Tensor] = []  # what the source's classifier reads
@@ -1292,14 +1295,29 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
     hooks = ([] if classifier is None else [first_input(classifier, features)]) + (
         [first_input(heads[1], read)] if heads else [])
     try:
-        expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
-    except Exception as error:  # a target that takes other inputs (its own example differs)
-        report.uncompared = [f"{_which_failed(source, inputs[0])} raised {type(error).__name__} "
-                             f"on the source's example input: {first_line(error, 160)}"]
-        return None
+        failed = None
+        for inputs in _input_pairs(report.matching):
+            features.clear(), read.clear()
+            try:
+                expected, got = eval_output(source, inputs[0]), eval_output(target, inputs[1])
+                break
+            except Exception as error:  # a target that takes other inputs (its own differ)
+                if failed is None:
+                    failed = (f"{_which_failed(source, inputs[0])} raised "
+                              f"{type(error).__name__} on the source's example input: "
+                              f"{first_line(error, 160)}")
+        else:
+            report.uncompared = [failed]
+            return None
     finally:
         for hook in hooks:
             hook.remove()
+    if any(isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all()
+           for t in _tensors_of(expected)):
+        report.uncompared = ["the source's own output on its example input holds NaN or inf "
+                             "values (check its weights and norm statistics): nothing to "
+                             "compare with"]
+        return None
     if heads:  # another class count: the features both classifiers read
         got = read[0] if read else None
     if classifier is not None:  # a backbone computes what the source's classifier reads
@@ -1370,9 +1388,23 @@ def _backbone_of(matching: Matching) -> Layer | None:
 def _paired_inputs(matching: Matching) -> tuple[Any, Any]:
     """What the source and the target run on when their outputs or features are compared: the
     source's example input, or one gray image repeated to each one's input channels."""
-    example = matching.source.example_input
-    a, b = _gray_inputs(example, matching.target.example_input) or (example, example)
-    return _in_dtype_of(a, matching.source.model), _in_dtype_of(b, matching.target.model)
+    return _input_pairs(matching)[0]
+
+
+def _input_pairs(matching: Matching) -> list[tuple[Any, Any]]:
+    """`_paired_inputs`, then, when the two example inputs have other sizes (an input given
+    for one model only, the other's guessed), the same made of the target's example input:
+    a convolutional source takes it as well."""
+    example, theirs = matching.source.example_input, matching.target.example_input
+    pairs = [_gray_inputs(example, theirs) or (example, example)]
+    if (isinstance(example, torch.Tensor) and isinstance(theirs, torch.Tensor)
+            and example.ndim == theirs.ndim >= 3 and example.shape[2:] != theirs.shape[2:]
+            and theirs.is_floating_point()):
+        ours = theirs if example.shape[1] == theirs.shape[1] else \
+            theirs.mean(1, keepdim=True).expand(-1, example.shape[1], *theirs.shape[2:])
+        pairs.append(_gray_inputs(ours, theirs) or (theirs, theirs))
+    return [(_in_dtype_of(a, matching.source.model), _in_dtype_of(b, matching.target.model))
+            for a, b in pairs]
 
 
 def _float_dtype(model: nn.Module | None) -> torch.dtype | None:
@@ -1434,14 +1466,19 @@ def _constrained_text(names: list[str]) -> str:
 def _unrelated_message(report: TransferReport) -> str:
     """The warning for an unrelated pair's target, left at its init: what was done instead
     (distilled, or why not) and what the user can still do."""
-    head = (f"{report.source} → {report.target} is an unrelated pair (similarity "
-            f"{report.similarity:.2f} < {UNRELATED_SIMILARITY}): nothing was copied, the target "
-            f"keeps its init (grafts this distant measured no better than random init)")
+    mismatch = conv_mismatch(report.matching)
+    head = (f"{report.source} → {report.target}: the source has {mismatch[0].lower()}"
+            f"{mismatch[1:]}; nothing was copied, the target keeps its init" if mismatch else
+            f"{report.source} → {report.target} is an unrelated pair (similarity "
+            f"{below(report.similarity)} < {UNRELATED_SIMILARITY}): nothing was copied, the "
+            f"target keeps its init (grafts this distant measured no better than random init)")
     # what distilling measured on the benchmark (README, issue 4): worth it when labels are few
     worth = ("distilling pays when labeled data are scarce: on 1,000 labeled Fashion-MNIST "
              "images +5.6 to +9.5 points over random init at equal steps; on 3,000, -1.0 to "
              "-0.1 points when random init gets the distillation's time as extra steps")
     aligned = report.alignment
+    if mismatch:
+        return f"{head}: a source of the target's kind of input is needed."
     if aligned is None:
         done = f". Pass calibration_data= and align=True to distil the source into it ({worth})"
     elif aligned.method == "logits":
@@ -1458,7 +1495,7 @@ def _why_not_preserved(report: TransferReport) -> str:
     matching = report.matching
     src, tgt = matching.source, matching.target
     records = {r.target: r for r in report.pairs}
-    norms, groups = [], []
+    norms, groups, regrouped = [], [], []
     for t, s in matching.pairs.items():
         if s is None:
             continue
@@ -1467,6 +1504,10 @@ def _why_not_preserved(report: TransferReport) -> str:
         if (a.kind in ("layernorm", "groupnorm") and a.weight_shape and b.weight_shape
                 and b.weight_shape[0] % a.weight_shape[0]):
             norms.append(f"{b.name} {a.weight_shape[0]}→{b.weight_shape[0]}")
+        elif (a.kind == b.kind == "groupnorm"
+              and (ga := getattr(a.module, "num_groups", None))
+              and (gb := getattr(b.module, "num_groups", None)) and ga != gb):
+            regrouped.append(f"{b.name} {ga}→{gb}")
         elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
               and a.groups != b.groups and not (weight and adapt.PACKED in weight.how)):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
@@ -1485,6 +1526,12 @@ def _why_not_preserved(report: TransferReport) -> str:
     heads = _uneven_heads(matching)
     post_norm = _new_post_norm_layers(report)
     why = []
+    extra = [] if report.identity_blocks else _extra_blocks(src, tgt, matching)
+    if extra:
+        why.append(f"identity_blocks=False: {len(extra)} target block"
+                   f"{'s' if len(extra) > 1 else ''} that repeat a source block or have none "
+                   f"({_listed([tgt.blocks[b].name for b in extra], 2)}) keep what was copied "
+                   f"into them or their init instead of starting as identities")
     if heads:
         why.append(f"{len(heads)} attention{'s' if len(heads) > 1 else ''} widen their heads by "
                    f"a non-integer factor ({_listed(heads, 2)}): a head's query·key products "
@@ -1502,6 +1549,11 @@ def _why_not_preserved(report: TransferReport) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({_listed(groups, 3)})")
+    if regrouped:
+        many = len(regrouped) > 1
+        why.append(f"{len(regrouped)} group norm{'s change their' if many else ' changes its'} "
+                   f"number of groups ({_listed(regrouped, 3)}): other channels share the "
+                   f"statistics {'they normalise' if many else 'it normalises'} by")
     mates = {src.layers[s].name: tgt.layers[t].name for t, s in matching.pairs.items()
              if s is not None}
     lacks = [(module, where) for module, p, q in sorted(src.summed)
@@ -1895,6 +1947,9 @@ def _temper_head(target: nn.Module, report: TransferReport,
             _add_note(record, f"tempered ×{scale:.3g}: its logits on a noise probe were "
                               f"{float(r_copied / r_init):.3g}× those of the target's init "
                               f"head (features of another family)")
+            for t in record.tensors:  # a scaled copy is no copy as it was
+                if t.name in params and t.action != "init":
+                    t.action, t.how = "adapted", _also(t.how, f"×{scale:.3g} (tempered)")
         else:  # nothing of the source is left in it
             _set_init(record, "reset to its init: the target's init head gives zero logits "
                               "on a noise probe")
@@ -1925,7 +1980,7 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
             state[key].copy_(init[key])
         _mark_left(report, p, "left at init: a gate (its block's branch stays shut, as at init) "
                               "in a distant pair" if layer.gate else
-                   f"left at init: weak match (score {p.score:.2f} < {threshold:g}) in a distant "
+                   f"left at init: weak match (score {below(p.score)} < {threshold:g}) in a distant "
                    f"pair")
     report.coverage = _coverage(report.pairs)
     if report.method == "graft":
@@ -1938,7 +1993,9 @@ def _leave_all(report: TransferReport, target: nn.Module, init: dict[str, torch.
     unrelated pair (similarity below ``UNRELATED_SIMILARITY``), where what a graft copies
     measured no better than random init."""
     target.load_state_dict(init)
-    note = (f"left at init: unrelated pair (similarity {report.similarity:.2f} < "
+    mismatch = conv_mismatch(report.matching)
+    note = (f"left at init: {mismatch}" if mismatch else
+            f"left at init: unrelated pair (similarity {below(report.similarity)} < "
             f"{UNRELATED_SIMILARITY}); min_score=0 transfers what matched")
     for p in report.pairs:
         if p.source is not None and p.action != "init":
@@ -2043,7 +2100,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
     matching = match(src_arch, tgt_arch, method)
     sim = _similarity_from(matching, src_arch, tgt_arch, method)
     layer_transfer = _LAYER_TRANSFERS.get(method, _graft_layer)
-    resolved, unplaced = None, []
+    resolved, unplaced, close = None, [], False
     if layer_transfer is _graft_layer:
         if grow and embeds(matching, classifier=False):
             matching = _follow_settings(matching)
@@ -2095,6 +2152,7 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
         record.tensors += tied
         records.append(record)
 
+    opened = _open_gates(tgt_arch, matching, records) if close else set()
     if grow:
         _identity_blocks(target, src_arch, tgt_arch, matching, records)
     unscaled = _input_scales(src_arch, tgt_arch, matching, records) \
@@ -2104,8 +2162,32 @@ def _transfer(source: nn.Module, target: nn.Module, example_input: Any, source_i
                           similarity=sim, seconds=time.perf_counter() - start, matching=matching,
                           shrink=resolved, unscaled=unscaled, unplaced=unplaced,
                           gated_off=[tgt_arch.blocks[b].name
-                                     for b in gated_off(tgt_arch, matching.pairs)]
+                                     for b in gated_off(tgt_arch, matching.pairs, opened)]
                           if method == "graft" else [])
+
+
+#: the note on a layer scale a graft within one family sets to 1 (`openable_gates`)
+OPENED = ("opened: set to 1, its source block has no layer scale (the branch acts at full "
+          "scale, as in the source)")
+
+
+@torch.no_grad()
+def _open_gates(tgt_arch: Architecture, matching: Matching,
+                records: list[LayerRecord]) -> set[int]:
+    """Set to 1 the target's layer scales that no source scale is copied into, in blocks
+    grafted from a source block without one (`openable_gates`); returns their indices."""
+    opened = openable_gates(tgt_arch, matching.pairs)
+    by_name = {r.target: r for r in records}
+    for i in opened:
+        layer = tgt_arch.layers[i]
+        tensors = own_tensors(layer.module)
+        record = by_name[layer.name]
+        record.note = OPENED
+        for t in record.tensors:
+            if t.name in layer.param_names:
+                tensors[t.name].fill_(1.0)
+                t.action, t.how = "adapted", OPENED
+    return opened
 
 
 def _trace_source(source: nn.Module, source_input: Any, example_input: Any,

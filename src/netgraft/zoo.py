@@ -53,7 +53,8 @@ from .cli import (PIPE_WIDTH, _positive_int, _same_file, file_name, make_console
 from .errors import ModelSpecError, NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
-from .similarity import UNRELATED_SIMILARITY, pair_similarity, unrelated
+from .similarity import (UNRELATED_SIMILARITY, below, conv_dims, conv_mismatch,  # noqa: F401
+                         pair_similarity, unrelated)
 from .trace import DIMENSIONAL_KINDS, Architecture, Layer
 
 ENTRY_FORMAT = 1
@@ -457,29 +458,6 @@ def _stage(block_name: str) -> str:
     return ".".join(parts[:-1]) or block_name
 
 
-def conv_dims(arch: Architecture) -> frozenset[int]:
-    """The spatial dimensionalities of an architecture's convolutions (1 for Conv1d, 2 for
-    Conv2d, 3 for Conv3d; transposed ones included), read off the kernels' shapes."""
-    return frozenset(len(layer.shapes["weight"]) - 2 for layer in arch.layers
-                     if layer.kind in ("conv", "conv_transpose") and "weight" in layer.shapes
-                     and len(layer.shapes["weight"]) > 2)
-
-
-def conv_mismatch(matching: Matching) -> str | None:
-    """Why the source cannot give the target its convolutions, or None: the source's
-    convolutions all have another dimensionality than the target's (a Conv1d signal model
-    for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D one,
-    which carries nothing of what the source learned, so ``Zoo.rank`` ranks such a source
-    last and ``rank --then-transfer`` refuses it."""
-    src, tgt = conv_dims(matching.source), conv_dims(matching.target)
-    if not src or not tgt or src & tgt:
-        return None
-
-    def dims(d: frozenset[int]) -> str:
-        return "/".join(f"{n}-D" for n in sorted(d))
-    return f"{dims(src)} convolutions, the target's are {dims(tgt)}: cannot give its convs"
-
-
 def explain(matching: Matching, similarity: float | None = None) -> tuple[int, int, str]:
     """(target blocks the default transfer fills, target blocks, a one-line "why").
 
@@ -508,7 +486,8 @@ def explain(matching: Matching, similarity: float | None = None) -> tuple[int, i
     if unrelated(matching, similarity):
         return 0, n_blocks, (f"{mismatch} (ranked last)" if mismatch else
                              f"nothing transferred: unrelated pair (similarity "
-                             f"{similarity:.2f} < {UNRELATED_SIMILARITY}), the target keeps its init")
+                             f"{below(similarity)} < {UNRELATED_SIMILARITY}), the target keeps its "
+                             f"init")
     min_score = default_min_score(matching, similarity)
 
     def kept(i: int) -> bool:  # a target layer the default transfer fills from the source
@@ -662,7 +641,7 @@ class Zoo:
         from .models import create_model, head_shape
 
         checkpoint = Path(checkpoint).expanduser()
-        name = name or checkpoint.stem
+        name = checkpoint.stem if name is None else name  # --name "" is refused, not replaced
         _check_name(name, "pass --name")
         meta_path, weights_path = self.dir / f"{name}.json", self.dir / f"{name}.safetensors"
         self._check_source(checkpoint, weights_path, name, link)

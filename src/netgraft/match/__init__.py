@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from ..trace import Architecture, Block, Layer, group_blocks, group_layers
 from .dp import align
@@ -263,25 +263,43 @@ class _Aligner:
                 out[t] = (s, self.method.score(self.source.layers[s], self.target.layers[t]))
 
 
-def gated_off(target: Architecture, pairs: dict[int, int | None]) -> list[int]:
+def gated_off(target: Architecture, pairs: dict[int, int | None],
+              opened: Collection[int] = ()) -> list[int]:
     """Target blocks whose branch stays shut after the graft: they hold a gate (a layer
     scale that starts near zero, ``Layer.gate``) that no source scale is copied into, so the
     weights grafted into them do not act until training opens the gate. Read off the
-    architectures alone: a source's scale is assumed open (trained)."""
+    architectures alone: a source's scale is assumed open (trained). `opened`: gates the
+    graft sets open (`openable_gates`, in a pair of one family)."""
     shut = []
     for b, block in enumerate(target.blocks):
         gates = [i for i in block.layers if target.layers[i].gate]
-        if gates and all(pairs.get(i) is None for i in gates):
+        if gates and all(pairs.get(i) is None and i not in opened for i in gates):
             shut.append(b)
     return shut
 
 
+def openable_gates(target: Architecture, pairs: dict[int, int | None]) -> set[int]:
+    """Layer scales (``Layer.gate`` of kind ``param``) that no source scale is copied into,
+    in target blocks that receive other source layers: the source block, without a scale,
+    computes its branch at full scale, so a graft within one family sets them to 1 (a ViT
+    grafted onto its layer-scale twin then computes the source's function). A zero-initialised
+    norm is no such scale: a source block has its own norm there."""
+    opened: set[int] = set()
+    for block in target.blocks:
+        gates = [i for i in block.layers if target.layers[i].gate
+                 and target.layers[i].kind == "param" and pairs.get(i) is None]
+        if gates and any(pairs.get(i) is not None for i in block.layers
+                         if not target.layers[i].gate):
+            opened.update(gates)
+    return opened
+
+
 def shut_layers(target: Architecture, pairs: dict[int, int | None],
-                method: str = DEFAULT_METHOD) -> set[int]:
+                method: str = DEFAULT_METHOD, opened: Collection[int] = ()) -> set[int]:
     """Indices of the target layers inside blocks left gated off (none for ``dpiat``)."""
     if get_method(method).name != "graft":
         return set()
-    return {i for b in gated_off(target, pairs) for i in target.blocks[b].layers}
+    return {i for b in gated_off(target, pairs, opened) for i in target.blocks[b].layers}
 
 
 def keep_shut(target: Architecture, pairs: dict[int, int | None]) -> dict[int, int | None]:
@@ -555,13 +573,14 @@ def _earlier_namesake(name: str, layers: dict[str, Layer]) -> Layer | None:
 
 
 def open_value(value: float, target: Architecture, pairs: dict[int, int | None],
-               scores: dict[int, float], method: str = DEFAULT_METHOD) -> float:
+               scores: dict[int, float], method: str = DEFAULT_METHOD,
+               opened: Collection[int] = ()) -> float:
     """A DP value scaled, for the default method, by the share of the matched layers' scores
     that lies outside target blocks left gated off (see `gated_off`)."""
     total = sum(scores.values())
     if total <= 0:
         return value
-    shut = sum(scores[i] for i in shut_layers(target, pairs, method))
+    shut = sum(scores[i] for i in shut_layers(target, pairs, method, opened))
     return value * (1.0 - shut / total)
 
 

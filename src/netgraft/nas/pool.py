@@ -261,7 +261,8 @@ class WarmStartPool:
             result.note = "pool has no trained model of this study yet"
         elif not ranked:
             best = max(self.similarity(e.params, params) for e in cands)
-            result.note = (f"no pool model is similar enough (best similarity {best:.2f} < "
+            from ..similarity import below
+            result.note = (f"no pool model is similar enough (best similarity {below(best)} < "
                            f"{self.min_similarity}): random init kept")
         for entry, sim in ranked:
             try:
