@@ -391,18 +391,30 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                 tgt, name, f"source is a {type(src.module).__name__}, target a "
                            f"{type(tgt.module).__name__}: their gates differ"))
             continue
-        if tuple(source.shape) == shape:
+        # a grouped transposed conv's weight (in, out // groups, *kernel) is mapped in a conv's
+        # layout, one output channel's fan-in within its group a row, as grouped convs are
+        swapped = (name == "weight" and src.kind == tgt.kind == "conv_transpose"
+                   and (src.groups > 1 or tgt.groups > 1) and source.ndim == len(shape) > 2)
+        if tuple(source.shape) == shape and not (swapped and src.groups != tgt.groups):
             value, how, fraction = source.detach(), "", 1.0
         else:
-            dim_roles = adapt.roles(tgt, name, target.ndim)
+            given, base, want = source, target, shape
+            if swapped:
+                given = adapt.swap_group_layout(source, src.groups)
+                base = adapt.swap_group_layout(target, tgt.groups)
+                want = (tgt.groups * shape[1], shape[0] // tgt.groups, *shape[2:])
+                dim_roles = ("out", "in") + ("k",) * (len(shape) - 2)
+            else:
+                dim_roles = adapt.roles(tgt, name, target.ndim)
             if in_index is not None and not _mixes_channels(tgt):  # one entry per channel read
                 dim_roles = tuple("ch" if r == "out" and n == tgt.in_dim and m == src.in_dim
-                                  else r for r, n, m in zip(dim_roles, shape, source.shape))
+                                  else r for r, n, m in zip(dim_roles, want, given.shape))
             by_group = (channel_map is not None and src.groups > 1
                         and channel_map(src.out_dim or 0, tgt.out_dim or 0) is not None)
-            packed = (adapt.pack_grouped(source, shape, src.groups, tgt.groups, channel_map)
+            packed = (adapt.pack_grouped(given, want, src.groups, tgt.groups, channel_map)
                       if by_group and name == "weight" and src.groups != tgt.groups
-                      and not src.depthwise and not tgt.depthwise else None)
+                      and not adapt.depthwise_like(src) and not adapt.depthwise_like(tgt)
+                      else None)
             if packed is not None:  # whole source groups side by side in wider groups
                 value, plan = packed
             else:
@@ -412,7 +424,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     # a grouped fan-in is not a sum over the same inputs (unless mapped by group)
                     dim_roles = tuple("out" if r == "in" else r for r in dim_roles)
                 value, plan = adapt.graft(
-                    source, shape, dim_roles,
+                    given, want, dim_roles,
                     mix_input=tgt.role == "input" and tgt.kind == "conv",
                     tokens=((adapt.token_layout(src.module), adapt.token_layout(tgt.module))
                             if tgt.kind == "param" and "pos" in name and not relative
@@ -420,10 +432,12 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                     patches=adapt.is_patchify(src) and adapt.is_patchify(tgt),
                     offsets=((getattr(src.module, "window_size", None),
                               getattr(tgt.module, "window_size", None)) if relative else None),
-                    base=target, select=select,
+                    base=base, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
                     in_index=in_index, in_how=in_how, out_index=out_index,
                     out_how=channels.how.get(tgt.name, "") if channels else "")
+            if swapped:
+                value = adapt.swap_group_layout(value, tgt.groups)
             how, fraction = "; ".join(plan.notes), plan.fraction
             factor = _query_norm_scale(tgt, name, tuple(source.shape), shape, channel_map)
             if factor is not None:  # the queries' norm would undo the qkv's query scaling
@@ -493,8 +507,8 @@ def _concat_index(src: Layer, tgt: Layer, channels: _ChannelPlan,
             or any(seg[0] in channels.maps for seg in tgt.in_layout)):
         return None
     for layer in (src, tgt):
-        if layer.kind == "conv" and layer.groups > 1 and not (
-                layer.depthwise and layer.in_dim == layer.out_dim):
+        if layer.kind in ("conv", "conv_transpose") and layer.groups > 1 and not (
+                adapt.depthwise_like(layer) and layer.in_dim == layer.out_dim):
             return None  # a grouped fan-in: each group reads its own slice
     if _mixes_channels(src) != _mixes_channels(tgt):
         return None
@@ -1508,8 +1522,13 @@ def _why_not_preserved(report: TransferReport) -> str:
               and (ga := getattr(a.module, "num_groups", None))
               and (gb := getattr(b.module, "num_groups", None)) and ga != gb):
             regrouped.append(f"{b.name} {ga}→{gb}")
-        elif (a.kind == "conv" and not a.depthwise and (a.groups > 1 or b.groups > 1)
-              and a.groups != b.groups and not (weight and adapt.PACKED in weight.how)):
+        elif (a.kind in ("conv", "conv_transpose")
+              and (a.groups > 1 or b.groups > 1) and a.groups != b.groups
+              # a depthwise conv holds only a depthwise one; a transposed conv with one input
+              # a group is held by any wider one, and only a depthwise-like one keeps it
+              and not (adapt.depthwise_like(a) and (a.kind == "conv"
+                                                    or adapt.depthwise_like(b)))
+              and not (weight and adapt.PACKED in weight.how)):
             groups.append(f"{b.name} {a.groups}→{b.groups} groups")
     # a conv copied onto one that steps or spreads its taps otherwise (a strided conv matched to
     # a stride-1 one, a TCN block of another dilation) computes something else from the same
@@ -2052,8 +2071,7 @@ def slimmable(arch: Architecture) -> bool:
     (``benchmarks/shrink_widths.py``), and the first channels are kept."""
     norms = any(layer.kind == "batchnorm" and "weight" in layer.param_names
                 for layer in arch.layers)
-    grouped = any(layer.kind == "conv" and layer.groups > 1 and not layer.depthwise
-                  for layer in arch.layers)
+    grouped = any(adapt.grouped_conv(layer) for layer in arch.layers)
     return norms and not grouped
 
 

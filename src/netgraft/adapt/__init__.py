@@ -545,6 +545,32 @@ def graft(source: torch.Tensor, shape: tuple[int, ...], dim_roles: tuple[str, ..
 
 
 # ----------------------------------------------------------------------------- groups
+def depthwise_like(layer: Layer) -> bool:
+    """A conv or transposed conv with one input channel per group (`Layer.depthwise` counts
+    convs only)."""
+    return (layer.kind in ("conv", "conv_transpose") and layer.groups > 1
+            and layer.groups == layer.in_dim)
+
+
+def grouped_conv(layer: Layer) -> bool:
+    """A grouped, not depthwise, conv or transposed conv: each group sums over its own slice
+    of the inputs."""
+    return (layer.kind in ("conv", "conv_transpose") and layer.groups > 1
+            and not depthwise_like(layer))
+
+
+def swap_group_layout(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped transposed conv's weight, laid out (in, out // groups, *kernel), as a conv's
+    (out, in // groups, *kernel) — and back: the same swap undoes itself. Group g's block of
+    the input rows becomes group g's block of the output rows with its two channel dims
+    swapped, so each row then holds one output channel's fan-in within its group, the layout
+    the grouped-conv rules (`group_map`, `pack_grouped`, the per-group fan-in rescaling)
+    assume; the kernel taps keep their places."""
+    rows, cols, *kernel = weight.shape
+    return (weight.reshape(groups, rows // groups, cols, *kernel).transpose(1, 2)
+            .reshape(groups * cols, rows // groups, *kernel))
+
+
 def attention_heads(model: Any, layer: Layer) -> int | None:
     """How many heads the attention whose packed q/k/v projection `layer` is splits it into:
     ``num_heads`` of an ``nn.MultiheadAttention``, or of the module holding a ``qkv`` linear
@@ -725,9 +751,14 @@ def group_map(pairs: Iterable[tuple[Layer, Layer]],
     others: dict[tuple[int, int], tuple[int, int]] = {}  # group norms, recurrent directions
     paired: dict[tuple[int, int], tuple[int, int]] = {}  # packed pieces (gated MLPs)
     for src, tgt in pairs:
-        if (src.kind == tgt.kind == "conv" and src.groups > 1 and tgt.groups > 1
-                and not src.depthwise and not tgt.depthwise):
-            # the channels it reads and those it writes (one space when in = out)
+        if (src.kind == tgt.kind and grouped_conv(tgt) and src.groups > 1
+                and (grouped_conv(src) or src.kind == "conv_transpose"
+                     and src.groups == tgt.groups)):
+            # transposed convs too (their weight is mapped in a conv's layout,
+            # `swap_group_layout`), and a transposed one with one input a group whose groups
+            # each become one wider group (matched and held as any transposed conv is; a
+            # depthwise conv is neither). The channels it reads and those it writes (one
+            # space when in = out)
             for s, t in ((src.out_dim, tgt.out_dim), (src.in_dim, tgt.in_dim)):
                 if s and t and t > s:
                     groups.setdefault((s, t), (src.groups, tgt.groups))
@@ -846,7 +877,12 @@ def channel_importance(layers: Iterable[Layer]) -> dict[int, torch.Tensor]:
             "embedding", "attention", "param") else None
         if not isinstance(weight, torch.Tensor) or weight.ndim == 0:
             continue
-        for d, role in enumerate(roles(layer, "weight", weight.ndim)):
+        dim_roles = roles(layer, "weight", weight.ndim)
+        if layer.kind == "conv_transpose" and layer.groups > 1 and weight.ndim > 2:
+            # its output channels one per row, as a conv's (dim 1 holds one group's share)
+            weight = swap_group_layout(weight, layer.groups)
+            dim_roles = ("out", "in") + ("k",) * (weight.ndim - 2)
+        for d, role in enumerate(dim_roles):
             if role != "out":
                 continue
             w = weight.detach().abs().double().movedim(d, 0)
