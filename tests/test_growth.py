@@ -1211,3 +1211,18 @@ def test_a_split_piece_no_layer_reads_whole_is_widened_on_its_own():
     assert record.tensors[0].how.startswith("out 129→257 piece by piece (read as 1 + 128 + 128)")
     assert (("stages.2.1.transformer.0.attn.qkv_proj", 0, 1, 257),) \
         in report.matching.target.pieces
+
+
+def test_a_layer_scale_stays_shut_where_its_branch_is_only_partly_grafted():
+    """Review (session 26): a scale was opened when any layer of its block was grafted, so a
+    block whose attention projections stayed at init added a random branch to the stream."""
+    from netgraft.match import openable_gates
+    src = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8,
+                            depth=2)
+    dst = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, patch_size=8,
+                            depth=2, init_values=1e-5)
+    arch = netgraft.trace(dst)
+    m = netgraft.match(netgraft.trace(src), arch)
+    assert len(openable_gates(arch, m.pairs)) == 4  # both blocks wholly grafted
+    qkv = next(layer.index for layer in arch.layers if layer.name == "blocks.1.attn.qkv")
+    assert len(openable_gates(arch, {**m.pairs, qkv: None})) == 2  # block 1's stay shut

@@ -280,7 +280,7 @@ def gated_off(target: Architecture, pairs: dict[int, int | None],
 
 def openable_gates(target: Architecture, pairs: dict[int, int | None]) -> set[int]:
     """Layer scales (``Layer.gate`` of kind ``param``) that no source scale is copied into,
-    in target blocks that receive other source layers: the source block, without a scale,
+    in target blocks whose every other layer receives a source layer: the source block, without a scale,
     computes its branch at full scale, so a graft within one family sets them to 1 (a ViT
     grafted onto its layer-scale twin then computes the source's function). A zero-initialised
     norm is no such scale: a source block has its own norm there."""
@@ -288,8 +288,9 @@ def openable_gates(target: Architecture, pairs: dict[int, int | None]) -> set[in
     for block in target.blocks:
         gates = [i for i in block.layers if target.layers[i].gate
                  and target.layers[i].kind == "param" and pairs.get(i) is None]
-        if gates and any(pairs.get(i) is not None for i in block.layers
-                         if not target.layers[i].gate):
+        others = [i for i in block.layers if not target.layers[i].gate]
+        # every other layer of the block grafted: a branch holding layers at init stays shut
+        if gates and others and all(pairs.get(i) is not None for i in others):
             opened.update(gates)
     return opened
 
