@@ -1226,3 +1226,37 @@ def test_a_layer_scale_stays_shut_where_its_branch_is_only_partly_grafted():
     assert len(openable_gates(arch, m.pairs)) == 4  # both blocks wholly grafted
     qkv = next(layer.index for layer in arch.layers if layer.name == "blocks.1.attn.qkv")
     assert len(openable_gates(arch, {**m.pairs, qkv: None})) == 2  # block 1's stay shut
+
+
+def test_a_deeper_vit_grafted_onto_a_shallower_layer_scale_twin_is_one_family():
+    """Review (session 26): the one-family decision was taken on a similarity that counted
+    the scales the graft opens as shut: depth 4 → a depth-2 layer-scale twin scored 0.387,
+    was called distant and kept every scale at 1e-5 (both blocks gated off)."""
+    from netgraft.similarity import DISTANT_SIMILARITY
+    kw = dict(num_classes=10, img_size=32, patch_size=8)
+    src = _trained_looking(timm.create_model("vit_tiny_patch16_224", depth=4, **kw))
+    dst = timm.create_model("vit_tiny_patch16_224", depth=2, init_values=1e-5, **kw)
+    report = netgraft.transfer(src, dst)
+    assert report.similarity > 0.7 > DISTANT_SIMILARITY
+    assert report.gated_off == [] and report.left_weak == []
+    assert all(bool((getattr(dst.blocks[b], f"ls{i}").gamma == 1).all())
+               for b in range(2) for i in (1, 2))
+    assert netgraft.similarity(src, dst) == pytest.approx(report.similarity)
+
+
+def test_min_score_puts_opened_scales_back_and_reports_their_blocks_gated_off():
+    """Review (session 26): with `min_score` > 0 on a pair of one family, `_leave_weak` put
+    the gates back to their init but left the opened scales at 1 while reporting their blocks
+    as gated off: the report and the weights disagreed."""
+    kw = dict(num_classes=10, img_size=32, patch_size=8, depth=2)
+    src = _trained_looking(timm.create_model("vit_tiny_patch16_224", **kw))
+    dst = timm.create_model("vit_tiny_patch16_224", init_values=1e-5, **kw)
+    init = {k: v.clone() for k, v in dst.state_dict().items()}
+    report = netgraft.transfer(src, dst, min_score=0.5)
+    assert report.gated_off == ["blocks.0", "blocks.1"]
+    scales = [f"blocks.{b}.ls{i}" for b in range(2) for i in (1, 2)]
+    assert set(scales) <= set(report.left_weak)
+    for name in scales:
+        assert torch.equal(dst.get_submodule(name).gamma, init[f"{name}.gamma"])
+        record = next(p for p in report.pairs if p.target == name)
+        assert record.action == "init" and record.note.startswith("left at init: a gate")

@@ -1347,3 +1347,89 @@ def test_a_source_whose_own_output_is_not_finite_is_not_compared():
                                  "values (check its weights and norm statistics): nothing to "
                                  "compare with"]
     assert "nan" not in report.summary()
+
+
+class _EcaNet(nn.Module):
+    """A 2-D conv net with ECA attention: a Conv1d across the pooled channels."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.eca = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.conv, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        w = self.eca(x.mean((2, 3)).unsqueeze(1)).squeeze(1).sigmoid()
+        x = torch.relu(self.bn2(self.conv(x * w[:, :, None, None])))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_1d_source_is_refused_by_a_2d_target_with_a_conv1d_inside():
+    """Review (session 26): the dimensionality check compared the *sets* of conv
+    dimensionalities, so a 2-D target holding a Conv1d (ECA attention: ecaresnet, eca_nfnet)
+    passed, and a 1-D source got its BatchNorm1d statistics copied into its 2-D norms."""
+    from netgraft.similarity import conv_mismatch, stem_dims, weighted_coverage
+    torch.manual_seed(0)
+    src, dst = _conv_net(1), _EcaNet()
+    init = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.warns(NetgraftWarning, match="the source has 1-D convolutions, the target's are "
+                                             "2-D: cannot give its convs; nothing was copied"):
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 1, 32, 32),
+                                   source_input=torch.randn(2, 1, 128))
+    assert report.coverage == 0.0
+    assert all(torch.equal(init[k], v) for k, v in dst.state_dict().items())
+    arch = netgraft.trace(dst, torch.randn(2, 1, 32, 32))
+    assert stem_dims(arch) == 2
+    # the ranking's coverage agrees with what the transfer does: nothing
+    src_arch = netgraft.trace(src, torch.randn(2, 1, 128))
+    assert weighted_coverage(src_arch, arch) == 0.0
+    # and the score meant to rank sources says it will not help (it read 0.6 for a twin)
+    assert report.similarity == 0.0 == netgraft.similarity(src_arch, arch)
+    assert netgraft.similarity(src_arch, arch, method="dpiat") > 0.1  # the paper's, as it is
+    # an ECA net onto a plain 2-D net is no mismatch, and is covered
+    plain = netgraft.trace(_conv_net(2), torch.randn(2, 1, 32, 32))
+    assert conv_mismatch(netgraft.match(arch, plain)) is None
+    assert weighted_coverage(arch, plain) > 0.5
+
+
+class _ScaledBlock(nn.Module):
+    def __init__(self, c: int, scale_shape: tuple[int, ...]):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(c, c), nn.Linear(c, c)
+        self.ls = nn.Module()
+        self.ls.gamma = nn.Parameter(torch.full(scale_shape, 1e-5))
+
+    def forward(self, x):
+        return x + self.ls.gamma * self.fc2(torch.relu(self.fc1(x)))
+
+
+def _scaled_net(scale_shape: tuple[int, ...], c: int = 16) -> nn.Module:
+    return nn.Sequential(nn.Linear(8, c), _ScaledBlock(c, scale_shape),
+                         _ScaledBlock(c, scale_shape), nn.Linear(c, 4))
+
+
+def test_a_per_channel_scale_grafted_onto_a_scalar_one_holds_their_mean_and_says_so():
+    """Review (session 26): a layer scale matched to a ReZero-style scalar scale took one of
+    the source's channels (gap 0.10) and the report named no reason."""
+    torch.manual_seed(0)
+    src = _scaled_net((16,))
+    with torch.no_grad():
+        for i in (1, 2):
+            src[i].ls.gamma.uniform_(0.3, 0.7)
+    dst = _scaled_net((1,))
+    report = netgraft.transfer(src, dst, example_input=torch.randn(4, 8))
+    for i in (1, 2):
+        assert dst[i].ls.gamma.item() == pytest.approx(src[i].ls.gamma.mean().item())
+        record = next(p for p in report.pairs if p.target == f"{i}.ls")
+        assert record.tensors[0].how == "mean of 16 → 1"
+    assert 0 < report.function_gap < 0.1
+    assert report.function_note.startswith(
+        "2 per-channel scales of the source are one scalar in the target (1.ls 16→1, 2.ls 16→1, "
+        "a ReZero-style scale)")
+    # the other way round, the scalar is replicated: exact
+    back = _scaled_net((16,))
+    report = netgraft.transfer(dst, back, example_input=torch.randn(4, 8))
+    assert report.function_gap < 1e-6 and report.gated_off == []
+    assert torch.equal(back[1].ls.gamma, dst[1].ls.gamma.expand(16))

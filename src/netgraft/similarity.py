@@ -8,6 +8,8 @@ default one, S(A→B) discounts target blocks left gated off (see ``netgraft.mat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from torch import nn
@@ -28,9 +30,9 @@ UNRELATED_SIMILARITY = 0.1
 
 def below(value: float, digits: int = 2) -> str:
     """`value`, known to be below some threshold, with `digits` decimals rounded *down*, so
-    that a message never reads "0.10 < 0.1" for 0.099 ("0.09 < 0.1")."""
-    scale = 10 ** digits
-    return f"{math.floor(value * scale + 1e-9) / scale:.{digits}f}"  # 0.29 * 100 = 28.99…
+    that a message never reads "0.10 < 0.1" for 0.099 ("0.09 < 0.1"). Rounded from the
+    shortest decimal that reads back as `value` (0.29, stored as 0.28999…, stays "0.29")."""
+    return str(Decimal(repr(float(value))).quantize(Decimal(1).scaleb(-digits), ROUND_FLOOR))
 
 
 def similarity_from_values(ab: float, ba: float, aa: float, bb: float) -> float:
@@ -66,26 +68,72 @@ def unrelated(matching: Matching, similarity: float) -> bool:
 def conv_dims(arch: Architecture) -> frozenset[int]:
     """The spatial dimensionalities of an architecture's convolutions (1 for Conv1d, 2 for
     Conv2d, 3 for Conv3d; transposed ones included), read off the kernels' shapes."""
-    return frozenset(len(layer.shapes["weight"]) - 2 for layer in arch.layers
-                     if layer.kind in ("conv", "conv_transpose") and "weight" in layer.shapes
-                     and len(layer.shapes["weight"]) > 2)
+    return frozenset(_dims(layer) for layer in arch.layers if _dims(layer) is not None)
+
+
+def stem_dims(arch: Architecture) -> int | None:
+    """The dimensionality of an architecture's first convolution in execution order (its
+    stem's: 2 for an image model even when a Conv1d runs inside its attention, as ECA's
+    does), or None without convolutions."""
+    return next((d for layer in arch.layers if (d := _dims(layer)) is not None), None)
+
+
+def _dims(layer: Any) -> int | None:
+    if layer.kind in ("conv", "conv_transpose") and len(layer.shapes.get("weight", ())) > 2:
+        return len(layer.shapes["weight"]) - 2
+    return None
 
 
 def conv_mismatch(matching: Matching) -> str | None:
-    """Why the source cannot give the target its convolutions, or None: the source's
-    convolutions all have another dimensionality than the target's (a Conv1d signal model
-    for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D one,
-    which carries nothing of what the source learned, and the norms after those convs would
-    get statistics of other features: ``transfer`` leaves such a target at its init
+    """Why the source cannot give the target its convolutions, or None: the source's first
+    convolution (`stem_dims`) has another dimensionality than the target's (a Conv1d signal
+    model for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D
+    one, which carries nothing of what the source learned, and the norms after those convs
+    would get statistics of other features: ``transfer`` leaves such a target at its init
     (`unrelated`), ``Zoo.rank`` ranks such a source last and ``rank --then-transfer`` refuses
     it."""
-    src, tgt = conv_dims(matching.source), conv_dims(matching.target)
-    if not src or not tgt or src & tgt:
+    src, tgt = stem_dims(matching.source), stem_dims(matching.target)
+    if src is None or tgt is None or src == tgt:
         return None
+    return f"{src}-D convolutions, the target's are {tgt}-D: cannot give its convs"
 
-    def dims(d: frozenset[int]) -> str:
-        return "/".join(f"{n}-D" for n in sorted(d))
-    return f"{dims(src)} convolutions, the target's are {dims(tgt)}: cannot give its convs"
+
+@dataclass(frozen=True)
+class GraftGates:
+    """What a default graft does with the target's gates (``Layer.gate``: layer scales near
+    zero, residual branches' zero-initialised last norms), and the similarity that follows.
+
+    Within one family (`one_family`, decided with the scales the graft opens counted open)
+    a gate that a source scale is copied into is open, and so is a layer scale of a block
+    whose every other layer is grafted from a source block without one (`openable_gates`).
+    In a distant pair (`closes_gates`) every gate stays at its init, so the blocks behind
+    them receive nothing that acts. A source of another conv dimensionality
+    (`conv_mismatch`) gives nothing: similarity 0. The one rule `pair_similarity`,
+    `weighted_coverage` and ``transfer`` follow."""
+    similarity: float
+    #: the matching's pairs, with the gates that stay shut unpaired
+    pairs: dict[int, int | None]
+    #: the layer scales the graft sets to 1
+    opened: frozenset[int]
+
+
+def graft_gates(matching: Matching, ba: float, aa: float, bb: float) -> GraftGates:
+    """`GraftGates` of the matching of A onto B, given the values S(B→A), S(A→A), S(B→B)."""
+    plain = similarity_from_values(matching.value, ba, aa, bb)
+    if matching.plain_value is None or matching.method == "dpiat":
+        return GraftGates(plain, dict(matching.pairs), frozenset())
+    if conv_mismatch(matching) is not None:  # its convs cannot give the target's anything
+        return GraftGates(0.0, keep_shut(matching.target, matching.pairs), frozenset())
+    opened = frozenset(openable_gates(matching.target, matching.pairs))
+    value = open_value(matching.plain_value, matching.target, matching.pairs, matching.scores,
+                       matching.method, opened)
+    sim = similarity_from_values(value, ba, aa, bb)
+    if one_family(matching, sim):
+        return GraftGates(sim, dict(matching.pairs), opened)
+    shut = keep_shut(matching.target, matching.pairs)
+    value = open_value(matching.plain_value, matching.target, shut, matching.scores,
+                       matching.method)
+    return GraftGates(similarity_from_values(value, ba, aa, bb), shut, frozenset())
 
 
 def pair_similarity(matching: Matching, ba: float, aa: float, bb: float) -> float:
@@ -94,19 +142,8 @@ def pair_similarity(matching: Matching, ba: float, aa: float, bb: float) -> floa
     A distant pair's graft leaves the target's gates shut (``closes_gates``), so there S(A→B)
     also leaves out the blocks behind them: a cross-family source gives a ResNet or RegNet
     target (whose residual branches end in a zero-initialised norm) its stem, shortcuts and
-    head only, as it gives a ConvNeXt (layer scales at 1e-6)."""
-    sim = similarity_from_values(matching.value, ba, aa, bb)
-    if matching.plain_value is not None and matching.method != "dpiat":
-        if closes_gates(matching, sim):
-            value = open_value(matching.plain_value, matching.target,
-                               keep_shut(matching.target, matching.pairs), matching.scores,
-                               matching.method)
-        else:  # one family: the graft opens the layer scales the source has none for
-            value = open_value(matching.plain_value, matching.target, matching.pairs,
-                               matching.scores, matching.method,
-                               openable_gates(matching.target, matching.pairs))
-        sim = similarity_from_values(value, ba, aa, bb)
-    return sim
+    head only, as it gives a ConvNeXt (layer scales at 1e-6). See `graft_gates`."""
+    return graft_gates(matching, ba, aa, bb).similarity
 
 
 def as_architecture(model: Any) -> Architecture:
@@ -149,11 +186,10 @@ def weighted_coverage(source: Any, target: Any, method: str = DEFAULT_METHOD) ->
     total = sum(layer.numel for layer in b.layers)
     if not total:
         return 0.0
-    pairs, opened = m.pairs, openable_gates(b, m.pairs)
-    if closes_gates(m, pair_similarity(m, dp_value(b, a, method), dp_value(a, a, method),
-                                       dp_value(b, b, method))):
-        pairs, opened = keep_shut(b, pairs), set()
-    shut = shut_layers(b, pairs, method, opened)
+    gates = graft_gates(m, dp_value(b, a, method), dp_value(a, a, method), dp_value(b, b, method))
+    if unrelated(m, gates.similarity):  # a default graft leaves the whole target at its init
+        return 0.0
+    shut = shut_layers(b, gates.pairs, method, gates.opened)
     return sum(layer.numel * m.scores[layer.index] for layer in b.layers
                if layer.index not in shut) / total
 

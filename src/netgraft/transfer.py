@@ -397,6 +397,10 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                    and (src.groups > 1 or tgt.groups > 1) and source.ndim == len(shape) > 2)
         if tuple(source.shape) == shape and not (swapped and src.groups != tgt.groups):
             value, how, fraction = source.detach(), "", 1.0
+        elif tgt.kind == "param" and target.numel() == 1 < source.numel():
+            # a ReZero-style scalar for a per-channel scale: the value nearest all of them
+            value = source.detach().float().mean().to(target.dtype).reshape(shape)
+            how, fraction = f"mean of {source.numel()} → 1", 1.0
         else:
             given, base, want = source, target, shape
             if swapped:
@@ -1509,7 +1513,7 @@ def _why_not_preserved(report: TransferReport) -> str:
     matching = report.matching
     src, tgt = matching.source, matching.target
     records = {r.target: r for r in report.pairs}
-    norms, groups, regrouped = [], [], []
+    norms, groups, regrouped, scalars = [], [], [], []
     for t, s in matching.pairs.items():
         if s is None:
             continue
@@ -1522,6 +1526,10 @@ def _why_not_preserved(report: TransferReport) -> str:
               and (ga := getattr(a.module, "num_groups", None))
               and (gb := getattr(b.module, "num_groups", None)) and ga != gb):
             regrouped.append(f"{b.name} {ga}→{gb}")
+        elif (a.kind == b.kind == "param"
+              and any(math.prod(a.shapes[n]) > 1 == math.prod(b.shapes[n])
+                      for n in b.param_names if n in a.shapes)):
+            scalars.append(f"{b.name} {a.numel}→{b.numel}")
         elif (a.kind in ("conv", "conv_transpose")
               and (a.groups > 1 or b.groups > 1) and a.groups != b.groups
               # a depthwise conv holds only a depthwise one; a transposed conv with one input
@@ -1568,6 +1576,12 @@ def _why_not_preserved(report: TransferReport) -> str:
     if groups:
         why.append(f"{len(groups)} grouped convolutions change their grouping "
                    f"({_listed(groups, 3)})")
+    if scalars:
+        many = len(scalars) > 1
+        why.append(f"{len(scalars)} per-channel scale{'s' if many else ''} of the source "
+                   f"{'are' if many else 'is'} one scalar in the target ({_listed(scalars, 2)}, "
+                   f"a ReZero-style scale): one value cannot scale each channel as the source's "
+                   f"did, so it holds their mean")
     if regrouped:
         many = len(regrouped) > 1
         why.append(f"{len(regrouped)} group norm{'s change their' if many else ' changes its'} "
@@ -1985,14 +1999,15 @@ def leaves_at_init(layer: Layer, score: float, min_score: float) -> bool:
 def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch.Tensor],
                 threshold: float) -> None:
     """Put the layers matched below `threshold`, and the target's gates (``Layer.gate``: a
-    residual branch's zero-initialised last norm, a layer scale near zero), back to their init
+    residual branch's zero-initialised last norm, a layer scale near zero, whether a source
+    scale was copied into it or the graft opened it, ``OPENED``), back to their init
     (`init`: the target's state before the graft) and record it."""
     tgt_arch = report.matching.target
     state = target.state_dict()
     for p in report.pairs:
         layer = tgt_arch[p.target]
-        if (p.source is None or p.action == "init" or p.note.startswith("zeroed")
-                or not leaves_at_init(layer, p.score, threshold)):
+        if ((p.source is None and p.note != OPENED) or p.action == "init"
+                or p.note.startswith("zeroed") or not leaves_at_init(layer, p.score, threshold)):
             continue
         for t in p.tensors:
             key = f"{p.target}.{t.name}" if p.target else t.name
