@@ -391,3 +391,48 @@ def test_a_recurrent_layer_is_named_as_skipped_and_a_bad_tolerance_refused():
     for bad in (-1, 1.5, True, "0.1"):
         with pytest.raises(ValueError, match="tolerance="):
             netgraft.autoinit(model, torch.randn(2, 5, 4), tolerance=bad)
+
+
+def test_a_model_built_under_inference_mode_is_refused_by_name():
+    """QA (session 27): a model built under torch.inference_mode() failed with torch's own
+    "Inplace update to inference tensor outside InferenceMode" (only a transfer's target was
+    checked); inside inference mode it can be written and is fitted."""
+    with torch.inference_mode():
+        frozen = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    with pytest.raises(netgraft.UnsupportedModelError) as info:
+        netgraft.autoinit(frozen, torch.randn(2, 4))
+    assert str(info.value) == (
+        "layer '0.weight': the model's tensors were created under torch.inference_mode(), "
+        "which makes them read-only: build the model outside inference_mode (or load its "
+        "weights into one built outside it)")
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+    with torch.inference_mode():
+        report = netgraft.autoinit(frozen, torch.randn(2, 4))
+    assert set(report.scales) == {"0", "2"} and report.scales["0"] != 1.0
+
+
+def test_a_numpy_tolerance_is_accepted_and_bad_ones_refused():
+    """QA (session 27): `tolerance=np.float32(0.1)` was refused as not a number."""
+    import copy
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    netgraft.autoinit(model, torch.randn(2, 4), tolerance=0)  # both layers at unit std
+    with torch.no_grad():  # the first one 5 % off: left alone within a tolerance of 10 %
+        model[0].weight.mul_(1.05)
+        model[0].bias.mul_(1.05)
+    reports = [netgraft.autoinit(copy.deepcopy(model), torch.randn(2, 4), tolerance=tol)
+               for tol in (np.float32(0.1), np.float64(0.1), 0.1, np.float32(0.04))]
+    for report in reports[:3]:
+        assert report.scales == {"0": 1.0, "2": 1.0}
+        assert report.output_std["0"] == pytest.approx(1.05, rel=1e-6)
+    assert reports[3].scales["0"] == pytest.approx(1 / 1.05, rel=1e-6)  # 5 % > 4 %: fitted
+    assert reports[3].output_std["0"] == pytest.approx(1.0, rel=1e-6)
+    for bad in (np.bool_(True), float("nan"), np.float64("nan"), np.float32(-0.1), -0.0001):
+        with pytest.raises(ValueError) as info:
+            netgraft.autoinit(model, torch.randn(2, 4), tolerance=bad)
+        assert str(info.value) == (f"tolerance={bad!r}: give a relative change in [0, 1) below "
+                                   f"which a layer is left as it is (default 0.02)")

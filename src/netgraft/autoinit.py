@@ -36,6 +36,7 @@ Two modes:
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -346,10 +347,13 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
     for name, value in (("batch_size", batch_size), ("max_iter", max_iter)):
         if not whole(value):  # None (not a whole number) or 0
             raise ValueError(f"{name}={value!r}: give a whole number >= 1")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
-            or not 0 <= tolerance < 1:
+    # any real number (a NumPy float too), not a bool (a NumPy bool is not a Real); NaN
+    # fails the range
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) \
+            or not 0 <= float(tolerance) < 1:
         raise ValueError(f"tolerance={tolerance!r}: give a relative change in [0, 1) below "
                          f"which a layer is left as it is (default 0.02)")
+    tolerance = float(tolerance)
     model = uncompiled(model)
     check_traceable(model, values=True)
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back

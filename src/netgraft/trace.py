@@ -908,10 +908,11 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
                     f"the {role} is a lazy module with uninitialised parameters: run one "
                     f"forward pass first", layer=f"{mod_name}.{p_name}".strip("."))
     if values:
-        # written in place by a transfer: outside inference mode, its tensors cannot be
+        # written in place (by a transfer, autoinit, align): outside inference mode, its
+        # tensors cannot be; a source is only read
         frozen = next((n for n, t in [*model.named_parameters(), *model.named_buffers()]
                        if t.is_inference()), None) \
-            if role == "target" and not torch.is_inference_mode_enabled() else None
+            if role != "source" and not torch.is_inference_mode_enabled() else None
         if frozen is not None:
             raise UnsupportedModelError(
                 f"the {role}'s tensors were created under torch.inference_mode(), which makes "
