@@ -884,11 +884,28 @@ def _is_shut_norm(weight: torch.Tensor) -> bool:
 
 def check_traceable(model: nn.Module, role: str = "model", *, values: bool = False) -> None:
     """Raise UnsupportedModelError, saying what to do, for a model netgraft cannot trace: a
-    TorchScript module (it runs no forward hooks), a lazy module not yet run; with `values`
-    (a transfer reads and writes them), also a tensor on the meta device."""
+    TorchScript module (it runs no forward hooks), a lazy module not yet run, a quantized
+    module (packed integer weights); with `values` (a transfer reads and writes them), also a
+    quantized reference module (float weights it computes with rounded on a fixed grid), a
+    tensor created under inference mode (read-only; not for a source) or on the meta
+    device."""
     for mod_name, module in model.named_modules():
-        if type(module).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized",
-                                               "torch.ao.nn.intrinsic.quantized")):
+        reference = type(module).__module__.startswith("torch.ao.nn.quantized.reference")
+        if reference and values:
+            # float weights, but its forward computes with them quantized and dequantized on
+            # the grid of its weight_scale / weight_zero_point buffers, fixed for the weights
+            # it held (its state dict also holds the quantization scheme and dtype)
+            why = ("so its float weight is not the one it computes with: a graft of it would "
+                   "not carry its function" if role == "source" else
+                   "so weights written into it would be rounded and clipped on the grid fitted "
+                   "for the weights it held")
+            raise UnsupportedModelError(
+                f"the {role} holds a quantized reference module at "
+                f"'{mod_name or '(the model)'}' ({type(module).__name__}), whose forward rounds "
+                f"its weight to the fixed grid of its weight_scale and weight_zero_point, {why}: "
+                f"graft the float model, then quantize it")
+        if not reference and type(module).__module__.startswith((
+                "torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
             raise UnsupportedModelError(
                 f"the {role} holds a quantized module at '{mod_name or '(the model)'}' "
                 f"({type(module).__name__}), whose packed integer weights cannot be read or "
