@@ -1433,3 +1433,31 @@ def test_a_per_channel_scale_grafted_onto_a_scalar_one_holds_their_mean_and_says
     report = netgraft.transfer(dst, back, example_input=torch.randn(4, 8))
     assert report.function_gap < 1e-6 and report.gated_off == []
     assert torch.equal(back[1].ls.gamma, dst[1].ls.gamma.expand(16))
+
+
+def test_integer_calibration_inputs_get_one_warning_text_in_python_and_from_a_file(tmp_path):
+    """QA (session 27): the warning for uint8 calibration inputs was written twice, in
+    `input_batch` (Python) and `load_calibration` (CLI), and the two copies had drifted
+    apart ("cast to the model's float type ... pass the inputs the model is trained on" and
+    "cast to float ... save the inputs ... (normalised floats)"): one helper now says it."""
+    import numpy as np
+
+    from netgraft.calibrate import load_calibration
+
+    def net(width):
+        torch.manual_seed(width)
+        return nn.Sequential(nn.Conv2d(1, width, 3), nn.BatchNorm2d(width), nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 3))
+
+    x = (torch.rand(16, 1, 8, 8) * 255).to(torch.uint8)
+    path = tmp_path / "calib_u8.npy"
+    np.save(path, x.numpy())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        netgraft.transfer(net(8).eval(), net(6), calibration_data=x)
+        loaded = load_calibration(str(path), (1, 8, 8))
+    texts = [str(w.message) for w in seen if isinstance(w.message, NetgraftWarning)]
+    tail = ("holds uint8 values; they are cast to float as they are (e.g. 0..255), not scaled: "
+            "{} the inputs the model is trained on (normalised floats)")
+    assert texts == [f"calibration_data {tail.format('pass')}", f"{path} {tail.format('save')}"]
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, x.float())  # not scaled

@@ -44,12 +44,20 @@ def input_batch(item: Any, i: int) -> torch.Tensor:
     if x.is_meta:
         raise NetgraftError("calibration_data is on the meta device (shapes without values): "
                             "give real inputs")
+    warn_if_integer(x, "calibration_data", "pass", stacklevel=4)
+    return x
+
+
+def warn_if_integer(x: torch.Tensor, what: str, verb: str, *, stacklevel: int) -> None:
+    """Warn, when `x` holds integers (uint8 images), that `what` is cast to float as it is,
+    not scaled, and that the user should `verb` ("pass", "save") the inputs the model is
+    trained on: the one text of the Python API (`input_batch`) and the CLI
+    (`load_calibration`). `stacklevel` as the caller would give it to `warnings.warn`."""
     if not x.is_floating_point():  # (one message: Python shows it once per call site)
         warnings.warn(NetgraftWarning(
-            f"calibration_data holds {str(x.dtype).replace('torch.', '')} values; they are "
-            f"cast to the model's float type as they are (e.g. 0..255), not scaled: pass the "
-            f"inputs the model is trained on"), stacklevel=4)
-    return x
+            f"{what} holds {str(x.dtype).replace('torch.', '')} values; they are cast to "
+            f"float as they are (e.g. 0..255), not scaled: {verb} the inputs the model is "
+            f"trained on (normalised floats)"), stacklevel=stacklevel + 1)
 
 
 def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
@@ -247,11 +255,7 @@ def load_calibration(spec: str, input_shape: tuple[int, ...]) -> torch.Tensor:
                             f"inputs as the model sees them")
     if len(x) < 2:
         raise NetgraftError(f"{path}: at least 2 calibration inputs are needed, found {len(x)}")
-    if not x.is_floating_point():  # as the Python API warns (`input_batch`)
-        warnings.warn(NetgraftWarning(
-            f"{path} holds {str(x.dtype).replace('torch.', '')} values; they are cast to float "
-            f"as they are (e.g. 0..255), not scaled: save the inputs the model is trained on "
-            f"(normalised floats)"), stacklevel=2)
+    warn_if_integer(x, str(path), "save", stacklevel=2)  # as the Python API warns
     return finite_inputs(x.float(), where=f"{path}: ", whose="its", noun="calibration inputs")
 
 
