@@ -715,7 +715,13 @@ def _channel_mixing(module: nn.Module) -> bool:
     if kind == "conv":
         return not (module.groups > 1 and module.groups == module.in_channels
                     == module.out_channels)
-    return kind in ("linear", "conv_transpose")
+    return kind in ("linear", "conv_transpose") or isinstance(module, nn.Bilinear)
+
+
+def _on_last_dim(module: nn.Module) -> bool:
+    """A layer mixing the last dimension of its input (a linear, an ``nn.Bilinear``, whose
+    weight (out, in1, in2) is traced as a generic parametric layer's)."""
+    return layer_kind(module) == "linear" or isinstance(module, nn.Bilinear)
 
 
 def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool = True
@@ -743,7 +749,8 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
             sources.running.append(name)
             first = _first_tensor(args)
             sources.inputs.append(first)
-            if name not in sources.read and sources.get(first) is not None and own_tensors(module):
+            if name not in sources.read and sources.get(first) is not None and own_tensors(module) \
+                    and not isinstance(module, nn.Bilinear):  # (two inputs: no one layout)
                 sources.read[name] = sources.get(first)
             if isinstance(first, torch.Tensor) and first in sources.folds and own_tensors(module):
                 sources.folded.setdefault(name, sources.folds[first])
@@ -757,7 +764,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
             t = _first_tensor(out)
             if t is not None:
                 outputs[name] = t
-                if _channel_mixing(module) and (t.ndim == 2 or layer_kind(module) != "linear"):
+                if _channel_mixing(module) and (t.ndim == 2 or not _on_last_dim(module)):
                     # new channels start here (a linear's on (N, C) features only: on tokens
                     # (N, L, D), dim 1 is not channels)
                     sources.set(t, ((name, 0, t.shape[1], t.shape[1]),))
@@ -772,7 +779,8 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
 
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
-        if own_tensors(module) and layer_kind(module) in DIMENSIONAL_KINDS:
+        if own_tensors(module) and (layer_kind(module) in DIMENSIONAL_KINDS
+                                    or isinstance(module, nn.Bilinear)):
             handles.append(module.register_forward_hook(post_hook(name)))
         handles.append(module.register_forward_hook(leave, always_call=True))
     try:
@@ -852,6 +860,8 @@ def _describe(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) ->
         layer.in_dim, layer.out_dim = module.num_embeddings, module.embedding_dim
     elif kind == "attention":
         layer.in_dim = layer.out_dim = module.embed_dim
+    elif isinstance(module, nn.Bilinear):  # (its second input: in2_features)
+        layer.in_dim, layer.out_dim = module.in1_features, module.out_features
     elif "weight" in layer.shapes and layer.shapes["weight"]:
         layer.in_dim = layer.out_dim = layer.shapes["weight"][0]
     if kind == "param":

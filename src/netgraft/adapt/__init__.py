@@ -93,6 +93,12 @@ def gate_count(layer: Layer) -> int:
     return _GATES.get(type(layer.module).__name__, 0) if layer.module is not None else 0
 
 
+def bilinear(layer: Layer) -> bool:
+    """An ``nn.Bilinear`` (weight (out, in1, in2)): traced as a generic parametric layer."""
+    return isinstance(layer.module, nn.Bilinear) if layer.module is not None \
+        else layer.type == "Bilinear"
+
+
 def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
     """The role of each dimension of tensor `name` of `layer`."""
     kind = layer.kind
@@ -112,6 +118,10 @@ def roles(layer: Layer, name: str, ndim: int) -> tuple[str, ...]:
         return ("q", "in")[:ndim]
     if kind == "embedding" and name == "weight":
         return ("rows", "out")
+    if name == "weight" and ndim == 3 and bilinear(layer):
+        # (out, in1, in2): y_k = x1ᵀ W_k x2 + b_k sums over both inputs' channels, each fan-in
+        # rescaled on its own (the replicas of x1's unit i and of x2's unit j share W_kij)
+        return ("out", "in", "in")
     if name == "weight" and kind in ("conv", "linear"):
         return ("out", "in")[:ndim] + ("k",) * max(ndim - 2, 0)
     if name == "weight" and kind == "conv_transpose":
