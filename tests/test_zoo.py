@@ -849,6 +849,21 @@ def test_a_mistyped_zoo_path_is_named_and_not_made(tmp_path, checkpoints):
     assert [e.name for e in Zoo(typo).entries()] == [_MNV3]
 
 
+def test_a_zoo_not_made_yet_fingerprints_a_model_spec_without_making_its_folder(zoo_dir, tmp_path):
+    """QA (session 27): `Zoo(dir).fingerprint(...)` on a folder the first `add` had not made
+    yet failed with "index.sqlite is not a usable netgraft index ...; delete it", though a
+    model spec's fingerprint needs nothing from the zoo."""
+    later = tmp_path / "later"
+    stored = Zoo(zoo_dir).index.get_fingerprint("resnet18", 5, 1)  # what `add` stored
+    digest, fp = Zoo(later).fingerprint("resnet18", num_classes=5, in_chans=1)
+    assert digest == stored[0] == fpr.fingerprint_hash(fp)
+    assert json.loads(fpr.dumps({k: v for k, v in fp.items() if k != "identity"})) == \
+        {k: v for k, v in stored[1].items() if k != "identity"}
+    digest, fp = Zoo(later).fingerprint("resnet18", num_classes=5, in_chans=1, identity=True)
+    assert digest == stored[0] and fpr.identity_of(fp)  # a target's, with its identity blocks
+    assert not later.exists()  # neither made nor written to
+
+
 def test_a_truncated_weights_file_is_not_ranked(small_zoo, capsys):
     """QA (session 25): a weights file cut short by a copy that did not finish was ranked
     first, and only --then-transfer failed on it (advising to re-export the checkpoint)."""

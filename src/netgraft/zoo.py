@@ -818,14 +818,19 @@ class Zoo:
     # ------------------------------------------------------------------ fingerprints
     def _fingerprint_model(self, model, spec: str, num_classes: int | None, in_chans: int | None,
                            input_key: str, example_input: Any = None,
-                           identity: bool = False) -> tuple[str, dict]:
+                           identity: bool = False, store: bool = True) -> tuple[str, dict]:
+        """(hash, fingerprint) of `model` traced; stored in the index unless `store` is
+        False."""
         from .trace import trace
 
         start = time.perf_counter()
         arch = trace(model, example_input, name=spec)
         fp = fpr.to_dict(arch, fpr.measure_identity(arch) if identity else None)
-        digest = self.index.put_fingerprint(spec, num_classes, in_chans, input_key, fp,
-                                            time.perf_counter() - start)
+        if store:
+            digest = self.index.put_fingerprint(spec, num_classes, in_chans, input_key, fp,
+                                                time.perf_counter() - start)
+        else:
+            digest = fpr.fingerprint_hash(fp)
         self._archs.setdefault(digest, fpr.from_dict(fp))
         return digest, fp
 
@@ -833,11 +838,16 @@ class Zoo:
                     input_size: Sequence[int] | None = None, *,
                     identity: bool = False) -> tuple[str, dict]:
         """(hash, fingerprint) of a model spec: from the index, else built, traced and stored.
-        With `identity`, make sure the identity-block probe is in it (targets need it)."""
+        With `identity`, make sure the identity-block probe is in it (targets need it).
+        A zoo whose folder does not exist yet (it is made by the first `add`) has no index:
+        the fingerprint is built and returned, neither read from nor written to one, and
+        the folder is not made."""
         from .models import create_model
 
         input_key = _input_key(input_size)
-        found = self.index.get_fingerprint(spec, num_classes, in_chans, input_key)
+        indexed = self.dir.is_dir()
+        found = (self.index.get_fingerprint(spec, num_classes, in_chans, input_key)
+                 if indexed else None)
         if found is not None and (not identity or found[1].get("identity") is not None):
             try:
                 self.architecture(*found)
@@ -852,7 +862,7 @@ class Zoo:
             import torch
             example = torch.randn(1, *input_size)
         return self._fingerprint_model(model, spec, num_classes, in_chans, input_key, example,
-                                       identity=identity)
+                                       identity=identity, store=indexed)
 
     def _entry_fingerprint(self, entry: ZooEntry) -> tuple[str, dict] | None:
         """`fingerprint` of an entry's architecture, or None with a warning naming the entry
