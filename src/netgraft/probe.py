@@ -251,6 +251,33 @@ def finetune_probe(model: nn.Module, fit: Any, held: Any, steps: int, *, lr: flo
 
 
 # ----------------------------------------------------------------------------- probe
+_RESIZE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def source_view(x: torch.Tensor, source: nn.Module, source_input: Any = None,
+                name: str = "source") -> torch.Tensor:
+    """The probe inputs `x` (the target's) as `source` is run on them: with a tensor
+    `source_input` (its own input, e.g. a zoo entry's ``--input-size``), at that input's
+    channels and size (channels averaged / replicated, positions resized); without one, at
+    the channels of its first convolution, size unchanged. A ProbeError naming the source
+    when its own input has another number of dimensions than the probe inputs."""
+    if not isinstance(source_input, torch.Tensor):
+        return _source_view(x, _in_channels(source))
+    own = tuple(source_input.shape[1:])
+    if len(own) != x.ndim - 1:
+        raise ProbeError(
+            f"source '{name}' takes inputs of shape {own}, the probe inputs are "
+            f"{tuple(x.shape[1:])}: give probe data (and a target) with as many dimensions as "
+            f"the source's input, or leave this source out of the probe")
+    xs = _source_view(x, own[0])
+    if tuple(xs.shape[2:]) != own[1:]:
+        import torch.nn.functional as F
+
+        xs = F.interpolate(xs, size=own[1:], mode=_RESIZE.get(len(own) - 1, "nearest"),
+                           align_corners=None if len(own) - 1 not in _RESIZE else False)
+    return xs
+
+
 def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callable[[], nn.Module],
                   data: Any, *, limit: int | None = 1000, target_name: str = "target",
                   steps: int = 0, lr: float = 1e-3, seed: int = 0,
@@ -263,7 +290,8 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
     The baseline is one unmodified ``make_target()``; every graft starts from a copy of its
     weights. Results come in input order; sort by ``.gain`` to rank. `source_inputs` maps a
     source's name to an input it is traced on, for a source that needs its own (the
-    ``source_input`` of ``netgraft.transfer``)."""
+    ``source_input`` of ``netgraft.transfer``): such a source is run on the probe inputs
+    resized to that input's size (``source_view``), for the CKA."""
     from .transfer import transfer
 
     if steps < 0:
@@ -291,7 +319,7 @@ def probe_sources(sources: Sequence[tuple[str, nn.Module]], make_target: Callabl
                 report = transfer(src, target, example_input=example,
                                   source_input=(source_inputs or {}).get(name), **transfer_kwargs)
             feats, final = pooled_features(target, x, names)
-            xs = _source_view(x, _in_channels(src))
+            xs = source_view(x, src, (source_inputs or {}).get(name), name)
             src_names = feature_points(src, xs[:1])
             _, src_final = pooled_features(src, xs, src_names)
             results.append(ProbeResult(
