@@ -887,6 +887,43 @@ def test_a_truncated_weights_file_is_not_ranked(small_zoo, capsys):
     assert Zoo(small_zoo).missing_weights(Zoo(small_zoo).get("m")) is None
 
 
+def test_a_linked_file_changed_after_zoo_add_is_named_not_the_link(small_zoo, tmp_path, capsys):
+    """QA (session 27): for a --link entry whose file (the user's own) was cut short, the
+    messages named the zoo's link (lnk.safetensors) and guessed "truncated by a copy that did
+    not finish?", a copy the zoo never made."""
+    linked = tmp_path / "linked.safetensors"
+    whole = linked.read_bytes()
+    linked.write_bytes(whole[:len(whole) // 2])
+    why = (f"its weights link to {linked}, which was changed or truncated after `zoo add "
+           f"--link` ({len(whole) // 2:,} bytes where its header describes {len(whole):,})")
+    hint = (f"restore that file, re-add it with `netgraft zoo add {linked} --arch {_MNV3} "
+            f"--name lnk --link --force`, or remove the entry with `netgraft zoo remove lnk`")
+    zoo = Zoo(small_zoo)
+    assert zoo.missing_weights(zoo.get("lnk")) == why
+    assert _main(["zoo", "list", "--zoo", str(small_zoo), "--json"]) == 0
+    assert {e["name"]: e["weights_missing"] for e in json.loads(capsys.readouterr().out)} == \
+        {"lnk": why, "m": None}
+    assert _main(["zoo", "list", "--zoo", str(small_zoo)]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("│")}
+    assert "UNUSABLE: its weights link to" in rows["lnk"] and str(linked) in rows["lnk"]
+    assert _main(_RANK + ["--zoo", str(small_zoo)]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[1] for line in captured.out.splitlines()] == ["m"]
+    err = " ".join(captured.err.split())
+    assert f"zoo entry 'lnk' skipped: {why}; {hint}" in err
+    assert "lnk.safetensors" not in err and "copy" not in err
+    with pytest.raises(ZooError) as info:
+        zoo.transfer_to("lnk", _MNV3, num_classes=5, in_chans=1)
+    assert str(info.value) == f"zoo entry 'lnk': {why}; {hint}"
+    linked.write_bytes(b"not safetensors at all")
+    assert zoo.missing_weights(zoo.get("lnk")) == (
+        f"its weights link to {linked}, which is no longer a readable safetensors file: it was "
+        f"changed after `zoo add --link`")
+    linked.write_bytes(whole)
+    assert zoo.missing_weights(zoo.get("lnk")) is None
+
+
 _FIXED_LENGTH = '''
 from torch import nn
 

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -105,7 +106,9 @@ def _input_key(input_size: Sequence[int] | None) -> str:
 def _damaged_safetensors(path: Path) -> str | None:
     """Why a .safetensors file cannot be whole (truncated, or not safetensors at all), read
     from its header alone; None when its size is the one its header describes. Cheap enough
-    for every ranking (the stored sha256 would mean reading every file)."""
+    for every ranking (the stored sha256 would mean reading every file). For a symbolic link
+    (an entry added with --link) the file it links to is named: that file loaded when the
+    entry was added, so it was changed since."""
     if path.suffix != ".safetensors":
         return None
     try:
@@ -116,8 +119,14 @@ def _damaged_safetensors(path: Path) -> str | None:
             header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        if path.is_symlink():
+            return (f"its weights link to {path.resolve()}, which is no longer a readable "
+                    f"safetensors file: it was changed after `zoo add --link`")
         return f"its weights file {path} is not a readable safetensors file"
     expected = 8 + n + max(ends, default=0)
+    if size != expected and path.is_symlink():
+        return (f"its weights link to {path.resolve()}, which was changed or truncated after "
+                f"`zoo add --link` ({size:,} bytes where its header describes {expected:,})")
     if size != expected:
         return (f"its weights file {path} is damaged ({size:,} bytes where its header "
                 f"describes {expected:,}: truncated by a copy that did not finish?)")
@@ -775,8 +784,13 @@ class Zoo:
         return f"its weights file {path} is missing"
 
     def _missing_hint(self, entry: ZooEntry) -> str:
+        arch = shlex.quote(entry.arch)
+        if entry.linked:  # the user's own file, linked: restored, or re-linked as it is now
+            return (f"restore that file, re-add it with `netgraft zoo add "
+                    f"{shlex.quote(entry.linked)} --arch {arch} --name {entry.name} --link "
+                    f"--force`, or remove the entry with `netgraft zoo remove {entry.name}`")
         return (f"restore that file, re-add the checkpoint with `netgraft zoo add FILE --arch "
-                f"{entry.arch} --name {entry.name} --force`, or remove the entry with "
+                f"{arch} --name {entry.name} --force`, or remove the entry with "
                 f"`netgraft zoo remove {entry.name}`")
 
     def _with_weights(self, entries: list[ZooEntry]) -> list[ZooEntry]:
