@@ -984,3 +984,42 @@ def test_zoo_add_takes_the_input_size_a_model_needs(tmp_path, monkeypatch, capsy
             assert Zoo(z).entries() == []
     finally:
         sys.modules.pop("ng_fixed", None)
+
+
+def test_zoo_add_refuses_an_input_size_whose_channels_the_weights_do_not_take(
+        tmp_path, checkpoints, monkeypatch, capsys):
+    """QA (session 27): `zoo add --input-size 3,64,64` of 1-channel weights failed in the
+    trace with torch's "expected input[1, 3, 64, 64] to have 1 channels", advising --in-chans
+    (which the weights do not load into)."""
+    z = tmp_path / "z"
+    argv = ["zoo", "add", str(checkpoints[_MNV3]), "--arch", _MNV3, "--zoo", str(z)]
+    assert _main(argv + ["--input-size", "3,64,64"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"error: --input-size 3,64,64 gives 3 input channels, but the weights of "
+            f"{checkpoints[_MNV3]} ({_MNV3}) take 1 (the input channels of their first "
+            f"convolution): give --input-size 1,64,64; nothing was added") in err
+    assert "Traceback" not in err and not z.exists()
+    # in a zoo that exists, nothing is written either: no entry, no index row, no lock
+    assert _main(argv + ["--name", "first"]) == 0
+    before = {p.name: p.read_bytes() for p in z.iterdir()}
+    # (--force: not refused as a duplicate of "first" instead)
+    assert _main(argv + ["--name", "second", "--input-size", "3,64,64", "--force"]) == 2
+    assert "take 1 (the input channels" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in z.iterdir()} == before
+    assert [e.name for e in Zoo(z).entries()] == ["first"]
+    # a factory model (no timm config to read): its first convolution's, once it fails
+    (tmp_path / "ng_fixed.py").write_text(_FIXED_LENGTH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    try:
+        save_state_dict(importlib.import_module("ng_fixed").fixed().state_dict(),
+                        tmp_path / "fixed.safetensors")
+        assert _main(["zoo", "add", str(tmp_path / "fixed.safetensors"), "--arch", "ng_fixed:fixed",
+                      "--zoo", str(tmp_path / "z2"), "--input-size", "3,100"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert (f"error: --input-size 3,100 gives 3 input channels, but the weights of "
+                f"{tmp_path / 'fixed.safetensors'} (ng_fixed:fixed) take 2 (the input channels of "
+                f"their first convolution): give --input-size 2,100; nothing was added") in err
+        assert not (tmp_path / "z2").exists()
+    finally:
+        sys.modules.pop("ng_fixed", None)

@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 from . import fingerprint as fpr
 from .cli import (PIPE_WIDTH, _positive_int, _same_file, file_name, make_console as _console,
                   read_channels)
-from .errors import ModelSpecError, NetgraftError, NetgraftWarning
+from .errors import ModelForwardError, ModelSpecError, NetgraftError, NetgraftWarning
 from .models import MODEL_SPEC_HELP
 from .match import DEFAULT_METHOD, METHODS, Matching, get_method, match, open_value
 from .similarity import (UNRELATED_SIMILARITY, below, conv_dims, conv_mismatch,  # noqa: F401
@@ -146,6 +146,16 @@ def _checked_input_size(input_size: Sequence[int] | None,
         raise ZooError(f"--in-chans {in_chans} and --input-size {','.join(map(str, dims))} "
                        f"disagree: the input size's first number is the channel count")
     return dims
+
+
+def _channels_disagree(input_size: Sequence[int], chans: int, checkpoint: Path,
+                       arch: str) -> ZooError:
+    """`zoo add --input-size` whose channel count is not the one the weights take."""
+    given = ",".join(map(str, input_size))
+    fixed = ",".join(map(str, (chans, *input_size[1:])))
+    return ZooError(f"--input-size {given} gives {input_size[0]} input channels, but the weights "
+                    f"of {checkpoint} ({arch}) take {chans} (the input channels of their first "
+                    f"convolution): give --input-size {fixed}; nothing was added")
 
 
 # ----------------------------------------------------------------------------- entries
@@ -675,6 +685,8 @@ class Zoo:
         kwargs = head_shape(arch, state)
         kwargs.update({k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans))
                        if v is not None})
+        if input_size is not None and kwargs.get("in_chans") not in (None, input_size[0]):
+            raise _channels_disagree(input_size, kwargs["in_chans"], checkpoint, arch)
         model = create_model(arch, **kwargs)
         key = (arch, kwargs.get("num_classes"), kwargs.get("in_chans"))
         # fingerprinted at its init, as a target of the same spec is: the fingerprint is the
@@ -689,7 +701,16 @@ class Zoo:
         model.load_state_dict(init_state)
         example = None if input_size is None else torch.randn(1, *input_size)
         self.dir.mkdir(parents=True, exist_ok=True)  # the index is written from here on
-        arch_hash, fp = self._fingerprint_model(model, *key, _input_key(input_size), example)
+        try:  # traced before the index is written
+            arch_hash, fp = self._fingerprint_model(model, *key, _input_key(input_size), example)
+        except ModelForwardError:
+            # a factory model (head_shape reads timm's only): its first conv's, when the
+            # model failed on the channels of --input-size
+            from .align import _in_channels
+            chans = _in_channels(model)
+            if input_size is not None and chans not in (None, input_size[0]):
+                raise _channels_disagree(input_size, chans, checkpoint, arch) from None
+            raise
         model.load_state_dict(trained_state)
         for method in METHODS:
             self._self_dp([arch_hash], method)
