@@ -767,15 +767,14 @@ def test_add_refuses_non_finite_weights_and_a_failed_add_leaves_no_new_folder(
     assert f"tensor '{name}' holds NaN or inf values" in capsys.readouterr().err
     assert not fresh.exists()
     # ... unless another `zoo add` wrote an entry there meanwhile (review, session 16)
-    from netgraft.zoo import _remove_if_unused
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "index.sqlite").touch()
     (shared / "B.json").write_text("{}")
-    _remove_if_unused(shared)
+    Zoo(shared)._remove_if_unused()
     assert (shared / "B.json").exists()
     (shared / "B.json").unlink()
-    _remove_if_unused(shared)
+    Zoo(shared)._remove_if_unused()
     assert not shared.exists()
     # a folder that existed is left in place, with the entries it had
     (tmp_path / "kept").mkdir()

@@ -649,8 +649,22 @@ class Zoo:
                              input_size, link, force)
         except BaseException:
             if made:  # the folder this call made: removed if nobody else wrote to it since
-                _remove_if_unused(self.dir)
+                self._remove_if_unused()
             raise
+
+    def _remove_if_unused(self) -> None:
+        """Remove the zoo's folder, made by a `zoo add` that failed, when it holds nothing but
+        the index that add started (another `zoo add` may have written an entry there
+        meanwhile)."""
+        own = {INDEX_FILE, INDEX_FILE + "-journal", INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
+        try:
+            if any(p.name not in own for p in self.dir.iterdir()):
+                return
+            for name in own:
+                (self.dir / name).unlink(missing_ok=True)
+            self.dir.rmdir()
+        except OSError:
+            pass  # what cannot be removed stays: a folder is not worth an error of its own
 
     def _add(self, checkpoint, arch, name, task, accuracy, num_classes, in_chans, input_size,
              link, force) -> ZooEntry:
@@ -1193,20 +1207,6 @@ def _fmt_acc(acc: float | None) -> str:
     if isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1:
         return f"{acc:.1%}"
     return f"{acc} (invalid)"  # out of range in an entry written before the check
-
-
-def _remove_if_unused(folder: Path) -> None:
-    """Remove a zoo folder a failed `zoo add` created, when it holds nothing but the index
-    that add started (another `zoo add` may have written an entry there meanwhile)."""
-    own = {INDEX_FILE, INDEX_FILE + "-journal", INDEX_FILE + "-wal", INDEX_FILE + "-shm"}
-    try:
-        if any(p.name not in own for p in folder.iterdir()):
-            return
-        for name in own:
-            (folder / name).unlink(missing_ok=True)
-        folder.rmdir()
-    except OSError:
-        pass  # what cannot be removed stays: a folder is not worth an error of its own
 
 
 def run_zoo(args: argparse.Namespace) -> int:
