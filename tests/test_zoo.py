@@ -895,8 +895,10 @@ def test_a_linked_file_changed_after_zoo_add_is_named_not_the_link(small_zoo, tm
     linked.write_bytes(whole[:len(whole) // 2])
     why = (f"its weights link to {linked}, which was changed or truncated after `zoo add "
            f"--link` ({len(whole) // 2:,} bytes where its header describes {len(whole):,})")
+    # the commands name the zoo: without --zoo they would act on the default one
     hint = (f"restore that file, re-add it with `netgraft zoo add {linked} --arch {_MNV3} "
-            f"--name lnk --link --force`, or remove the entry with `netgraft zoo remove lnk`")
+            f"--name lnk --link --force --zoo {small_zoo}`, or remove the entry with "
+            f"`netgraft zoo remove lnk --zoo {small_zoo}`")
     zoo = Zoo(small_zoo)
     assert zoo.missing_weights(zoo.get("lnk")) == why
     assert _main(["zoo", "list", "--zoo", str(small_zoo), "--json"]) == 0
@@ -1022,3 +1024,19 @@ def test_zoo_add_refuses_an_input_size_whose_channels_the_weights_do_not_take(
         assert not (tmp_path / "z2").exists()
     finally:
         sys.modules.pop("ng_fixed", None)
+
+
+def test_the_commands_a_hint_gives_name_the_zoo_unless_it_is_the_default(small_zoo, monkeypatch):
+    """Review (session 27): the re-add / remove commands a damaged entry's message suggests
+    left out `--zoo`, so for any zoo but the default one they would act on the default one."""
+    (small_zoo / "m.safetensors").unlink()
+    with pytest.raises(ZooError) as info:
+        Zoo(small_zoo).transfer_to("m", _MNV3, num_classes=5, in_chans=1)
+    assert str(info.value).endswith(
+        f"--name m --force --zoo {small_zoo}`, or remove the entry with `netgraft zoo remove m "
+        f"--zoo {small_zoo}`")
+    monkeypatch.setenv("NETGRAFT_ZOO", str(small_zoo))
+    with pytest.raises(ZooError) as info:
+        Zoo().transfer_to("m", _MNV3, num_classes=5, in_chans=1)
+    assert str(info.value).endswith(
+        "--name m --force`, or remove the entry with `netgraft zoo remove m`")

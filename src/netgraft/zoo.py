@@ -590,7 +590,7 @@ class Zoo:
             try:
                 entry = self._read_entry(path)
             except ZooError as exc:
-                fix = (f"; or remove it with `netgraft zoo remove {path.stem} --zoo {self.dir}`"
+                fix = (f"; or remove it with `netgraft zoo remove {path.stem}{self._zoo_option()}`"
                        if _NAME.match(path.stem) else "")
                 message = f"skipped {exc}: fix or delete that file{fix}"
                 if message not in self._warned:
@@ -819,14 +819,23 @@ class Zoo:
         return f"its weights file {path} is missing"
 
     def _missing_hint(self, entry: ZooEntry) -> str:
-        arch = shlex.quote(entry.arch)
+        name, where = shlex.quote(entry.name), self._zoo_option()
+        size = (f" --input-size {','.join(map(str, entry.input_size))}" if entry.input_size
+                else "")
+        again = f"--arch {shlex.quote(entry.arch)} --name {name}{size}"
+        remove = f"or remove the entry with `netgraft zoo remove {name}{where}`"
         if entry.linked:  # the user's own file, linked: restored, or re-linked as it is now
             return (f"restore that file, re-add it with `netgraft zoo add "
-                    f"{shlex.quote(entry.linked)} --arch {arch} --name {entry.name} --link "
-                    f"--force`, or remove the entry with `netgraft zoo remove {entry.name}`")
-        return (f"restore that file, re-add the checkpoint with `netgraft zoo add FILE --arch "
-                f"{arch} --name {entry.name} --force`, or remove the entry with "
-                f"`netgraft zoo remove {entry.name}`")
+                    f"{shlex.quote(entry.linked)} {again} --link --force{where}`, {remove}")
+        return (f"restore that file, re-add the checkpoint with `netgraft zoo add FILE {again} "
+                f"--force{where}`, {remove}")
+
+    def _zoo_option(self) -> str:
+        """`` --zoo DIR`` for a command the user is told to run, unless this is the default
+        zoo (a command without it would act on the default one)."""
+        if self.dir.expanduser().resolve() == default_zoo_dir().resolve():
+            return ""
+        return f" --zoo {shlex.quote(str(self.dir))}"
 
     def _with_weights(self, entries: list[ZooEntry]) -> list[ZooEntry]:
         """The entries whose weights are there; the others skipped with a ZooWarning."""
