@@ -248,52 +248,12 @@ def test_a_built_in_probe_set_takes_the_limit_and_the_models_input_shape():
     assert tuple(x.shape) == (50, 3, 12, 12)
 
 
-_LENGTHS = '''
-from torch import nn
-
-
-class FixedLength(nn.Module):
-    """A 1-D model whose head reads a flattened map: it takes sequences of length 100 only."""
-    def __init__(self, num_classes=3, in_chans=2):
-        super().__init__()
-        self.conv = nn.Conv1d(in_chans, 8, 3, padding=1)
-        self.bn = nn.BatchNorm1d(8)
-        self.fc = nn.Linear(8 * 100, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.bn(self.conv(x)).relu().flatten(1))
-
-
-class AnyLength(nn.Module):
-    """The same layers with a pooled head: any length."""
-    def __init__(self, num_classes=3, in_chans=2):
-        super().__init__()
-        self.conv = nn.Conv1d(in_chans, 8, 3, padding=1)
-        self.bn = nn.BatchNorm1d(8)
-        self.pool = nn.AdaptiveAvgPool1d(1)
-        self.fc = nn.Linear(8, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.bn(self.conv(x)).relu()).flatten(1))
-
-
-def fixed():
-    return FixedLength()
-
-
-def anylen():
-    return AnyLength()
-'''
-
-
 def test_cli_rank_probe_runs_a_source_added_with_an_input_size_at_its_own_size(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, capsys):
     """QA (session 27): `rank --probe-data` ran every source on the probe data, so a zoo entry
     added with --input-size (a model that takes one input size only) failed: "FixedLength
     failed on the example input of shape (1, 2, 64)"."""
     import copy
-    import importlib
-    import sys
     import warnings
 
     import torch.nn.functional as F
@@ -303,40 +263,35 @@ def test_cli_rank_probe_runs_a_source_added_with_an_input_size_at_its_own_size(
     from netgraft.cli import main
     from netgraft.zoo import Zoo
 
-    (tmp_path / "ng_probe_lengths.py").write_text(_LENGTHS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    models = importlib.import_module("ng_probe_lengths")
-    try:
-        torch.manual_seed(0)
-        save_state_dict(models.fixed().state_dict(), tmp_path / "fixed.safetensors")
-        z = str(tmp_path / "zoo")
-        assert main(["zoo", "add", str(tmp_path / "fixed.safetensors"), "--arch",
-                     "ng_probe_lengths:fixed", "--input-size", "2,100", "--zoo", z]) == 0
-        x, y = torch.randn(60, 2, 64), torch.arange(60) % 3
-        save_file({"x": x, "y": y}, tmp_path / "probe.safetensors")
-        capsys.readouterr()
-        assert main(["rank", "--target", "ng_probe_lengths:anylen", "--input-size", "2,64",
-                     "--zoo", z, "--json", "--probe-data", str(tmp_path / "probe.safetensors"),
-                     "--probe-steps", "0"]) == 0
-        doc = json.loads(capsys.readouterr().out)
-        (ranked,), (probed,) = doc["ranking"], doc["probe"]["ranking"]
-        assert probed["name"] == ranked["name"] == "fixed" and doc["probe"]["examples"] == 60
-        assert probed["coverage"] == pytest.approx(ranked["coverage"], abs=1e-6)
-        # the CKA compares the graft on the probe inputs with the source on the same inputs
-        # resized to its own length (100), as `zoo add --input-size 2,100` says it takes
-        source = Zoo(z).load_source("fixed")
-        torch.manual_seed(0)
-        target = models.anylen()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            netgraft.transfer(copy.deepcopy(source), target, example_input=x[:1],
-                              source_input=torch.randn(1, 2, 100))
-        _, final = pooled_features(target, x)
-        _, source_final = pooled_features(source, F.interpolate(x, size=100, mode="linear"))
-        assert probed["cka"] == pytest.approx(linear_cka(source_final, final), abs=1e-5)
-        from netgraft.probe import source_view
-        with pytest.raises(ProbeError, match=r"source 'fixed' takes inputs of shape \(2, 10, 10\), "
-                                             r"the probe inputs are \(2, 64\): give probe data"):
-            source_view(x, source, torch.randn(1, 2, 10, 10), "fixed")
-    finally:
-        sys.modules.pop("ng_probe_lengths", None)
+    import signal_nets as models
+    torch.manual_seed(0)
+    save_state_dict(models.fixed().state_dict(), tmp_path / "fixed.safetensors")
+    z = str(tmp_path / "zoo")
+    assert main(["zoo", "add", str(tmp_path / "fixed.safetensors"), "--arch",
+                 "signal_nets:fixed", "--input-size", "2,100", "--zoo", z]) == 0
+    x, y = torch.randn(60, 2, 64), torch.arange(60) % 3
+    save_file({"x": x, "y": y}, tmp_path / "probe.safetensors")
+    capsys.readouterr()
+    assert main(["rank", "--target", "signal_nets:anylen", "--input-size", "2,64",
+                 "--zoo", z, "--json", "--probe-data", str(tmp_path / "probe.safetensors"),
+                 "--probe-steps", "0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    (ranked,), (probed,) = doc["ranking"], doc["probe"]["ranking"]
+    assert probed["name"] == ranked["name"] == "fixed" and doc["probe"]["examples"] == 60
+    assert probed["coverage"] == pytest.approx(ranked["coverage"], abs=1e-6)
+    # the CKA compares the graft on the probe inputs with the source on the same inputs
+    # resized to its own length (100), as `zoo add --input-size 2,100` says it takes
+    source = Zoo(z).load_source("fixed")
+    torch.manual_seed(0)
+    target = models.anylen()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        netgraft.transfer(copy.deepcopy(source), target, example_input=x[:1],
+                          source_input=torch.randn(1, 2, 100))
+    _, final = pooled_features(target, x)
+    _, source_final = pooled_features(source, F.interpolate(x, size=100, mode="linear"))
+    assert probed["cka"] == pytest.approx(linear_cka(source_final, final), abs=1e-5)
+    from netgraft.probe import source_view
+    with pytest.raises(ProbeError, match=r"source 'fixed' takes inputs of shape \(2, 10, 10\), "
+                                         r"the probe inputs are \(2, 64\): give probe data"):
+        source_view(x, source, torch.randn(1, 2, 10, 10), "fixed")

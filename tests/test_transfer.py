@@ -1271,6 +1271,18 @@ def _conv_net(dims: int, c: int = 16):
                          bn(c), nn.ReLU(), pool(1), nn.Flatten(), nn.Linear(c, 10))
 
 
+def _left_at_init_as_1d_onto_2d(src: nn.Module, dst: nn.Module):
+    """Graft a 1-D source onto a 2-D target: warned of, the target left as it was."""
+    init = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.warns(NetgraftWarning, match="the source has 1-D convolutions, the target's are "
+                                             "2-D: cannot give its convs; nothing was copied"):
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 1, 32, 32),
+                                   source_input=torch.randn(2, 1, 128))
+    assert report.coverage == 0.0
+    assert all(torch.equal(init[k], v) for k, v in dst.state_dict().items())
+    return report
+
+
 def test_a_source_of_another_conv_dimensionality_leaves_the_target_at_init():
     """QA (session 26): a 1-D signal model grafted onto its 2-D twin scored similarity 0.6,
     left the convs at init but copied the BatchNorm1d statistics into the BatchNorm2d layers
@@ -1279,13 +1291,7 @@ def test_a_source_of_another_conv_dimensionality_leaves_the_target_at_init():
     src, dst = _conv_net(1), _conv_net(2)
     with torch.no_grad():
         src[1].running_var.fill_(100.0)
-    init = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.warns(NetgraftWarning, match="the source has 1-D convolutions, the target's are "
-                                             "2-D: cannot give its convs; nothing was copied"):
-        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 1, 32, 32),
-                                   source_input=torch.randn(2, 1, 128))
-    assert report.coverage == 0.0
-    assert all(torch.equal(init[k], v) for k, v in dst.state_dict().items())
+    report = _left_at_init_as_1d_onto_2d(src, dst)
     notes = {p.note for p in report.pairs if p.source is not None}
     assert notes == {"left at init: 1-D convolutions, the target's are 2-D: cannot give its convs"}
     # the paper's method does what it does (its clip copies what fits)
@@ -1373,13 +1379,7 @@ def test_a_1d_source_is_refused_by_a_2d_target_with_a_conv1d_inside():
     from netgraft.similarity import conv_mismatch, stem_dims, weighted_coverage
     torch.manual_seed(0)
     src, dst = _conv_net(1), _EcaNet()
-    init = {k: v.clone() for k, v in dst.state_dict().items()}
-    with pytest.warns(NetgraftWarning, match="the source has 1-D convolutions, the target's are "
-                                             "2-D: cannot give its convs; nothing was copied"):
-        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 1, 32, 32),
-                                   source_input=torch.randn(2, 1, 128))
-    assert report.coverage == 0.0
-    assert all(torch.equal(init[k], v) for k, v in dst.state_dict().items())
+    report = _left_at_init_as_1d_onto_2d(src, dst)
     arch = netgraft.trace(dst, torch.randn(2, 1, 32, 32))
     assert stem_dims(arch) == 2
     # the ranking's coverage agrees with what the transfer does: nothing

@@ -925,70 +925,45 @@ def test_a_linked_file_changed_after_zoo_add_is_named_not_the_link(small_zoo, tm
     assert zoo.missing_weights(zoo.get("lnk")) is None
 
 
-_FIXED_LENGTH = '''
-from torch import nn
-
-class FixedLength(nn.Module):
-    """A 1-D model whose head reads a flattened map: it takes sequences of length 100 only."""
-    def __init__(self, num_classes=4, in_chans=2):
-        super().__init__()
-        self.conv = nn.Conv1d(in_chans, 8, 3, padding=1)
-        self.bn = nn.BatchNorm1d(8)
-        self.fc = nn.Linear(8 * 100, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.bn(self.conv(x)).relu().flatten(1))
-
-def fixed(num_classes=4, in_chans=2):
-    return FixedLength(num_classes, in_chans)
-'''
-
-
-def test_zoo_add_takes_the_input_size_a_model_needs(tmp_path, monkeypatch, capsys):
+def test_zoo_add_takes_the_input_size_a_model_needs(tmp_path, capsys):
     """QA (session 25): a model that takes one input size only could not be added (`zoo add`
     had no --input-size, yet the error advised it)."""
-    (tmp_path / "ng_fixed.py").write_text(_FIXED_LENGTH)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-    mod = importlib.import_module("ng_fixed")
-    try:
-        torch.manual_seed(0)
-        src = mod.fixed()
-        path = tmp_path / "fixed.safetensors"
-        save_state_dict(src.state_dict(), path)
-        z = str(tmp_path / "z")
-        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z]) == 2
-        assert "--input-size" in capsys.readouterr().err
-        assert not (tmp_path / "z").exists()
-        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z,
-                      "--in-chans", "3", "--input-size", "2,100"]) == 2
-        assert "--in-chans 3 and --input-size 2,100 disagree" in capsys.readouterr().err
-        assert _main(["zoo", "add", str(path), "--arch", "ng_fixed:fixed", "--zoo", z,
-                      "--input-size", "2,100"]) == 0
-        assert "traced at 2×100" in capsys.readouterr().out
-        zoo = Zoo(z)
-        assert zoo.get("fixed").input_size == [2, 100]
-        ranked = zoo.rank("ng_fixed:fixed", input_size=(2, 100))
-        assert [(r.name, round(r.similarity, 6), r.coverage) for r in ranked] == [("fixed", 1.0, 1.0)]
-        model, report = zoo.transfer_to("fixed", "ng_fixed:fixed", input_size=(2, 100),
-                                        out=tmp_path / "t.safetensors")
-        x = torch.randn(3, 2, 100)
-        src.eval(), model.eval()
-        assert report.coverage == 1.0 and torch.allclose(model(x), src(x))
-        assert _main(["zoo", "index", "--zoo", z]) == 0
-        assert "(0 fingerprinted now" in capsys.readouterr().out
-        entry = json.loads((tmp_path / "z" / "fixed.json").read_text())
-        entry["input_size"] = [2, 0]
-        (tmp_path / "z" / "fixed.json").write_text(json.dumps(entry))
-        from netgraft.zoo import ZooWarning
-        with pytest.warns(ZooWarning, match=r"damaged zoo entry \(input_size is \[2, 0\]\)"):
-            assert Zoo(z).entries() == []
-    finally:
-        sys.modules.pop("ng_fixed", None)
+    import signal_nets
+    torch.manual_seed(0)
+    src = signal_nets.fixed()
+    path = tmp_path / "fixed.safetensors"
+    save_state_dict(src.state_dict(), path)
+    z = str(tmp_path / "z")
+    assert _main(["zoo", "add", str(path), "--arch", "signal_nets:fixed", "--zoo", z]) == 2
+    assert "--input-size" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
+    assert _main(["zoo", "add", str(path), "--arch", "signal_nets:fixed", "--zoo", z,
+                  "--in-chans", "3", "--input-size", "2,100"]) == 2
+    assert "--in-chans 3 and --input-size 2,100 disagree" in capsys.readouterr().err
+    assert _main(["zoo", "add", str(path), "--arch", "signal_nets:fixed", "--zoo", z,
+                  "--input-size", "2,100"]) == 0
+    assert "traced at 2×100" in capsys.readouterr().out
+    zoo = Zoo(z)
+    assert zoo.get("fixed").input_size == [2, 100]
+    ranked = zoo.rank("signal_nets:fixed", input_size=(2, 100))
+    assert [(r.name, round(r.similarity, 6), r.coverage) for r in ranked] == [("fixed", 1.0, 1.0)]
+    model, report = zoo.transfer_to("fixed", "signal_nets:fixed", input_size=(2, 100),
+                                    out=tmp_path / "t.safetensors")
+    x = torch.randn(3, 2, 100)
+    src.eval(), model.eval()
+    assert report.coverage == 1.0 and torch.allclose(model(x), src(x))
+    assert _main(["zoo", "index", "--zoo", z]) == 0
+    assert "(0 fingerprinted now" in capsys.readouterr().out
+    entry = json.loads((tmp_path / "z" / "fixed.json").read_text())
+    entry["input_size"] = [2, 0]
+    (tmp_path / "z" / "fixed.json").write_text(json.dumps(entry))
+    from netgraft.zoo import ZooWarning
+    with pytest.warns(ZooWarning, match=r"damaged zoo entry \(input_size is \[2, 0\]\)"):
+        assert Zoo(z).entries() == []
 
 
 def test_zoo_add_refuses_an_input_size_whose_channels_the_weights_do_not_take(
-        tmp_path, checkpoints, monkeypatch, capsys):
+        tmp_path, checkpoints, capsys):
     """QA (session 27): `zoo add --input-size 3,64,64` of 1-channel weights failed in the
     trace with torch's "expected input[1, 3, 64, 64] to have 1 channels", advising --in-chans
     (which the weights do not load into)."""
@@ -1009,21 +984,15 @@ def test_zoo_add_refuses_an_input_size_whose_channels_the_weights_do_not_take(
     assert {p.name: p.read_bytes() for p in z.iterdir()} == before
     assert [e.name for e in Zoo(z).entries()] == ["first"]
     # a factory model (no timm config to read): its first convolution's, once it fails
-    (tmp_path / "ng_fixed.py").write_text(_FIXED_LENGTH)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-    try:
-        save_state_dict(importlib.import_module("ng_fixed").fixed().state_dict(),
-                        tmp_path / "fixed.safetensors")
-        assert _main(["zoo", "add", str(tmp_path / "fixed.safetensors"), "--arch", "ng_fixed:fixed",
-                      "--zoo", str(tmp_path / "z2"), "--input-size", "3,100"]) == 2
-        err = " ".join(capsys.readouterr().err.split())
-        assert (f"error: --input-size 3,100 gives 3 input channels, but the weights of "
-                f"{tmp_path / 'fixed.safetensors'} (ng_fixed:fixed) take 2 (the input channels of "
-                f"their first convolution): give --input-size 2,100; nothing was added") in err
-        assert not (tmp_path / "z2").exists()
-    finally:
-        sys.modules.pop("ng_fixed", None)
+    import signal_nets
+    save_state_dict(signal_nets.fixed().state_dict(), tmp_path / "fixed.safetensors")
+    assert _main(["zoo", "add", str(tmp_path / "fixed.safetensors"), "--arch", "signal_nets:fixed",
+                  "--zoo", str(tmp_path / "z2"), "--input-size", "3,100"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"error: --input-size 3,100 gives 3 input channels, but the weights of "
+            f"{tmp_path / 'fixed.safetensors'} (signal_nets:fixed) take 2 (the input channels of "
+            f"their first convolution): give --input-size 2,100; nothing was added") in err
+    assert not (tmp_path / "z2").exists()
 
 
 def test_the_commands_a_hint_gives_name_the_zoo_unless_it_is_the_default(small_zoo, monkeypatch):
