@@ -1461,3 +1461,66 @@ def test_integer_calibration_inputs_get_one_warning_text_in_python_and_from_a_fi
             "{} the inputs the model is trained on (normalised floats)")
     assert texts == [f"calibration_data {tail.format('pass')}", f"{path} {tail.format('save')}"]
     assert loaded.dtype == torch.float32 and torch.equal(loaded, x.float())  # not scaled
+
+
+class _TiedGRU(nn.Module):
+    def __init__(self, vocab: int, dim: int = 16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.rnn = nn.GRU(dim, dim, batch_first=True)
+        self.dec = nn.Linear(dim, vocab)
+        self.dec.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.dec(self.rnn(self.emb(x))[0][:, -1])
+
+
+def test_the_note_on_a_classifier_of_other_classes_says_what_it_holds():
+    """QA (session 27): with `head="transfer"` (10 → 12 classes) and with a decoder tied to a
+    grafted embedding (vocabulary 50 → 60), the note said the classifier "keeps its init"
+    though it held the source's rows."""
+    torch.manual_seed(0)
+    src, x = _scaled_net((16,)), torch.randn(4, 8)
+    notes = {}
+    for head in ("auto", "transfer"):
+        dst = nn.Sequential(*list(_scaled_net((16,)).children())[:-1], nn.Linear(16, 6))
+        report = netgraft.transfer(src, dst, example_input=x, head=head)
+        notes[head] = report.function_note
+        assert report.function_gap < 1e-6
+        assert torch.equal(dst[3].weight[:4], src[3].weight) == (head == "transfer")
+    assert notes["auto"] == ("measured on the features the classifiers read (the target's 3 "
+                             "predicts 6 classes, the source's 4: it keeps its init)")
+    assert notes["transfer"] == ("measured on the features the classifiers read (the target's 3 "
+                                 "predicts 6 classes, the source's 4: its weight and bias are "
+                                 "adapted (out 4→6 replicated))")
+    ids = torch.randint(0, 50, (4, 12))
+    dst = _TiedGRU(60)
+    report = netgraft.transfer(_TiedGRU(50), dst, example_input=ids)
+    assert report.function_note.startswith(
+        "measured on the features the classifiers read (the target's dec predicts 60 classes, "
+        "the source's 50: its weight is tied to emb.weight, which was grafted; its bias keeps "
+        "its init)")
+
+
+class _TwoOutputs(nn.Module):
+    def __init__(self, width: int, both: bool):
+        super().__init__()
+        self.body, self.head, self.both = nn.Linear(8, width), nn.Linear(width, 4), both
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return (self.head(h), h) if self.both else self.head(h)
+
+
+@pytest.mark.parametrize("source_both", [True, False])
+def test_a_gap_is_measured_between_a_tuple_output_and_plain_logits(source_both):
+    """QA (session 27): a source returning (logits, features) grafted onto its twin returning
+    logits (or the other way round) gave function_gap None and no word why."""
+    torch.manual_seed(0)
+    src, dst = _TwoOutputs(16, source_both), _TwoOutputs(24, not source_both)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(4, 8))
+    assert report.function_gap is not None and report.function_gap < 1e-6
+    n, m = (2, 1) if source_both else (1, 2)
+    assert report.uncompared == [
+        f"the source returns {n} output{'s' if n > 1 else ''}, the target {m}: only their first "
+        f"ones are compared"]

@@ -1351,8 +1351,18 @@ def _function_gap(source: nn.Module, target: nn.Module, report: TransferReport) 
         report.uncompared = []
         return relative_gap((got - expected).abs().max(), expected)
     expected, got = _tensors_of(expected), _tensors_of(got)  # every output of a multi-head
-    if not expected or len(expected) != len(got):
+    if not expected or not got:
         return None
+    if len(expected) != len(got):  # (logits, features) for plain logits: their first outputs
+        counted = f"the source returns {len(expected)} output{'s' if len(expected) > 1 else ''}, " \
+                  f"the target {len(got)}"
+        a, b = expected[0], got[0]
+        if a.shape != b.shape or not (a.is_floating_point() and b.is_floating_point()):
+            report.uncompared = [f"{counted}, and their first ones differ in shape "
+                                 f"({tuple(a.shape)} and {tuple(b.shape)})"]
+            return None
+        report.uncompared = [f"{counted}: only their first ones are compared"]
+        return relative_gap((b - a).abs().max(), a)
     same = [(a, b) for a, b in zip(expected, got)
             if a.shape == b.shape and a.is_floating_point() and b.is_floating_point()]
     # outputs of another shape (a head with other classes, beside one that matches or not)
@@ -1712,8 +1722,35 @@ def _why_not_preserved(report: TransferReport) -> str:
     elif report.matching is not None and (heads := _new_head(report.matching)) is not None:
         why.insert(0, f"measured on the features the classifiers read (the target's "
                       f"{heads[1].name} predicts {heads[1].out_dim} classes, the source's "
-                      f"{heads[0].out_dim}: it keeps its init)")
+                      f"{heads[0].out_dim}: {_head_fate(report, heads[1].name)})")
     return "; ".join(why)
+
+
+def _head_fate(report: TransferReport, name: str) -> str:
+    """What the graft did with a target classifier of another class count: "it keeps its
+    init", or which of its tensors hold something of the source (``head="transfer"``; a
+    weight tied to a grafted embedding)."""
+    record = next((r for r in report.pairs if r.target == name), None)
+    if record is None:
+        return "it keeps its init"
+    actions = {_qual(r.target, t.name): t.action for r in report.pairs for t in r.tensors}
+    given: dict[str, list[str]] = {}  # what was done → the tensors it was done to
+    kept = []
+    for t in record.tensors:
+        owner = t.how[len(TIED):].split(";")[0] if t.how.startswith(TIED) else None
+        if owner is not None and actions.get(owner, "init") != "init":
+            given.setdefault(f"tied to {owner}, which was grafted", []).append(t.name)
+        elif owner is None and t.action != "init":
+            given.setdefault(t.action + (f" ({t.how})" if t.how else ""), []).append(t.name)
+        else:
+            kept.append(t.name)
+    if not given:
+        return "it keeps its init"
+    done = [f"its {' and '.join(names)} {'is' if len(names) == 1 else 'are'} {what}"
+            for what, names in given.items()]
+    if kept:
+        done.append(f"its {' and '.join(kept)} keep{'s' if len(kept) == 1 else ''} its init")
+    return "; ".join(done)
 
 
 def _uneven_heads(matching: Matching) -> list[str]:
