@@ -1313,3 +1313,33 @@ def test_a_bilinear_layer_is_widened_on_both_fan_ins(two):
     assert torch.allclose(shared[:8], src.bil.weight, atol=1e-6)
     assert torch.allclose(shared[8:], src.bil.weight, atol=1e-6)
     assert torch.equal(dst.bil.bias, src.bil.bias.repeat(2))
+
+
+def _repvit(depth, dims=(16, 32)):
+    from timm.models.repvit import RepVit
+    return RepVit(img_size=32, embed_dim=dims, depth=depth, num_classes=10)
+
+
+def test_repvit_grown_deeper_starts_new_blocks_as_identities():
+    """QA (session 27): repvit_m1_1 → repvit_m1_5 (deeper stages) gave a relative output gap of
+    1.6e6 "for a reason the report does not name": RepViT's token mixer normalises after its
+    residual sum, bn(conv(x) + conv1(x) + x), so zeroing a branch's last norm cannot make a
+    new block the identity, and every copied block multiplied the signal. A norm whose output
+    is its residual unit's now starts as the identity, the branches are zeroed, and the
+    squeeze-excitation gate of a new block (zeroed: a constant ½) is divided out by it."""
+    torch.manual_seed(0)
+    src, dst = _trained_looking(_repvit((2, 2))), _repvit((4, 4))
+    report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap is not None and report.function_gap < 1e-4
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = src(x)
+        assert (dst.eval()(x) - expected).abs().max() < 1e-4 * expected.abs().max()
+    notes = {p.target: p.note for p in report.pairs}
+    for b in (2, 3):  # the new blocks of stage 0 (block 2 with squeeze-excitation)
+        assert notes[f"stages.0.blocks.{b}.token_mixer.bn"].startswith("zeroed")
+        assert notes[f"stages.0.blocks.{b}.channel_mixer.conv2.bn"].startswith("zeroed")
+    new = dst.stages[0].blocks[2]
+    assert torch.allclose(new.token_mixer.bn.weight, torch.full((16,), 2.0))  # ÷ the ½ gate
+    assert torch.count_nonzero(new.se.fc2.weight) == 0 or torch.count_nonzero(new.se.fc1.weight) == 0
+

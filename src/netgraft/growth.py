@@ -71,57 +71,131 @@ def _distance(module: nn.Module, args: tuple, kwargs: dict) -> float:
     return diff / (sum(float(i.norm()) ** 2 for _, i in pairs) ** 0.5 + 1e-12)
 
 
-def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: dict) -> list[str]:
+def _scaled_distance(module: nn.Module, args: tuple, kwargs: dict) -> tuple[float, torch.Tensor | None]:
+    """How far `module`'s output is from its input times the per-channel factor (dim 1) that
+    fits it best, relative to the input, and that factor (None when the output is not one
+    tensor of the input's shape)."""
+    out = module(*_copy(args), **_copy(kwargs))
+    x = args[0] if args else None
+    if not (isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor)
+            and out.shape == x.shape and x.ndim >= 2):
+        return float("inf"), None
+    dims = [d for d in range(x.ndim) if d != 1]
+    scale = (out * x).sum(dims) / (x * x).sum(dims).clamp_min(1e-30)
+    shape = [1, -1] + [1] * (x.ndim - 2)
+    diff = float((out - scale.view(shape) * x).norm())
+    return diff / (float(x.norm()) + 1e-12), scale
+
+
+def post_sum_norms(module: nn.Module, layers: list[Layer], units: dict[str, nn.Module],
+                   args: tuple, kwargs: dict) -> list[Layer]:
+    """The batch norms among `layers` whose output is the output of a residual unit (`units`,
+    {name: module}: modules adding their own input back, `Architecture.residual`) they are a
+    child of: a norm applied after the residual sum (RepViT's ``bn(conv(x) + conv1(x) + x)``).
+    Zeroing the unit's branches leaves such a norm scaling the input, so the unit can start as
+    the identity only with the norm itself the identity."""
+    norms = [layer for layer in layers if layer.kind == "batchnorm"
+             and layer.name.rpartition(".")[0] in units]
+    if not norms:
+        return []
+    outputs: dict[int, Any] = {}
+    handles = []
+    for key, mod in [(id(layer), layer.module) for layer in norms] + \
+            [(id(u), u) for u in {layer.name.rpartition(".")[0]: units[layer.name.rpartition(".")[0]]
+                                  for layer in norms}.values()]:
+        def hook(mod, inp, out, key=key):
+            outputs.setdefault(key, out)
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(*_copy(args), **_copy(kwargs))
+    except Exception:
+        return []
+    finally:
+        for h in handles:
+            h.remove()
+    return [layer for layer in norms
+            if outputs.get(id(layer)) is not None
+            and outputs.get(id(layer)) is outputs.get(id(units[layer.name.rpartition(".")[0]]))]
+
+
+def make_identity(module: nn.Module, layers: list[Layer], args: tuple, kwargs: dict,
+                  units: dict[str, nn.Module] | None = None) -> list[str]:
     """Zero as few of `layers` (last first) as it takes for `module` to return its input.
 
-    Returns the names of the zeroed layers ([] when the block cannot be made the identity, in
-    which case nothing is changed)."""
+    A block whose residual unit (`units`, {name: module}) normalises after its sum
+    (`post_sum_norms`) is tried next with those norms set to the identity: its branches are
+    then zeroed to make it return its input up to a per-channel factor (a squeeze-excitation
+    gate whose last layer is zeroed passes half its input), which the last such norm divides
+    out.
+
+    Returns the names of the zeroed (or identity) layers ([] when the block cannot be made the
+    identity, in which case nothing is changed)."""
     params = {layer.name: {k: v for k, v in own_tensors(layer.module).items()
                            if k in layer.param_names} for layer in layers}
-    snapshot = {name: {k: v.clone() for k, v in t.items()} for name, t in params.items()}
+    every = {layer.name: own_tensors(layer.module) for layer in layers}
+    snapshot = {name: {k: v.clone() for k, v in t.items()} for name, t in every.items()}
 
     def restore(names) -> None:
         for name in names:
-            for k, v in params[name].items():
+            for k, v in every[name].items():
                 v.copy_(snapshot[name][k])
+
+    def greedy(best: float, distance, skip: set[str]) -> tuple[float, list[str]]:
+        zeroed: list[str] = []
+        # passes until one zeroes nothing more: with several terms summed before an
+        # activation (an HRNet module's fuse), dropping one term can help only once
+        # another is gone
+        progress = True
+        while progress and best >= _TOLERANCE:
+            progress = False
+            for layer in reversed(layers):
+                if best < _TOLERANCE:
+                    break
+                if not params[layer.name] or layer.name in zeroed or layer.name in skip:
+                    continue
+                for v in params[layer.name].values():
+                    v.zero_()
+                d = distance()
+                if d < best - 1e-9:
+                    best, progress = d, True
+                    zeroed.append(layer.name)
+                else:
+                    restore([layer.name])
+        return best, zeroed
 
     was_training = module.training
     module.eval()
-    zeroed: list[str] = []
     try:
         with torch.no_grad():
             best = _distance(module, args, kwargs)
             if best == float("inf"):
                 return []
-            # passes until one zeroes nothing more: with several terms summed before an
-            # activation (an HRNet module's fuse), dropping one term can help only once
-            # another is gone
-            progress = True
-            while progress and best >= _TOLERANCE:
-                progress = False
-                for layer in reversed(layers):
-                    if best < _TOLERANCE:
-                        break
-                    if not params[layer.name] or layer.name in zeroed:
-                        continue
-                    for v in params[layer.name].values():
-                        v.zero_()
-                    d = _distance(module, args, kwargs)
-                    if d < best - 1e-9:
-                        best, progress = d, True
-                        zeroed.append(layer.name)
-                    else:
-                        restore([layer.name])
-            if best >= _TOLERANCE * 10:  # not a residual block: leave it as it was
-                restore(zeroed)
+            best, zeroed = greedy(best, lambda: _distance(module, args, kwargs), set())
+            if best < _TOLERANCE * 10:
+                return zeroed
+            restore(zeroed)  # not a residual block as it stands: left as it was, unless ...
+            norms = post_sum_norms(module, layers, units or {}, args, kwargs)
+            if not norms or not all(set_identity(layer) for layer in norms):
+                restore(every)
                 return []
+            scaled = lambda: _scaled_distance(module, args, kwargs)[0]  # noqa: E731
+            best, zeroed = greedy(scaled(), scaled, {layer.name for layer in norms})
+            _, scale = _scaled_distance(module, args, kwargs)
+            last = norms[-1].module
+            if best < _TOLERANCE and scale is not None and bool((scale.abs() > 1e-3).all()) \
+                    and last.weight is not None and scale.numel() == last.weight.numel():
+                last.weight.div_(scale.to(last.weight.dtype))
+                if _distance(module, args, kwargs) < _TOLERANCE * 10:
+                    return zeroed + [layer.name for layer in norms]
+            restore(every)
+            return []
     except BaseException:
         with torch.no_grad():
-            restore(params)
+            restore(every)
         raise
     finally:
         module.train(was_training)
-    return zeroed
 
 
 def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
@@ -131,14 +205,17 @@ def identity_blocks(model: nn.Module, arch: Architecture, block_ids: list[int],
     Returns {block id: zeroed layer names} for the blocks that became identities."""
     named = {arch.blocks[b].name: b for b in block_ids if arch.blocks[b].name}
     done = identity_modules(model, {name: [arch.layers[i] for i in arch.blocks[b].layers]
-                                    for name, b in named.items()}, example)
+                                    for name, b in named.items()}, example, arch.residual)
     return {named[name]: zeroed for name, zeroed in done.items()}
 
 
 def identity_modules(model: nn.Module, modules: dict[str, list[Layer]],
-                     example: Any) -> dict[str, list[str]]:
+                     example: Any, residual: frozenset[str] | set[str] = frozenset()
+                     ) -> dict[str, list[str]]:
     """Make the named submodules of `model` (with their layers) identities where they are
-    residual. Returns {module name: zeroed layer names} for those that became identities."""
+    residual. `residual` names the modules adding their own input back
+    (`Architecture.residual`), whose post-sum norms `make_identity` sets to the identity.
+    Returns {module name: zeroed layer names} for those that became identities."""
     found: dict[str, nn.Module] = {}
     tried = {name: _enclosing(model, name, layers) for name, layers in modules.items()}
     for names in tried.values():
@@ -155,8 +232,15 @@ def identity_modules(model: nn.Module, modules: dict[str, list[Layer]],
         for candidate in tried[name]:  # the module, then enclosing ones holding only its layers
             if candidate not in inputs:
                 continue
+            units = {}
+            for unit in residual:
+                if unit == candidate or unit.startswith(candidate + "."):
+                    try:
+                        units[unit] = model.get_submodule(unit)
+                    except AttributeError:
+                        continue
             try:
-                zeroed = make_identity(found[candidate], layers, *inputs[candidate])
+                zeroed = make_identity(found[candidate], layers, *inputs[candidate], units=units)
             except Exception:  # a block that cannot be re-run on its own input: left as grafted
                 zeroed = []
             if zeroed:

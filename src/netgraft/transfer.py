@@ -2410,7 +2410,8 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
     done = {name for names in zeroed for name in names}
     units = _split_units(tgt_arch, extra, done)
     if units:  # a residual unit the block grouping cut into several blocks, all repeats
-        zeroed += identity_modules(target, units, tgt_arch.example_input).values()
+        zeroed += identity_modules(target, units, tgt_arch.example_input,
+                                   tgt_arch.residual).values()
     if embeds(matching, classifier=False):
         # growth: a new or repeated sub-block that the block grouping merged into a block
         # with a source of its own
@@ -2423,7 +2424,8 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
                 if b not in extra and not block.single and block.name
                 for name, layers in unmatched_submodules(tgt_arch, b, own).items()}
         if subs:
-            zeroed += identity_modules(target, subs, tgt_arch.example_input).values()
+            zeroed += identity_modules(target, subs, tgt_arch.example_input,
+                                       tgt_arch.residual).values()
         # a new module the grouping cut into blocks and single layers (HRNet's modules: their
         # branches' blocks, then fuse layers adding the branches up) is an identity as a whole
         extra_set = set(extra)
@@ -2431,7 +2433,8 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
                  if layer.block in extra_set or matching.pairs.get(layer.index) is None}
         whole = fresh_modules(target, tgt_arch, fresh)
         if whole:
-            zeroed += identity_modules(target, whole, tgt_arch.example_input).values()
+            zeroed += identity_modules(target, whole, tgt_arch.example_input,
+                                       tgt_arch.residual).values()
     by_name = {r.target: r for r in records}
     for names in zeroed:
         for name in names:
