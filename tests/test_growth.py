@@ -1343,3 +1343,36 @@ def test_repvit_grown_deeper_starts_new_blocks_as_identities():
     assert torch.allclose(new.token_mixer.bn.weight, torch.full((16,), 2.0))  # ÷ the ½ gate
     assert torch.count_nonzero(new.se.fc2.weight) == 0 or torch.count_nonzero(new.se.fc1.weight) == 0
 
+
+def test_an_unexplained_large_function_gap_warns(monkeypatch):
+    """The safety net: a containing target whose outputs differ from the source's by more than
+    their own scale, for a reason the report does not name, warns that it does not compute the
+    source's function (here the RepViT growth above with the post-sum norms left as copied,
+    as before the fix: relative gap ≫ 1)."""
+    import netgraft.growth as growth
+    monkeypatch.setattr(growth, "post_sum_norms", lambda *args, **kwargs: [])
+    torch.manual_seed(0)
+    src, dst = _trained_looking(_repvit((2, 2))), _repvit((4, 4))
+    with pytest.warns(netgraft.NetgraftWarning,
+                      match=r"the grafted target does not compute the source's function "
+                            r"\(relative gap [0-9.e+]+, for a reason the report does not name\) "
+                            r"and its outputs may be badly scaled"):
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap >= 1
+
+
+def test_a_badly_scaled_graft_of_a_non_containing_pair_warns():
+    """QA (session 27): repvit_m1_1 → repvit_m1_0 (narrower and deeper: no containing target,
+    function_gap None) returned outputs 5e5× the source's without a word: the block DP pairs
+    a channel mixer's layers with the source's token mixer's (a depthwise 3×3 onto a dense
+    1×1, score 0) next to the repeated blocks. Such a graft now warns with the output scale."""
+    torch.manual_seed(0)
+    src = _trained_looking(timm.create_model("repvit_m1_1", num_classes=10))
+    dst = timm.create_model("repvit_m1_0", num_classes=10)
+    with pytest.warns(netgraft.NetgraftWarning,
+                      match=r"repvit_m1_1 → repvit_m1_0: the grafted target does not compute the "
+                            r"source's function \(it does not hold the source.*its largest output "
+                            r"is .*× the source's"):
+        report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap is None
+

@@ -1099,6 +1099,8 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
     except BaseException:
         target.load_state_dict(backup)
         raise
+    if method != "dpiat" and not untouched and (scaled := _badly_scaled(source, target, report)):
+        warnings.warn(NetgraftWarning(scaled), stacklevel=3)
     if untouched:
         warnings.warn(NetgraftWarning(_unrelated_message(report)), stacklevel=3)
     elif calibration_data is None and method != "dpiat" and distant:
@@ -1141,6 +1143,57 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
             f"{below(report.similarity)} < {UNRELATED_SIMILARITY}): check that this is the pair "
             f"you meant"), stacklevel=3)
     return report
+
+
+#: a containing target whose relative output gap is at least this (outputs differ by more than
+#: their own scale) for a reason the report does not name gets a warning (`_badly_scaled`)
+BADLY_SCALED_GAP = 1.0
+#: a target not containing its source whose largest output is this many times the source's
+#: (on the example input) gets a warning (`_badly_scaled`)
+BADLY_SCALED_RATIO = 100.0
+
+
+def _badly_scaled(source: nn.Module, target: nn.Module, report: TransferReport) -> str | None:
+    """A warning for a graft whose outputs are far off the source's, which no note names: a
+    containing target with a relative output gap of `BADLY_SCALED_GAP` or more and no named
+    reason, or a target not containing its source (nothing compared) whose largest output on
+    the example input is `BADLY_SCALED_RATIO` times the source's or more. None otherwise."""
+    pair = f"{report.source} → {report.target}"
+    gap = report.function_gap
+    if gap is not None:
+        if gap >= BADLY_SCALED_GAP and UNNAMED_GAP in report.function_note:
+            return (f"{pair}: the grafted target does not compute the source's function "
+                    f"(relative gap {gap:.3g}, for a reason the report does not name) and its "
+                    f"outputs may be badly scaled: check them (or fine-tune) before using it")
+        return None
+    try:
+        inputs = _input_pairs(report.matching)[0]
+        expected = eval_output(source, inputs[0])
+        got = eval_output(target, inputs[1])
+    except Exception:  # a target that takes other inputs: nothing to compare
+        return None
+    a = [t for t in _tensors_of(expected) if isinstance(t, torch.Tensor) and t.is_floating_point()
+         and t.numel()]
+    b = [t for t in _tensors_of(got) if isinstance(t, torch.Tensor) and t.is_floating_point()
+         and t.numel()]
+    if not a or not b:
+        return None
+    s_max = max(float(t.detach().abs().max()) for t in a)
+    t_max = max(float(t.detach().abs().max()) for t in b)
+    if not math.isfinite(s_max) or s_max <= 0:
+        return None
+    if not math.isfinite(t_max):
+        return (f"{pair}: the grafted target's output on the example input holds NaN or inf "
+                f"values (the source's is finite): the grafted target does not compute the "
+                f"source's function and its outputs are badly scaled")
+    ratio = t_max / s_max
+    if ratio < BADLY_SCALED_RATIO:
+        return None
+    return (f"{pair}: the grafted target does not compute the source's function (it does not "
+            f"hold the source, so the two were not compared layer for layer) and its outputs "
+            f"may be badly scaled: on the example input its largest output is {t_max:.3g}, "
+            f"{ratio:.3g}× the source's ({s_max:.3g}); check the pairs the report lists "
+            f"(or fine-tune) before using it")
 
 
 def _zero_weights_new(report: TransferReport) -> bool:
