@@ -1376,3 +1376,29 @@ def test_a_badly_scaled_graft_of_a_non_containing_pair_warns():
         report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32))
     assert report.function_gap is None
 
+
+def test_fastvit_grown_deeper_zeroes_the_mlp_branch_of_a_new_block():
+    """QA (session 27): FastViT made deeper (RepMixer blocks) kept the new block's MLP branch
+    live — its layer scale (a block of its own in the grouping, repeating the source's) was
+    copied, and fc2 set to a Net2Net identity — so mlp(x) ≠ 0 and the gap was 0.012. A
+    repeated lone layer now counts as new, so the whole block starts as the identity."""
+    from timm.models.fastvit import FastVit
+
+    def build(layers):
+        return FastVit(layers=layers, embed_dims=(32, 64, 128, 256), mlp_ratios=(3,) * 4,
+                       token_mixers=("repmixer",) * 4, num_classes=10)
+
+    torch.manual_seed(0)
+    src, dst = _trained_looking(build((1, 1, 2, 1))), build((1, 1, 3, 1))
+    with torch.no_grad():  # open the layer scales, as training does
+        for name, p in src.named_parameters():
+            if name.endswith("gamma"):
+                p.uniform_(0.5, 1.5)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap is not None and report.function_gap < 1e-4
+    new = dst.stages[2].blocks[2]
+    assert torch.count_nonzero(new.layer_scale.gamma) == 0
+    assert torch.count_nonzero(new.token_mixer.layer_scale.gamma) == 0
+    assert next(p for p in report.pairs
+                if p.target == "stages.2.blocks.2.layer_scale").note.startswith("zeroed")
+

@@ -2482,8 +2482,12 @@ def _identity_blocks(target: nn.Module, src_arch: Architecture, tgt_arch: Archit
         # a new module the grouping cut into blocks and single layers (HRNet's modules: their
         # branches' blocks, then fuse layers adding the branches up) is an identity as a whole
         extra_set = set(extra)
+        # (a layer the grouping kept as a block of its own, repeating a source layer an
+        # earlier target layer took, is new too: the layer scale of FastViT's MLP branch)
         fresh = {layer.name for layer in tgt_arch.layers
-                 if layer.block in extra_set or matching.pairs.get(layer.index) is None}
+                 if layer.block in extra_set or matching.pairs.get(layer.index) is None
+                 or (layer.block >= 0 and tgt_arch.blocks[layer.block].single
+                     and layer.index not in own)}
         whole = fresh_modules(target, tgt_arch, fresh)
         if whole:
             zeroed += identity_modules(target, whole, tgt_arch.example_input,
