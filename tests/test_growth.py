@@ -1402,3 +1402,23 @@ def test_fastvit_grown_deeper_zeroes_the_mlp_branch_of_a_new_block():
     assert next(p for p in report.pairs
                 if p.target == "stages.2.blocks.2.layer_scale").note.startswith("zeroed")
 
+
+def test_efficientformerv2_layer_scale_takes_its_namesake():
+    """QA (session 27): efficientformerv2_s0 → _s1 copied stages.0.blocks.0's MLP but left its
+    layer scale ls2 at its 1e-5 init ("no source layer matched"): the layer scales are blocks
+    of their own alternating with the MLPs, and the block DP's tie put the run repeating the
+    source's block 0 over [mlp, ls2, mlp], whose ls2 scores 0 against it. A lone target layer
+    left unmatched now takes its namesake when that holds."""
+    torch.manual_seed(0)
+    src = _trained_looking(timm.create_model("efficientformerv2_s0", num_classes=10, img_size=64))
+    dst = timm.create_model("efficientformerv2_s1", num_classes=10, img_size=64)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(2, 3, 64, 64))
+    pairs = {p.target: p for p in report.pairs}
+    first = pairs["stages.0.blocks.0.ls2"]
+    assert first.source == "stages.0.blocks.0.ls2" and first.action == "copied"
+    assert torch.equal(dst.stages[0].blocks[0].ls2.gamma, src.stages[0].blocks[0].ls2.gamma)
+    wider = pairs["stages.3.blocks.0.ls2"]  # 176 → 224 channels
+    assert wider.source == "stages.3.blocks.0.ls2" and wider.action == "adapted"
+    assert dst.stages[3].blocks[0].ls2.gamma.abs().min() > 0.4  # not the 1e-5 init
+    assert "stages.0.blocks.0.ls2" not in report.gated_off
+    assert "stages.3.blocks.0.ls2" not in report.gated_off

@@ -390,7 +390,35 @@ def match(source: Architecture, target: Architecture, method: str = DEFAULT_METH
         other = _matched(source, target, m, *cut)
         if _fill(other) > _fill(found):
             found = other
+    if m.name == "graft" and _one_class(source, target):
+        found = _lone_namesakes(found, m)
     return found
+
+
+def _lone_namesakes(matching: Matching, m: Method) -> Matching:
+    """Fill the target layers the grouping kept as blocks of their own (a layer scale) that
+    the matching left unmatched with their namesake source layer, when it has their type and
+    shapes it holds (one class: a module path names the same part in both). Such a layer lies
+    between two blocks of a run the block DP gave one source block; its score against that
+    block is 0, so the run leaves it unmatched, and where the blocks alternate with it
+    (EfficientFormerV2's MLP and its layer scale ls2) the DP's ties can put the run first:
+    stages.0.blocks.0.ls2 stayed at its 1e-5 init under its copied MLP."""
+    src, tgt = matching.source, matching.target
+    by_name = {layer.name: layer for layer in src.layers}
+    pairs = dict(matching.pairs)
+    scores = dict(matching.scores)
+    for t, s in matching.pairs.items():
+        layer = tgt.layers[t]
+        twin = by_name.get(layer.name)
+        if (s is not None or twin is None or layer.block < 0
+                or not tgt.blocks[layer.block].single or twin.type != layer.type
+                or not _holds(twin, layer) or (score := m.score(twin, layer)) <= 0):
+            continue
+        pairs[t], scores[t] = twin.index, score
+    if pairs == matching.pairs:
+        return matching
+    return _rescored(Matching(method=matching.method, source=src, target=tgt, pairs=pairs,
+                              scores=scores, value=0.0), matching.plain_value)
 
 
 def _one_class(source: Architecture, target: Architecture) -> bool:
