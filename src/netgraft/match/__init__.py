@@ -411,6 +411,7 @@ def _lone_namesakes(matching: Matching, m: Method) -> Matching:
         layer = tgt.layers[t]
         twin = by_name.get(layer.name)
         if (s is not None or twin is None or layer.block < 0
+                or _block_prefix(layer.name) is None  # a plain stack's "3": a place, no role
                 or not tgt.blocks[layer.block].single or twin.type != layer.type
                 or not _holds(twin, layer) or (score := m.score(twin, layer)) <= 0):
             continue
