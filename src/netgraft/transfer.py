@@ -1099,7 +1099,8 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
     except BaseException:
         target.load_state_dict(backup)
         raise
-    if method != "dpiat" and not untouched and (scaled := _badly_scaled(source, target, report)):
+    if (method != "dpiat" and not untouched and not distant  # (a distant pair's warning says it)
+            and (scaled := _badly_scaled(source, target, report))):
         warnings.warn(NetgraftWarning(scaled), stacklevel=3)
     if untouched:
         warnings.warn(NetgraftWarning(_unrelated_message(report)), stacklevel=3)
