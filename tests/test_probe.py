@@ -295,3 +295,13 @@ def test_cli_rank_probe_runs_a_source_added_with_an_input_size_at_its_own_size(
     with pytest.raises(ProbeError, match=r"source 'fixed' takes inputs of shape \(2, 10, 10\), "
                                          r"the probe inputs are \(2, 64\): give probe data"):
         source_view(x, source, torch.randn(1, 2, 10, 10), "fixed")
+
+
+def test_a_token_model_source_sees_the_probe_inputs_as_they_are():
+    """Review (session 27): `source_view` read dimension 1 as channels, so a source without
+    convs taking (N, L, D) tokens, stored with its own input (1, 10, 8), got (N, 10, 8) inputs
+    whose every token was the mean of the 20 probe tokens."""
+    from netgraft.probe import source_view
+    source = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(4, 20, 8)
+    assert torch.equal(source_view(x, source, torch.randn(1, 10, 8), "tokens"), x)

@@ -1524,3 +1524,49 @@ def test_a_gap_is_measured_between_a_tuple_output_and_plain_logits(source_both):
     assert report.uncompared == [
         f"the source returns {n} output{'s' if n > 1 else ''}, the target {m}: only their first "
         f"ones are compared"]
+
+
+class _FrontEnd2dBody1d(nn.Module):
+    """A speech-model-like net: a Conv2d front-end over (freq, time), then Conv1d blocks."""
+
+    def __init__(self, front: bool, c: int = 8):
+        super().__init__()
+        self.front = nn.Conv2d(1, 4, 3, padding=1) if front else nn.Conv1d(16, 64, 3, padding=1)
+        self.conv1, self.bn1 = nn.Conv1d(64, c, 3, padding=1), nn.BatchNorm1d(c)
+        self.conv2, self.bn2 = nn.Conv1d(c, c, 3, padding=1), nn.BatchNorm1d(c)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.front(x).flatten(1, 2) if isinstance(self.front, nn.Conv2d) else self.front(x)
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return self.head(torch.relu(self.bn2(self.conv2(x))).mean(2))
+
+
+def test_a_1d_body_behind_a_2d_front_end_is_grafted_onto_a_1d_model():
+    """Review (session 27): the dimensionality check read the source's first conv only, so a
+    source whose 1-D body matches a 1-D target behind a Conv2d front-end scored 0 and was left
+    at init (0.947 and body grafted before). A source counts as another dimensionality only
+    when it has no conv of the target's first conv's."""
+    from netgraft.similarity import conv_mismatch
+    torch.manual_seed(0)
+    src, dst = _FrontEnd2dBody1d(front=True), _FrontEnd2dBody1d(front=False)
+    report = netgraft.transfer(src, dst, example_input=torch.randn(2, 16, 20),
+                               source_input=torch.randn(2, 1, 16, 20))
+    assert conv_mismatch(report.matching) is None and report.similarity > 0.5
+    assert torch.equal(dst.conv2.weight, src.conv2.weight)
+    assert torch.equal(dst.bn2.running_var, src.bn2.running_var)
+
+
+def test_a_one_unit_bias_is_selected_with_its_weight_not_averaged():
+    """Review (session 27): the scalar-scale rule (mean of a per-channel scale) also fired for
+    the one-element bias of a one-unit layer (Bilinear 4 → 1 unit): the weight took unit 0,
+    the bias the mean of all four."""
+    torch.manual_seed(0)
+    src, dst = nn.Bilinear(8, 8, 4), nn.Bilinear(8, 8, 1)
+    with torch.no_grad():
+        src.bias.copy_(torch.tensor([2.0, -1.0, 0.5, 3.0]))
+    x = (torch.randn(2, 8), torch.randn(2, 8))
+    with pytest.warns(NetgraftWarning, match="share almost nothing"):
+        netgraft.transfer(src, dst, example_input=x, head="transfer")
+    unit = next(i for i in range(4) if torch.equal(dst.weight[0], src.weight[i]))
+    assert dst.bias.item() == src.bias[unit].item()

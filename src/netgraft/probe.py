@@ -260,9 +260,12 @@ def source_view(x: torch.Tensor, source: nn.Module, source_input: Any = None,
     `source_input` (its own input, e.g. a zoo entry's ``--input-size``), at that input's
     channels and size (channels averaged / replicated, positions resized); without one, at
     the channels of its first convolution, size unchanged. A ProbeError naming the source
-    when its own input has another number of dimensions than the probe inputs."""
-    if not isinstance(source_input, torch.Tensor):
-        return _source_view(x, _in_channels(source))
+    when its own input has another number of dimensions than the probe inputs. A source
+    without convolutions (a token model: dimension 1 is its sequence, not channels) gets the
+    probe inputs as they are."""
+    channels = _in_channels(source)
+    if not isinstance(source_input, torch.Tensor) or channels is None:
+        return _source_view(x, channels)
     own = tuple(source_input.shape[1:])
     if len(own) != x.ndim - 1:
         raise ProbeError(

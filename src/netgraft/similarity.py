@@ -85,17 +85,20 @@ def _dims(layer: Any) -> int | None:
 
 
 def conv_mismatch(matching: Matching) -> str | None:
-    """Why the source cannot give the target its convolutions, or None: the source's first
-    convolution (`stem_dims`) has another dimensionality than the target's (a Conv1d signal
-    model for a Conv2d image target). A graft would paste a 1-D kernel into one row of a 2-D
-    one, which carries nothing of what the source learned, and the norms after those convs
-    would get statistics of other features: ``transfer`` leaves such a target at its init
-    (`unrelated`), ``Zoo.rank`` ranks such a source last and ``rank --then-transfer`` refuses
-    it."""
-    src, tgt = stem_dims(matching.source), stem_dims(matching.target)
-    if src is None or tgt is None or src == tgt:
+    """Why the source cannot give the target its convolutions, or None: the source has no
+    convolution of the dimensionality of the target's first one (`stem_dims`; a Conv1d
+    signal model for a Conv2d image target, even one with a Conv1d inside its ECA attention).
+    A graft would paste a 1-D kernel into one row of a 2-D one, which carries nothing of what
+    the source learned, and the norms after those convs would get statistics of other
+    features: ``transfer`` leaves such a target at its init (`unrelated`), ``Zoo.rank`` ranks
+    such a source last and ``rank --then-transfer`` refuses it. A source whose body shares
+    the target's dimensionality behind a front-end of another (a Conv2d front-end before
+    Conv1d blocks) gives that body."""
+    src, tgt = conv_dims(matching.source), stem_dims(matching.target)
+    if not src or tgt is None or tgt in src:
         return None
-    return f"{src}-D convolutions, the target's are {tgt}-D: cannot give its convs"
+    return (f"{'/'.join(f'{n}-D' for n in sorted(src))} convolutions, the target's are "
+            f"{tgt}-D: cannot give its convs")
 
 
 @dataclass(frozen=True)

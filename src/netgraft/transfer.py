@@ -348,6 +348,15 @@ def _no_source(name: str) -> str:
     return f"source layer has no '{name}'"
 
 
+def scalar_scale(src: Layer, tgt: Layer) -> bool:
+    """Whether `tgt` is a scalar scale (a ReZero-style gate: one parameter of one element)
+    grafted from a per-channel one: it takes their mean, and cannot keep the function. A
+    one-element tensor beside others (a one-unit layer's bias) is selected with them."""
+    names = tgt.param_names
+    return (src.kind == tgt.kind == "param" and len(names) == 1 and names[0] in src.shapes
+            and math.prod(tgt.shapes[names[0]]) == 1 < math.prod(src.shapes[names[0]]))
+
+
 def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                  tgt_t: dict[str, torch.Tensor], select: Callable | None = None,
                  channel_map: Callable | None = None, split_noise: float = 0.0,
@@ -397,7 +406,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                    and (src.groups > 1 or tgt.groups > 1) and source.ndim == len(shape) > 2)
         if tuple(source.shape) == shape and not (swapped and src.groups != tgt.groups):
             value, how, fraction = source.detach(), "", 1.0
-        elif tgt.kind == "param" and target.numel() == 1 < source.numel():
+        elif scalar_scale(src, tgt):
             # a ReZero-style scalar for a per-channel scale: the value nearest all of them
             value = source.detach().float().mean().to(target.dtype).reshape(shape)
             how, fraction = f"mean of {source.numel()} → 1", 1.0
@@ -1590,9 +1599,7 @@ def _why_not_preserved(report: TransferReport) -> str:
               and (ga := getattr(a.module, "num_groups", None))
               and (gb := getattr(b.module, "num_groups", None)) and ga != gb):
             regrouped.append(f"{b.name} {ga}→{gb}")
-        elif (a.kind == b.kind == "param"
-              and any(math.prod(a.shapes[n]) > 1 == math.prod(b.shapes[n])
-                      for n in b.param_names if n in a.shapes)):
+        elif scalar_scale(a, b):
             scalars.append(f"{b.name} {a.numel}→{b.numel}")
         elif (a.kind in ("conv", "conv_transpose")
               and (a.groups > 1 or b.groups > 1) and a.groups != b.groups
