@@ -1259,7 +1259,8 @@ def test_min_score_puts_opened_scales_back_and_reports_their_blocks_gated_off():
     for name in scales:
         assert torch.equal(dst.get_submodule(name).gamma, init[f"{name}.gamma"])
         record = next(p for p in report.pairs if p.target == name)
-        assert record.action == "init" and record.note.startswith("left at init: a gate")
+        assert record.action == "init" and record.note == (
+            "left at init: a gate (its block's branch stays shut, as at init) (min_score=0.5)")
 
 
 class _BilinearNet(nn.Module):

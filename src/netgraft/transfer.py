@@ -1182,15 +1182,8 @@ def _badly_scaled(source: nn.Module, target: nn.Module, report: TransferReport) 
         got = eval_output(target, inputs[1])
     except Exception:  # a target that takes other inputs: nothing to compare
         return None
-    a = [t for t in _tensors_of(expected) if isinstance(t, torch.Tensor) and t.is_floating_point()
-         and t.numel()]
-    b = [t for t in _tensors_of(got) if isinstance(t, torch.Tensor) and t.is_floating_point()
-         and t.numel()]
-    if not a or not b:
-        return None
-    s_max = max(float(t.detach().abs().max()) for t in a)
-    t_max = max(float(t.detach().abs().max()) for t in b)
-    if not math.isfinite(s_max) or s_max <= 0:
+    s_max, t_max = _peak(expected), _peak(got)
+    if s_max is None or t_max is None or not math.isfinite(s_max) or s_max <= 0:
         return None
     if not math.isfinite(t_max):
         return (f"{pair}: the grafted target's output on the example input holds NaN or inf "
@@ -1204,6 +1197,13 @@ def _badly_scaled(source: nn.Module, target: nn.Module, report: TransferReport) 
             f"may be badly scaled: on the example input its largest output is {t_max:.3g}, "
             f"{ratio:.3g}× the source's ({s_max:.3g}); check the pairs the report lists "
             f"(or fine-tune) before using it")
+
+
+def _peak(output: Any) -> float | None:
+    """The largest |value| among a model output's floating tensors (None without any)."""
+    peaks = [float(t.detach().abs().max()) for t in _tensors_of(output)
+             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
+    return max(peaks) if peaks else None
 
 
 def _zero_weights_new(report: TransferReport) -> bool:
@@ -2102,6 +2102,8 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
     (`init`: the target's state before the graft) and record it."""
     tgt_arch = report.matching.target
     state = target.state_dict()
+    why = ("in a distant pair" if closes_gates(report.matching, report.similarity)
+           else f"(min_score={threshold:g})")
     for p in report.pairs:
         layer = tgt_arch[p.target]
         if ((p.source is None and p.note != OPENED) or p.action == "init"
@@ -2111,9 +2113,8 @@ def _leave_weak(report: TransferReport, target: nn.Module, init: dict[str, torch
             key = f"{p.target}.{t.name}" if p.target else t.name
             state[key].copy_(init[key])
         _mark_left(report, p, "left at init: a gate (its block's branch stays shut, as at init) "
-                              "in a distant pair" if layer.gate else
-                   f"left at init: weak match (score {below(p.score)} < {threshold:g}) in a distant "
-                   f"pair")
+                              f"{why}" if layer.gate else
+                   f"left at init: weak match (score {below(p.score)} < {threshold:g}) {why}")
     report.coverage = _coverage(report.pairs)
     if report.method == "graft":
         shut = keep_shut(tgt_arch, report.matching.pairs)
