@@ -190,6 +190,14 @@ def test_embeddings_keep_token_identity_and_tied_weights_are_written_once():
     assert dst.embed.weight[0].abs().sum() == 0  # padding row stays zero
     head = next(p for p in report.pairs if p.target == "head")
     assert head.tensors[-1].how == "tied to embed.weight; written there"
+    # the tied record says what the tensor holds (the embedding's graft), counted once
+    embed = next(p for p in report.pairs if p.target == "embed").tensors[0]
+    tied = head.tensors[-1]
+    assert (tied.action, tied.filled, tied.source_shape) == ("adapted", 50 * 16, (50, 16))
+    assert (embed.action, embed.filled) == ("adapted", 50 * 16) and not tied.parameter
+    weights = [t for p in report.pairs for t in p.tensors if t.parameter]
+    assert report.coverage == pytest.approx(sum(t.filled for t in weights)
+                                            / sum(t.numel for t in weights))
     assert "rows 50→80: first 50 copied" in next(p for p in report.pairs if p.target == "embed").tensors[0].how
 
 

@@ -960,9 +960,23 @@ def transfer(source: nn.Module, target: nn.Module, *, example_input: Any = None,
     # noise probes and example inputs draw from a forked generator, so the caller's random
     # stream (the training that follows) is the same with or without the graft
     with torch.random.fork_rng(devices=[]), keep_modes(source, target):
-        return _transfer_kept(source, target, example_input, source_input, method, head, shrink,
-                              autoinit, min_score, split_noise, seed, source_arch, target_arch,
-                              identity_blocks, norm_stats, calibration_data, align, align_steps)
+        report = _transfer_kept(source, target, example_input, source_input, method, head,
+                                shrink, autoinit, min_score, split_noise, seed, source_arch,
+                                target_arch, identity_blocks, norm_stats, calibration_data,
+                                align, align_steps)
+    _follow_owners(report)
+    return report
+
+
+def _follow_owners(report: TransferReport) -> None:
+    """Give each tied tensor's record the action of the tensor it is tied to (what it holds
+    is what was written there); it stays out of the coverage (``parameter=False``)."""
+    owned = {_qual(r.target, t.name): t for r in report.pairs for t in r.tensors
+             if not t.how.startswith(TIED)}
+    for t in (t for r in report.pairs for t in r.tensors if t.how.startswith(TIED)):
+        owner = owned.get(t.how[len(TIED):].split(";")[0])
+        if owner is not None:
+            t.action, t.filled, t.source_shape = owner.action, owner.filled, owner.source_shape
 
 
 #: most inputs read from a calibration iterator (it is read once, then served to every step)
