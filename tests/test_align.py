@@ -1,6 +1,7 @@
 """Block-wise feature alignment on unlabeled inputs (netgraft.align) and its use in transfer."""
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -549,3 +550,73 @@ def test_a_frozen_target_is_not_aligned_and_few_inputs_are_warned_about(data):
     assert all(torch.equal(v, before[k]) for k, v in frozen.state_dict().items())
     with pytest.warns(netgraft.NetgraftWarning, match="8 calibration inputs"):
         align(source, _net(6, 5, 1), data[:8], steps=2)
+
+
+class _Tokens(nn.Module):
+    """A token classifier: embedding, transformer encoder, a batch-normed layer, head."""
+
+    def __init__(self, dim: int, layers: int, heads: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = nn.Embedding(40, dim)
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True),
+            layers, enable_nested_tensor=False)
+        self.mid, self.norm, self.head = nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.Linear(dim, 4)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.norm(self.mid(self.enc(self.emb(ids)).mean(1)))))
+
+
+def test_token_ids_are_calibrated_on_and_aligned_to_as_they_are():
+    """QA (session 28): calibration_data and align cast token ids to float, and the embedding
+    then refused them ("calibration_data must hold inputs the target accepts"). Integer inputs
+    now reach a model that reads token ids as they are, without the warning meant for uint8
+    images; only floating inputs are cast to the model's dtype."""
+    ids = torch.randint(0, 40, (256, 10), generator=torch.Generator().manual_seed(0))
+    source = _Tokens(16, 1).eval()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert netgraft.calibrate.recalibrate_norms(source, ids) == 1
+        with torch.no_grad():
+            source.head.weight.mul_(4.0)
+        target = _Tokens(32, 2, heads=4, seed=1)  # wider and deeper
+        report = netgraft.transfer(source, target, example_input=ids[:2], calibration_data=ids)
+        assert report.calibrated == 1 and report.function_gap < 1e-5
+        with torch.no_grad():
+            assert (target.eval()(ids) - source(ids)).abs().max() < 1e-4
+        target = _Tokens(32, 2, heads=4, seed=1)
+        report = align(source, target, ids, steps=30, method="logits")
+    assert not any("int64" in str(w.message) for w in seen)
+    assert report.method == "logits" and report.steps == 30 and not report.reverted
+    assert report.agreement_before < 0.3 and report.agreement > 0.6  # 25% → 63%
+    with torch.no_grad():  # (align measures it with the source's norms re-estimated in one batch)
+        agree = (target.eval()(ids).argmax(1) == source(ids).argmax(1)).float().mean()
+    assert abs(agree - report.agreement) < 0.02
+
+
+def test_each_model_is_aligned_on_inputs_in_its_own_dtype(data):
+    """QA (session 28): a float64 (or float16) target beside a float32 source failed: the
+    source was run on inputs cast to the target's dtype. Each model now gets them in its own;
+    a float64 target is aligned as its float32 twin is, and a float16 one refused, saying
+    what to do (Adam's steps overflow in float16 on the first step)."""
+    source = _source(8, 3, 0, data)
+    reports = {}
+    for dtype in (torch.float32, torch.float64):
+        target = _net(12, 5, 1).to(dtype)
+        reports[dtype] = align(source, target, data, steps=5, method="stages")
+        assert target[0].weight.dtype == target(data[:2].to(dtype)).dtype == dtype
+        assert source[0].weight.dtype == torch.float32
+    single, double = reports[torch.float32], reports[torch.float64]
+    assert double.method == "stages" and double.steps == 5 and not double.reverted
+    assert double.agreement_before == single.agreement_before < 0.1
+    assert double.agreement > 0.5 and abs(double.agreement - single.agreement) < 0.03
+    assert sum(b.r2_after - b.r2_before for b in double.stages) > 0.02
+    assert all(abs(a.r2_after - b.r2_after) < 0.01 for a, b in zip(single.stages, double.stages))
+    half = _net(12, 5, 1).half()
+    state = _state(half)
+    with pytest.raises(netgraft.NetgraftError, match=r"overflow in float16 .* align a float32 "
+                                                     r"copy, target\.float\(\), and cast it back"):
+        align(source, half, data, steps=5)
+    assert _unchanged(half, state)
+

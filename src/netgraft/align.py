@@ -204,14 +204,16 @@ def _r(v: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- data
-def _collect(data: Any, limit: int) -> torch.Tensor:
+def _collect(data: Any, limit: int, model: nn.Module | None = None) -> torch.Tensor:
+    """Up to `limit` inputs of `data` in one tensor (`model`: the one they are for, see
+    `calibrate.input_batch`)."""
     from .calibrate import input_batch
 
     if isinstance(data, torch.Tensor) or type(data).__module__ == "numpy":
-        return input_batch(data, 0)[:limit]
+        return input_batch(data, 0, model)[:limit]
     parts, n = [], 0
     for i, item in enumerate(data):
-        x = input_batch(item, i)
+        x = input_batch(item, i, model)
         if parts and x.shape[1:] != parts[0].shape[1:]:
             raise NetgraftError(
                 f"calibration batch {len(parts)} holds inputs of shape {tuple(x.shape[1:])}, "
@@ -377,8 +379,10 @@ def _batches(n: int, batch_size: int, steps: int, g: torch.Generator,
 
 
 def _kd_loss(out: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al.'s distillation loss: KL to the source's softened outputs, scaled by T²."""
-    return F.kl_div(F.log_softmax(out / temperature, dim=1), soft, reduction="batchmean") \
+    """Hinton et al.'s distillation loss: KL to the source's softened outputs, scaled by T²
+    (in `out`'s dtype: a source of another dtype than the target)."""
+    return F.kl_div(F.log_softmax(out / temperature, dim=1), soft.to(out.dtype),
+                    reduction="batchmean") \
         * temperature ** 2
 
 
@@ -402,11 +406,11 @@ def _distill(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, steps: in
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> Any:
     """`model`'s outputs on `x` in eval mode (its mode restored); None unless tensors."""
+    from .calibrate import model_input
+
     was = model.training
     model.eval()
-    param = float_param(model)
-    if param is not None:  # a source of another dtype than the target the inputs were cast to
-        x = x.to(device=param.device, dtype=param.dtype)
+    x = model_input(x, model)  # a source of another dtype than the target's inputs
     try:
         outs = [model(xb) for xb in x.split(batch_size)]
     finally:
@@ -591,7 +595,9 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
 
     `calibration_data` holds inputs the target accepts (a tensor (N, ...) or an iterable of
     batches); the source sees the same images (gray/colour converted when their input channels
-    differ; `source_channels` overrides what is read off its first conv). `steps` Adam steps
+    differ; `source_channels` overrides what is read off its first conv), each model getting
+    floating inputs in its own dtype and token ids as they are (`calibrate.model_input`; a
+    float16 target is refused: align a float32 copy). `steps` Adam steps
     (lr `lr`, batches of `batch_size`) regress the stages; `seconds` caps their wall time.
     `head`: fit the target's linear classifier to the source's logits when both have the same
     number of outputs. Batch-norm statistics are re-estimated at the end. Returns an
@@ -628,18 +634,25 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
         raise ValueError(f"source_norms={source_norms!r}: choose one of {SOURCE_NORMS}")
     for role, model in (("source", source), ("target", target)):
         check_traceable(model, role, values=True)
+    param = float_param(target)
+    dtype = param.dtype if param is not None else torch.float32  # the target computes in
+    if dtype == torch.float16:
+        raise NetgraftError(
+            "align trains the target with Adam, whose steps overflow in float16 (its eps, "
+            "1e-8, rounds to 0: one step turns weights to inf): align a float32 copy, "
+            "target.float(), and cast it back with .half() afterwards (bfloat16 and float64 "
+            "targets are aligned as they are)")
     if method == "stages":
         min_r2 = 0.0
-    from .calibrate import finite_inputs, recalibrate_norms, recalibrated
+    from .calibrate import finite_inputs, model_input, recalibrate_norms, recalibrated
 
     start = time.perf_counter()
-    x = finite_inputs(_collect(calibration_data, max_images), noun="calibration inputs")
-    param = float_param(target)
-    if param is not None:
-        x = x.to(device=param.device, dtype=param.dtype)
+    x = finite_inputs(_collect(calibration_data, max_images, target), noun="calibration inputs")
+    x = model_input(x, target)
     if len(x) < 2:
         raise NetgraftError("alignment needs at least 2 calibration inputs")
-    xs = _source_view(x, source_channels or _in_channels(source))
+    # each model computes in its own dtype (a float32 source beside a float64 target)
+    xs = model_input(_source_view(x, source_channels or _in_channels(source)), source)
     report = AlignReport(images=len(x))
     g = torch.Generator().manual_seed(seed)
     if not any(p.requires_grad for p in target.parameters()):
@@ -710,7 +723,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             w, b = ridge(tr[idx], sr[idx], alpha)
             r2 = _r2(tr[idx].double() @ w.T + b, sr[idx])
             report.stages.append(StageAlignment(t[0], s[0], t[2], s[2], tuple(s[1]), r2))
-            projections.append(_Projection(w, b).to(x.device))
+            projections.append(_Projection(w, b).to(device=x.device, dtype=dtype))
             scales.append(float(sr.var(0).mean().clamp_min(1e-8)))
         del t_all
         if report.stages:
@@ -737,7 +750,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             for idx in _batches(len(x), batch_size, steps, g, seconds):
                 feats, out = _capture(target, t_names, x[idx], grad=True)
                 loss = sum(F.mse_loss(proj(_match_spatial(feats[t[0]], s[1])),
-                                      s_all[s[0]][idx]) / scale
+                                      s_all[s[0]][idx].to(dtype)) / scale
                            for proj, (t, s), scale in zip(projections, pairs, scales))
                 if soft is not None:
                     loss = loss + kd_weight * _kd_loss(out, soft[idx], DISTILL_TEMPERATURE)

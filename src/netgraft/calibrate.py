@@ -26,10 +26,30 @@ ONE_BATCH_ELEMENTS = 1 << 23
 ONE_BATCH_MIN = 32
 
 
-def input_batch(item: Any, i: int) -> torch.Tensor:
+def reads_ids(model: nn.Module | None) -> bool:
+    """Whether `model` reads integer inputs as they are: token ids, looked up by an
+    nn.Embedding (or EmbeddingBag)."""
+    return model is not None and any(isinstance(m, (nn.Embedding, nn.EmbeddingBag))
+                                     for m in model.modules())
+
+
+def model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """`x` as `model` takes it: on its device; floating inputs in the dtype it computes in,
+    integer ones as they are for a model that reads token ids (`reads_ids`), else cast to
+    float as they are (uint8 images: `warn_if_integer` says so)."""
+    param = float_param(model)
+    if param is None:
+        return x
+    if x.is_floating_point() or not reads_ids(model):
+        return x.to(device=param.device, dtype=param.dtype)
+    return x.to(device=param.device)
+
+
+def input_batch(item: Any, i: int, model: nn.Module | None = None) -> torch.Tensor:
     """Batch `i` of `calibration_data` as a tensor of inputs: a tensor, or the first element of
     an ``(inputs, labels)`` pair (a DataLoader's), a NumPy array converted; anything else a
-    clear error, not one from deep inside the model."""
+    clear error, not one from deep inside the model. Integer inputs are warned about
+    (`warn_if_integer`) unless `model` reads token ids."""
     x = item[0] if isinstance(item, (tuple, list)) and item else item
     if type(x).__module__ == "numpy":
         x = torch.as_tensor(x)
@@ -44,12 +64,14 @@ def input_batch(item: Any, i: int) -> torch.Tensor:
     if x.is_meta:
         raise NetgraftError("calibration_data is on the meta device (shapes without values): "
                             "give real inputs")
-    warn_if_integer(x, "calibration_data", "pass", stacklevel=4)
+    if not reads_ids(model):
+        warn_if_integer(x, "calibration_data", "pass", stacklevel=4)
     return x
 
 
 def warn_if_integer(x: torch.Tensor, what: str, verb: str, *, stacklevel: int) -> None:
-    """Warn, when `x` holds integers (uint8 images), that `what` is cast to float as it is,
+    """Warn, when `x` holds integers (uint8 images; not token ids, see `reads_ids`), that
+    `what` is cast to float as it is,
     not scaled, and that the user should `verb` ("pass", "save") the inputs the model is
     trained on: the one text of the Python API (`input_batch`) and the CLI
     (`load_calibration`). `stacklevel` as the caller would give it to `warnings.warn`."""
@@ -60,12 +82,12 @@ def warn_if_integer(x: torch.Tensor, what: str, verb: str, *, stacklevel: int) -
             f"trained on (normalised floats)"), stacklevel=stacklevel + 1)
 
 
-def _batches(data: Any, batch_size: int) -> Iterable[torch.Tensor]:
+def _batches(data: Any, batch_size: int, model: nn.Module) -> Iterable[torch.Tensor]:
     if isinstance(data, torch.Tensor) or type(data).__module__ == "numpy":
-        yield from input_batch(data, 0).split(batch_size)
+        yield from input_batch(data, 0, model).split(batch_size)
         return
     for i, item in enumerate(data):
-        yield input_batch(item, i)
+        yield input_batch(item, i, model)
 
 
 def _norms_with_stats(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -136,9 +158,6 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     norms = _norms_with_stats(model)
     if not norms:
         return 0
-    param = float_param(model)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None else torch.float32
     modes = [(m, m.training) for m in model.modules()]  # every flag (a frozen norm stays so)
     momenta = [m.momentum for m in norms]
     saved = _statistics(norms)
@@ -150,7 +169,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
     seen = 0
     try:
         with torch.no_grad():
-            for i, x in enumerate(_batches(data, batch_size)):
+            for i, x in enumerate(_batches(data, batch_size, model)):
                 if max_batches is not None and i >= max_batches:
                     break
                 if len(x) < 2:  # batch statistics of one sample are undefined
@@ -159,7 +178,7 @@ def recalibrate_norms(model: nn.Module, data: Any, *, batch_size: int = 64,
                     raise NetgraftError(f"calibration batch {i} holds NaN or inf values: the "
                                         f"statistics would be broken; remove those inputs")
                 try:
-                    y = model(x.to(device=device, dtype=dtype))
+                    y = model(model_input(x, model))
                 except Exception as exc:
                     raise NetgraftError(
                         f"calibration batch {i} of shape {tuple(x.shape)} failed in the model: "
