@@ -620,3 +620,44 @@ def test_each_model_is_aligned_on_inputs_in_its_own_dtype(data):
         align(source, half, data, steps=5)
     assert _unchanged(half, state)
 
+
+class _WithFeatures(nn.Module):
+    """`net` returning (logits, the features its classifier reads), as many models do."""
+
+    def __init__(self, net: nn.Sequential):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        features = self.net[:-1](x)
+        return self.net[-1](features), features
+
+
+def test_a_source_returning_logits_and_features_is_checked_on_its_logits(data):
+    """QA (session 28): a source returning (logits, features) gave align no logits: it skipped
+    its never-worse check (an exact graft was moved away from its source and kept) and the
+    check that keeps a head already computing the source's logits. Both now compare the
+    first outputs, as transfer's output gap does."""
+    plain = _source(8, 3, 0, data)
+    source = _WithFeatures(plain).eval()
+    target = _net(16, 3, 1)
+    netgraft.transfer(plain, target, split_noise=0)  # exact
+    grafted = _state(target)
+    report = align(source, target, data, steps=10)
+    assert report.agreement_before == 1.0 and report.reverted and _unchanged(target, grafted)
+    assert report.summary().startswith("kept the graft: alignment lowered the agreement with "
+                                       "the source (100% → ")
+    # the target returning both too: its logits are compared
+    twin = _WithFeatures(target)
+    report = align(source, twin, data, steps=10, method="logits")
+    assert report.agreement_before == report.agreement == 1.0 and report.reverted
+    assert _unchanged(target, grafted)
+    # an exact graft's head is not replaced by the shrunk ridge fit
+    mlp = _mlp(20)
+    x = torch.randn(256, 10, generator=torch.Generator().manual_seed(1))
+    wide = _mlp(40, seed=1)
+    netgraft.transfer(mlp, wide, split_noise=0)
+    grafted = _state(wide)
+    report = align(_WithFeatures(mlp), wide, x)
+    assert "head fit not kept" in report.note and 0.5 < report.head_r2 < 0.99
+    assert report.agreement == report.agreement_before == 1.0 and _unchanged(wide, grafted)
