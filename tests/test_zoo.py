@@ -1009,3 +1009,26 @@ def test_the_commands_a_hint_gives_name_the_zoo_unless_it_is_the_default(small_z
         Zoo().transfer_to("m", _MNV3, num_classes=5, in_chans=1)
     assert str(info.value).endswith(
         "--name m --force`, or remove the entry with `netgraft zoo remove m`")
+
+
+def test_damage_message_follows_the_entrys_linked_flag_not_the_file(small_zoo, tmp_path):
+    """Review (session 28): the message was chosen by path.is_symlink(), so a --link entry
+    whose link was replaced by a regular (damaged) file read as a broken copy, and a copied
+    entry that is now a symlink read as a changed --link file."""
+    zoo = Zoo(small_zoo)
+    lnk, outside = small_zoo / "lnk.safetensors", tmp_path / "linked.safetensors"
+    whole = outside.read_bytes()
+    lnk.unlink()
+    lnk.write_bytes(whole[:len(whole) // 2])
+    assert zoo.missing_weights(zoo.get("lnk")) == (
+        f"its weights link {lnk} (added with --link, to {outside.resolve()}) was replaced by a "
+        f"regular file, which is changed or truncated ({len(whole) // 2:,} bytes where its "
+        f"header describes {len(whole):,})")
+    own = small_zoo / "m.safetensors"
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not safetensors at all")
+    own.unlink()
+    own.symlink_to(broken)
+    assert zoo.missing_weights(zoo.get("m")) == (
+        f"its weights file {own} (a copy made by `zoo add`) is now a symbolic link to "
+        f"{broken.resolve()}, which is no longer a readable safetensors file")

@@ -103,12 +103,14 @@ def _input_key(input_size: Sequence[int] | None) -> str:
     return "auto" if not input_size else "x".join(str(int(d)) for d in input_size)
 
 
-def _damaged_safetensors(path: Path) -> str | None:
+def _damaged_safetensors(path: Path, linked: str | None = None) -> str | None:
     """Why a .safetensors file cannot be whole (truncated, or not safetensors at all), read
     from its header alone; None when its size is the one its header describes. Cheap enough
-    for every ranking (the stored sha256 would mean reading every file). For a symbolic link
-    (an entry added with --link) the file it links to is named: that file loaded when the
-    entry was added, so it was changed since."""
+    for every ranking (the stored sha256 would mean reading every file). `linked` is the
+    entry's recorded --link target: for an entry added with --link the file it links to is
+    named (that file loaded when the entry was added, so it was changed since). The message
+    follows what the entry was registered as, and says so when the file on disk now
+    disagrees (a link replaced by a regular file, a copy replaced by a link)."""
     if path.suffix != ".safetensors":
         return None
     try:
@@ -119,18 +121,30 @@ def _damaged_safetensors(path: Path) -> str | None:
             header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
-        if path.is_symlink():
-            return (f"its weights link to {path.resolve()}, which is no longer a readable "
-                    f"safetensors file: it was changed after `zoo add --link`")
-        return f"its weights file {path} is not a readable safetensors file"
-    expected = 8 + n + max(ends, default=0)
-    if size != expected and path.is_symlink():
+        expected = None
+    else:
+        expected = 8 + n + max(ends, default=0)
+        if size == expected:
+            return None
+    sizes = "" if expected is None else f"{size:,} bytes where its header describes {expected:,}"
+    what = ("no longer a readable safetensors file" if expected is None else
+            f"{'changed or truncated' if linked else 'damaged'} ({sizes})")
+    if linked and path.is_symlink():
+        if expected is None:
+            return (f"its weights link to {path.resolve()}, which is {what}: it was changed "
+                    f"after `zoo add --link`")
         return (f"its weights link to {path.resolve()}, which was changed or truncated after "
-                f"`zoo add --link` ({size:,} bytes where its header describes {expected:,})")
-    if size != expected:
-        return (f"its weights file {path} is damaged ({size:,} bytes where its header "
-                f"describes {expected:,}: truncated by a copy that did not finish?)")
-    return None
+                f"`zoo add --link` ({sizes})")
+    if linked:
+        return (f"its weights link {path} (added with --link, to {linked}) was replaced by a "
+                f"regular file, which is {what}")
+    if path.is_symlink():
+        return (f"its weights file {path} (a copy made by `zoo add`) is now a symbolic link to "
+                f"{path.resolve()}, which is {what}")
+    if expected is None:
+        return f"its weights file {path} is not a readable safetensors file"
+    return (f"its weights file {path} is damaged ({sizes}: truncated by a copy that did not "
+            f"finish?)")
 
 
 def _checked_input_size(input_size: Sequence[int] | None,
@@ -811,7 +825,7 @@ class Zoo:
         file is gone, or the file its --link points to is."""
         path = self.weights_path(entry)
         if path.is_file():
-            return _damaged_safetensors(path)
+            return _damaged_safetensors(path, entry.linked)
         if path.is_symlink():
             return f"its weights link to {os.readlink(path)}, which no longer exists"
         if entry.linked:
