@@ -897,7 +897,7 @@ def test_a_linked_file_changed_after_zoo_add_is_named_not_the_link(small_zoo, tm
            f"--link` ({len(whole) // 2:,} bytes where its header describes {len(whole):,})")
     # the commands name the zoo: without --zoo they would act on the default one
     hint = (f"restore that file, re-add it with `netgraft zoo add {linked} --arch {_MNV3} "
-            f"--name lnk --link --force --zoo {small_zoo}`, or remove the entry with "
+            f"--name lnk --num-classes 5 --in-chans 1 --link --force --zoo {small_zoo}`, or remove the entry with "
             f"`netgraft zoo remove lnk --zoo {small_zoo}`")
     zoo = Zoo(small_zoo)
     assert zoo.missing_weights(zoo.get("lnk")) == why
@@ -1002,13 +1002,14 @@ def test_the_commands_a_hint_gives_name_the_zoo_unless_it_is_the_default(small_z
     with pytest.raises(ZooError) as info:
         Zoo(small_zoo).transfer_to("m", _MNV3, num_classes=5, in_chans=1)
     assert str(info.value).endswith(
-        f"--name m --force --zoo {small_zoo}`, or remove the entry with `netgraft zoo remove m "
+        f"--name m --num-classes 5 --in-chans 1 --force --zoo {small_zoo}`, or remove the entry with `netgraft zoo remove m "
         f"--zoo {small_zoo}`")
     monkeypatch.setenv("NETGRAFT_ZOO", str(small_zoo))
     with pytest.raises(ZooError) as info:
         Zoo().transfer_to("m", _MNV3, num_classes=5, in_chans=1)
     assert str(info.value).endswith(
-        "--name m --force`, or remove the entry with `netgraft zoo remove m`")
+        "--name m --num-classes 5 --in-chans 1 --force`, or remove the entry with "
+        "`netgraft zoo remove m`")
 
 
 def test_damage_message_follows_the_entrys_linked_flag_not_the_file(small_zoo, tmp_path):

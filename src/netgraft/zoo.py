@@ -836,7 +836,11 @@ class Zoo:
         name, where = shlex.quote(entry.name), self._zoo_option()
         size = (f" --input-size {','.join(map(str, entry.input_size))}" if entry.input_size
                 else "")
-        again = f"--arch {shlex.quote(entry.arch)} --name {name}{size}"
+        given = [("--num-classes", entry.num_classes), ("--in-chans", entry.in_chans),
+                 ("--task", entry.task), ("--accuracy", entry.accuracy)]
+        options = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in given
+                          if value is not None)
+        again = f"--arch {shlex.quote(entry.arch)} --name {name}{options}{size}"
         remove = f"or remove the entry with `netgraft zoo remove {name}{where}`"
         if entry.linked:  # the user's own file, linked: restored, or re-linked as it is now
             return (f"restore that file, re-add it with `netgraft zoo add "
