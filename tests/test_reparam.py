@@ -315,3 +315,31 @@ def test_quantized_reference_modules_are_traced_but_not_grafted():
             f"the weights it held: graft the float model, then quantize it")
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items()
                if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor")
+def test_align_refuses_quantized_reference_modules_for_its_own_reason():
+    """QA (session 28): align refused a quantized reference source (or target) with the
+    graft's message ("a graft of it would not carry its function: graft the float model"),
+    though it grafts nothing. It now says what aligning to it, or training it, would do."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 10)
+    grid = ("holds a quantized reference module at '0' (Linear), whose forward rounds its "
+            "weight to the fixed grid of its weight_scale and weight_zero_point, ")
+    with pytest.raises(UnsupportedModelError) as info:
+        netgraft.align(_reference(_mlp(8)), _mlp(16), x)
+    assert str(info.value) == (
+        f"the source {grid}so the features it would be aligned to carry the rounding of that "
+        f"grid: align the target to the float model it was quantized from, then quantize the "
+        f"target")
+    target = _reference(_mlp(16))
+    before = {k: v.clone() for k, v in target.state_dict().items()
+              if isinstance(v, torch.Tensor)}
+    with pytest.raises(UnsupportedModelError) as info:
+        netgraft.align(_mlp(8), target, x)
+    assert str(info.value) == (
+        f"the target {grid}so align's training steps on its float weight would be rounded and "
+        f"clipped on the grid fitted for the weights it held: align the float model, then "
+        f"quantize it")
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items()
+               if isinstance(v, torch.Tensor))

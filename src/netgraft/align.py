@@ -634,7 +634,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     if source_norms not in SOURCE_NORMS:
         raise ValueError(f"source_norms={source_norms!r}: choose one of {SOURCE_NORMS}")
     for role, model in (("source", source), ("target", target)):
-        check_traceable(model, role, values=True)
+        check_traceable(model, role, values=True, action="align")
     param = float_param(target)
     dtype = param.dtype if param is not None else torch.float32  # the target computes in
     if dtype == torch.float16:

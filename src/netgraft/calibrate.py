@@ -71,10 +71,10 @@ def input_batch(item: Any, i: int, model: nn.Module | None = None) -> torch.Tens
 
 def warn_if_integer(x: torch.Tensor, what: str, verb: str, *, stacklevel: int) -> None:
     """Warn, when `x` holds integers (uint8 images; not token ids, see `reads_ids`), that
-    `what` is cast to float as it is,
-    not scaled, and that the user should `verb` ("pass", "save") the inputs the model is
-    trained on: the one text of the Python API (`input_batch`) and the CLI
-    (`load_calibration`). `stacklevel` as the caller would give it to `warnings.warn`."""
+    `what` is cast to float as it is, not scaled, and that the user should `verb` ("pass",
+    "save") the inputs the model is trained on: the one text of the Python API (`input_batch`)
+    and the CLI (`load_calibration`). `stacklevel` as the caller would give it to
+    `warnings.warn`."""
     if not x.is_floating_point():  # (one message: Python shows it once per call site)
         warnings.warn(NetgraftWarning(
             f"{what} holds {str(x.dtype).replace('torch.', '')} values; they are cast to "

@@ -892,28 +892,39 @@ def _is_shut_norm(weight: torch.Tensor) -> bool:
             and not weight.is_meta and not bool(weight.any()))
 
 
-def check_traceable(model: nn.Module, role: str = "model", *, values: bool = False) -> None:
+def check_traceable(model: nn.Module, role: str = "model", *, values: bool = False,
+                    action: str = "graft") -> None:
     """Raise UnsupportedModelError, saying what to do, for a model netgraft cannot trace: a
     TorchScript module (it runs no forward hooks), a lazy module not yet run, a quantized
     module (packed integer weights); with `values` (a transfer reads and writes them), also a
     quantized reference module (float weights it computes with rounded on a fixed grid), a
     tensor created under inference mode (read-only; not for a source) or on the meta
-    device."""
+    device. `action` ("graft", "align") is what the caller does with them, for the message."""
     for mod_name, module in model.named_modules():
         reference = type(module).__module__.startswith("torch.ao.nn.quantized.reference")
         if reference and values:
             # float weights, but its forward computes with them quantized and dequantized on
             # the grid of its weight_scale / weight_zero_point buffers, fixed for the weights
             # it held (its state dict also holds the quantization scheme and dtype)
-            why = ("so its float weight is not the one it computes with: a graft of it would "
-                   "not carry its function" if role == "source" else
-                   "so weights written into it would be rounded and clipped on the grid fitted "
-                   "for the weights it held")
+            if action == "align":
+                why, todo = (
+                    ("so the features it would be aligned to carry the rounding of that grid",
+                     "align the target to the float model it was quantized from, then quantize "
+                     "the target") if role == "source" else
+                    ("so align's training steps on its float weight would be rounded and "
+                     "clipped on the grid fitted for the weights it held",
+                     "align the float model, then quantize it"))
+            else:
+                why = ("so its float weight is not the one it computes with: a graft of it "
+                       "would not carry its function" if role == "source" else
+                       "so weights written into it would be rounded and clipped on the grid "
+                       "fitted for the weights it held")
+                todo = "graft the float model, then quantize it"
             raise UnsupportedModelError(
                 f"the {role} holds a quantized reference module at "
                 f"'{mod_name or '(the model)'}' ({type(module).__name__}), whose forward rounds "
                 f"its weight to the fixed grid of its weight_scale and weight_zero_point, {why}: "
-                f"graft the float model, then quantize it")
+                f"{todo}")
         if not reference and type(module).__module__.startswith((
                 "torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")):
             raise UnsupportedModelError(
