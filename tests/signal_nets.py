@@ -36,3 +36,23 @@ def fixed(num_classes: int = 4, in_chans: int = 2) -> nn.Module:
 
 def anylen(num_classes: int = 4, in_chans: int = 2) -> nn.Module:
     return AnyLength(num_classes, in_chans)
+
+
+class GateFirst(nn.Module):
+    """FixedLength with an ECA-style gate (a Conv1d over the channels, 1 → 1) registered
+    before the stem that reads the input: the first registered conv is not the input's."""
+
+    def __init__(self, num_classes: int = 4, in_chans: int = 2):
+        super().__init__()
+        self.gate = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.conv = nn.Conv1d(in_chans, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 100, num_classes)
+
+    def forward(self, x):
+        y = self.conv(x)
+        w = self.gate(y.mean(2, keepdim=True).transpose(1, 2)).transpose(1, 2).sigmoid()
+        return self.fc((y * w).relu().flatten(1))
+
+
+def gate_first(num_classes: int = 4, in_chans: int = 2) -> nn.Module:
+    return GateFirst(num_classes, in_chans)

@@ -990,9 +990,34 @@ def test_zoo_add_refuses_an_input_size_whose_channels_the_weights_do_not_take(
                   "--zoo", str(tmp_path / "z2"), "--input-size", "3,100"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert (f"error: --input-size 3,100 gives 3 input channels, but the weights of "
-            f"{tmp_path / 'fixed.safetensors'} (signal_nets:fixed) take 2 (the input channels of "
-            f"their first convolution): give --input-size 2,100; nothing was added") in err
+            f"{tmp_path / 'fixed.safetensors'} (signal_nets:fixed) take 2 (the channel count it "
+            f"runs on): give --input-size 2,100; nothing was added") in err
     assert not (tmp_path / "z2").exists()
+
+
+def test_zoo_add_blames_the_channels_the_model_runs_on_and_only_channel_failures(
+        tmp_path, capsys):
+    """Review (session 27): the fallback blamed the channels of the first registered conv,
+    an ECA-style gate (1 channel) before the stem (2), and blamed channels for a failure
+    that was the length's."""
+    import signal_nets
+    weights = tmp_path / "gate.safetensors"
+    save_state_dict(signal_nets.gate_first().state_dict(), weights)
+    argv = ["zoo", "add", str(weights), "--arch", "signal_nets:gate_first",
+            "--zoo", str(tmp_path / "z")]
+    assert _main(argv + ["--input-size", "3,100"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"error: --input-size 3,100 gives 3 input channels, but the weights of {weights} "
+            f"(signal_nets:gate_first) take 2 (the channel count it runs on): give "
+            f"--input-size 2,100; nothing was added") in err
+    # right channels, wrong length (the head reads 8 × 100): not blamed on the channels
+    assert _main(argv + ["--input-size", "2,50"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "input channels" not in err and "Traceback" not in err
+    assert "error: GateFirst failed on the example input of shape (1, 2, 50)" in err
+    assert not (tmp_path / "z").exists() or not list((tmp_path / "z").glob("*.json"))
+    assert _main(argv + ["--input-size", "2,100"]) == 0
+    assert [e.input_size for e in Zoo(tmp_path / "z").entries()] == [[2, 100]]
 
 
 def test_the_commands_a_hint_gives_name_the_zoo_unless_it_is_the_default(small_zoo, monkeypatch):

@@ -162,14 +162,39 @@ def _checked_input_size(input_size: Sequence[int] | None,
     return dims
 
 
-def _channels_disagree(input_size: Sequence[int], chans: int, checkpoint: Path,
-                       arch: str) -> ZooError:
+def _channels_disagree(input_size: Sequence[int], chans: int, checkpoint: Path, arch: str,
+                       why: str = "the input channels of their first convolution") -> ZooError:
     """`zoo add --input-size` whose channel count is not the one the weights take."""
     given = ",".join(map(str, input_size))
     fixed = ",".join(map(str, (chans, *input_size[1:])))
     return ZooError(f"--input-size {given} gives {input_size[0]} input channels, but the weights "
-                    f"of {checkpoint} ({arch}) take {chans} (the input channels of their first "
-                    f"convolution): give --input-size {fixed}; nothing was added")
+                    f"of {checkpoint} ({arch}) take {chans} ({why}): give --input-size {fixed}; "
+                    f"nothing was added")
+
+
+#: most channel counts `_channels_taken` tries (one forward pass each)
+CHANNEL_TRIES = 4
+
+
+def _channels_taken(model: Any, input_size: Sequence[int]) -> int | None:
+    """The input channel count `model` runs on at `input_size`'s other dimensions, where the
+    given one failed: its convolutions' input channels, tried in the order they are
+    registered (the first registered need not read the input: an ECA conv before the stem).
+    None when none runs: the failure is not the channels'."""
+    import torch
+
+    counts = dict.fromkeys(m.in_channels for m in model.modules()
+                           if isinstance(m, torch.nn.modules.conv._ConvNd))
+    counts.pop(input_size[0], None)
+    model.eval()
+    for chans in list(counts)[:CHANNEL_TRIES]:
+        try:
+            with torch.no_grad():
+                model(torch.randn(1, chans, *input_size[1:]))
+        except Exception:  # any failure: not this count
+            continue
+        return chans
+    return None
 
 
 # ----------------------------------------------------------------------------- entries
@@ -732,12 +757,12 @@ class Zoo:
         try:  # traced before the index is written
             arch_hash, fp = self._fingerprint_model(model, *key, _input_key(input_size), example)
         except ModelForwardError:
-            # a factory model (head_shape reads timm's only): its first conv's, when the
-            # model failed on the channels of --input-size
-            from .align import _in_channels
-            chans = _in_channels(model)
-            if input_size is not None and chans not in (None, input_size[0]):
-                raise _channels_disagree(input_size, chans, checkpoint, arch) from None
+            # a factory model (head_shape reads timm's only): blamed on the channels of
+            # --input-size only when another count runs
+            chans = None if input_size is None else _channels_taken(model, input_size)
+            if chans is not None:
+                raise _channels_disagree(input_size, chans, checkpoint, arch,
+                                         "the channel count it runs on") from None
             raise
         model.load_state_dict(trained_state)
         for method in METHODS:
