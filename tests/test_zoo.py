@@ -1058,3 +1058,25 @@ def test_damage_message_follows_the_entrys_linked_flag_not_the_file(small_zoo, t
     assert zoo.missing_weights(zoo.get("m")) == (
         f"its weights file {own} (a copy made by `zoo add`) is now a symbolic link to "
         f"{broken.resolve()}, which is no longer a readable safetensors file")
+
+
+def test_the_re_add_command_a_hint_gives_registers_the_entry_as_it_was(tmp_path, checkpoints):
+    """Review (session 27): the hinted `zoo add` left out --num-classes, --in-chans, --task
+    and --accuracy, so running it registered another entry. Run it: the same metadata."""
+    import shlex
+    z, weights = tmp_path / "my zoo", tmp_path / "w.safetensors"
+    weights.write_bytes(checkpoints[_MNV3].read_bytes())
+    assert _main(["zoo", "add", str(weights), "--arch", _MNV3, "--name", "m", "--zoo", str(z),
+                  "--task", "fashion mnist, 32px", "--accuracy", "83.3",
+                  "--input-size", "1,48,48"]) == 0
+    before = Zoo(z).get("m")
+    (z / "m.safetensors").unlink()
+    with pytest.raises(ZooError) as info:
+        Zoo(z).transfer_to("m", _MNV3, num_classes=before.num_classes, in_chans=1)
+    command = str(info.value).split("re-add the checkpoint with `netgraft ")[1].split("`")[0]
+    argv = [str(weights) if word == "FILE" else word for word in shlex.split(command)]
+    assert _main(argv) == 0
+    after = Zoo(z).get("m")
+    fields = ("arch", "num_classes", "in_chans", "task", "accuracy", "input_size")
+    assert ([getattr(after, f) for f in fields] == [getattr(before, f) for f in fields]
+            == [_MNV3, before.num_classes, 1, "fashion mnist, 32px", 0.833, [1, 48, 48]])
