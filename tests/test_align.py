@@ -661,3 +661,14 @@ def test_a_source_returning_logits_and_features_is_checked_on_its_logits(data):
     report = align(_WithFeatures(mlp), wide, x)
     assert "head fit not kept" in report.note and 0.5 < report.head_r2 < 0.99
     assert report.agreement == report.agreement_before == 1.0 and _unchanged(wide, grafted)
+
+
+def test_integer_inputs_of_a_model_without_float_parameters_are_cast_to_float():
+    """Review (session 28): with no float parameter to read a dtype from, uint8 inputs
+    reached an affine-free batch norm uncast ("not implemented for 'Byte'")."""
+    from netgraft.calibrate import recalibrate_norms
+    model = nn.Sequential(nn.BatchNorm1d(4, affine=False))
+    x = torch.randint(0, 255, (64, 4), dtype=torch.uint8)
+    with pytest.warns(netgraft.NetgraftWarning, match="cast to"):
+        assert recalibrate_norms(model, x) == 1
+    assert torch.allclose(model[0].running_mean, x.float().mean(0))

@@ -38,8 +38,8 @@ def model_input(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     integer ones as they are for a model that reads token ids (`reads_ids`), else cast to
     float as they are (uint8 images: `warn_if_integer` says so)."""
     param = float_param(model)
-    if param is None:
-        return x
+    if param is None:  # no float parameter to read a dtype from: float32, as before
+        return x if x.is_floating_point() or reads_ids(model) else x.float()
     if x.is_floating_point() or not reads_ids(model):
         return x.to(device=param.device, dtype=param.dtype)
     return x.to(device=param.device)
