@@ -56,6 +56,23 @@ def test_same_similarity_and_pairs_as_the_live_model(live, rebuilt, source, meth
         similarity(live[source], live["resnet18"], method)
 
 
+def test_rebuilt_architectures_keep_the_model_class_the_family_rules_compare(live, rebuilt):
+    """Rules that hold only within one family at two sizes (a module path names the same part
+    in both; a depthwise conv never fills a dense one) compare the models' classes. A
+    rebuilt architecture's model is a bare ``nn.Module`` skeleton, so before session 29 any
+    two fingerprints counted as one family in `zoo rank` while the transfer did not; RepViT's
+    role rule then scored 0.03509 in rank and 0.03511 in the transfer."""
+    from netgraft.match import _one_class
+
+    assert rebuilt["resnet18"].model_class == live["resnet18"].model_class \
+        == "timm.models.resnet:ResNet"
+    assert not _one_class(rebuilt["resnet18"], rebuilt["efficientnet_b0"])
+    assert not _one_class(rebuilt["resnet18"], live["convnext_atto"])
+    deeper = netgraft.trace(timm.create_model("resnet34", num_classes=7))
+    assert _one_class(rebuilt["resnet18"], fpr.from_json(fpr.to_json(deeper)))
+    assert _one_class(live["resnet18"], deeper)
+
+
 def test_json_is_canonical_and_hash_is_stable(live, rebuilt):
     a = live["resnet18"]
     text = fpr.to_json(a)

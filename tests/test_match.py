@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import timm
 import torch
@@ -5,6 +7,8 @@ from torch import nn
 
 import netgraft
 from netgraft.match.dp import align
+
+matching = importlib.import_module("netgraft.match")  # the module (netgraft.match is the function)
 
 
 def test_dp_aligns_in_order_and_skips():
@@ -191,3 +195,61 @@ def test_a_stage_flattened_in_one_model_only_is_cut_like_the_other():
     m = matching.get_method("graft")
     plain = matching._matched(convnext, source, m, *m.both(convnext, source))
     assert netgraft.match(convnext, source).pairs == plain.pairs
+
+
+def test_repvit_shrink_pairs_no_depthwise_conv_with_a_dense_one():
+    """repvit_m1_1 → m1_0 (narrower, one block more in stage 2): the block DP paired a token
+    mixer (depthwise 3×3) with a channel mixer (dense 1×1) on the strength of their norms; the
+    graft's outputs were ~5e3× the source's and it warned "badly scaled". Within one family a
+    depthwise conv never fills a dense one; the similarity (the plain DP's value) is kept."""
+    import warnings
+
+    torch.manual_seed(0)
+    src = timm.create_model("repvit_m1_1", num_classes=10).eval()
+    tgt = timm.create_model("repvit_m1_0", num_classes=10).eval()
+    a, b = netgraft.trace(src), netgraft.trace(tgt)
+    m = netgraft.match(a, b)
+    mixed = [b.layers[t].name for t, s in m.pairs.items()
+             if s is not None and a.layers[s].kind == b.layers[t].kind == "conv"
+             and a.layers[s].depthwise != b.layers[t].depthwise]
+    assert mixed == []
+    plain = matching._aligned(a, b, matching.get_method("graft"), *matching.get_method(
+        "graft").both(a, b))
+    assert m.plain_value == plain.plain_value and m.value == pytest.approx(plain.value, rel=1e-3)
+    assert sum(s is not None for s in m.pairs.values()) > 0.9 * len(b.layers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = netgraft.transfer(src, tgt)
+    assert not [w for w in caught if "badly scaled" in str(w.message)]
+    assert report.coverage > 0.9
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        ratio = (tgt(x).std() / src(x).std()).item()
+    assert 0.5 < ratio < 2.0  # was ~5e3
+
+
+def test_a_plain_stack_grown_deeper_and_wider_keeps_each_conv_on_its_stride():
+    """A plain conv stack with batch norms, 16, 32 → 24, 48 wide and one conv a stage → two:
+    shape scores put the strided source conv on the new stride-1 24→24 conv, and the strided
+    24→48 conv got nothing (coverage 17.6%, no function). Keeping each conv on its own stride
+    makes the target hold the source, so that matching is taken; the similarity is kept."""
+    def stack(widths, per) -> nn.Sequential:
+        layers, c = [], 3
+        for i, w in enumerate(widths):
+            for j in range(per):
+                layers += [nn.Conv2d(c, w, 3, stride=2 if j == 0 and i > 0 else 1, padding=1),
+                           nn.BatchNorm2d(w), nn.ReLU()]
+                c = w
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+    x = torch.randn(2, 3, 16, 16)
+    a, b = netgraft.trace(stack((16, 32), 1), x), netgraft.trace(stack((24, 48), 2), x)
+    m = netgraft.match(a, b)
+    named = dict(m.named_pairs())
+    assert named["6"] == "3" and named["7"] == "4"  # the strided conv and its norm
+    assert all(b[t].stride == a[s].stride for t, s in named.items()
+               if s is not None and b[t].kind == "conv")
+    assert matching.embeds(m, classifier=False)
+    plain = matching._aligned(a, b, matching.get_method("graft"), *matching.get_method(
+        "graft").both(a, b))
+    assert m.plain_value == plain.plain_value and not matching.embeds(plain, classifier=False)

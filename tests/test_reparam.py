@@ -95,6 +95,14 @@ def test_models_that_cannot_be_traced_are_refused_by_name(role):
     with pytest.raises(UnsupportedModelError, match=f"the {role} holds a quantized module at "
                                                     f"'0' \\(Linear\\).*graft the float model"):
         netgraft.transfer(*pair(quantized))
+    # align and autoinit name their own work on the float model (session 29)
+    with pytest.raises(UnsupportedModelError, match="packed integer weights cannot be read or "
+                                                    "written as tensors: align the float model"):
+        netgraft.align(*pair(quantized), torch.randn(8, 10))
+    if role == "target":
+        with pytest.raises(UnsupportedModelError, match="initialise the float model "
+                                                        "\\(netgraft.autoinit\\), then quantize"):
+            netgraft.autoinit(quantized, torch.randn(2, 10))
     with torch.inference_mode():
         frozen = _mlp(8)
     if role == "target":
@@ -304,15 +312,19 @@ def test_quantized_reference_modules_are_traced_but_not_grafted():
     target = _reference(_mlp(16))
     before = {k: v.clone() for k, v in target.state_dict().items()
               if isinstance(v, torch.Tensor)}
-    for call, role in ((lambda: netgraft.transfer(_mlp(8), target), "target"),
-                       (lambda: netgraft.autoinit(target, torch.randn(2, 10)), "model")):
+    # autoinit says what to do in its own words (session 29: it gave the graft's)
+    for call, role, todo in (
+            (lambda: netgraft.transfer(_mlp(8), target), "target",
+             "graft the float model, then quantize it"),
+            (lambda: netgraft.autoinit(target, torch.randn(2, 10)), "model",
+             "initialise the float model (netgraft.autoinit), then quantize it")):
         with pytest.raises(UnsupportedModelError) as info:
             call()
         assert str(info.value) == (
             f"the {role} holds a quantized reference module at '0' (Linear), whose forward "
             f"rounds its weight to the fixed grid of its weight_scale and weight_zero_point, "
             f"so weights written into it would be rounded and clipped on the grid fitted for "
-            f"the weights it held: graft the float model, then quantize it")
+            f"the weights it held: {todo}")
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items()
                if isinstance(v, torch.Tensor))
 

@@ -1096,6 +1096,26 @@ def test_a_source_of_another_dtype_is_compared_in_its_own_dtype():
         assert report.function_note == note
 
 
+def test_one_float32_example_input_serves_a_float64_target_and_its_float32_source():
+    """Session 28's re-read: transfer(example_input=<float32>) onto a float64 target failed
+    while tracing the target, blaming the input ("Pass an input the model accepts"), though
+    it works without example_input. Only its shape is read: each model now takes it in the
+    dtype it computes in."""
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 2))
+    target = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2)).double()
+    x = torch.randn(4, 10)
+    report = netgraft.transfer(source, target, example_input=x)
+    assert report.coverage == 1.0 and report.function_gap < 1e-6
+    assert report.matching.target.example_input.dtype == torch.float64
+    assert report.matching.source.example_input.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(target(x.double()), source(x).double(), atol=1e-6)
+    # arguments given as a dict are cast alike; integer tensors are left as they are
+    arch = netgraft.trace(target, {"input": x})
+    assert arch.example_input["input"].dtype == torch.float64
+
+
 def test_bad_seeds_noise_inputs_and_ignored_options_are_named_before_the_graft():
     """QA (session 22): seed=None failed in torch after the graft had run, split_noise="0.1"
     with a TypeError, calibration_data=5 with "'int' object is not iterable"; a NaN example

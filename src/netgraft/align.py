@@ -82,7 +82,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import NetgraftError, NetgraftWarning
-from .trace import (_first_tensor, check_traceable, float_param, keep_modes, put_back, snapshot,
+from .trace import (first_tensor, check_traceable, float_param, keep_modes, put_back, snapshot,
                     trace, uncompiled)
 
 __all__ = ["ALIGN_METHODS", "AlignReport", "StageAlignment", "align", "stage_ends"]
@@ -395,7 +395,7 @@ def _distill(target: nn.Module, x: torch.Tensor, logits: torch.Tensor, steps: in
     soft = F.softmax(logits / temperature, dim=1)
     done = 0
     for idx in _batches(len(x), batch_size, steps, g, seconds):
-        loss = _kd_loss(_first_tensor(target(x[idx])), soft[idx], temperature)
+        loss = _kd_loss(first_tensor(target(x[idx])), soft[idx], temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -413,7 +413,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> Any:
     model.eval()
     x = model_input(x, model)  # a source of another dtype than the target's inputs
     try:
-        outs = [_first_tensor(model(xb)) for xb in x.split(batch_size)]
+        outs = [first_tensor(model(xb)) for xb in x.split(batch_size)]
     finally:
         model.train(was)
     return torch.cat(outs) if all(isinstance(o, torch.Tensor) for o in outs) else None
@@ -682,7 +682,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             report.source_calibrated = teacher.enter_context(
                 recalibrated(source, xs, batch_size=batch_size, role="source", outputs=passed))
         if method == "logits":
-            logits = _first_tensor(passed[0]) if passed else None
+            logits = first_tensor(passed[0]) if passed else None
             if logits is None:
                 logits = _predict(source, xs, batch_size)
             before = _match(target, x, logits, batch_size) if keep_better else None
@@ -702,7 +702,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
             feats, y = _capture(source, s_names, xb)
             for n in s_names:
                 s_feats[n].append(feats[n].detach())
-            y = _first_tensor(y)  # (logits, features): the logits, as transfer compares them
+            y = first_tensor(y)  # (logits, features): the logits, as transfer compares them
             s_logits.append(y.detach() if y is not None else None)
         s_all = {n: torch.cat(v) for n, v in s_feats.items()}
         logits = torch.cat(s_logits) if all(l is not None for l in s_logits) else None
@@ -756,7 +756,7 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
                                       s_all[s[0]][idx].to(dtype)) / scale
                            for proj, (t, s), scale in zip(projections, pairs, scales))
                 if soft is not None:
-                    loss = loss + kd_weight * _kd_loss(_first_tensor(out), soft[idx],
+                    loss = loss + kd_weight * _kd_loss(first_tensor(out), soft[idx],
                                                        DISTILL_TEMPERATURE)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

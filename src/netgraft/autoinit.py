@@ -48,7 +48,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from .errors import NetgraftError, first_line
 from .reparam import changed_by_write_back, constrained_layers, plain_copy, reparametrized, write_back
-from .trace import (Architecture, _first_tensor, check_traceable, keep_modes, put_back, run_model,
+from .trace import (Architecture, first_tensor, check_traceable, keep_modes, put_back, run_model,
                     single_thread, snapshot, trace, uncompiled)
 
 __all__ = ["AutoInitReport", "autoinit"]
@@ -201,7 +201,7 @@ class _Fit:
     def _goal(self, args: tuple, kwargs: dict) -> float:
         """The wanted output std: 1, or in ``"preserve"`` mode the scale of what the layer
         reads (before the activations that made it)."""
-        x = _first_tensor(args) if args else _first_tensor(tuple(kwargs.values()))
+        x = first_tensor(args) if args else first_tensor(tuple(kwargs.values()))
         if self.mode == "unit" or x is None or not x.is_floating_point():
             return 1.0
         scale = self.follow.scale.get(x) if self.follow is not None else None
@@ -355,7 +355,7 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
                          f"which a layer is left as it is (default 0.02)")
     tolerance = float(tolerance)
     model = uncompiled(model)
-    check_traceable(model, values=True)
+    check_traceable(model, values=True, action="autoinit")
     if reparametrized(model) and arch is None:  # computed weights: fit a plain copy, write back
         plain = plain_copy(model)
         report = autoinit(plain, example_input, layers=layers, mode=mode, batch_size=batch_size,

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from .errors import NetgraftError
-from .trace import Architecture, Block, Layer
+from .trace import Architecture, Block, Layer, class_path
 
 #: bump when the fingerprint layout changes; the index key also carries a hash of trace.py
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _LAYER_FIELDS = [f.name for f in dataclasses.fields(Layer) if f.name != "module"]
 
@@ -84,10 +84,6 @@ def _torch_class(module: nn.Module) -> type:
     return nn.Module
 
 
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _jsonable(value: Any, where: str) -> Any:
     if isinstance(value, (tuple, list)):
         return [_jsonable(v, where) for v in value]
@@ -105,7 +101,7 @@ def _skeleton_tree(model: nn.Module) -> dict[str, Any]:
     children: list[list] = []
     stack = [model]
     ids[id(model)] = 0
-    classes.append(_class_path(_torch_class(model)))
+    classes.append(class_path(_torch_class(model)))
     children.append([])
     order = [model]
     while stack:  # breadth of ids does not matter; edges keep the registration order
@@ -116,7 +112,7 @@ def _skeleton_tree(model: nn.Module) -> dict[str, Any]:
                 continue
             if id(child) not in ids:
                 ids[id(child)] = len(classes)
-                classes.append(_class_path(_torch_class(child)))
+                classes.append(class_path(_torch_class(child)))
                 children.append([])
                 order.append(child)
                 stack.append(child)
@@ -140,6 +136,7 @@ def to_dict(arch: Architecture, identity: dict[int, list[str]] | None = None) ->
         "layers": layers,
         "blocks": [{"name": b.name, "layers": list(b.layers)} for b in arch.blocks],
         "tree": _skeleton_tree(arch.model),
+        "model_class": arch.model_class,
         "identity": None if identity is None else {str(k): list(v) for k, v in identity.items()},
     }
 
@@ -284,7 +281,7 @@ def from_dict(fp: dict[str, Any]) -> Architecture:
         raise FingerprintError(f"corrupt fingerprint of {fp.get('name')!r}: "
                                f"{type(exc).__name__}: {exc}") from exc
     return Architecture(name=fp["name"], layers=layers, blocks=blocks, input_shape=shape,
-                        model=root)
+                        model=root, model_class=fp.get("model_class"))
 
 
 def from_json(text: str | bytes) -> Architecture:

@@ -194,6 +194,10 @@ class Architecture:
     #: by side (Swin's patch merging: 2×2 neighbours → 4·C): name → k. What they read is
     #: widened piece by piece (`adapt.group_map`)
     folded: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    #: the traced model's class as ``module:qualname`` (kept when the model is not: a
+    #: fingerprint's skeleton is a bare ``torch.nn.Module``). Rules that hold only within one
+    #: family at two sizes (a module path names the same part in both) compare it
+    model_class: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -229,6 +233,11 @@ class Architecture:
                                    for n, s in layer.shapes.items()))  # gamma, cls_token …
                 lines.append(f"      {layer.index:4d} {layer.kind:<14} {layer.name:<40} {shape}")
         return "\n".join(lines)
+
+
+def class_path(cls: type) -> str:
+    """A class as ``module:qualname`` (how architectures and fingerprints name classes)."""
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 # ----------------------------------------------------------------------------- blocks
@@ -396,7 +405,10 @@ def _tensors_of(obj: Any) -> list[torch.Tensor]:
     return [t for item in items for t in _tensors_of(item)]
 
 
-def _first_tensor(obj: Any) -> torch.Tensor | None:
+def first_tensor(obj: Any) -> torch.Tensor | None:
+    """The first tensor in `obj` (a tensor, or nested tuples, lists and dicts of them): the
+    one output compared, aligned or probed when a model returns several (a ``(logits,
+    features)`` pair); None when it holds none."""
     found = _tensors_of(obj)
     return found[0] if found else None
 
@@ -410,6 +422,22 @@ def as_input(example: Any) -> Any:
         return type(example)(as_input(item) for item in example)
     if isinstance(example, dict):
         return {key: as_input(item) for key, item in example.items()}
+    return example
+
+
+def _in_dtype_of(model: nn.Module, example: Any) -> Any:
+    """`example` (a tensor, or a tuple, list or dict of arguments) with its floating tensors in
+    the dtype of `model`'s first floating parameter; integer tensors (token ids) as they are."""
+    param = float_param(model)
+    if param is None:
+        return example
+    if isinstance(example, torch.Tensor):
+        return example.to(param.dtype) if example.is_floating_point() else example
+    if isinstance(example, (tuple, list)):
+        items = [_in_dtype_of(model, item) for item in example]
+        return type(example)(*items) if hasattr(example, "_fields") else type(example)(items)
+    if isinstance(example, dict):
+        return {k: _in_dtype_of(model, v) for k, v in example.items()}
     return example
 
 
@@ -734,7 +762,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
     sources.order = order
     outputs: dict[str, torch.Tensor] = {}  # references, so that no pointer is reused meanwhile
     input_reader: list[str] = []
-    inp = _first_tensor(example)
+    inp = first_tensor(example)
     inp_ptr = inp.data_ptr() if inp is not None else None
     handles = []
 
@@ -747,7 +775,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
                 if own_tensors(module):
                     with_tensors.append(name)
             sources.running.append(name)
-            first = _first_tensor(args)
+            first = first_tensor(args)
             sources.inputs.append(first)
             if name not in sources.read and sources.get(first) is not None and own_tensors(module) \
                     and not isinstance(module, nn.Bilinear):  # (two inputs: no one layout)
@@ -761,7 +789,7 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
 
     def post_hook(name):
         def hook(module, args, out):
-            t = _first_tensor(out)
+            t = first_tensor(out)
             if t is not None:
                 outputs[name] = t
                 if _channel_mixing(module) and (t.ndim == 2 or not _on_last_dim(module)):
@@ -892,6 +920,28 @@ def _is_shut_norm(weight: torch.Tensor) -> bool:
             and not weight.is_meta and not bool(weight.any()))
 
 
+#: what to do instead, per action, with a quantized model: the same work on the float model
+_FLOAT_FIRST = {"graft": "graft the float model, then quantize it",
+                "align": "align the float model, then quantize it",
+                "autoinit": "initialise the float model (netgraft.autoinit), then quantize it"}
+_WRITTEN_ON_GRID = ("so weights written into it would be rounded and clipped on the grid fitted "
+                    "for the weights it held")
+#: why a quantized reference module cannot take part, and what to do, per (action, whether
+#: it is the source)
+_REFERENCE_WHY = {
+    ("graft", True): ("so its float weight is not the one it computes with: a graft of it "
+                      "would not carry its function", _FLOAT_FIRST["graft"]),
+    ("graft", False): (_WRITTEN_ON_GRID, _FLOAT_FIRST["graft"]),
+    ("align", True): ("so the features it would be aligned to carry the rounding of that grid",
+                      "align the target to the float model it was quantized from, then "
+                      "quantize the target"),
+    ("align", False): ("so align's training steps on its float weight would be rounded and "
+                       "clipped on the grid fitted for the weights it held",
+                       _FLOAT_FIRST["align"]),
+    ("autoinit", False): (_WRITTEN_ON_GRID, _FLOAT_FIRST["autoinit"]),
+}
+
+
 def check_traceable(model: nn.Module, role: str = "model", *, values: bool = False,
                     action: str = "graft") -> None:
     """Raise UnsupportedModelError, saying what to do, for a model netgraft cannot trace: a
@@ -899,27 +949,15 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
     module (packed integer weights); with `values` (a transfer reads and writes them), also a
     quantized reference module (float weights it computes with rounded on a fixed grid), a
     tensor created under inference mode (read-only; not for a source) or on the meta
-    device. `action` ("graft", "align") is what the caller does with them, for the message."""
+    device. `action` ("graft", "align", "autoinit") is what the caller does with them, for the
+    message."""
     for mod_name, module in model.named_modules():
         reference = type(module).__module__.startswith("torch.ao.nn.quantized.reference")
         if reference and values:
             # float weights, but its forward computes with them quantized and dequantized on
             # the grid of its weight_scale / weight_zero_point buffers, fixed for the weights
             # it held (its state dict also holds the quantization scheme and dtype)
-            if action == "align":
-                why, todo = (
-                    ("so the features it would be aligned to carry the rounding of that grid",
-                     "align the target to the float model it was quantized from, then quantize "
-                     "the target") if role == "source" else
-                    ("so align's training steps on its float weight would be rounded and "
-                     "clipped on the grid fitted for the weights it held",
-                     "align the float model, then quantize it"))
-            else:
-                why = ("so its float weight is not the one it computes with: a graft of it "
-                       "would not carry its function" if role == "source" else
-                       "so weights written into it would be rounded and clipped on the grid "
-                       "fitted for the weights it held")
-                todo = "graft the float model, then quantize it"
+            why, todo = _REFERENCE_WHY[action, role == "source"]
             raise UnsupportedModelError(
                 f"the {role} holds a quantized reference module at "
                 f"'{mod_name or '(the model)'}' ({type(module).__name__}), whose forward rounds "
@@ -930,7 +968,7 @@ def check_traceable(model: nn.Module, role: str = "model", *, values: bool = Fal
             raise UnsupportedModelError(
                 f"the {role} holds a quantized module at '{mod_name or '(the model)'}' "
                 f"({type(module).__name__}), whose packed integer weights cannot be read or "
-                f"written as tensors: graft the float model, then quantize it")
+                f"written as tensors: {_FLOAT_FIRST[action]}")
         if isinstance(module, torch.jit.ScriptModule):
             where = f" holds a TorchScript module at '{mod_name}'" if mod_name else \
                 " is a TorchScript module"
@@ -984,7 +1022,9 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     """Trace `model` into its parametric layers (in execution order) and blocks.
 
     `example_input` is a tensor (or a tuple/dict of arguments) the model accepts; when omitted
-    it is inferred from timm's config or from the first layer. `shuffles=False`: a channel
+    it is inferred from timm's config or from the first layer; its floating tensors are cast to
+    the dtype the model computes in (only shapes are read: one float32 input serves a float64
+    target and its float32 source alike). `shuffles=False`: a channel
     shuffle's output has no layout (as after any other reordering) instead of the shuffled
     one (`shuffled`).
     """
@@ -994,7 +1034,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     check_traceable(model)
     if reparametrized(model):  # computed weights (weight norm ...): trace them as plain tensors
         model = plain_copy(model)
-    example_input = as_input(example_input)
+    example_input = _in_dtype_of(model, as_input(example_input))
     if example_input is None:
         shape = default_input_shape(model, input_hint)
         param = float_param(model)
@@ -1002,7 +1042,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
             example_input = torch.randn(*shape,
                                         device=param.device if param is not None else "cpu",
                                         dtype=param.dtype if param is not None else torch.float32)
-    inp = _first_tensor(example_input)
+    inp = first_tensor(example_input)
     order, input_layer, output_layers, sources = _execution_order(model, example_input,
                                                                   input_hint, shuffles)
     if getattr(model, "num_classes", None) == 0:
@@ -1053,7 +1093,8 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
                         summed=frozenset(sources.summed), coupled=frozenset(sources.coupled),
                         residual=frozenset(sources.residual),
                         shuffles=sources.shuffles, pieces=sources.pieces,
-                        packed=dict(sources.packed), folded=dict(sources.folded))
+                        packed=dict(sources.packed), folded=dict(sources.folded),
+                        model_class=class_path(type(model)))
 
 
 class _Own:

@@ -1272,14 +1272,20 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
     matching = report.matching
     layers = matching.target.layers
     records = {r.target: r for r in report.pairs}
-    # a source layer that fills several target layers is their own in the one of its shape
-    # (else the first); the others are repeats
+    # a source layer that fills several target layers is their own in the one of its stride
+    # and shape, else of its stride (a strided conv downsamples where the source's did: a
+    # plain stack grown deeper and wider has no target layer of the source's shape), else of
+    # its shape, else the first; the others are repeats
     by_source: dict[int, list[int]] = {}
     for t in sorted(matching.pairs):
         if matching.pairs[t] is not None:
             by_source.setdefault(matching.pairs[t], []).append(t)
-    own = {s: next((t for t in ts if layers[t].shapes == matching.source.layers[s].shapes),
-                   ts[0]) for s, ts in by_source.items()}
+
+    def unlike(t: int, s: int) -> tuple[bool, bool]:
+        a, b = matching.source.layers[s], layers[t]
+        return a.stride != b.stride, a.shapes != b.shapes
+
+    own = {s: min(ts, key=lambda t: unlike(t, s)) for s, ts in by_source.items()}
     fresh = [t for t in sorted(matching.pairs)
              if matching.pairs[t] is None or own[matching.pairs[t]] != t]
     # how many source units each target layer's output carries (replicated when wider)

@@ -213,21 +213,37 @@ class _Aligner:
     sequence of layer kinds pair their layers position by position (see `match`)."""
 
     def __init__(self, source: Architecture, target: Architecture, method: Method,
-                 by_role: bool = False):
+                 by_role: bool = False, by_stride: bool = False, by_kind: bool = False):
         self.source, self.target, self.method = source, target, method
-        self.by_role = by_role
+        #: pairs that score 0: convs of other strides (`by_stride`); a depthwise conv and a
+        #: dense one, and blocks whose convs are all such pairs (`by_kind`)
+        self.by_role, self.by_stride, self.by_kind = by_role, by_stride, by_kind
         self.cache: dict[tuple[int, int], tuple[float, list]] = {}
 
     def item_score(self, s: Any, t: Any) -> float:
         if isinstance(s, _Stage) and isinstance(t, _Stage) and s.name != t.name:
             return 0.0
         if isinstance(s, list) and isinstance(t, list):
+            if self.by_kind and self._roles_apart(s, t):
+                return 0.0
             return self.lists(s, t)[0]
         if isinstance(s, int) and isinstance(t, int):
             pair = self.source.layers[s], self.target.layers[t]
+            if ((self.by_kind and _kinds_differ(*pair))
+                    or (self.by_stride and _strides_differ(*pair))):
+                return 0.0
             score = self.method.score(*pair)
             return score * self.method.tie_break(*pair) if self.method.tie_break else score
         return 0.0
+
+    def _roles_apart(self, src: list, tgt: list) -> bool:
+        """Whether two blocks of layers have convs and every conv pair between them is a
+        depthwise one and a dense one (`_kinds_differ`): their norms alone would pair them."""
+        if not all(isinstance(i, int) for i in (*src, *tgt)):
+            return False
+        a = [self.source.layers[i] for i in src if self.source.layers[i].kind == "conv"]
+        b = [self.target.layers[i] for i in tgt if self.target.layers[i].kind == "conv"]
+        return bool(a and b) and all(_kinds_differ(x, y) for x in a for y in b)
 
     @staticmethod
     def _kinds(items: list, arch: Architecture) -> list | None:
@@ -424,9 +440,9 @@ def _lone_namesakes(matching: Matching, m: Method) -> Matching:
 
 def _one_class(source: Architecture, target: Architecture) -> bool:
     """Whether both models are instances of one class (one family at two sizes): only then
-    can a module path name the same part in both."""
-    return (source.model is not None and target.model is not None
-            and type(source.model) is type(target.model))
+    can a module path name the same part in both. Read from the recorded class, so that a
+    fingerprint (whose model is a bare skeleton) answers as the traced model does."""
+    return source.model_class is not None and source.model_class == target.model_class
 
 
 def _fill(matching: Matching) -> tuple[bool, int]:
@@ -462,7 +478,42 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
     elif (m.name == "graft" and (narrowed := _narrowed_by_name(source, target, m, found))
           is not None):
         found = narrowed
+    elif (m.name == "graft" and not embeds(found, classifier=False) and _one_class(source, target)
+          and embeds(strided := _aligned(source, target, m, src_items, tgt_items,
+                                         by_stride=True), classifier=False)):
+        # A plain conv stack grown deeper *and* wider has no target conv of a source conv's
+        # shape, and shape scores (stride is only a tie-break) put the source's strided conv
+        # on a new stride-1 one (16, 32 → 24, 48: 0.50 against 0.44 for the strided 24→48),
+        # its norm after it, so the strided target conv got nothing. Where keeping every conv
+        # on its own stride makes the target hold every source layer, that is the matching;
+        # its DP value stays the plain DP's, which similarity and the zoo's cache read.
+        found = _rescored(strided, found.plain_value)
+    elif (m.name == "graft" and _one_class(source, target) and _fills_across_kinds(found)
+          and not _fills_across_kinds(kept := _aligned(source, target, m, src_items, tgt_items,
+                                                       by_kind=True))):
+        # Within one family a depthwise conv never plays a dense one's part. repvit_m1_1 →
+        # m1_0 (narrower, one block more in stage 2): the block DP, shifted by the extra
+        # block, filled a channel mixer (dense 1×1) from a token mixer (depthwise 3×3), carried
+        # by their norms' scores, and the outputs came out ~5e3× the source's. Kept when no
+        # conv is then filled across kinds; the DP value stays the plain DP's.
+        found = _rescored(kept, found.plain_value)
     return found
+
+
+def _kinds_differ(source: Layer, target: Layer) -> bool:
+    """Whether one conv is depthwise and the other dense."""
+    return source.kind == target.kind == "conv" and source.depthwise != target.depthwise
+
+
+def _fills_across_kinds(matching: Matching) -> bool:
+    """Whether `matching` fills a conv from one of the other kind (`_kinds_differ`)."""
+    src, tgt = matching.source.layers, matching.target.layers
+    return any(s is not None and _kinds_differ(src[s], tgt[t]) for t, s in matching.pairs.items())
+
+
+def _strides_differ(source: Layer, target: Layer) -> bool:
+    """Whether two convs move over their input with other strides."""
+    return source.kind == target.kind == "conv" and source.stride != target.stride
 
 
 def _narrowed_by_name(source: Architecture, target: Architecture, m: Method,
@@ -576,8 +627,9 @@ def _like_blocks(matching: Matching) -> bool:
 
 
 def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
-             tgt_items: list, by_role: bool = False) -> Matching:
-    aligner = _Aligner(source, target, m, by_role)
+             tgt_items: list, by_role: bool = False, by_stride: bool = False,
+             by_kind: bool = False) -> Matching:
+    aligner = _Aligner(source, target, m, by_role, by_stride, by_kind)
     value, _ = aligner.lists(src_items, tgt_items)
     found: dict[int, tuple[int, float]] = {}
     aligner.layer_pairs(src_items, tgt_items, found)
