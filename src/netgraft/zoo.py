@@ -129,22 +129,23 @@ def _damaged_safetensors(path: Path, linked: str | None = None) -> str | None:
     sizes = "" if expected is None else f"{size:,} bytes where its header describes {expected:,}"
     what = ("no longer a readable safetensors file" if expected is None else
             f"{'changed or truncated' if linked else 'damaged'} ({sizes})")
-    if linked and path.is_symlink():
-        if expected is None:
-            return (f"its weights link to {path.resolve()}, which is {what}: it was changed "
-                    f"after `zoo add --link`")
-        return (f"its weights link to {path.resolve()}, which was changed or truncated after "
-                f"`zoo add --link` ({sizes})")
-    if linked:
-        return (f"its weights link {path} (added with --link, to {linked}) was replaced by a "
-                f"regular file, which is {what}")
-    if path.is_symlink():
-        return (f"its weights file {path} (a copy made by `zoo add`) is now a symbolic link to "
-                f"{path.resolve()}, which is {what}")
-    if expected is None:
-        return f"its weights file {path} is not a readable safetensors file"
-    return (f"its weights file {path} is damaged ({sizes}: truncated by a copy that did not "
-            f"finish?)")
+    target = path.resolve()
+    # (registered with --link, a link on disk now) → what happened, in the entry's terms
+    messages = {
+        (True, True): (f"its weights link to {target}, which is {what}: it was changed after "
+                       f"`zoo add --link`" if expected is None else
+                       f"its weights link to {target}, which was changed or truncated after "
+                       f"`zoo add --link` ({sizes})"),
+        (True, False): (f"its weights link {path} (added with --link, to {linked}) was replaced "
+                        f"by a regular file, which is {what}"),
+        (False, True): (f"its weights file {path} (a copy made by `zoo add`) is now a symbolic "
+                        f"link to {target}, which is {what}"),
+        (False, False): (f"its weights file {path} is not a readable safetensors file"
+                         if expected is None else
+                         f"its weights file {path} is damaged ({sizes}: truncated by a copy "
+                         f"that did not finish?)"),
+    }
+    return messages[bool(linked), path.is_symlink()]
 
 
 def _checked_input_size(input_size: Sequence[int] | None,
