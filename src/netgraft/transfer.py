@@ -29,7 +29,7 @@ from .reparam import (changed_by_write_back, check_writable, plain_copy, reparam
                       write_back)
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
                      rescale_readers, set_identity, unmatched_submodules)
-from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off,
+from .match import (DEFAULT_METHOD, Matching, _holds, contained, dp_value, embeds, gated_off,
                     get_method, keep_shut, match, openable_gates)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, below, closes_gates,
                          conv_mismatch, one_family, pair_similarity, unrelated)
@@ -1275,15 +1275,17 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
     # a source layer that fills several target layers is their own in the one of its stride
     # and shape, else of its stride (a strided conv downsamples where the source's did: a
     # plain stack grown deeper and wider has no target layer of the source's shape), else of
-    # its shape, else the first; the others are repeats
+    # its shape, else the first; the others are repeats. A target layer holding the source
+    # layer comes before one that would clip it (an MLP 16, 32 → 24, 24, 48, 48: the run of
+    # the source's 32×16 layer over the target's 24×24 and 48×24 ones is the 48×24 one's)
     by_source: dict[int, list[int]] = {}
     for t in sorted(matching.pairs):
         if matching.pairs[t] is not None:
             by_source.setdefault(matching.pairs[t], []).append(t)
 
-    def unlike(t: int, s: int) -> tuple[bool, bool]:
+    def unlike(t: int, s: int) -> tuple[bool, bool, bool]:
         a, b = matching.source.layers[s], layers[t]
-        return a.stride != b.stride, a.shapes != b.shapes
+        return a.stride != b.stride, not _holds(a, b), a.shapes != b.shapes
 
     own = {s: min(ts, key=lambda t: unlike(t, s)) for s, ts in by_source.items()}
     fresh = [t for t in sorted(matching.pairs)

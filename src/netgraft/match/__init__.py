@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
-from ..trace import Architecture, Block, Layer, group_blocks, group_layers
+from ..trace import NORM_KINDS, Architecture, Block, Layer, group_blocks, group_layers
 from .dp import align
 from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
                      stride_tie_break)
@@ -207,17 +207,28 @@ def get_method(method: str) -> Method:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}") from None
 
 
+#: how much a pair's shape score adds to the 1 every holding pair scores (`_Aligner.by_holds`):
+#: it only breaks ties between placements that hold as many source layers
+HOLDS_TIE_BREAK = 0.01
+
+
 class _Aligner:
     """Scores and aligns item lists, recursively. With `by_role`, the first block of a named
     stage only pairs with the first block of its namesake, and two blocks made of the same
     sequence of layer kinds pair their layers position by position (see `match`)."""
 
     def __init__(self, source: Architecture, target: Architecture, method: Method,
-                 by_role: bool = False, by_stride: bool = False, by_kind: bool = False):
+                 by_role: bool = False, by_stride: bool = False, by_kind: bool = False,
+                 by_holds: bool = False):
         self.source, self.target, self.method = source, target, method
         #: pairs that score 0: convs of other strides (`by_stride`); a depthwise conv and a
         #: dense one, and blocks whose convs are all such pairs (`by_kind`)
         self.by_role, self.by_stride, self.by_kind = by_role, by_stride, by_kind
+        #: `by_holds`: only pairs whose target holds the source (`_holds`) score, every such
+        #: pair alike but for a tie-break by its score (`HOLDS_TIE_BREAK`): the DP then uses
+        #: as many source layers as it can place in a layer holding them, rather than the
+        #: closest shapes
+        self.by_holds = by_holds
         self.cache: dict[tuple[int, int], tuple[float, list]] = {}
 
     def item_score(self, s: Any, t: Any) -> float:
@@ -233,6 +244,10 @@ class _Aligner:
                     or (self.by_stride and _strides_differ(*pair))):
                 return 0.0
             score = self.method.score(*pair)
+            if self.by_holds:
+                if score <= 0 or not _holds(*pair):
+                    return 0.0
+                score = 1.0 + HOLDS_TIE_BREAK * score
             return score * self.method.tie_break(*pair) if self.method.tie_break else score
         return 0.0
 
@@ -478,15 +493,24 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
     elif (m.name == "graft" and (narrowed := _narrowed_by_name(source, target, m, found))
           is not None):
         found = narrowed
-    elif (m.name == "graft" and not embeds(found, classifier=False) and _one_class(source, target)
-          and embeds(strided := _aligned(source, target, m, src_items, tgt_items,
-                                         by_stride=True), classifier=False)):
+    elif (m.name == "graft" and _one_class(source, target)
+          and (not embeds(found, classifier=False) or _fills_across_strides(found)
+               or _skips_norms(found))
+          and (strided := _strided(source, target, m, src_items, tgt_items,
+                                   whole_blocks=embeds(found, classifier=False)
+                                   and not _skips_norms(found))) is not None):
         # A plain conv stack grown deeper *and* wider has no target conv of a source conv's
         # shape, and shape scores (stride is only a tie-break) put the source's strided conv
         # on a new stride-1 one (16, 32 → 24, 48: 0.50 against 0.44 for the strided 24→48),
         # its norm after it, so the strided target conv got nothing. Where keeping every conv
         # on its own stride makes the target hold every source layer, that is the matching;
         # its DP value stays the plain DP's, which similarity and the zoo's cache read.
+        # Where shape scores still pair a stage with the source's next one (a ×2 wider stack,
+        # two convs a stage → three: the target's stage k has the shapes of the source's
+        # stage k + 1), a held conv sits on another stride (a 4-stage stack, one conv a stage
+        # → two, ×2 wider), or a run of one conv passes over the norm after its first target
+        # (`_skips_norms`, vgg11_bn → vgg19_bn), a plain stack is matched scoring only the
+        # pairs that hold their source, alike (`_strided`).
         found = _rescored(strided, found.plain_value)
     elif (m.name == "graft" and _one_class(source, target) and _fills_across_kinds(found)
           and not _fills_across_kinds(kept := _aligned(source, target, m, src_items, tgt_items,
@@ -498,6 +522,95 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
         # conv is then filled across kinds; the DP value stays the plain DP's.
         found = _rescored(kept, found.plain_value)
     return found
+
+
+def _strided(source: Architecture, target: Architecture, m: Method, src_items: list,
+             tgt_items: list, whole_blocks: bool = False) -> Matching | None:
+    """The matching keeping convs on their stride in which the target holds every source
+    layer and fills no conv from one of another stride: the plain DP's with that constraint,
+    else, in a plain stack (no named stages), one scoring only the pairs that hold their
+    source (`_Aligner.by_holds`), else that with each layer and its norm one item
+    (`_normed_units`); None when none is. With `whole_blocks`, one that fills part of a
+    block but not its convs (`_splits_blocks`) is none either."""
+    tries = [(src_items, tgt_items, False)]
+    if not (_stages(source.blocks) or _stages(target.blocks)):
+        # only for plain stacks (blocks are single layers or top-level modules): in a staged
+        # network, holding every layer does not make one family (mobilenetv2_050's layers
+        # all fit in efficientnet_b3's, whose blocks add squeeze-excitation)
+        tries.append((src_items, tgt_items, True))
+        units = _normed_units(src_items, source), _normed_units(tgt_items, target)
+        if units != (src_items, tgt_items):
+            tries.append((*units, True))
+    for src_at, tgt_at, holds in tries:
+        found = _aligned(source, target, m, src_at, tgt_at, by_stride=True, by_holds=holds)
+        if (embeds(found, classifier=False) and not _fills_across_strides(found)
+                and not _skips_norms(found) and not (whole_blocks and _splits_blocks(found))):
+            return found
+    return None
+
+
+def _splits_blocks(matching: Matching) -> bool:
+    """Whether some target block of several layers has layers filled and a conv left
+    unfilled: a matching kept off other strides by leaving a block's strided conv out, not a
+    placement of the source's blocks (a flat MobileNetV2 grown deeper, whose stride-1 repeat
+    of a block has the shapes of the source's next, strided, block)."""
+    tgt = matching.target
+    return any(len(b.layers) > 1 and any(matching.pairs.get(i) is not None for i in b.layers)
+               and any(matching.pairs.get(i) is None and tgt.layers[i].kind == "conv"
+                       for i in b.layers)
+               for b in tgt.blocks)
+
+
+def _normed_units(items: list, arch: Architecture) -> list:
+    """`items` with each layer and the norm right after it that reads it (a conv and its
+    batch norm) made one item, inside plain lists too: a run of one source conv over several
+    target convs then carries its norm along, rather than passing over the norm after the
+    first (vgg11_bn → vgg19_bn). Named stages are left as they are."""
+    if isinstance(items, _Stage) or not isinstance(items, list):
+        return items
+    out: list = []
+    k = 0
+    while k < len(items):
+        item = items[k]
+        nxt = items[k + 1] if k + 1 < len(items) else None
+        if (isinstance(item, int) and isinstance(nxt, int)
+                and arch.layers[nxt].kind in NORM_KINDS
+                and (lay := arch.layers[nxt].in_layout) and len(lay) == 1
+                and lay[0][0] == arch.layers[item].name):
+            out.append([item, nxt])
+            k += 2
+            continue
+        out.append(_normed_units(item, arch))
+        k += 1
+    return out
+
+
+def _skips_norms(matching: Matching) -> bool:
+    """Whether `matching` leaves a target norm unfilled right after a target layer filled
+    from a source layer that a source norm reads: that norm then fills a later target norm, or
+    none (a run of one source conv over several target convs passes over the norm after the
+    first, vgg11_bn → vgg19_bn: the source's features.19 went to the norm four layers on,
+    past a max-pool)."""
+    src, tgt = matching.source, matching.target
+    normed = {lay[0][0] for layer in src.layers
+              if layer.kind in NORM_KINDS and (lay := layer.in_layout) and len(lay) == 1}
+    index = {layer.name: layer.index for layer in tgt.layers}
+    for layer in tgt.layers:
+        lay = layer.in_layout
+        if (layer.kind not in NORM_KINDS or matching.pairs.get(layer.index) is not None
+                or not lay or len(lay) != 1 or lay[0][0] not in index):
+            continue
+        s = matching.pairs.get(index[lay[0][0]])
+        if s is not None and src.layers[s].name in normed:
+            return True
+    return False
+
+
+def _fills_across_strides(matching: Matching) -> bool:
+    """Whether `matching` fills a conv from one of another stride (`_strides_differ`)."""
+    src, tgt = matching.source.layers, matching.target.layers
+    return any(s is not None and _strides_differ(src[s], tgt[t])
+               for t, s in matching.pairs.items())
 
 
 def _kinds_differ(source: Layer, target: Layer) -> bool:
@@ -628,8 +741,8 @@ def _like_blocks(matching: Matching) -> bool:
 
 def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
              tgt_items: list, by_role: bool = False, by_stride: bool = False,
-             by_kind: bool = False) -> Matching:
-    aligner = _Aligner(source, target, m, by_role, by_stride, by_kind)
+             by_kind: bool = False, by_holds: bool = False) -> Matching:
+    aligner = _Aligner(source, target, m, by_role, by_stride, by_kind, by_holds)
     value, _ = aligner.lists(src_items, tgt_items)
     found: dict[int, tuple[int, float]] = {}
     aligner.layer_pairs(src_items, tgt_items, found)
