@@ -541,6 +541,65 @@ def test_a_plain_conv_stack_grown_deeper_and_wider_keeps_its_strided_conv_in_pla
         assert (source(x) - target.eval()(x)).abs().max() < 1e-4 * source(x).abs().max()
 
 
+def _plain_stack(widths, per, norm=True) -> nn.Sequential:
+    layers, c = [], 3
+    for i, w in enumerate(widths):
+        for k in range(per):
+            layers += [nn.Conv2d(c, w, 3, stride=2 if i and k == 0 else 1, padding=1,
+                                 bias=not norm), *([nn.BatchNorm2d(w)] if norm else []), nn.ReLU()]
+            c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def _plain_mlp(widths, norm=False) -> nn.Sequential:
+    layers, c = [], 32
+    for w in widths:
+        layers += [nn.Linear(c, w), *([nn.BatchNorm1d(w)] if norm else []), nn.ReLU()]
+        c = w
+    return nn.Sequential(*layers, nn.Linear(c, 10))
+
+
+@pytest.mark.parametrize("source, target, x", [
+    # ×2 wider, 2 → 3 convs a stage: the target's stage k has the source's stage k + 1 shapes
+    (lambda: _plain_stack((8, 16, 32), 2), lambda: _plain_stack((16, 32, 64), 3),
+     (2, 3, 32, 32)),
+    # 4 stages, 1 → 2 convs, ×2 wider: held, but a strided conv sat on a stride-1 one (0.95)
+    (lambda: _plain_stack((8, 16, 32, 64), 1), lambda: _plain_stack((16, 32, 64, 128), 2),
+     (2, 3, 32, 32)),
+    # the run of the 32×16 layer over 24×24 and 48×24: the 24×24 one kept it, clipped (0.64)
+    (lambda: _plain_mlp((16, 32)), lambda: _plain_mlp((24, 24, 48, 48)), (4, 32)),
+    # a run of one linear passed over the norm after its first target (0.04-0.10)
+    (lambda: _plain_mlp((16,) * 3, True), lambda: _plain_mlp((32,) * 6, True), (4, 32)),
+])
+def test_plain_stacks_grown_deeper_and_wider_compute_the_source_function(source, target, x):
+    """QA (session 29): plain stacks grown deeper and wider at once, which the shape scores
+    matched one stage off, with a strided conv on a stride-1 one, or with a run of one layer
+    passing over its norm. Within one class such a matching is redone scoring only the
+    pairs that hold their source (then conv + norm as one item), kept on their stride."""
+    torch.manual_seed(0)
+    src, tgt = _trained_looking(source()).eval(), target()
+    report = netgraft.transfer(src, tgt, example_input=torch.randn(*x))
+    assert report.function_gap is not None and report.function_gap < 1e-5
+    probe = torch.randn(*x)
+    with torch.no_grad():
+        assert (src(probe) - tgt.eval()(probe)).abs().max() < 1e-4 * src(probe).abs().max()
+
+
+def test_vgg_bn_grown_deeper_keeps_each_norm_after_its_conv():
+    """QA (session 29): torchvision vgg11_bn → vgg19_bn had a relative gap of 0.18 and no
+    reason: the run of the source's last conv over three target convs passed over the norm
+    after the first, and the source's norm landed four layers on, past a max-pool."""
+    import torchvision
+
+    torch.manual_seed(0)
+    src = _trained_looking(torchvision.models.vgg11_bn(num_classes=10)).eval()
+    tgt = torchvision.models.vgg19_bn(num_classes=10)
+    report = netgraft.transfer(src, tgt, example_input=torch.randn(2, 3, 32, 32))
+    assert report.function_gap is not None and report.function_gap < 1e-5
+    named = dict(report.matching.named_pairs())
+    assert named["features.37"] == "features.19"  # the norm right after its conv's target
+
+
 def test_function_gap_is_the_grafts_and_later_steps_are_named():
     """Re-estimating the norms on calibration data changes a grown target as it would change
     its source: the gap is the graft's own, and the note says what came after."""
