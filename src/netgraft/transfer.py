@@ -29,7 +29,7 @@ from .reparam import (changed_by_write_back, check_writable, plain_copy, reparam
                       write_back)
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
                      rescale_readers, set_identity, unmatched_submodules)
-from .match import (DEFAULT_METHOD, Matching, _holds, contained, dp_value, embeds, gated_off,
+from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off, holds,
                     get_method, keep_shut, match, openable_gates)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, below, closes_gates,
                          conv_mismatch, one_family, pair_similarity, unrelated)
@@ -1285,7 +1285,7 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
 
     def unlike(t: int, s: int) -> tuple[bool, bool, bool]:
         a, b = matching.source.layers[s], layers[t]
-        return a.stride != b.stride, not _holds(a, b), a.shapes != b.shapes
+        return a.stride != b.stride, not holds(a, b), a.shapes != b.shapes
 
     own = {s: min(ts, key=lambda t: unlike(t, s)) for s, ts in by_source.items()}
     fresh = [t for t in sorted(matching.pairs)

@@ -224,7 +224,7 @@ class _Aligner:
         #: pairs that score 0: convs of other strides (`by_stride`); a depthwise conv and a
         #: dense one, and blocks whose convs are all such pairs (`by_kind`)
         self.by_role, self.by_stride, self.by_kind = by_role, by_stride, by_kind
-        #: `by_holds`: only pairs whose target holds the source (`_holds`) score, every such
+        #: `by_holds`: only pairs whose target holds the source (`holds`) score, every such
         #: pair alike but for a tie-break by its score (`HOLDS_TIE_BREAK`): the DP then uses
         #: as many source layers as it can place in a layer holding them, rather than the
         #: closest shapes
@@ -245,7 +245,7 @@ class _Aligner:
                 return 0.0
             score = self.method.score(*pair)
             if self.by_holds:
-                if score <= 0 or not _holds(*pair):
+                if score <= 0 or not holds(*pair):
                     return 0.0
                 score = 1.0 + HOLDS_TIE_BREAK * score
             return score * self.method.tie_break(*pair) if self.method.tie_break else score
@@ -340,8 +340,9 @@ def keep_shut(target: Architecture, pairs: dict[int, int | None]) -> dict[int, i
     return {i: None if target.layers[i].gate else s for i, s in pairs.items()}
 
 
-def _holds(small: Layer, large: Layer) -> bool:
-    """Whether `large` is `small`'s kind and at least as large in every dimension."""
+def holds(small: Layer, large: Layer) -> bool:
+    """Whether `large` is `small`'s kind and at least as large in every dimension (a graft of
+    `small` into `large` can keep everything `small` computes)."""
     wa, wb = small.weight_shape, large.weight_shape
     if small.kind != large.kind or small.depthwise != large.depthwise or (wa is None) != (wb is None):
         return False
@@ -364,7 +365,7 @@ def contains(matching: Matching, *, classifier: bool = True) -> bool:
     src, tgt = matching.source, matching.target
     pairs = [(s, t) for t, s in matching.pairs.items() if s is not None]
     needed = {i for i, layer in enumerate(src.layers) if classifier or layer.role != "output"}
-    return (all(_holds(src.layers[s], tgt.layers[t]) for s, t in pairs
+    return (all(holds(src.layers[s], tgt.layers[t]) for s, t in pairs
                 if classifier or tgt.layers[t].role != "output")
             and needed <= {s for s, _ in pairs})
 
@@ -375,7 +376,7 @@ def contained(matching: Matching, *, classifier: bool = True) -> bool:
     kinds of layers (`_like_blocks`: a family that only shares shapes does not count).
     ``classifier=False``: the layers producing the output may differ (another class count)."""
     src, tgt = matching.source, matching.target
-    return (all(s is not None and (_holds(tgt.layers[t], src.layers[s])
+    return (all(s is not None and (holds(tgt.layers[t], src.layers[s])
                                    or (not classifier and tgt.layers[t].role == "output"))
                 for t, s in matching.pairs.items())
             and _like_blocks(matching))
@@ -388,7 +389,7 @@ def embeds(matching: Matching, *, classifier: bool = True) -> bool:
     another class count still holds the rest)."""
     src, tgt = matching.source, matching.target
     held = {s for t, s in matching.pairs.items()
-            if s is not None and _holds(src.layers[s], tgt.layers[t])}
+            if s is not None and holds(src.layers[s], tgt.layers[t])}
     return all(i in held for i, layer in enumerate(src.layers)
                if classifier or layer.role != "output")
 
@@ -444,7 +445,7 @@ def _lone_namesakes(matching: Matching, m: Method) -> Matching:
         if (s is not None or twin is None or layer.block < 0
                 or _block_prefix(layer.name) is None  # a plain stack's "3": a place, no role
                 or not tgt.blocks[layer.block].single or twin.type != layer.type
-                or not _holds(twin, layer) or (score := m.score(twin, layer)) <= 0):
+                or not holds(twin, layer) or (score := m.score(twin, layer)) <= 0):
             continue
         pairs[t], scores[t] = twin.index, score
     if pairs == matching.pairs:
@@ -541,8 +542,8 @@ def _strided(source: Architecture, target: Architecture, m: Method, src_items: l
         units = _normed_units(src_items, source), _normed_units(tgt_items, target)
         if units != (src_items, tgt_items):
             tries.append((*units, True))
-    for src_at, tgt_at, holds in tries:
-        found = _aligned(source, target, m, src_at, tgt_at, by_stride=True, by_holds=holds)
+    for src_at, tgt_at, holding in tries:
+        found = _aligned(source, target, m, src_at, tgt_at, by_stride=True, by_holds=holding)
         if (embeds(found, classifier=False) and not _fills_across_strides(found)
                 and not _skips_norms(found) and not (whole_blocks and _splits_blocks(found))):
             return found
@@ -645,7 +646,7 @@ def _narrowed_by_name(source: Architecture, target: Architecture, m: Method,
     for layer in target.layers:
         twin = by_name.get(layer.name)
         if twin is None or twin.type != layer.type or not (
-                _holds(layer, twin) or layer.role == "output"):
+                holds(layer, twin) or layer.role == "output"):
             return None
         pairs[layer.index] = twin.index
     scores = {t: m.score(source.layers[s], target.layers[t]) for t, s in pairs.items()}
@@ -680,7 +681,7 @@ def _by_name(source: Architecture, target: Architecture, m: Method,
     for layer in source.layers:
         twin = by_name.get(layer.name)
         if twin is None or twin.type != layer.type or not (
-                _holds(layer, twin) or layer.role == "output"):  # a head: any class count
+                holds(layer, twin) or layer.role == "output"):  # a head: any class count
             return None
         pairs[twin.index] = layer.index
     # a block both have must have the same layers: a family that shares module names but not
