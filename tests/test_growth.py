@@ -1457,8 +1457,8 @@ def test_a_badly_scaled_graft_of_a_non_containing_pair_warns(monkeypatch):
     1×1, score 0) next to the repeated blocks. Such a graft now warns with the output scale.
     (Since session 29 that matching is mended, `test_match.py`; here it is restored.)"""
     import importlib
-    monkeypatch.setattr(importlib.import_module("netgraft.match"), "_fills_across_kinds",
-                        lambda matching: False)
+    monkeypatch.setattr(importlib.import_module("netgraft.match"), "_kinds_differ",
+                        lambda source, target: False)
     torch.manual_seed(0)
     src = _trained_looking(timm.create_model("repvit_m1_1", num_classes=10))
     dst = timm.create_model("repvit_m1_0", num_classes=10)

@@ -495,7 +495,7 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
           is not None):
         found = narrowed
     elif (m.name == "graft" and _one_class(source, target)
-          and (not embeds(found, classifier=False) or _fills_across_strides(found)
+          and (not embeds(found, classifier=False) or _fills_across(found, _strides_differ)
                or _skips_norms(found))
           and (strided := _strided(source, target, m, src_items, tgt_items,
                                    whole_blocks=embeds(found, classifier=False)
@@ -513,9 +513,9 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
         # (`_skips_norms`, vgg11_bn → vgg19_bn), a plain stack is matched scoring only the
         # pairs that hold their source, alike (`_strided`).
         found = _rescored(strided, found.plain_value)
-    elif (m.name == "graft" and _one_class(source, target) and _fills_across_kinds(found)
-          and not _fills_across_kinds(kept := _aligned(source, target, m, src_items, tgt_items,
-                                                       by_kind=True))):
+    elif (m.name == "graft" and _one_class(source, target) and _fills_across(found, _kinds_differ)
+          and not _fills_across(kept := _aligned(source, target, m, src_items, tgt_items,
+                                                 by_kind=True), _kinds_differ)):
         # Within one family a depthwise conv never plays a dense one's part. repvit_m1_1 →
         # m1_0 (narrower, one block more in stage 2): the block DP, shifted by the extra
         # block, filled a channel mixer (dense 1×1) from a token mixer (depthwise 3×3), carried
@@ -544,7 +544,7 @@ def _strided(source: Architecture, target: Architecture, m: Method, src_items: l
             tries.append((*units, True))
     for src_at, tgt_at, holding in tries:
         found = _aligned(source, target, m, src_at, tgt_at, by_stride=True, by_holds=holding)
-        if (embeds(found, classifier=False) and not _fills_across_strides(found)
+        if (embeds(found, classifier=False) and not _fills_across(found, _strides_differ)
                 and not _skips_norms(found) and not (whole_blocks and _splits_blocks(found))):
             return found
     return None
@@ -607,22 +607,16 @@ def _skips_norms(matching: Matching) -> bool:
     return False
 
 
-def _fills_across_strides(matching: Matching) -> bool:
-    """Whether `matching` fills a conv from one of another stride (`_strides_differ`)."""
+def _fills_across(matching: Matching, differ: Callable[[Layer, Layer], bool]) -> bool:
+    """Whether `matching` fills some target layer from a source layer `differ` tells apart
+    from it (`_strides_differ`, `_kinds_differ`)."""
     src, tgt = matching.source.layers, matching.target.layers
-    return any(s is not None and _strides_differ(src[s], tgt[t])
-               for t, s in matching.pairs.items())
+    return any(s is not None and differ(src[s], tgt[t]) for t, s in matching.pairs.items())
 
 
 def _kinds_differ(source: Layer, target: Layer) -> bool:
     """Whether one conv is depthwise and the other dense."""
     return source.kind == target.kind == "conv" and source.depthwise != target.depthwise
-
-
-def _fills_across_kinds(matching: Matching) -> bool:
-    """Whether `matching` fills a conv from one of the other kind (`_kinds_differ`)."""
-    src, tgt = matching.source.layers, matching.target.layers
-    return any(s is not None and _kinds_differ(src[s], tgt[t]) for t, s in matching.pairs.items())
 
 
 def _strides_differ(source: Layer, target: Layer) -> bool:
