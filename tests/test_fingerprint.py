@@ -150,3 +150,16 @@ def test_architecture_without_model_is_refused(live):
     arch.model = None
     with pytest.raises(fpr.FingerprintError, match="has no model"):
         fpr.to_dict(arch)
+
+
+def test_input_resolutions_round_trip_and_a_fingerprint_without_them_reads_as_unknown(live):
+    """Each conv's input resolution (`Layer.in_size`) is kept; a fingerprint written before
+    it was traced reads with None (unknown: the matching then compares strides only)."""
+    arch = live["resnet18"]
+    fp = fpr.to_dict(arch)
+    assert fp["layers"][0]["in_size"] == list(arch.input_shape[2:])  # the stem reads the input
+    assert fpr.from_dict(fp).layers[0].in_size == tuple(arch.input_shape[2:])
+    assert fpr.from_dict(fp).layers[-1].in_size is None  # the classifier: no conv
+    for layer in fp["layers"]:
+        del layer["in_size"]
+    assert all(layer.in_size is None for layer in fpr.from_dict(fp).layers)

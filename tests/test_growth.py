@@ -600,6 +600,56 @@ def test_vgg_bn_grown_deeper_keeps_each_norm_after_its_conv():
     assert named["features.37"] == "features.19"  # the norm right after its conv's target
 
 
+def _pooled_conv1d_stack(widths, per) -> nn.Sequential:
+    """Conv1d/BN/ReLU stages with a max-pool before every stage but the first: each stage's
+    convs read a grid half as long, with no parameter (so no traced layer) saying so."""
+    layers, c = [], 4
+    for i, w in enumerate(widths):
+        layers += [nn.MaxPool1d(2)] if i else []
+        for _ in range(per):
+            layers += [nn.Conv1d(c, w, 3, padding=1, bias=False), nn.BatchNorm1d(w), nn.ReLU()]
+            c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+def _vgg(name):
+    import torchvision
+
+    return lambda: getattr(torchvision.models, name)(num_classes=10)
+
+
+@pytest.mark.parametrize("source, target, x", [
+    # stages 4 and 5 have the same 512→512 convs: a stage-5 conv sat on stage 4's third (0.58)
+    (_vgg("vgg11_bn"), _vgg("vgg16_bn"), (2, 3, 32, 32)),
+    (_vgg("vgg13_bn"), _vgg("vgg16_bn"), (2, 3, 32, 32)),  # (0.29)
+    (_vgg("vgg11_bn"), _vgg("vgg19_bn"), (2, 3, 32, 32)),  # exact before, kept exact
+    # one width throughout: a conv of stage k + 1 filled a second conv of stage k (0.09)
+    (lambda: _pooled_conv1d_stack((8, 8, 8), 1), lambda: _pooled_conv1d_stack((8, 8, 8), 2),
+     (2, 4, 64)),
+    # deeper and ×2 wider (0.037)
+    (lambda: _pooled_conv1d_stack((8, 16, 32), 2),
+     lambda: _pooled_conv1d_stack((16, 32, 64), 3), (2, 4, 64)),
+])
+def test_stacks_with_max_pools_grown_deeper_keep_each_conv_on_its_resolution(source, target, x):
+    """QA (session 29): a max-pool has no parameters, so it is no traced layer and the
+    stride check could not see it; a source conv went onto a target conv past a pooling step,
+    and the graft computed something else, with no reason named. Each conv's input
+    resolution is traced, and within one class a conv pair on other resolutions counts as
+    one on other strides."""
+    torch.manual_seed(0)
+    src, tgt = _trained_looking(source()).eval(), target()
+    report = netgraft.transfer(src, tgt, example_input=torch.randn(*x))
+    assert report.function_gap is not None and report.function_gap < 1e-5
+    probe = torch.randn(*x)
+    with torch.no_grad():
+        assert (src(probe) - tgt.eval()(probe)).abs().max() < 1e-4
+    sizes = {layer.name: layer.in_size for layer in report.matching.source.layers}
+    for t, s in report.matching.pairs.items():
+        layer = report.matching.target.layers[t]
+        if s is not None and layer.kind == "conv":
+            assert layer.in_size == sizes[report.matching.source.layers[s].name]
+
+
 def test_function_gap_is_the_grafts_and_later_steps_are_named():
     """Re-estimating the norms on calibration data changes a grown target as it would change
     its source: the gap is the graft's own, and the note says what came after."""

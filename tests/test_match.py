@@ -253,3 +253,40 @@ def test_a_plain_stack_grown_deeper_and_wider_keeps_each_conv_on_its_stride():
     plain = matching._aligned(a, b, matching.get_method("graft"), *matching.get_method(
         "graft").both(a, b))
     assert m.plain_value == plain.plain_value and not matching.embeds(plain, classifier=False)
+
+
+def _pooled_stack(pools: int) -> nn.Sequential:
+    """Two stride-1 convs of one shape, with `pools` max-pools before the second."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *[nn.MaxPool2d(2)] * pools,
+                         nn.Conv2d(8, 8, 3, padding=1))
+
+
+def test_each_conv_records_the_resolution_it_reads_and_pools_set_pairs_apart():
+    """A max-pool has no parameters (no traced layer): the input resolution each conv reads
+    is what tells a conv past a pooling step from one before it, like a stride would. Two
+    traces on inputs of other sizes do not compare resolutions (unknown, as before)."""
+    arch = netgraft.trace(_pooled_stack(1), torch.randn(1, 3, 16, 16))
+    assert [layer.in_size for layer in arch.layers] == [(16, 16), (8, 8)]
+    plain = netgraft.trace(_pooled_stack(0), torch.randn(1, 3, 16, 16))
+    apart = matching._steps_apart(plain, arch)
+    assert not apart(plain.layers[0], arch.layers[0]) and apart(plain.layers[1], arch.layers[1])
+    other = netgraft.trace(_pooled_stack(0), torch.randn(1, 3, 32, 32))
+    assert not matching._steps_apart(other, arch)(other.layers[1], arch.layers[1])
+
+
+def test_vgg_grown_deeper_pairs_no_conv_across_a_pool_and_keeps_its_dp_value():
+    """vgg11_bn → vgg16_bn: stages 4 and 5 have the same 512→512 convs, and the DP put a
+    stage-5 conv on stage 4's third. The fallback keeps every conv on its resolution; the
+    value (similarity, the zoo's cache) stays the plain DP's."""
+    import torchvision
+
+    x = torch.randn(1, 3, 32, 32)
+    src = netgraft.trace(torchvision.models.vgg11_bn(num_classes=10), x)
+    tgt = netgraft.trace(torchvision.models.vgg16_bn(num_classes=10), x)
+    found = matching.match(src, tgt)
+    assert found.value == matching.dp_value(src, tgt)
+    assert matching.contains(found, classifier=False)
+    crossing = [(tgt.layers[t].name, src.layers[s].name) for t, s in found.pairs.items()
+                if s is not None and tgt.layers[t].kind == "conv"
+                and tgt.layers[t].in_size != src.layers[s].in_size]
+    assert crossing == []

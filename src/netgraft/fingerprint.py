@@ -4,8 +4,9 @@ Ranking a zoo compares one target with many sources; instantiating and tracing e
 each time would dominate. A fingerprint keeps exactly what matching and similarity read:
 
 * every field of every :class:`~netgraft.trace.Layer` (kind, type, tensor shapes, parameter
-  names, groups, kernel, stride, dims, block, role ...) — all fields but ``module``, read
-  generically from the dataclass so that a field added later is carried along;
+  names, groups, kernel, stride, dims, block, role, a conv's input resolution ...) — all
+  fields but ``module``, read generically from the dataclass so that a field added later is
+  carried along (and a field missing from a fingerprint takes its default: unknown);
 * the blocks (name, layer positions);
 * a *skeleton* of the module tree — for every module its nearest ``torch.nn`` class and its
   children in registration order — rebuilt as bare, tensor-free ``torch.nn`` instances. The
@@ -38,8 +39,9 @@ from torch import nn
 from .errors import NetgraftError
 from .trace import Architecture, Block, Layer, class_path
 
-#: bump when the fingerprint layout changes; the index key also carries a hash of trace.py
-FORMAT_VERSION = 2
+#: bump when the fingerprint layout changes; the index key also carries a hash of trace.py.
+#: 3: layers carry their input resolution (``in_size``; read as None where missing)
+FORMAT_VERSION = 3
 
 _LAYER_FIELDS = [f.name for f in dataclasses.fields(Layer) if f.name != "module"]
 

@@ -104,6 +104,10 @@ class Layer:
     #: ``num_heads`` (timm's attention pooling, unfused q/k/v); scaled like a packed
     #: projection's queries when the heads grow wider
     query: bool = False
+    #: the spatial shape of a conv's input on the traced example (None: not a conv, or not
+    #: known — an old fingerprint): two convs of one stride still read other grids when a
+    #: max-pool, which has no parameters and so is no layer, sits before one of them
+    in_size: tuple[int, ...] | None = None
     module: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -562,6 +566,7 @@ class _ChannelSources(TorchFunctionMode):
         self.shuffles = 0  # channel shuffles followed (`Architecture.shuffles`)
         self.pieces: list[Layout] = []  # what splits along the channels cut (`Architecture.pieces`)
         self.order: dict[str, int] = {}  # module name → when the forward first reached it
+        self.sizes: dict[str, tuple[int, ...]] = {}  # conv name → its input's spatial shape
 
     def get(self, t: Any) -> Layout | None:
         return self._known.get(t) if isinstance(t, torch.Tensor) else None
@@ -782,6 +787,10 @@ def _execution_order(model: nn.Module, example: Any, hint: str, shuffles: bool =
                 sources.read[name] = sources.get(first)
             if isinstance(first, torch.Tensor) and first in sources.folds and own_tensors(module):
                 sources.folded.setdefault(name, sources.folds[first])
+            if name not in sources.sizes and isinstance(first, torch.Tensor) \
+                    and layer_kind(module) in ("conv", "conv_transpose") \
+                    and first.ndim > len(module.kernel_size):
+                sources.sizes[name] = tuple(first.shape[first.ndim - len(module.kernel_size):])
             if inp_ptr is not None and first is not None and first.data_ptr() == inp_ptr \
                     and layer_kind(module) in DIMENSIONAL_KINDS and not input_reader:
                 input_reader.append(name)
@@ -1076,6 +1085,7 @@ def trace(model: nn.Module, example_input: Any = None, *, name: str | None = Non
     for i, layer in enumerate(layers):
         layer.index = i
         layer.executed = layer.name in order
+        layer.in_size = sources.sizes.get(layer.name)
         layout = sources.read.get(layer.name)
         if layout is not None and sum(b - a for _, a, b, _ in layout) == layer.in_dim:
             layer.in_layout = layout

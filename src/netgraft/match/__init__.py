@@ -218,12 +218,14 @@ class _Aligner:
     sequence of layer kinds pair their layers position by position (see `match`)."""
 
     def __init__(self, source: Architecture, target: Architecture, method: Method,
-                 by_role: bool = False, by_stride: bool = False, by_kind: bool = False,
-                 by_holds: bool = False):
+                 by_role: bool = False, by_stride: bool | Callable[[Layer, Layer], bool] = False,
+                 by_kind: bool = False, by_holds: bool = False):
         self.source, self.target, self.method = source, target, method
-        #: pairs that score 0: convs of other strides (`by_stride`); a depthwise conv and a
-        #: dense one, and blocks whose convs are all such pairs (`by_kind`)
-        self.by_role, self.by_stride, self.by_kind = by_role, by_stride, by_kind
+        #: pairs that score 0: convs on other steps of the network (`by_stride`: a test of a
+        #: conv pair, True for `_strides_differ`); a depthwise conv and a dense one, and
+        #: blocks whose convs are all such pairs (`by_kind`)
+        self.by_role, self.by_stride, self.by_kind = by_role, bool(by_stride), by_kind
+        self.apart = by_stride if callable(by_stride) else _strides_differ
         #: `by_holds`: only pairs whose target holds the source (`holds`) score, every such
         #: pair alike but for a tie-break by its score (`HOLDS_TIE_BREAK`): the DP then uses
         #: as many source layers as it can place in a layer holding them, rather than the
@@ -241,7 +243,7 @@ class _Aligner:
         if isinstance(s, int) and isinstance(t, int):
             pair = self.source.layers[s], self.target.layers[t]
             if ((self.by_kind and _kinds_differ(*pair))
-                    or (self.by_stride and _strides_differ(*pair))):
+                    or (self.by_stride and self.apart(*pair))):
                 return 0.0
             score = self.method.score(*pair)
             if self.by_holds:
@@ -495,8 +497,8 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
           is not None):
         found = narrowed
     elif (m.name == "graft" and _one_class(source, target)
-          and (not embeds(found, classifier=False) or _fills_across(found, _strides_differ)
-               or _skips_norms(found))
+          and (not embeds(found, classifier=False)
+               or _fills_across(found, _steps_apart(source, target)) or _skips_norms(found))
           and (strided := _strided(source, target, m, src_items, tgt_items,
                                    whole_blocks=embeds(found, classifier=False)
                                    and not _skips_norms(found))) is not None):
@@ -511,7 +513,9 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
         # stage k + 1), a held conv sits on another stride (a 4-stage stack, one conv a stage
         # → two, ×2 wider), or a run of one conv passes over the norm after its first target
         # (`_skips_norms`, vgg11_bn → vgg19_bn), a plain stack is matched scoring only the
-        # pairs that hold their source, alike (`_strided`).
+        # pairs that hold their source, alike (`_strided`). A conv whose input has another
+        # resolution than its source's (a max-pool between, vgg11_bn → vgg16_bn: a stage-5
+        # conv on stage 4's third) counts as one on another stride (`_steps_apart`).
         found = _rescored(strided, found.plain_value)
     elif (m.name == "graft" and _one_class(source, target) and _fills_across(found, _kinds_differ)
           and not _fills_across(kept := _aligned(source, target, m, src_items, tgt_items,
@@ -528,7 +532,8 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
 def _strided(source: Architecture, target: Architecture, m: Method, src_items: list,
              tgt_items: list, whole_blocks: bool = False) -> Matching | None:
     """The matching keeping convs on their stride in which the target holds every source
-    layer and fills no conv from one of another stride: the plain DP's with that constraint,
+    layer and fills no conv from one of another stride or input resolution (`_steps_apart`):
+    the plain DP's with that constraint,
     else, in a plain stack (no named stages), one scoring only the pairs that hold their
     source (`_Aligner.by_holds`), else that with each layer and its norm one item
     (`_normed_units`); None when none is. With `whole_blocks`, one that fills part of a
@@ -542,11 +547,18 @@ def _strided(source: Architecture, target: Architecture, m: Method, src_items: l
         units = _normed_units(src_items, source), _normed_units(tgt_items, target)
         if units != (src_items, tgt_items):
             tries.append((*units, True))
-    for src_at, tgt_at, holding in tries:
-        found = _aligned(source, target, m, src_at, tgt_at, by_stride=True, by_holds=holding)
-        if (embeds(found, classifier=False) and not _fills_across(found, _strides_differ)
-                and not _skips_norms(found) and not (whole_blocks and _splits_blocks(found))):
-            return found
+    strict = _steps_apart(source, target)
+    # kept on their strides alone first: a matching that already keeps every conv on its
+    # input resolution stays as it was (vgg11_bn → vgg19_bn); else convs are kept on their
+    # resolution too (a max-pool between, vgg11_bn → vgg16_bn)
+    for apart in dict.fromkeys((_strides_differ, strict)):
+        for src_at, tgt_at, holding in tries:
+            found = _aligned(source, target, m, src_at, tgt_at, by_stride=apart,
+                             by_holds=holding)
+            if (embeds(found, classifier=False) and not _fills_across(found, strict)
+                    and not _skips_norms(found)
+                    and not (whole_blocks and _splits_blocks(found))):
+                return found
     return None
 
 
@@ -609,7 +621,7 @@ def _skips_norms(matching: Matching) -> bool:
 
 def _fills_across(matching: Matching, differ: Callable[[Layer, Layer], bool]) -> bool:
     """Whether `matching` fills some target layer from a source layer `differ` tells apart
-    from it (`_strides_differ`, `_kinds_differ`)."""
+    from it (`_strides_differ`, `_steps_apart`, `_kinds_differ`)."""
     src, tgt = matching.source.layers, matching.target.layers
     return any(s is not None and differ(src[s], tgt[t]) for t, s in matching.pairs.items())
 
@@ -622,6 +634,25 @@ def _kinds_differ(source: Layer, target: Layer) -> bool:
 def _strides_differ(source: Layer, target: Layer) -> bool:
     """Whether two convs move over their input with other strides."""
     return source.kind == target.kind == "conv" and source.stride != target.stride
+
+
+def _grids_differ(source: Layer, target: Layer) -> bool:
+    """Whether two convs read inputs of other spatial resolutions, both known: a max-pool
+    (no parameters, so no traced layer) lies before one of them and not the other, and the
+    same weights then see another grid — as a conv on another stride would."""
+    return (source.kind == target.kind == "conv" and source.in_size is not None
+            and target.in_size is not None and source.in_size != target.in_size)
+
+
+def _steps_apart(source: Architecture, target: Architecture) -> Callable[[Layer, Layer], bool]:
+    """The test of a conv pair on another step of the network: another stride
+    (`_strides_differ`), or, when both were traced on inputs of one spatial shape, another
+    input resolution (`_grids_differ`). Resolutions of two inputs of other sizes do not
+    compare (timm's efficientnet_b0 and _b3 trace at their own default sizes)."""
+    a, b = source.input_shape, target.input_shape
+    if not a or not b or tuple(a[2:]) != tuple(b[2:]):
+        return _strides_differ
+    return lambda x, y: _strides_differ(x, y) or _grids_differ(x, y)
 
 
 def _narrowed_by_name(source: Architecture, target: Architecture, m: Method,
@@ -735,7 +766,8 @@ def _like_blocks(matching: Matching) -> bool:
 
 
 def _aligned(source: Architecture, target: Architecture, m: Method, src_items: list,
-             tgt_items: list, by_role: bool = False, by_stride: bool = False,
+             tgt_items: list, by_role: bool = False,
+             by_stride: bool | Callable[[Layer, Layer], bool] = False,
              by_kind: bool = False, by_holds: bool = False) -> Matching:
     aligner = _Aligner(source, target, m, by_role, by_stride, by_kind, by_holds)
     value, _ = aligner.lists(src_items, tgt_items)
