@@ -650,6 +650,51 @@ def test_stacks_with_max_pools_grown_deeper_keep_each_conv_on_its_resolution(sou
             assert layer.in_size == sizes[report.matching.source.layers[s].name]
 
 
+def _stem_stack(kernel: int, padding: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(3, 8, kernel, stride=stride, padding=padding),
+                         nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("source, target, named", [
+    # the grid shrinks by 2 and every tap reads one pixel off (relative gap ~0.01)
+    ((3, 0), (5, 0), "0 kernel 3×3→5×5 padding 0×0→0×0"),
+    ((3, 1, 2), (5, 1, 2), "0 kernel 3×3→5×5 padding 1×1→1×1"),  # strided (~0.03)
+    # padding grown by half the kernel growth: the centred source kernel computes the same
+    ((3, 0), (5, 1), ""), ((3, 1), (5, 2), ""), ((3, 1, 2), (7, 3, 2), ""),
+])
+def test_a_kernel_grown_without_its_padding_is_named(source, target, named):
+    """QA (session 29): a conv whose kernel grows in the target while its padding stays
+    (3×3 → 5×5 at padding 0) moves the output grid, so the graft cannot be exact, and the
+    report named no reason. The source kernel sits at the centre of the larger one: padding
+    grown by half the kernel growth keeps the function."""
+    torch.manual_seed(0)
+    src, tgt = _trained_looking(_stem_stack(*source)).eval(), _stem_stack(*target)
+    x = torch.randn(2, 3, 32, 32)
+    report = netgraft.transfer(src, tgt, example_input=x)
+    if named == "":
+        assert report.function_gap is not None and report.function_gap < 1e-5
+        with torch.no_grad():
+            assert (src(x) - tgt.eval()(x)).abs().max() < 1e-4
+        assert "padding" not in (report.function_note or "")
+    else:
+        assert report.function_gap is not None and report.function_gap > 1e-3
+        assert "larger kernel whose padding does not grow by half as much" in report.function_note
+        assert named in report.function_note
+
+
+def test_squeezenet_grown_names_its_stem_kernel_grown_at_padding_zero():
+    """torchvision squeezenet1_1 → squeezenet1_0: the stem goes 3×3 → 7×7 at padding 0."""
+    import torchvision
+
+    torch.manual_seed(0)
+    src = _trained_looking(torchvision.models.squeezenet1_1(num_classes=10)).eval()
+    report = netgraft.transfer(src, torchvision.models.squeezenet1_0(num_classes=10),
+                               example_input=torch.randn(2, 3, 64, 64))
+    assert report.function_gap is not None and report.function_gap > 0.01
+    assert "features.0 kernel 3×3→7×7 padding 0×0→0×0" in report.function_note
+
+
 def test_function_gap_is_the_grafts_and_later_steps_are_named():
     """Re-estimating the norms on calibration data changes a grown target as it would change
     its source: the gap is the graft's own, and the note says what came after."""

@@ -1643,6 +1643,9 @@ def _why_not_preserved(report: TransferReport) -> str:
                for x, y in [(_settings(a.module, CONV_SETTINGS),
                              _settings(b.module, CONV_SETTINGS))]
                for key in x if key in y and x[key] != y[key]]
+    reframed = [text for t, s in sorted(matching.pairs.items()) if s is not None
+                for a, b in [(src.layers[s], tgt.layers[t])]
+                if b.name not in fresh and (text := _padding_unkept(a, b))]
     heads = _uneven_heads(matching)
     post_norm = _new_post_norm_layers(report)
     why = []
@@ -1696,6 +1699,13 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(spacing)} convolution{'s' if many else ''} copied onto one with "
                    f"another stride or dilation ({_listed(spacing, 3)}): the same weights "
                    f"read other inputs")
+    if reframed:
+        many = len(reframed) > 1
+        why.append(f"{len(reframed)} convolution{'s' if many else ''} copied onto one with a "
+                   f"larger kernel whose padding does not grow by half as much "
+                   f"({_listed(reframed, 3)}): the source's taps, zero-padded around the "
+                   f"centre, read inputs shifted against the source's and the output grid "
+                   f"changes; padding grown by half the kernel growth keeps them")
     settings = _unit_settings(report)
     if settings:
         many = len(settings) > 1
@@ -1908,6 +1918,40 @@ def _new_post_norm_layers(report: TransferReport) -> list[str]:
 UNIT_SETTINGS = ("shift_size", "window_size")
 #: settings of a conv module that change what the same weights read
 CONV_SETTINGS = ("stride", "dilation")
+#: torch's own convs, whose padding is the fixed ``padding`` setting (timm's Conv2dSame pads
+#: in its forward, by the input's size)
+_PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _padding_unkept(source: Layer, target: Layer) -> str | None:
+    """"<target conv> kernel <k>→<k'> padding <p>→<p'>" when a conv's kernel grows and its
+    padding does not grow by half as much in some dimension (SqueezeNet 1.1 → 1.0's stem,
+    3×3 → 7×7 at padding 0): the source kernel is zero-padded around the centre (`adapt`),
+    so each output reads the source's taps only where the padding moved the grid by the
+    same offset, and the output grid itself shrinks or shifts. None when the placement keeps
+    the source's function, or when either padding is no plain number per dimension."""
+    a, b = source.module, target.module
+    if not (source.kind == target.kind == "conv" and _plain_conv(a) and _plain_conv(b)):
+        return None
+    ka, kb, pa, pb = tuple(a.kernel_size), tuple(b.kernel_size), a.padding, b.padding
+    if isinstance(pa, str) or isinstance(pb, str) or ka == kb or len(ka) != len(kb) \
+            or any(y < x for x, y in zip(ka, kb)):
+        return None  # "same" or "valid" by name, or not a kernel that grew
+    dilation = tuple(b.dilation)
+    if all(2 * (q - p) == d * (y - x) for p, q, x, y, d in zip(pa, pb, ka, kb, dilation)):
+        return None
+    return f"{target.name} kernel {_by(ka)}→{_by(kb)} padding {_by(pa)}→{_by(pb)}"
+
+
+def _by(values: tuple[int, ...]) -> str:
+    """A size per dimension as one reads it: ``3×3``."""
+    return "×".join(str(v) for v in values)
+
+
+def _plain_conv(module: nn.Module | None) -> bool:
+    """Whether `module` runs the forward of one of `_PLAIN_CONVS` (a subclass overriding it
+    may pad otherwise)."""
+    return any(type(module).forward is cls.forward for cls in _PLAIN_CONVS)
 
 
 def _unit_settings(report: TransferReport) -> list[str]:
