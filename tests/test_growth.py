@@ -650,6 +650,30 @@ def test_stacks_with_max_pools_grown_deeper_keep_each_conv_on_its_resolution(sou
             assert layer.in_size == sizes[report.matching.source.layers[s].name]
 
 
+class _Wrapped(nn.Module):
+    """Another model class around the same body: the one-class fallbacks do not apply."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_conv_filled_across_a_pooling_step_is_named():
+    """Across model classes the matching is left as the DP found it: a conv of the source's
+    third stage went to a second conv of the target's second (relative gap 0.14), and the
+    report named no reason. It names the conv and the two input resolutions."""
+    torch.manual_seed(0)
+    src = _trained_looking(_pooled_conv1d_stack((8, 8, 8), 1)).eval()
+    report = netgraft.transfer(src, _Wrapped(_pooled_conv1d_stack((8, 8, 8), 2)),
+                               example_input=torch.randn(2, 4, 64))
+    assert report.function_gap is not None and report.function_gap > 0.01
+    assert ("1 convolution copied onto one past another number of pooling or strided steps "
+            "(body.14 input 32→16)") in report.function_note
+
+
 def _stem_stack(kernel: int, padding: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 8, kernel, stride=stride, padding=padding),
                          nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),

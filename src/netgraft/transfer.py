@@ -1643,6 +1643,7 @@ def _why_not_preserved(report: TransferReport) -> str:
                for x, y in [(_settings(a.module, CONV_SETTINGS),
                              _settings(b.module, CONV_SETTINGS))]
                for key in x if key in y and x[key] != y[key]]
+    regridded = _other_grids(matching, fresh)
     reframed = [text for t, s in sorted(matching.pairs.items()) if s is not None
                 for a, b in [(src.layers[s], tgt.layers[t])]
                 if b.name not in fresh and (text := _padding_unkept(a, b))]
@@ -1699,6 +1700,11 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(spacing)} convolution{'s' if many else ''} copied onto one with "
                    f"another stride or dilation ({_listed(spacing, 3)}): the same weights "
                    f"read other inputs")
+    if regridded:
+        many = len(regridded) > 1
+        why.append(f"{len(regridded)} convolution{'s' if many else ''} copied onto one past "
+                   f"another number of pooling or strided steps ({_listed(regridded, 3)}): "
+                   f"the same weights read a coarser or finer grid")
     if reframed:
         many = len(reframed) > 1
         why.append(f"{len(reframed)} convolution{'s' if many else ''} copied onto one with a "
@@ -1921,6 +1927,32 @@ CONV_SETTINGS = ("stride", "dilation")
 #: torch's own convs, whose padding is the fixed ``padding`` setting (timm's Conv2dSame pads
 #: in its forward, by the input's size)
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _other_grids(matching: Matching, fresh: set[str]) -> list[str]:
+    """"<target conv> input <size>→<size>" for every conv filled from one that reads its
+    input after another number of halvings (`_halvings`): a max-pool has no parameters, so a
+    matching across model classes can put a conv past one onto a conv before it. Only when
+    both were traced on inputs of one spatial shape; layers in `fresh` (started as identities
+    or zeroed) do not count."""
+    src, tgt = matching.source, matching.target
+    shape = src.input_shape
+    if not shape or not tgt.input_shape or tuple(shape[2:]) != tuple(tgt.input_shape[2:]):
+        return []
+    out = []
+    for t, s in sorted(matching.pairs.items()):
+        a, b = (None, None) if s is None else (src.layers[s], tgt.layers[t])
+        if (a is not None and a.kind == b.kind == "conv" and b.name not in fresh
+                and a.in_size and b.in_size
+                and _halvings(a.in_size, shape) != _halvings(b.in_size, shape)):
+            out.append(f"{b.name} input {_by(a.in_size)}→{_by(b.in_size)}")
+    return out
+
+
+def _halvings(size: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How many times the model input (of `shape`) was halved to `size`, rounded: a conv
+    whose padding trims a few pixels (SqueezeNet's stem) reads the grid of the same step."""
+    return tuple(round(math.log2(n / max(m, 1))) for m, n in zip(size, shape[-len(size):]))
 
 
 def _padding_unkept(source: Layer, target: Layer) -> str | None:
