@@ -89,6 +89,9 @@ def test_architecture_to_dict_is_json_ready():
     arch = netgraft.trace(timm.create_model("resnet18"))
     data = json.loads(json.dumps(arch.to_dict()))
     assert len(data["layers"]) == 41 and data["layers"][0]["name"] == "conv1"
+    # a conv's input resolution on the traced example (64 px by default); none for a norm
+    assert data["layers"][0]["in_size"] == [64, 64] and data["layers"][1]["in_size"] is None
+    assert data["layers"][2]["in_size"] == [16, 16]  # layer1's first conv, after the max-pool
     assert "conv1" in str(arch)
 
 

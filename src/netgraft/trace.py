@@ -140,6 +140,7 @@ class Layer:
             "groups": self.groups, "kernel": list(self.kernel), "stride": list(self.stride),
             "in_dim": self.in_dim, "out_dim": self.out_dim, "numel": self.numel,
             "shapes": {k: list(v) for k, v in self.shapes.items()}, "gate": self.gate,
+            "in_size": None if self.in_size is None else list(self.in_size),
         }
 
 
