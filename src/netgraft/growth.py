@@ -337,6 +337,15 @@ def set_identity(layer: Layer, units: int | None = None) -> bool:
             module.weight[(torch.arange(layer.out_dim), 0, *centre)] = 1
         else:
             module.weight[(slice(None), slice(None), *centre)] = mixing
+    elif (layer.kind == "conv" and not layer.depthwise and layer.groups > 1
+          and layer.in_dim == layer.out_dim and _keeps_size(layer)):
+        # a grouped conv of one width: each output channel reads its own input channel, the
+        # one at its place within its group (input and output carry one channel layout, so
+        # the identity needs no averaging of replicas, whatever map widened them)
+        module.weight.zero_()
+        out = torch.arange(layer.out_dim)
+        module.weight[(out, out % (layer.in_dim // layer.groups),
+                       *tuple(k // 2 for k in layer.kernel))] = 1
     elif (layer.kind == "batchnorm" and getattr(module, "track_running_stats", True)
           and getattr(module, "running_mean", None) is not None):  # FrozenBatchNorm2d too
         module.running_mean.zero_()

@@ -29,8 +29,8 @@ from .reparam import (changed_by_write_back, check_writable, plain_copy, reparam
                       write_back)
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
                      rescale_readers, set_identity, unmatched_submodules)
-from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, gated_off, holds,
-                    get_method, keep_shut, match, openable_gates)
+from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, fixed_width,
+                    gated_off, get_method, holds, keep_shut, match, openable_gates)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, below, closes_gates,
                          conv_mismatch, one_family, pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, as_input, check_traceable,
@@ -1283,9 +1283,11 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         if matching.pairs[t] is not None:
             by_source.setdefault(matching.pairs[t], []).append(t)
 
-    def unlike(t: int, s: int) -> tuple[bool, bool, bool]:
+    def unlike(t: int, s: int) -> tuple[bool, bool, bool, bool]:
         a, b = matching.source.layers[s], layers[t]
-        return a.stride != b.stride, not holds(a, b), a.shapes != b.shapes
+        # a grouped conv that changes the width cannot start as the identity: it keeps the
+        # source layer (a grouped 8 → 16 conv run over 16 → 16, 16 → 32, 32 → 32 ones)
+        return a.stride != b.stride, not holds(a, b), not fixed_width(b), a.shapes != b.shapes
 
     own = {s: min(ts, key=lambda t: unlike(t, s)) for s, ts in by_source.items()}
     fresh = [t for t in sorted(matching.pairs)

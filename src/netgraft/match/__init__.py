@@ -355,7 +355,25 @@ def holds(small: Layer, large: Layer) -> bool:
     # the model's input channels are mapped, not held: any count onto any other by a mixing
     # matrix that keeps a gray image's response (`adapt`)
     skip = 1 if small.role == large.role == "input" and small.kind == "conv" else None
-    return all(y >= x for i, (x, y) in enumerate(zip(wa, wb)) if i != skip)
+    return (all(y >= x for i, (x, y) in enumerate(zip(wa, wb)) if i != skip)
+            and _groups_hold(small, large))
+
+
+def _groups_hold(small: Layer, large: Layer) -> bool:
+    """Whether a (not depthwise) grouped conv's groups can hold `small`'s: a grouped weight
+    is (out, in / groups, …), so its shape alone does not say so. An ungrouped conv is no
+    grouped one's (each output would read only its group's inputs: a 4 → 8 conv and an
+    8 → 8 conv in 2 groups have one weight shape), and more groups must each write at least
+    as many channels as a source group (`adapt.group_map` fills each target group from one
+    source group); fewer groups pack whole source groups."""
+    if small.kind != "conv" or large.kind != "conv" or small.depthwise or large.depthwise:
+        return True
+    ga, gb = max(small.groups, 1), max(large.groups, 1)
+    if ga == gb or gb < ga:
+        return True
+    if ga == 1:
+        return False
+    return bool(small.out_dim and large.out_dim) and large.out_dim // gb >= small.out_dim // ga
 
 
 def contains(matching: Matching, *, classifier: bool = True) -> bool:
@@ -498,7 +516,8 @@ def _matched(source: Architecture, target: Architecture, m: Method, src_items: l
         found = narrowed
     elif (m.name == "graft" and _one_class(source, target)
           and (not embeds(found, classifier=False)
-               or _fills_across(found, _steps_apart(source, target)) or _skips_norms(found))
+               or _fills_across(found, _steps_apart(source, target)) or _skips_norms(found)
+               or _widens_unfilled(found))
           and (strided := _strided(source, target, m, src_items, tgt_items,
                                    whole_blocks=embeds(found, classifier=False)
                                    and not _skips_norms(found))) is not None):
@@ -556,7 +575,7 @@ def _strided(source: Architecture, target: Architecture, m: Method, src_items: l
             found = _aligned(source, target, m, src_at, tgt_at, by_stride=apart,
                              by_holds=holding)
             if (embeds(found, classifier=False) and not _fills_across(found, strict)
-                    and not _skips_norms(found)
+                    and not _skips_norms(found) and not _widens_unfilled(found)
                     and not (whole_blocks and _splits_blocks(found))):
                 return found
     return None
@@ -617,6 +636,39 @@ def _skips_norms(matching: Matching) -> bool:
         if s is not None and src.layers[s].name in normed:
             return True
     return False
+
+
+def _widens_unfilled(matching: Matching) -> bool:
+    """Whether `matching` leaves unfilled a target layer that changes the width (in ≠ out
+    channels) where it cannot start as an identity: a grouped conv (`fixed_width`), or any
+    layer whose norm right after it was filled from a source norm (a grouped 8 → 16 conv of a
+    deeper stack left at its init while the norm after it got the source's first norm:
+    scoring only holding pairs, the source's grouped conv sat on the next, 16 → 16, conv).
+    A layer of one width left unfilled starts as the identity, and so does a dense one that
+    widens, with the norms after it (`netgraft.growth.set_identity`)."""
+    tgt = matching.target
+    if any(matching.pairs.get(layer.index) is None and fixed_width(layer)
+           for layer in tgt.layers):
+        return True
+    index = {layer.name: layer.index for layer in tgt.layers}
+    for layer in tgt.layers:
+        lay = layer.in_layout
+        if (layer.kind not in NORM_KINDS or matching.pairs.get(layer.index) is None
+                or not lay or len(lay) != 1 or lay[0][0] not in index):
+            continue
+        read = tgt.layers[index[lay[0][0]]]
+        if (matching.pairs.get(read.index) is None and read.kind in ("conv", "linear")
+                and read.in_dim and read.out_dim and read.in_dim != read.out_dim):
+            return True
+    return False
+
+
+def fixed_width(layer: Layer) -> bool:
+    """Whether `layer` is a grouped (not depthwise) conv that changes the width: it cannot
+    start as the identity (`netgraft.growth.set_identity`), as each output reads only its
+    group's inputs, so a deeper target's such conv needs a source conv of its own."""
+    return (layer.kind == "conv" and not layer.depthwise and layer.groups > 1
+            and bool(layer.in_dim and layer.out_dim) and layer.in_dim != layer.out_dim)
 
 
 def _fills_across(matching: Matching, differ: Callable[[Layer, Layer], bool]) -> bool:
