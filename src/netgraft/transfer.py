@@ -1290,6 +1290,18 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
         return a.stride != b.stride, not holds(a, b), not fixed_width(b), a.shapes != b.shapes
 
     own = {s: min(ts, key=lambda t: unlike(t, s)) for s, ts in by_source.items()}
+    # a norm is its own where the layer it normalises is (a run of a conv and its norm whose
+    # conv is the widening grouped one's, `fixed_width`, not the first of the run's)
+    names = {layer.name: layer.index for layer in matching.source.layers}
+    for s, ts in by_source.items():
+        lay = matching.source.layers[s].in_layout
+        if (len(ts) < 2 or matching.source.layers[s].kind not in NORM_KINDS or not lay
+                or len(lay) != 1 or names.get(lay[0][0]) not in own):
+            continue
+        read = layers[own[names[lay[0][0]]]].name
+        after = [t for t in ts if (x := layers[t].in_layout) and len(x) == 1 and x[0][0] == read]
+        if after:
+            own[s] = after[0]
     fresh = [t for t in sorted(matching.pairs)
              if matching.pairs[t] is None or own[matching.pairs[t]] != t]
     # how many source units each target layer's output carries (replicated when wider)
