@@ -424,6 +424,17 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                                   else r for r, n, m in zip(dim_roles, want, given.shape))
             by_group = (channel_map is not None and src.groups > 1
                         and channel_map(src.out_dim or 0, tgt.out_dim or 0) is not None)
+            read, read_how = in_index, in_how
+            inner = ((src.in_dim or 0) // max(src.groups, 1),
+                     (tgt.in_dim or 0) // max(tgt.groups, 1))
+            if (by_group and in_index is None and name == "weight" and tgt.kind == "conv"
+                    and src.groups == tgt.groups and not adapt.depthwise_like(tgt)
+                    and inner[0] < inner[1] and inner in getattr(channel_map, "groups", {})):
+                # a grouped conv's fan-in within its group, whose sizes are also a width the
+                # group map maps group by group (8 → 16 inside a 16 → 32 conv in 2 groups, when
+                # the stage before widens 8 → 16): each target group reads its source group's
+                # inputs tiled, as any fan-in within a group (`group_channel_index`)
+                read, read_how = adapt.channel_index(*inner), "replicated within each group"
             packed = (adapt.pack_grouped(given, want, src.groups, tgt.groups, channel_map)
                       if by_group and name == "weight" and src.groups != tgt.groups
                       and not adapt.depthwise_like(src) and not adapt.depthwise_like(tgt)
@@ -447,7 +458,7 @@ def _graft_layer(src: Layer, tgt: Layer, src_t: dict[str, torch.Tensor],
                               getattr(tgt.module, "window_size", None)) if relative else None),
                     base=base, select=select,
                     channel_map=channel_map, split_noise=split_noise, generator=generator,
-                    in_index=in_index, in_how=in_how, out_index=out_index,
+                    in_index=read, in_how=read_how, out_index=out_index,
                     out_how=channels.how.get(tgt.name, "") if channels else "")
             if swapped:
                 value = adapt.swap_group_layout(value, tgt.groups)
