@@ -650,6 +650,55 @@ def test_stacks_with_max_pools_grown_deeper_keep_each_conv_on_its_resolution(sou
             assert layer.in_size == sizes[report.matching.source.layers[s].name]
 
 
+def _grouped_conv1d_stack(widths, per, groups, stride=False, pool=False) -> nn.Sequential:
+    """Conv1d/BN/ReLU stages, every conv but the first grouped; the first conv of each later
+    stage strided (`stride`) or a max-pool before each later stage (`pool`)."""
+    layers, c = [], 4
+    for i, w in enumerate(widths):
+        layers += [nn.MaxPool1d(2)] if i and pool else []
+        for k in range(per):
+            layers += [nn.Conv1d(c, w, 3, stride=2 if stride and i and k == 0 else 1, padding=1,
+                                 groups=groups if i or k else 1, bias=False),
+                       nn.BatchNorm1d(w), nn.ReLU()]
+            c = w
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(c, 10))
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+@pytest.mark.parametrize("sizes, step", [
+    # deeper alone: a grouped 8 → 8 conv (weight 8×4×3) passed for the held home of the
+    # ungrouped 4 → 8 stem (8×4×3), and a grouped conv could not start as the identity (0.29-0.47)
+    (((8, 16), 1, (8, 16), 2), ""),
+    (((8, 16), 1, (8, 16), 2), "stride"),
+    (((8, 16), 1, (8, 16), 2), "pool"),
+    # deeper and ×2 wider: the grouped 8 → 16 conv sat on the 16 → 16 one, the widening 16 → 32
+    # conv left at its init (0.32-0.47)
+    (((8, 16), 1, (16, 32), 2), ""),
+    (((8, 16), 1, (16, 32), 2), "stride"),
+    (((8, 16), 1, (16, 32), 2), "pool"),
+    # three stages: with 2 groups the 16 → 32 conv's fan-in in a group (8 → 16) was mapped as
+    # the width 8 → 16 is, group by group (0.02-0.34)
+    (((8, 16, 32), 1, (16, 32, 64), 2), ""),
+    (((8, 16, 32), 2, (16, 32, 64), 3), "stride"),
+    (((8, 16, 32), 2, (16, 32, 64), 3), "pool"),
+])
+def test_grouped_conv_stacks_grown_deeper_and_wider_compute_the_source_function(sizes, step,
+                                                                               groups):
+    """QA (session 29): grouped Conv1d stacks grown deeper (and wider) had a function gap of
+    ~0.5 and no reason named. A grouped weight's shape does not say what its groups hold
+    (`holds` reads the groups), a grouped conv of one width starts as the identity, a grouped
+    conv that widens keeps its source in a run, and a fan-in within a group is tiled as one."""
+    (sw, sp, tw, tp), kw = sizes, {"stride": step == "stride", "pool": step == "pool"}
+    torch.manual_seed(0)
+    src = _trained_looking(_grouped_conv1d_stack(sw, sp, groups, **kw)).eval()
+    tgt = _grouped_conv1d_stack(tw, tp, groups, **kw)
+    report = netgraft.transfer(src, tgt, example_input=torch.randn(2, 4, 64))
+    assert report.function_gap is not None and report.function_gap < 1e-5, report.function_note
+    probe = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        assert (src(probe) - tgt.eval()(probe)).abs().max() < 1e-4
+
+
 class _Wrapped(nn.Module):
     """Another model class around the same body: the one-class fallbacks do not apply."""
 
