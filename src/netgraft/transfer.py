@@ -1720,23 +1720,17 @@ def _why_not_preserved(report: TransferReport) -> str:
         why.append(f"{len(lacks)} residual sum{'s' if len(lacks) > 1 else ''} of the source "
                    f"{'have' if len(lacks) > 1 else 'has'} no counterpart in the target "
                    f"({_listed(shown, 2, '; ')})")
-    if spacing:
-        many = len(spacing) > 1
-        why.append(f"{len(spacing)} convolution{'s' if many else ''} copied onto one with "
-                   f"another stride or dilation ({_listed(spacing, 3)}): the same weights "
-                   f"read other inputs")
-    if regridded:
-        many = len(regridded) > 1
-        why.append(f"{len(regridded)} convolution{'s' if many else ''} copied onto one past "
-                   f"another number of pooling or strided steps ({_listed(regridded, 3)}): "
-                   f"the same weights read a coarser or finer grid")
-    if reframed:
-        many = len(reframed) > 1
-        why.append(f"{len(reframed)} convolution{'s' if many else ''} copied onto one with a "
-                   f"larger kernel whose padding does not grow by half as much "
-                   f"({_listed(reframed, 3)}): the source's taps, zero-padded around the "
-                   f"centre, read inputs shifted against the source's and the output grid "
-                   f"changes; padding grown by half the kernel growth keeps them")
+    for found, onto, because in (
+            (spacing, "with another stride or dilation", "the same weights read other inputs"),
+            (regridded, "past another number of pooling or strided steps",
+             "the same weights read a coarser or finer grid"),
+            (reframed, "with a larger kernel whose padding does not grow by half as much",
+             "the source's taps, zero-padded around the centre, read inputs shifted against "
+             "the source's and the output grid changes; padding grown by half the kernel "
+             "growth keeps them")):
+        if found:
+            why.append(f"{len(found)} convolution{'s' if len(found) > 1 else ''} copied onto "
+                       f"one {onto} ({_listed(found, 3)}): {because}")
     settings = _unit_settings(report)
     if settings:
         many = len(settings) > 1
