@@ -30,7 +30,7 @@ from .reparam import (changed_by_write_back, check_writable, plain_copy, reparam
 from .growth import (fresh_modules, identity_blocks, identity_modules, input_scale_pairs,
                      rescale_readers, set_identity, unmatched_submodules)
 from .match import (DEFAULT_METHOD, Matching, contained, dp_value, embeds, fixed_width,
-                    gated_off, get_method, holds, keep_shut, match, openable_gates)
+                    gated_off, get_method, holds, keep_shut, match, normalised, openable_gates)
 from .similarity import (DISTANT_SIMILARITY, UNRELATED_SIMILARITY, below, closes_gates,
                          conv_mismatch, one_family, pair_similarity, unrelated)
 from .trace import (NORM_KINDS, Architecture, Layer, _tensors_of, as_input, check_traceable,
@@ -1305,12 +1305,11 @@ def _identity_layers(source: nn.Module, target: nn.Module, report: TransferRepor
     # conv is the widening grouped one's, `fixed_width`, not the first of the run's)
     names = {layer.name: layer.index for layer in matching.source.layers}
     for s, ts in by_source.items():
-        lay = matching.source.layers[s].in_layout
-        if (len(ts) < 2 or matching.source.layers[s].kind not in NORM_KINDS or not lay
-                or len(lay) != 1 or names.get(lay[0][0]) not in own):
+        conv = normalised(matching.source.layers[s])
+        if len(ts) < 2 or names.get(conv) not in own:
             continue
-        read = layers[own[names[lay[0][0]]]].name
-        after = [t for t in ts if (x := layers[t].in_layout) and len(x) == 1 and x[0][0] == read]
+        read = layers[own[names[conv]]].name
+        after = [t for t in ts if normalised(layers[t]) == read]
         if after:
             own[s] = after[0]
     fresh = [t for t in sorted(matching.pairs)

@@ -606,15 +606,20 @@ def _normed_units(items: list, arch: Architecture) -> list:
         item = items[k]
         nxt = items[k + 1] if k + 1 < len(items) else None
         if (isinstance(item, int) and isinstance(nxt, int)
-                and arch.layers[nxt].kind in NORM_KINDS
-                and (lay := arch.layers[nxt].in_layout) and len(lay) == 1
-                and lay[0][0] == arch.layers[item].name):
+                and normalised(arch.layers[nxt]) == arch.layers[item].name):
             out.append([item, nxt])
             k += 2
             continue
         out.append(_normed_units(item, arch))
         k += 1
     return out
+
+
+def normalised(layer: Layer) -> str | None:
+    """The name of the layer whose output a norm reads, when it reads one layer's (a conv's
+    batch norm); None for any other layer."""
+    lay = layer.in_layout
+    return lay[0][0] if layer.kind in NORM_KINDS and lay and len(lay) == 1 else None
 
 
 def _skips_norms(matching: Matching) -> bool:
@@ -624,15 +629,12 @@ def _skips_norms(matching: Matching) -> bool:
     first, vgg11_bn → vgg19_bn: the source's features.19 went to the norm four layers on,
     past a max-pool)."""
     src, tgt = matching.source, matching.target
-    normed = {lay[0][0] for layer in src.layers
-              if layer.kind in NORM_KINDS and (lay := layer.in_layout) and len(lay) == 1}
+    normed = {normalised(layer) for layer in src.layers} - {None}
     index = {layer.name: layer.index for layer in tgt.layers}
     for layer in tgt.layers:
-        lay = layer.in_layout
-        if (layer.kind not in NORM_KINDS or matching.pairs.get(layer.index) is not None
-                or not lay or len(lay) != 1 or lay[0][0] not in index):
+        if matching.pairs.get(layer.index) is not None or normalised(layer) not in index:
             continue
-        s = matching.pairs.get(index[lay[0][0]])
+        s = matching.pairs.get(index[normalised(layer)])
         if s is not None and src.layers[s].name in normed:
             return True
     return False
@@ -652,11 +654,9 @@ def _widens_unfilled(matching: Matching) -> bool:
         return True
     index = {layer.name: layer.index for layer in tgt.layers}
     for layer in tgt.layers:
-        lay = layer.in_layout
-        if (layer.kind not in NORM_KINDS or matching.pairs.get(layer.index) is None
-                or not lay or len(lay) != 1 or lay[0][0] not in index):
+        if matching.pairs.get(layer.index) is None or normalised(layer) not in index:
             continue
-        read = tgt.layers[index[lay[0][0]]]
+        read = tgt.layers[index[normalised(layer)]]
         if (matching.pairs.get(read.index) is None and read.kind in ("conv", "linear")
                 and read.in_dim and read.out_dim and read.in_dim != read.out_dim):
             return True
