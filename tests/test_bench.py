@@ -376,3 +376,26 @@ def test_an_out_that_is_a_file_is_refused_before_any_training(tmp_path, capsys,
     assert bench.main(argv) == 2
     assert f"--out {out}: a file, not a folder" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists()  # no source was trained
+
+
+def test_partial_results_are_written_after_every_run(tmp_path, monkeypatch, _restore_threads):
+    """QA (session 30): partial results were written once a pair, so a run stopped mid-pair (a
+    pair of the full run takes up to an hour) lost every training of that pair."""
+    written = []
+    real = bench.write_outputs
+
+    def spy(result, out_dir, stem, **kw):
+        written.append((result["metrics"] is None, len(result["runs"]), result["complete"]))
+        return real(result, out_dir, stem, **kw)
+
+    monkeypatch.setattr(bench, "write_outputs", spy)
+    argv = ["--dataset", "digits", "--image-size", "16", "--pairs",
+            "test_resnet:test_byobnet:cross-family", "--inits", "random,graft,dpiat",
+            "--source-steps", "4", "--train-size", "128", "--low-data-size", "64",
+            "--test-size", "40", "--epochs", "1", "--seeds", "1", "--cache", str(tmp_path / "c"),
+            "--out", str(tmp_path / "out"), "--threads", "1", "--no-progress", "--no-plot"]
+    assert bench.main(argv) == 0
+    # 3 inits × 2 regimes: one partial write after each run, then the complete result
+    assert written == [(True, n, False) for n in range(1, 7)] + [(False, 6, True)]
+    data = json.loads((tmp_path / "out" / "transfer_quality_digits.json").read_text())
+    assert data["complete"] and len(data["runs"]) == 6

@@ -1143,6 +1143,11 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
             done += n
             if bar is not None:
                 bar.update(task, advance=n, description=description)
+            if on_partial is not None and result["runs"]:
+                # after every run, not every pair: a run stopped or killed mid-pair keeps
+                # every training finished so far (a pair of the full run takes up to an hour)
+                result["wall_seconds"] = time.perf_counter() - wall
+                on_partial(result)
 
         for name in dict.fromkeys(p.source for p in cfg.pairs):
             if bar is not None:
@@ -1238,9 +1243,6 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                             f"{_pct(res.history[0][1] if res.history else None)} → "
                             f"{_pct(final)}  ({res.seconds:.0f} s"
                             f"{', DIVERGED' if res.diverged else ''})")
-            if on_partial is not None:
-                result["wall_seconds"] = time.perf_counter() - wall
-                on_partial(result)
 
     inits = [i for i in cfg.inits if i not in result["skipped_inits"]]
     result["metrics"] = compute_metrics(result["runs"], cfg.pairs, inits, regimes, cfg, source_acc)
