@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from netgraft import bench
+from netgraft import bench, training
 from netgraft.models import canonical_spec, split_specs
 from netgraft.bench import (BUDGETS, INITS, PAIRS, QUICK_PAIRS, RELATIONS, ZOO, Config, Pair,
                             budget_steps, compute_metrics, eval_points, format_speedup, mean_curve,
@@ -389,6 +389,17 @@ def test_partial_results_are_written_after_every_run(tmp_path, monkeypatch, _res
         return real(result, out_dir, stem, **kw)
 
     monkeypatch.setattr(bench, "write_outputs", spy)
+    trained = []
+    real_train = training.train
+
+    def train_spy(model, data, **kw):
+        if "eval_at" in kw:  # a target's run, not the source's training
+            trained.append((kw["lr"], kw.get("warmup_steps", 0)))
+        return real_train(model, data, **kw)
+
+    monkeypatch.setattr(training, "train", train_spy)
+    # an init may ask for its own fine-tuning recipe: a rate factor and a linear warm-up
+    monkeypatch.setitem(INITS, "dpiat", lambda s, t: {"lr_factor": 0.5, "warmup_steps": 3})
     argv = ["--dataset", "digits", "--image-size", "16", "--pairs",
             "test_resnet:test_byobnet:cross-family", "--inits", "random,graft,dpiat",
             "--source-steps", "4", "--train-size", "128", "--low-data-size", "64",
@@ -399,3 +410,6 @@ def test_partial_results_are_written_after_every_run(tmp_path, monkeypatch, _res
     assert written == [(True, n, False) for n in range(1, 7)] + [(False, 6, True)]
     data = json.loads((tmp_path / "out" / "transfer_quality_digits.json").read_text())
     assert data["complete"] and len(data["runs"]) == 6
+    assert sorted(trained) == [(pytest.approx(5e-4), 3)] * 2 + [(1e-3, 0)] * 4
+    assert sorted((r["init"], r["lr"], r.get("warmup_steps") or 0) for r in data["runs"]) == [
+        ("dpiat", pytest.approx(5e-4), 3)] * 2 + [("graft", 1e-3, 0)] * 2 + [("random", 1e-3, 0)] * 2

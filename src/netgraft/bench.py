@@ -30,6 +30,8 @@ Protocol (every number is also written to the JSON):
   fitted to the source's logits). An init may return ``"lr_factor"``: graft+align returns
   what ``netgraft.align`` tells users (fine-tune at 0.3× the from-scratch rate, so as not to
   undo the alignment) and is trained at that rate; every other init at the recipe's lr.
+  An init may also return ``"warmup_steps"``: a linear warm-up to its rate over that many
+  steps (none by default).
   For one (pair, seed) every init starts from the same randomly initialised target, so layers
   an init leaves alone keep exactly the random init's values. Add an init with one line.
 * **Training.** Adam, lr 1e-3 constant, batch 64, 3 epochs, seeds 0 and 1 (the seed sets the
@@ -1203,7 +1205,10 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                     # an init may ask for a lower fine-tuning rate (graft+align does, as align
                     # tells its users to); every other init trains at cfg.lr
                     record["lr"] = cfg.lr * got.get("lr_factor", 1.0)
-                    digest = f"{_state_digest(model.state_dict())}|{pair.target}|{record['lr']!r}"
+                    if got.get("warmup_steps"):  # and a linear warm-up to that rate
+                        record["warmup_steps"] = int(got["warmup_steps"])
+                    digest = (f"{_state_digest(model.state_dict())}|{pair.target}|{record['lr']!r}"
+                              f"|{record.get('warmup_steps', 0)}")
                     for regime in regimes:
                         if bar is not None:
                             bar.update(task, description=f"{desc} {regime}")
@@ -1228,6 +1233,7 @@ def run_benchmark(cfg: Config, *, cache: Path, device: torch.device, mode: str,
                         m = copy.deepcopy(model).to(device)
                         res = train(m, train_sets[regime], steps=cfg.steps_per_epoch(regimes[regime]) * cfg.epochs,
                                     batch_size=cfg.batch_size, lr=record["lr"], optimizer=cfg.optimizer,
+                                    warmup_steps=record.get("warmup_steps", 0),
                                     eval_data=test, eval_at=eval_at[regime], seed=seed,
                                     progress=progress, precise_bn=cfg.precise_bn)
                         del m
