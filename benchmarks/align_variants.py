@@ -29,6 +29,13 @@ Session 30's command (the README gives the figures)::
         --inits random,graft+align,align15,alignT4,alignflip,align45 --seeds 3 --epochs 2 \\
         --train-size 3000 --low-data-size 0 --precise-bn 512
 
+Session 31's (the recipes; README, results in benchmarks/results/align_recipes)::
+
+    python benchmarks/align_variants.py \\
+        --pairs mobilenetv3_large_100:convnext_atto,convnext_atto:resnet18,efficientnet_b0:resnet18 \\
+        --inits random,align03,alignW10,alignW25,alignlr05,alignW25h --seeds 3 --epochs 2 \\
+        --train-size 3000 --low-data-size 0 --precise-bn 512 --out benchmarks/results/align_recipes
+
 Writes benchmarks/results/align_variants/transfer_quality.{json,md} unless ``--out`` is given.
 """
 from __future__ import annotations
