@@ -53,7 +53,6 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 import torch
 
-from netgraft.transfer import transfer
 
 align_module = importlib.import_module("netgraft.align")  # `netgraft.align` is also a function
 DISTILL = align_module._distill
@@ -68,15 +67,9 @@ def variant(steps: int | None = None, temperature: float | None = None, flip: bo
         if temperature is not None:
             align_module._distill = functools.partial(DISTILL, temperature=temperature)
         try:
-            report = transfer(source, target, calibration_data=x, align=True, align_steps=steps)
+            return bench._init_graft_aligned(source, target, calibration=x, align_steps=steps)
         finally:
             align_module._distill = DISTILL
-        out = {"coverage": report.coverage, "transfer_seconds": report.seconds,
-               "similarity": report.similarity}
-        if report.alignment is not None:
-            out["alignment"] = report.alignment.to_dict()
-            out["lr_factor"] = report.alignment.lr_factor
-        return out
     return init
 
 

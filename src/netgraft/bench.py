@@ -254,13 +254,16 @@ def _init_graft_calibrated(source: nn.Module, target: nn.Module) -> dict:
             "similarity": report.similarity}
 
 
-def _init_graft_aligned(source: nn.Module, target: nn.Module) -> dict:
+def _init_graft_aligned(source: nn.Module, target: nn.Module, *,
+                        calibration: torch.Tensor | None = None, **options: Any) -> dict:
     """graft+calib, then block-wise feature alignment and a head fitted to the source's logits
     on the same unlabeled images (``netgraft.align``). Its seconds (alignment included) are
-    what the equal-wall-clock metric charges it."""
+    what the equal-wall-clock metric charges it. `calibration` (other images than the
+    benchmark's 512) and `options` (more `transfer` options) are for variants of it."""
     from .transfer import transfer
 
-    report = transfer(source, target, calibration_data=CALIBRATION["x"], align=True)
+    x = CALIBRATION["x"] if calibration is None else calibration
+    report = transfer(source, target, calibration_data=x, align=True, **options)
     out = {"coverage": report.coverage, "transfer_seconds": report.seconds,
            "similarity": report.similarity}
     if report.alignment is not None:

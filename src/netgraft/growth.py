@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapt import grouped_conv
 from .adapt.mapping import channel_index
 from .adapt.standardised import standardises
 from .trace import Architecture, Layer, own_tensors, run_model
@@ -337,8 +338,8 @@ def set_identity(layer: Layer, units: int | None = None) -> bool:
             module.weight[(torch.arange(layer.out_dim), 0, *centre)] = 1
         else:
             module.weight[(slice(None), slice(None), *centre)] = mixing
-    elif (layer.kind == "conv" and not layer.depthwise and layer.groups > 1
-          and layer.in_dim == layer.out_dim and _keeps_size(layer)):
+    elif (layer.kind == "conv" and grouped_conv(layer) and layer.in_dim == layer.out_dim
+          and _keeps_size(layer)):
         # a grouped conv of one width: each output channel reads its own input channel, the
         # one at its place within its group (input and output carry one channel layout, so
         # the identity needs no averaging of replicas, whatever map widened them)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection
 
+from ..adapt import grouped_conv
 from ..trace import NORM_KINDS, Architecture, Block, Layer, group_blocks, group_layers
 from .dp import align
 from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
@@ -667,7 +668,7 @@ def fixed_width(layer: Layer) -> bool:
     """Whether `layer` is a grouped (not depthwise) conv that changes the width: it cannot
     start as the identity (`netgraft.growth.set_identity`), as each output reads only its
     group's inputs, so a deeper target's such conv needs a source conv of its own."""
-    return (layer.kind == "conv" and not layer.depthwise and layer.groups > 1
+    return (layer.kind == "conv" and grouped_conv(layer)
             and bool(layer.in_dim and layer.out_dim) and layer.in_dim != layer.out_dim)
 
 
