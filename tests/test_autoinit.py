@@ -342,20 +342,25 @@ def test_a_model_failing_on_the_probe_is_named_and_left_as_it_was():
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("mode", ["unit", "preserve"])
-def test_multihead_attention_output_is_fitted_through_out_proj(mode):
+def test_multihead_attention_output_is_fitted_through_out_proj(mode, batch_first):
     """Session 24 left every projection of an nn.MultiheadAttention unfitted (they run in its
     functional forward, not as modules). Its output is linear in out_proj's weight and bias, so
     out_proj is now fitted on the attention's output; the query/key/value projections (which
-    set where it attends) are left as they are, and named."""
+    set where it attends) are left as they are, and named. Session 32: a sequence-first model
+    (length, batch, features) got its probe's extra samples along the sequence, and the
+    attention, whose output scale depends on the length, came out at std 2.4 on inputs of the
+    example's length; the probe now adds samples along dimension 1 there."""
     torch.manual_seed(0)
     m = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0,
-                                                         batch_first=True), 2,
+                                                         batch_first=batch_first), 2,
                               enable_nested_tensor=False)
     with torch.no_grad():  # an attention whose output is far from unit scale
         for layer in m.layers:
             layer.self_attn.out_proj.weight.mul_(7.0)
-    report = autoinit(m, torch.randn(2, 5, 16), mode=mode)
+    shape = (lambda batch: (batch, 5, 16)) if batch_first else (lambda batch: (5, batch, 16))
+    report = autoinit(m, torch.randn(shape(2)), mode=mode)
     assert set(report.skipped) == {"layers.0.self_attn", "layers.1.self_attn"}
     assert all("fitted through its out_proj" in why for why in report.skipped.values())
     assert {"layers.0.self_attn.out_proj", "layers.1.self_attn.out_proj",
@@ -365,7 +370,7 @@ def test_multihead_attention_output_is_fitted_through_out_proj(mode):
     hook = m.layers[1].self_attn.register_forward_hook(lambda mod, a, out: seen.append(out[0]))
     m.eval()
     with torch.no_grad():
-        m(torch.randn(64, 5, 16))
+        m(torch.randn(shape(64)))
     hook.remove()
     assert 0.9 < float(seen[0].std()) < 1.1
 

@@ -83,11 +83,62 @@ _LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                  nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
-def _batch_for(example: torch.Tensor, elements: int, least: int) -> int:
-    """Samples in a batch of about `elements` input elements (at least `least`)."""
-    per_sample = max(1, example[0].numel()) if example.ndim else 1
+def _batch_for(example: torch.Tensor, elements: int, least: int, dim: int = 0) -> int:
+    """Samples in a batch of about `elements` input elements (at least `least`); the samples
+    lie along dimension `dim`."""
+    per_sample = max(1, example.numel() // max(1, example.shape[dim])) if example.ndim else 1
     most = _MAX_SAMPLES["flat" if example.ndim <= 2 else "maps"]
     return max(least, min(most, -(-elements // per_sample)))
+
+
+def _randn_like(example: torch.Tensor, samples: int, dim: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """Random N(0, 1) inputs shaped like `example` with `samples` samples along `dim`."""
+    shape = list(example.shape)
+    shape[dim] = samples
+    return torch.randn(shape, generator=generator).to(device=example.device, dtype=example.dtype)
+
+
+def _attended_lengths(model: nn.Module, attentions: list[nn.MultiheadAttention],
+                      inputs: torch.Tensor) -> list[tuple[int, ...]]:
+    """The (query, key) sequence lengths each nn.MultiheadAttention call sees on `inputs`."""
+    seen: list[tuple[int, ...]] = []
+
+    def hook(module, args, kwargs):
+        tensors = list(args[:2]) + [kwargs[k] for k in ("query", "key") if k in kwargs]
+        seen.append(tuple(int(t.shape[1 if module.batch_first and t.ndim == 3 else 0])
+                          for t in tensors if isinstance(t, torch.Tensor)))
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attentions]
+    try:
+        run_model(model, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _batch_dim(model: nn.Module, example: Any) -> int:
+    """The dimension of `example` along which the probe holds more samples: 0, unless
+    enlarging it lengthens the sequence an ``nn.MultiheadAttention`` attends over (a
+    sequence-first model, ``batch_first=False``, takes (length, batch, features)) and
+    enlarging dimension 1 does not. An attention's output scale depends on the length, so a
+    probe with a longer sequence fits a scale other inputs do not have (2.4 instead of 1 on
+    a sequence-first ``nn.TransformerEncoder``). Run in eval mode without gradients."""
+    attentions = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    if not attentions or not isinstance(example, torch.Tensor) \
+            or not example.is_floating_point() or example.ndim < 3:
+        return 0
+    g = torch.Generator().manual_seed(0)
+    try:
+        lengths = _attended_lengths(model, attentions, _randn_like(example, example.shape[0], 0, g))
+        for dim in (0, 1):
+            more = _randn_like(example, 2 * example.shape[dim], dim, g)
+            if _attended_lengths(model, attentions, more) == lengths:
+                return dim
+    except Exception:  # the fit's own pass reports what fails
+        pass
+    return 0
 
 
 #: elementwise nonlinearities, by the name torch's function mode sees them under (functional,
@@ -144,16 +195,17 @@ class AutoInitReport:
                 "seconds": self.seconds}
 
 
-def _probe(arch: Architecture, batch: int, seed: int) -> Any:
+def _probe(arch: Architecture, batch: int, seed: int, dim: int = 0) -> Any:
+    """A random N(0, 1) probe shaped like the example input with (usually) more samples
+    along dimension `dim`; the example itself when it is not a float tensor."""
     example = arch.example_input
     if not isinstance(example, torch.Tensor) or not example.is_floating_point():
         return example  # token ids or several arguments: use them as they are
-    g = torch.Generator().manual_seed(seed)
+    if not example.ndim:  # a scalar: a vector of samples
+        example = example.reshape(1)
     # enough samples that a deep layer's std is estimated without a small-sample bias
-    batch = _batch_for(example, _PROBE_ELEMENTS,
-                       max(batch, example.shape[0] if example.ndim else 1))
-    shape = (batch,) + tuple(example.shape[1:])
-    return torch.randn(shape, generator=g).to(device=example.device, dtype=example.dtype)
+    batch = _batch_for(example, _PROBE_ELEMENTS, max(batch, example.shape[dim]), dim)
+    return _randn_like(example, batch, dim, torch.Generator().manual_seed(seed))
 
 
 def _channel_dim(layer_kind: str, out: torch.Tensor) -> int:
@@ -263,19 +315,18 @@ class _Fit:
         return hook
 
 
-def _stats_batches(probe: Any, seed: int) -> list[Any]:
+def _stats_batches(probe: Any, seed: int, dim: int = 0) -> list[Any]:
     """Batches for the running statistics: more random N(0, 1) samples of the probe's shape
-    than the fit uses (`_STATS_ELEMENTS`, at most 4096 samples), in batches at least as large
-    as the probe (`_STATS_BATCH_ELEMENTS`); the probe itself when it is not a float tensor
-    (token ids, several arguments)."""
+    (samples along `dim`) than the fit uses (`_STATS_ELEMENTS`, at most 4096 samples), in
+    batches at least as large as the probe (`_STATS_BATCH_ELEMENTS`); the probe itself when
+    it is not a float tensor (token ids, several arguments)."""
     if not isinstance(probe, torch.Tensor) or not probe.is_floating_point() or probe.ndim < 2:
         return [probe]
-    per_sample = max(1, probe[0].numel())
-    size = _batch_for(probe, _STATS_BATCH_ELEMENTS, len(probe))
+    per_sample = max(1, probe.numel() // max(1, probe.shape[dim]))
+    size = _batch_for(probe, _STATS_BATCH_ELEMENTS, probe.shape[dim], dim)
     count = max(1, min(4096 // size, -(-_STATS_ELEMENTS // (per_sample * size))))
     g = torch.Generator().manual_seed(seed + 1)
-    return [torch.randn((size,) + tuple(probe.shape[1:]), generator=g).to(
-        device=probe.device, dtype=probe.dtype) for _ in range(count)]
+    return [_randn_like(probe, size, dim, g) for _ in range(count)]
 
 
 @torch.no_grad()
@@ -426,7 +477,10 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
             report.skipped[layer.name] = "not executed on the probe"
         else:
             candidates.append(layer)
-    probe = _probe(arch, batch_size, seed)
+    with keep_modes(model), torch.no_grad(), single_thread():
+        model.eval()
+        dim = _batch_dim(model, arch.example_input)
+    probe = _probe(arch, batch_size, seed, dim)
     # batch norms normalise with the probe's batch statistics, as in training (their running
     # statistics may come from another network and silence whole layers); restored after,
     # or set to the probe's (`norm_stats`)
@@ -458,7 +512,7 @@ def autoinit(model: nn.Module, example_input: Any = None, *, layers: Iterable[st
                     break
             if norm_stats == "probe" and norms:
                 put_back(saved)  # the fit's passes are not to count
-                _probe_norm_stats(model, norms, _stats_batches(probe, seed))
+                _probe_norm_stats(model, norms, _stats_batches(probe, seed, dim))
                 restore = False
         finally:
             if restore:
