@@ -73,9 +73,9 @@ import math
 import operator
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -559,12 +559,33 @@ def _contained(fn):
         grads = [(p, p.grad) for p in target.parameters()]
         try:
             with keep_modes(source, target), torch.enable_grad(), \
-                    torch.random.fork_rng(devices=[]):
-                return fn(source, target, *args, **kwargs)
+                    torch.random.fork_rng(devices=[]), _float32_while_trained(target) as cast:
+                report = fn(source, target, *args, **kwargs)
         finally:
             for p, grad in grads:
                 p.grad = grad
+        if cast:
+            report.note = "; ".join(filter(None, (report.note, (
+                f"the target's {cast} float16 tensors were aligned in float32 (Adam's steps "
+                f"overflow in float16) and cast back to float16 afterwards"))))
+        return report
     return wrapper
+
+
+@contextmanager
+def _float32_while_trained(model: nn.Module) -> Iterator[int]:
+    """`model`'s float16 parameters and buffers held in float32 inside the block (Adam's eps,
+    1e-8, rounds to 0 in float16 and one step turns weights to inf), each cast back to float16
+    on leaving, also on failure; yields how many were cast. The tensors stay the same objects
+    (their ``.data`` is swapped), so references to them, an optimizer's included, hold."""
+    halves = [t for t in (*model.parameters(), *model.buffers()) if t.dtype == torch.float16]
+    for t in halves:
+        t.data = t.data.float()
+    try:
+        yield len(halves)
+    finally:
+        for t in halves:
+            t.data = t.data.half()
 
 
 def whole(value: Any) -> int | None:
@@ -598,7 +619,8 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
     batches); the source sees the same images (gray/colour converted when their input channels
     differ; `source_channels` overrides what is read off its first conv), each model getting
     floating inputs in its own dtype and token ids as they are (`calibrate.model_input`; a
-    float16 target is refused: align a float32 copy). `steps` Adam steps
+    float16 target is aligned in float32 and cast back, said in ``report.note``: Adam's steps
+    overflow in float16; bfloat16 and float64 targets are aligned as they are). `steps` Adam steps
     (lr `lr`, batches of `batch_size`) regress the stages; `seconds` caps their wall time.
     `head`: fit the target's linear classifier to the source's logits when both have the same
     number of outputs. Batch-norm statistics are re-estimated at the end. Returns an
@@ -637,12 +659,6 @@ def align(source: nn.Module, target: nn.Module, calibration_data: Any, *, steps:
         check_traceable(model, role, values=True, action="align")
     param = float_param(target)
     dtype = param.dtype if param is not None else torch.float32  # the target computes in
-    if dtype == torch.float16:
-        raise NetgraftError(
-            "align trains the target with Adam, whose steps overflow in float16 (its eps, "
-            "1e-8, rounds to 0: one step turns weights to inf): align a float32 copy, "
-            "target.float(), and cast it back with .half() afterwards (bfloat16 and float64 "
-            "targets are aligned as they are)")
     if method == "stages":
         min_r2 = 0.0
     from .calibrate import finite_inputs, model_input, recalibrate_norms, recalibrated
