@@ -3,8 +3,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from netgraft.checkpoint import (_os_reason, atomic_write_all, load_state_dict, load_weights,
-                                 read_checkpoint, save_state_dict)
+from netgraft.checkpoint import (_os_reason, atomic_write_all, load_into, load_state_dict,
+                                 load_weights, read_checkpoint, save_state_dict)
 from netgraft.errors import CheckpointError
 
 
@@ -206,3 +206,28 @@ def test_a_torch_file_on_a_full_disk_names_the_full_disk(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     assert _os_reason(RuntimeError("Error while serializing: I/O error: No space left on device "
                                    "(os error 28)")) == "No space left on device"
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_a_module_that_checks_its_version_on_loading_loads_from_a_plain_state_dict(tmp_path,
+                                                                                    suffix):
+    """QA (session 32): torchvision's MNASNet reads its version while loading and raised
+    "version should be set to 1 or 2 instead of None" on any state dict without torch's
+    `_metadata` (a safetensors file, a dict copy). `load_weights` now gives such a dict the
+    model's own metadata."""
+    import torchvision
+
+    torch.manual_seed(0)
+    trained = torchvision.models.mnasnet0_5(num_classes=10).eval()
+    path = save_state_dict(dict(trained.state_dict()), tmp_path / f"mnasnet{suffix}")
+    fresh = torchvision.models.mnasnet0_5(num_classes=10).eval()
+    load_weights(fresh, path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), trained(x))
+    plain = {k: v.clone() for k, v in trained.state_dict().items()}
+    with pytest.raises(ValueError, match="version should be set"):  # what torch alone does
+        torchvision.models.mnasnet0_5(num_classes=10).load_state_dict(plain)
+    other = torchvision.models.mnasnet0_5(num_classes=10)
+    load_into(other, plain)
+    assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), plain.values()))

@@ -1598,3 +1598,22 @@ def test_a_one_unit_bias_is_selected_with_its_weight_not_averaged():
         netgraft.transfer(src, dst, example_input=x, head="transfer")
     unit = next(i for i in range(4) if torch.equal(dst.weight[0], src.weight[i]))
     assert dst.bias.item() == src.bias[unit].item()
+
+
+def test_an_unrelated_pair_leaves_a_version_checking_target_at_its_init():
+    """QA (session 32): convnext_tiny → torchvision mnasnet0_5 raised ValueError("version
+    should be set to 1 or 2 instead of None") from deep inside torch: an unrelated pair puts
+    the target's init back from a plain copy of its state dict, which MNASNet refuses on
+    loading. The copy now carries the model's metadata."""
+    import torchvision
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    source = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                               hidden_dim=32, mlp_dim=64, num_classes=10).eval()
+    target = torchvision.models.mnasnet0_5(num_classes=10)
+    init = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.warns(netgraft.NetgraftWarning, match="unrelated pair"):
+        report = netgraft.transfer(source, target, example_input=torch.randn(2, 3, 32, 32))
+    assert report.coverage == 0.0 and report.similarity < 0.1
+    assert all(torch.equal(init[k], v) for k, v in target.state_dict().items())

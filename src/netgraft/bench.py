@@ -958,7 +958,7 @@ def _source_stem(name: str, cfg: Config) -> str:
 def get_source(name: str, cfg: Config, cache: Path, train_full, test_full, device: torch.device,
                log: Callable[[str], None], progress: bool) -> tuple[nn.Module, dict[str, Any]]:
     """The trained source `name`, loaded from the cache or trained (and cached) now."""
-    from .checkpoint import load_state_dict, save_state_dict
+    from .checkpoint import load_into, load_state_dict, save_state_dict
     from .models import create_model
     from .training import evaluate, train
 
@@ -968,7 +968,7 @@ def get_source(name: str, cfg: Config, cache: Path, train_full, test_full, devic
     model = create_model(name, num_classes=train_full.num_classes, in_chans=cfg.in_chans)
     if weights.is_file() and sidecar.is_file():
         try:
-            model.load_state_dict(load_state_dict(weights))
+            load_into(model, load_state_dict(weights))
             info = json.loads(sidecar.read_text())
             info.update(cached=True, path=str(weights))
             log(f"source {name}: cached ({_pct(info.get('test_accuracy_full'))}% on the whole test split)")

@@ -12,6 +12,7 @@ import re
 import signal
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -135,6 +136,19 @@ def _without_wrapper_prefix(state: dict[str, torch.Tensor], expected: dict[str, 
     return state
 
 
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    """``model.load_state_dict(state, **kwargs)``, where a state dict without torch's
+    ``_metadata`` (a plain dict: a copy, a safetensors file) is given the model's own: modules
+    that read their version while loading get the current one (torchvision's MNASNet raised
+    "version should be set to 1 or 2 instead of None" on any such dict)."""
+    if getattr(state, "_metadata", None) is None:
+        metadata = getattr(model.state_dict(), "_metadata", None)
+        if metadata is not None:
+            state = OrderedDict(state)
+            state._metadata = metadata  # type: ignore[attr-defined]
+    return model.load_state_dict(state, **kwargs)
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str = "model",
                  source: str | os.PathLike | None = None,
                  flags: str = "--num-classes and --in-chans") -> None:
@@ -166,7 +180,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike | dict, *, what: str 
             f"{path} does not fit the {what} architecture ({type(model).__name__}): "
             f"{'; '.join(parts)}. Check the model name, {flags} the weights "
             f"were trained with.")
-    model.load_state_dict(state)
+    load_into(model, state)
 
 
 #: file names weights are written to (.safetensors recommended; the others are torch files)

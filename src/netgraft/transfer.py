@@ -23,6 +23,7 @@ from .adapt.mapping import query_scale
 from .adapt.spaces import space_selector
 from .adapt.standardised import gained, restore_gain, standardised_weight
 from .calibrate import CALIBRATION_IMAGES, recalibrate_norms
+from .checkpoint import load_into
 from .errors import (ModelForwardError, NetgraftError, NetgraftWarning, UnsupportedModelError,
                      first_line)
 from .reparam import (changed_by_write_back, check_writable, plain_copy, reparametrized,
@@ -1131,7 +1132,7 @@ def _transfer_kept(source, target, example_input, source_input, method, head, sh
         if report.function_gap is not None:
             report.function_note = _why_not_preserved(report)
     except BaseException:
-        target.load_state_dict(backup)
+        load_into(target, backup)
         raise
     if (method != "dpiat" and not untouched and not distant  # (a distant pair's warning says it)
             and (scaled := _badly_scaled(source, target, report))):
@@ -1250,7 +1251,7 @@ def _without_zero_weights(source: nn.Module, target: nn.Module, report: Transfer
         report.seconds += time.perf_counter() - start
         return report
     first = {k: v.detach().clone() for k, v in target.state_dict().items()}
-    target.load_state_dict(backup)
+    load_into(target, backup)
     with single_thread():
         other = _transfer(source, target, None, None, report.method, head,
                           report.matching.source, report.matching.target, identity_blocks,
@@ -1263,7 +1264,7 @@ def _without_zero_weights(source: nn.Module, target: nn.Module, report: Transfer
                            f"graft ({other_gap:.2g}) was kept")
         kept = other
     else:
-        target.load_state_dict(first)
+        load_into(target, first)
         kept = report
     kept.seconds = report.seconds + time.perf_counter() - start
     return kept
@@ -2241,7 +2242,7 @@ def _leave_all(report: TransferReport, target: nn.Module, init: dict[str, torch.
     """Put the whole target back to its init (`init`: its state before the graft): an
     unrelated pair (similarity below ``UNRELATED_SIMILARITY``), where what a graft copies
     measured no better than random init."""
-    target.load_state_dict(init)
+    load_into(target, init)
     mismatch = conv_mismatch(report.matching)
     note = (f"left at init: {mismatch}" if mismatch else
             f"left at init: unrelated pair (similarity {below(report.similarity)} < "

@@ -710,7 +710,8 @@ class Zoo:
              link, force) -> ZooEntry:
         import torch
 
-        from .checkpoint import atomic_write, load_state_dict, load_weights, save_json, save_state_dict
+        from .checkpoint import (atomic_write, load_into, load_state_dict, load_weights,
+                                 save_json, save_state_dict)
         from .models import create_model, head_shape
 
         checkpoint = Path(checkpoint).expanduser()
@@ -752,7 +753,7 @@ class Zoo:
         if digest is not None and not force:
             self._refuse_duplicate(digest, name)
         trained_state = {k: v.clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(init_state)
+        load_into(model, init_state)
         example = None if input_size is None else torch.randn(1, *input_size)
         self.dir.mkdir(parents=True, exist_ok=True)  # the index is written from here on
         try:  # traced before the index is written
@@ -765,7 +766,7 @@ class Zoo:
                 raise _channels_disagree(input_size, chans, checkpoint, arch,
                                          "the channel count it runs on") from None
             raise
-        model.load_state_dict(trained_state)
+        load_into(model, trained_state)
         for method in METHODS:
             self._self_dp([arch_hash], method)
 
