@@ -7,7 +7,7 @@ from typing import Any, Callable, Collection
 from ..adapt import grouped_conv
 from ..trace import NORM_KINDS, Architecture, Block, Layer, group_blocks, group_layers
 from .dp import align
-from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, dpiat_score, graft_score,
+from .scores import (DPIAT_CLASSES, DPIAT_DIMENSIONAL, GraftScores, dpiat_score, graft_score,
                      stride_tie_break)
 
 DEFAULT_METHOD = "graft"
@@ -213,6 +213,10 @@ def get_method(method: str) -> Method:
 HOLDS_TIE_BREAK = 0.01
 
 
+#: graft_score memoised across alignments (a zoo ranking aligns one target with every entry)
+_GRAFT_SCORES = GraftScores()
+
+
 class _Aligner:
     """Scores and aligns item lists, recursively. With `by_role`, the first block of a named
     stage only pairs with the first block of its namesake, and two blocks made of the same
@@ -233,6 +237,9 @@ class _Aligner:
         #: closest shapes
         self.by_holds = by_holds
         self.cache: dict[tuple[int, int], tuple[float, list]] = {}
+        # the default method's layer-pair scores, memoised by what they read (`GraftScores`)
+        self.memo = (_GRAFT_SCORES, _GRAFT_SCORES.keys(source.layers),
+                     _GRAFT_SCORES.keys(target.layers)) if method.score is graft_score else None
 
     def item_score(self, s: Any, t: Any) -> float:
         if isinstance(s, _Stage) and isinstance(t, _Stage) and s.name != t.name:
@@ -246,7 +253,11 @@ class _Aligner:
             if ((self.by_kind and _kinds_differ(*pair))
                     or (self.by_stride and self.apart(*pair))):
                 return 0.0
-            score = self.method.score(*pair)
+            if self.memo is not None:
+                memo, a, b = self.memo
+                score = memo.score(a[s], b[t], *pair)
+            else:
+                score = self.method.score(*pair)
             if self.by_holds:
                 if score <= 0 or not holds(*pair):
                     return 0.0

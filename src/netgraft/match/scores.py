@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from torch import nn
 
@@ -84,6 +85,39 @@ def _reads_input(layer: Layer) -> bool:
     channels apart (norms, depthwise convs: `Layer.in_layout` follows channels through them)."""
     return layer.role == "input" or (layer.in_layout is not None and bool(layer.in_layout)
                                      and all(p == "" for p, *_ in layer.in_layout))
+
+
+def graft_key(layer: Layer) -> tuple:
+    """Everything `graft_score` reads of a layer: two layers with equal keys score alike
+    against any other (`GraftScores` memoises by it)."""
+    return (layer.kind, layer.role, tuple(layer.shapes.items()), layer.groups, layer.in_dim,
+            layer.out_dim, _reads_input(layer))
+
+
+class GraftScores:
+    """`graft_score` memoised by `graft_key`: a network repeats a few layer shapes many times
+    (efficientnet_b2's 341 layers have 93 keys), so ranking a zoo computes each distinct pair
+    once instead of once per layer pair. `keys` turns an architecture's layers into small
+    integers (one key computation per layer per use)."""
+
+    def __init__(self, limit: int = 1 << 20):
+        self.ids: dict[tuple, int] = {}  # never cleared: aligners hold these numbers
+        self.scores: dict[tuple[int, int], float] = {}
+        self.limit = limit
+        self.lock = threading.Lock()  # one number per key, also when threads match at once
+
+    def keys(self, layers: list[Layer]) -> list[int]:
+        keys = [graft_key(layer) for layer in layers]
+        with self.lock:
+            return [self.ids.setdefault(key, len(self.ids)) for key in keys]
+
+    def score(self, a: int, b: int, source: Layer, target: Layer) -> float:
+        value = self.scores.get((a, b))
+        if value is None:
+            if len(self.scores) >= self.limit:
+                self.scores.clear()
+            value = self.scores[(a, b)] = graft_score(source, target)
+        return value
 
 
 def graft_score(source: Layer, target: Layer) -> float:
