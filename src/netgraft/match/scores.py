@@ -96,7 +96,7 @@ def graft_key(layer: Layer) -> tuple:
 
 class GraftScores:
     """`graft_score` memoised by `graft_key`: a network repeats a few layer shapes many times
-    (efficientnet_b2's 341 layers have 93 keys), so ranking a zoo computes each distinct pair
+    (efficientnet_b2's 185 layers have 71 keys, resnet50's 107 have 27), so ranking a zoo computes each distinct pair
     once instead of once per layer pair. `keys` turns an architecture's layers into small
     integers (one key computation per layer per use)."""
 
