@@ -122,7 +122,9 @@ class GraftScores:
 
 def graft_score(source: Layer, target: Layer) -> float:
     """Score for the default method: compatible kinds (conv ~ linear, any norm ~ any norm),
-    shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise."""
+    shapes compared by fan-out, fan-in and (softly) kernel area, depthwise ~ depthwise.
+    Reads only what `graft_key` holds (the aligner memoises it by that key): a field read
+    here must be added there."""
     compat = _COMPATIBLE.get(frozenset({source.kind, target.kind}), 0.0)
     if not compat or ((source.role == "output") != (target.role == "output")
                       and "input" not in (source.role, target.role)):
