@@ -83,10 +83,15 @@ _LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
                  nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
+def _per_sample(x: torch.Tensor, dim: int) -> int:
+    """Elements of one sample of `x`, whose samples lie along dimension `dim`."""
+    return max(1, x.numel() // max(1, x.shape[dim])) if x.ndim else 1
+
+
 def _batch_for(example: torch.Tensor, elements: int, least: int, dim: int = 0) -> int:
     """Samples in a batch of about `elements` input elements (at least `least`); the samples
     lie along dimension `dim`."""
-    per_sample = max(1, example.numel() // max(1, example.shape[dim])) if example.ndim else 1
+    per_sample = _per_sample(example, dim)
     most = _MAX_SAMPLES["flat" if example.ndim <= 2 else "maps"]
     return max(least, min(most, -(-elements // per_sample)))
 
@@ -322,7 +327,7 @@ def _stats_batches(probe: Any, seed: int, dim: int = 0) -> list[Any]:
     it is not a float tensor (token ids, several arguments)."""
     if not isinstance(probe, torch.Tensor) or not probe.is_floating_point() or probe.ndim < 2:
         return [probe]
-    per_sample = max(1, probe.numel() // max(1, probe.shape[dim]))
+    per_sample = _per_sample(probe, dim)
     size = _batch_for(probe, _STATS_BATCH_ELEMENTS, probe.shape[dim], dim)
     count = max(1, min(4096 // size, -(-_STATS_ELEMENTS // (per_sample * size))))
     g = torch.Generator().manual_seed(seed + 1)

@@ -249,38 +249,24 @@ class _Aligner:
                 return 0.0
             return self.lists(s, t)[0]
         if isinstance(s, int) and isinstance(t, int):
-            pair = self.source.layers[s], self.target.layers[t]
-            if ((self.by_kind and _kinds_differ(*pair))
-                    or (self.by_stride and self.apart(*pair))):
-                return 0.0
-            if self.memo is not None:
-                memo, a, b = self.memo
-                score = memo.score(a[s], b[t], *pair)
-            else:
-                score = self.method.score(*pair)
-            if self.by_holds:
-                if score <= 0 or not holds(*pair):
-                    return 0.0
-                score = 1.0 + HOLDS_TIE_BREAK * score
-            return score * self.method.tie_break(*pair) if self.method.tie_break else score
+            return self.layer_score(s, t)
         return 0.0
 
-    def _layer_scores(self, src: list, tgt: list) -> list[list[float]] | None:
-        """`item_score` of every pair of two lists of layers, read row by row from the memo
-        (what a zoo ranking spends its time on: 1.5 M pairs for 50 entries), for the default
-        method without the `by_*` rules; None otherwise."""
-        if (self.memo is None or self.method.tie_break is None or self.by_kind
-                or self.by_stride or self.by_holds
-                or not all(isinstance(i, int) for i in (*src, *tgt))):
-            return None
-        memo, a, b = self.memo
-        source, target, tie = self.source.layers, self.target.layers, self.method.tie_break
-        rows = []
-        for t in tgt:
-            layer, key = target[t], b[t]
-            rows.append([memo.score(a[s], key, source[s], layer) * tie(source[s], layer)
-                         for s in src])
-        return rows
+    def layer_score(self, s: int, t: int) -> float:
+        """The score of source layer `s` for target layer `t`, with the `by_*` rules and the
+        method's tie-break; the method's own score read from the memo where it has one."""
+        x, y = self.source.layers[s], self.target.layers[t]
+        if (self.by_kind and _kinds_differ(x, y)) or (self.by_stride and self.apart(x, y)):
+            return 0.0
+        memo = self.memo
+        score = (self.method.score(x, y) if memo is None
+                 else memo[0].score(memo[1][s], memo[2][t], x, y))
+        if self.by_holds:
+            if score <= 0 or not holds(x, y):
+                return 0.0
+            score = 1.0 + HOLDS_TIE_BREAK * score
+        tie = self.method.tie_break
+        return score * tie(x, y) if tie else score
 
     def _roles_apart(self, src: list, tgt: list) -> bool:
         """Whether two blocks of layers have convs and every conv pair between them is a
@@ -301,9 +287,11 @@ class _Aligner:
     def lists(self, src: list, tgt: list) -> tuple[float, list]:
         key = (id(src), id(tgt))
         if key not in self.cache:
-            scores = self._layer_scores(src, tgt)
-            if scores is None:
-                scores = [[self.item_score(s, t) for s in src] for t in tgt]
+            # a block of layers (what a zoo ranking spends its time on: 1.5 M pairs for 50
+            # entries) is scored without item_score's dispatch on item types
+            score = (self.layer_score if all(isinstance(i, int) for i in (*src, *tgt))
+                     else self.item_score)
+            scores = [[score(s, t) for s in src] for t in tgt]
             if self.by_role and isinstance(src, _Stage) and isinstance(tgt, _Stage):
                 scores = [[v if (i == 0) == (j == 0) else 0.0 for j, v in enumerate(row)]
                           for i, row in enumerate(scores)]

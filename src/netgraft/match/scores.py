@@ -96,9 +96,9 @@ def graft_key(layer: Layer) -> tuple:
 
 class GraftScores:
     """`graft_score` memoised by `graft_key`: a network repeats a few layer shapes many times
-    (efficientnet_b2's 185 layers have 71 keys, resnet50's 107 have 27), so ranking a zoo computes each distinct pair
-    once instead of once per layer pair. `keys` turns an architecture's layers into small
-    integers (one key computation per layer per use)."""
+    (efficientnet_b2's 185 layers have 71 keys, resnet50's 107 have 27), so ranking a zoo
+    computes each distinct pair once instead of once per layer pair. `keys` turns an
+    architecture's layers into small integers (one key computation per layer per use)."""
 
     def __init__(self, limit: int = 1 << 20):
         self.ids: dict[tuple, int] = {}  # never cleared: aligners hold these numbers
